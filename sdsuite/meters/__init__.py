@@ -1,0 +1,1 @@
+"""Meters wrapped around each measured window: device clock, memory, FLOPs and energy."""

@@ -1,0 +1,1 @@
+"""Model variants, schedulers and the lazily built, cached pipelines."""

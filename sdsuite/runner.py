@@ -1,0 +1,373 @@
+"""The measuring engine shared by the CLI and the pytest plugin.
+
+For one case: load (or reuse) the pipeline, fix the latents, time the first call, warm up, then
+measure N runs. Each run is one device-synchronized window with per-step marks (a step callback),
+stage marks (prompt encoding, VAE decode), peak memory and an energy window around it.
+Everything outside the window (peak reads, fingerprints, bookkeeping) is kept out of the timing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from sdsuite import __version__
+from sdsuite.case import Case
+from sdsuite.errors import SdsuiteError
+from sdsuite.hardware import device_gpu_class, precision_support
+from sdsuite.meters.clock import Timeline, synchronize
+from sdsuite.meters.energy import EnergyMeter, default_energy_meter
+from sdsuite.meters.flops import count_flops
+from sdsuite.meters.memory import PeakMemoryMeter
+from sdsuite.pipelines.build import weights_kind
+from sdsuite.pipelines.cache import PIPELINES, LoadedPipeline, PipelineCache
+from sdsuite.pipelines.registry import get_variant
+from sdsuite.results import SCHEMA_VERSION
+from sdsuite.stats import summarize
+
+BLANK_STD = 1e-4  # an image whose pixel std is below this is constant (blank)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to measure: repetitions, device, weights source, optional meters."""
+
+    runs: int = 5
+    warmup: int = 1
+    device: str = "auto"
+    weights: str = "auto"
+    count_flops: bool = True
+
+
+def utcnow() -> str:
+    """ISO-8601 UTC timestamp."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def samples_metric(samples: list[float], unit: str, **extra: Any) -> dict:
+    """A metric measured once per run: raw samples plus their statistics."""
+    return {"unit": unit, "available": True, "samples": [float(s) for s in samples], **summarize(samples), **extra}
+
+
+def value_metric(value: float | int, unit: str, **extra: Any) -> dict:
+    """A metric measured once per case (load time, FLOPs)."""
+    return {"unit": unit, "available": True, "value": value, **extra}
+
+
+def unavailable_metric(unit: str, reason: str) -> dict:
+    """A metric that cannot be measured here, with the reason (never an estimate)."""
+    return {"unit": unit, "available": False, "reason": reason}
+
+
+def metric_center(metric: dict) -> float | None:
+    """The representative number of a metric: the median of samples, or its single value."""
+    if not metric or not metric.get("available"):
+        return None
+    return metric.get("median", metric.get("value"))
+
+
+def image_fingerprint(images: torch.Tensor) -> dict:
+    """Mean/std of pixels (0..1) and NaN/inf/blank flags of a batch of output images."""
+    x = images.detach().float()
+    finite = torch.isfinite(x)
+    nan = bool(torch.isnan(x).any())
+    inf = bool(torch.isinf(x).any())
+    xf = x[finite] if not bool(finite.all()) else x
+    mean = float(xf.mean()) if xf.numel() else float("nan")
+    std = float(xf.std()) if xf.numel() > 1 else 0.0
+    return {
+        "shape": list(x.shape),
+        "mean": mean,
+        "std": std,
+        "channel_means": [float(c) for c in x.mean(dim=(0, 2, 3))] if x.dim() == 4 else [],
+        "has_nan": nan,
+        "has_inf": inf,
+        "blank": (not nan and not inf and std < BLANK_STD),
+    }
+
+
+@dataclass
+class Sample:
+    """One measured run."""
+
+    wall_s: float
+    step_s: list[float]
+    text_encode_s: float | None
+    denoise_s: float | None
+    vae_decode_s: float | None
+    peak_memory_bytes: int | None
+    energy: dict
+
+
+@dataclass
+class CaseMeasurement:
+    """Measures one resolved case on a loaded pipeline. Use ``with`` so the hooks are removed."""
+
+    case: Case
+    loaded: LoadedPipeline
+    device: torch.device
+    energy_meter: EnergyMeter
+    samples: list[Sample] = field(default_factory=list)
+    first_call_s: float | None = None
+    _timeline: Timeline | None = None
+    _reference_image: torch.Tensor | None = None
+    _last_images: torch.Tensor | None = None
+    _deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        self.loaded.set_scheduler(self.case.scheduler)
+        pipe = self.loaded.pipe
+        dtype = pipe.unet.dtype
+        # Fixed latents drawn on the CPU from the case seed (as MLPerf does), so a case gives the
+        # same starting point on every device.
+        gen = torch.Generator("cpu").manual_seed(self.case.seed)
+        shape = (self.case.batch_size, pipe.unet.config.in_channels, self.case.height // pipe.vae_scale_factor, self.case.width // pipe.vae_scale_factor)
+        self.latents = torch.randn(shape, generator=gen, dtype=torch.float32).to(self.device, dtype)
+        self._memory = PeakMemoryMeter(self.device)
+        self._timeline = Timeline(self.device)
+
+    # -- the call ------------------------------------------------------------------------------
+
+    def call_kwargs(self) -> dict[str, Any]:
+        """Arguments of one pipeline call for this case (fresh CPU generator for stochastic samplers)."""
+        c = self.case
+        return {
+            "prompt": [c.prompt] * c.batch_size,
+            "negative_prompt": [c.negative_prompt] * c.batch_size if c.negative_prompt else None,
+            "height": c.height,
+            "width": c.width,
+            "num_inference_steps": c.steps,
+            "guidance_scale": c.guidance_scale,
+            "latents": self.latents,
+            "generator": torch.Generator("cpu").manual_seed(c.seed),
+            "output_type": "pt",
+        }
+
+    def _on_step_end(self, pipe, step, timestep, callback_kwargs):
+        self._timeline.mark("step")
+        return callback_kwargs
+
+    def __enter__(self) -> CaseMeasurement:
+        pipe = self.loaded.pipe
+        timeline = self._timeline
+        encode, decode = pipe.encode_prompt, pipe.vae.decode
+
+        def timed_encode(*a, **k):
+            timeline.mark("encode_start")
+            out = encode(*a, **k)
+            timeline.mark("encode_end")
+            return out
+
+        def timed_decode(*a, **k):
+            timeline.mark("decode_start")
+            out = decode(*a, **k)
+            timeline.mark("decode_end")
+            return out
+
+        pipe.encode_prompt = timed_encode
+        pipe.vae.decode = timed_decode
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pipe = self.loaded.pipe
+        for obj, name in ((pipe, "encode_prompt"), (pipe.vae, "decode")):
+            if name in vars(obj):
+                delattr(obj, name)
+
+    def generate(self) -> torch.Tensor:
+        """One generation with the case's fixed inputs; returns the images (N, 3, H, W) in 0..1."""
+        return self.loaded.pipe(**self.call_kwargs(), callback_on_step_end=self._on_step_end, callback_on_step_end_tensor_inputs=[]).images
+
+    # -- phases --------------------------------------------------------------------------------
+
+    def first_call(self) -> float:
+        """Time the first call of this case (includes lazy initialisation, cuDNN autotuning...)."""
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        self.generate()
+        synchronize(self.device)
+        self.first_call_s = time.perf_counter() - t0
+        return self.first_call_s
+
+    def warmup(self, n: int) -> None:
+        """Untimed runs before measuring."""
+        for _ in range(n):
+            self.generate()
+        synchronize(self.device)
+
+    def measure_once(self) -> Sample:
+        """One measured window: sync, energy begin, run, sync, energy end; bookkeeping after."""
+        tl = self._timeline
+        self._memory.reset()
+        tl.start()
+        self.energy_meter.begin()
+        images = self.generate()
+        tl.stop()
+        energy = self.energy_meter.end()
+        marks = tl.marks()
+        sample = self._sample_from(marks, tl.wall_s, energy)
+        self.samples.append(sample)
+        if self._reference_image is None:
+            self._reference_image = images
+        elif self._deterministic and not torch.equal(images, self._reference_image):
+            self._deterministic = False
+        self._last_images = images
+        return sample
+
+    def _sample_from(self, marks: list[tuple[str, float]], wall_s: float, energy: dict) -> Sample:
+        at = {}
+        steps = []
+        for name, t in marks:
+            if name == "step":
+                steps.append(t)
+            else:
+                at.setdefault(name, t)
+        enc_end = at.get("encode_end")
+        step_s = [b - a for a, b in zip([enc_end if enc_end is not None else 0.0, *steps], steps)]
+        denoise = (steps[-1] - enc_end) if steps and enc_end is not None else None
+        text = (enc_end - at["encode_start"]) if "encode_start" in at and enc_end is not None else None
+        dec = (at["decode_end"] - at["decode_start"]) if "decode_start" in at and "decode_end" in at else None
+        return Sample(wall_s, step_s, text, denoise, dec, self._memory.peak(), energy)
+
+    def last_images(self) -> torch.Tensor | None:
+        """Images of the last measured run."""
+        return self._last_images
+
+    def metrics(self) -> dict[str, dict]:
+        """All metrics of the measured runs so far."""
+        s = self.samples
+        b = self.case.batch_size
+        m: dict[str, dict] = {
+            "latency_s": samples_metric([x.wall_s for x in s], "s"),
+            "images_per_s": samples_metric([b / x.wall_s for x in s], "images/s"),
+            "step_latency_s": samples_metric([d for x in s for d in x.step_s], "s", per_run_steps=len(s[0].step_s) if s else 0),
+        }
+        for name in ("text_encode_s", "denoise_s", "vae_decode_s"):
+            vals = [getattr(x, name) for x in s]
+            m[name] = samples_metric(vals, "s") if all(v is not None for v in vals) else unavailable_metric("s", "stage not observed")
+        mems = [x.peak_memory_bytes for x in s]
+        if all(v is not None for v in mems):
+            m["peak_memory_bytes"] = samples_metric(mems, "B", kind=self._memory.kind, note=self._memory.note)
+        else:
+            m["peak_memory_bytes"] = unavailable_metric("B", "peak memory is not exposed on this platform")
+        windows = [x.energy for x in s]
+        if windows and all(w.get("available") for w in windows):
+            m["energy_j"] = samples_metric([w["energy_j"] for w in windows], "J", source=windows[0].get("source"))
+            m["energy_per_image_j"] = samples_metric([w["energy_j"] / b for w in windows], "J")
+        else:
+            reason = next((w.get("reason") for w in windows if not w.get("available")), getattr(self.energy_meter, "reason", None))
+            m["energy_j"] = unavailable_metric("J", reason or "no energy meter")
+            m["energy_per_image_j"] = unavailable_metric("J", reason or "no energy meter")
+        m["load_s"] = value_metric(self.loaded.load_s, "s", cached=self.loaded.uses > 1)
+        if self.first_call_s is not None:
+            m["first_call_s"] = value_metric(self.first_call_s, "s")
+        return m
+
+    def image_summary(self) -> dict | None:
+        """Fingerprint of the last images plus whether all measured runs gave identical images."""
+        if self._last_images is None:
+            return None
+        fp = image_fingerprint(self._last_images)
+        fp["deterministic"] = self._deterministic
+        return fp
+
+
+def _base_record(case: Case, opts: RunOptions, device: torch.device, run_id: str, env_fp: str | None) -> dict:
+    spec = get_variant(case.variant)
+    kind = weights_kind(opts.weights)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "record_id": uuid.uuid4().hex,
+        "run_id": run_id,
+        "sdsuite_version": __version__,
+        "case_id": case.case_id,
+        "case": case.to_dict(),
+        "device": {
+            "type": device.type,
+            "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "gpu_class": device_gpu_class(device),
+        },
+        "weights": {"source": opts.weights, "kind": "embedded" if spec.embedded and kind != "path" else kind},
+        "settings": {"runs": opts.runs, "warmup": opts.warmup, "count_flops": opts.count_flops},
+        "status": "ok",
+        "reason": None,
+        "metrics": {},
+        "image": None,
+        "params": {},
+        "simulated": False,
+        "env": {"run_id": run_id, "fingerprint": env_fp, "file": "run.json"},
+        "started_at": utcnow(),
+        "finished_at": None,
+    }
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def run_case(
+    case: Case,
+    opts: RunOptions,
+    device: torch.device,
+    *,
+    run_id: str = "adhoc",
+    env_fingerprint: str | None = None,
+    cache: PipelineCache = PIPELINES,
+    energy_meter: EnergyMeter | None = None,
+    on_run: Callable[[int], None] | None = None,
+) -> dict:
+    """Measure one case and return its record. Failures become ``failed`` records; the caller goes on."""
+    case = case.resolved()
+    rec = _base_record(case, opts, device, run_id, env_fingerprint)
+    skip = precision_support(device, case.precision)
+    if skip:
+        rec.update(status="skipped", reason=skip, finished_at=utcnow())
+        return rec
+    meter = energy_meter or default_energy_meter(device.type)
+    rec["simulated"] = bool(getattr(meter, "simulated", False))
+    m = None
+    try:
+        loaded = cache.get(case.variant, opts.weights, case.precision, device)
+        rec["params"] = loaded.param_counts
+        with CaseMeasurement(case, loaded, device, meter) as m:
+            m.first_call()
+            m.warmup(max(opts.warmup - 1, 0))  # the first call is the first warm-up run
+            for i in range(opts.runs):
+                m.measure_once()
+                if on_run:
+                    on_run(i)
+            rec["metrics"] = m.metrics()
+            rec["image"] = m.image_summary()
+            if opts.count_flops:
+                flops = count_flops(m.generate)
+                rec["metrics"]["flops_per_image"] = value_metric(flops / case.batch_size, "FLOP")
+            else:
+                rec["metrics"]["flops_per_image"] = unavailable_metric("FLOP", "FLOP counting switched off (--no-flops)")
+        img = rec["image"]
+        rec["metrics"]["image_mean"] = value_metric(img["mean"], "1")
+        rec["metrics"]["image_std"] = value_metric(img["std"], "1")
+        bad = [flag for flag in ("has_nan", "has_inf", "blank") if img[flag]]
+        if bad:
+            rec.update(status="failed", reason=f"output images are invalid: {', '.join(bad)}")
+    except KeyboardInterrupt:
+        raise
+    except SdsuiteError as exc:
+        rec.update(status="failed", reason=str(exc), error_type=type(exc).__name__)
+    except Exception as exc:  # a failing case is recorded and the grid goes on
+        if _is_oom(exc):
+            reason = f"out of memory: {str(exc).splitlines()[0][:300]}"
+            cache.release()
+        else:
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        rec.update(status="failed", reason=reason, traceback=traceback.format_exc(limit=8))
+        if m is not None and m.samples:
+            rec["metrics"] = m.metrics()  # keep what was measured before the failure
+    rec["finished_at"] = utcnow()
+    return rec
