@@ -312,62 +312,135 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+class CaseRun:
+    """One case from load to record, as a context manager shared by the CLI and the pytest plugin.
+
+    ``__enter__`` resolves the case, loads (or reuses) the pipeline, times the first call and warms
+    up; the caller then calls ``measure_once`` N times (directly, or through pytest-benchmark's
+    ``pedantic``); ``__exit__`` adds FLOPs and the image fingerprint and closes ``record``.
+    A failure anywhere becomes a ``failed`` record with its reason; Ctrl-C is never swallowed.
+    """
+
+    def __init__(
+        self,
+        case: Case,
+        opts: RunOptions,
+        device: torch.device,
+        *,
+        run_id: str = "adhoc",
+        env_fingerprint: str | None = None,
+        cache: PipelineCache = PIPELINES,
+        energy_meter: EnergyMeter | None = None,
+    ):
+        self.case = case
+        self.opts = opts
+        self.device = device
+        self.cache = cache
+        self.meter = energy_meter or default_energy_meter(device.type)
+        self.run_id = run_id
+        self.env_fingerprint = env_fingerprint
+        self.record: dict = {}
+        self.measurement: CaseMeasurement | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True when the case loaded and warmed up and can be measured."""
+        return self.measurement is not None and self.record.get("status") == "ok"
+
+    def __enter__(self) -> CaseRun:
+        self.case = self.case.resolved()
+        self.record = _base_record(self.case, self.opts, self.device, self.run_id, self.env_fingerprint)
+        self.record["simulated"] = bool(getattr(self.meter, "simulated", False))
+        skip = precision_support(self.device, self.case.precision)
+        if skip:
+            self.record.update(status="skipped", reason=skip)
+            return self
+        try:
+            loaded = self.cache.get(self.case.variant, self.opts.weights, self.case.precision, self.device)
+            self.record["params"] = loaded.param_counts
+            self.measurement = CaseMeasurement(self.case, loaded, self.device, self.meter).__enter__()
+            self.measurement.first_call()
+            self.measurement.warmup(max(self.opts.warmup - 1, 0))  # the first call is the first warm-up run
+        except KeyboardInterrupt:
+            self._close_measurement()
+            raise
+        except Exception as exc:
+            self._fail(exc)
+        return self
+
+    def measure_once(self) -> Sample:
+        """One measured run (see CaseMeasurement.measure_once)."""
+        assert self.measurement is not None, "case is not ready: check .ready / .record['reason']"
+        return self.measurement.measure_once()
+
+    def _close_measurement(self) -> None:
+        if self.measurement is not None:
+            self.measurement.__exit__(None, None, None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, SdsuiteError):
+            self.record.update(status="failed", reason=str(exc), error_type=type(exc).__name__)
+        else:
+            if _is_oom(exc):
+                reason = f"out of memory: {str(exc).splitlines()[0][:300]}"
+                self.cache.release()
+            else:
+                first = str(exc).splitlines()[0][:300] if str(exc) else ""
+                reason = f"{type(exc).__name__}: {first}"
+            self.record.update(status="failed", reason=reason, traceback=traceback.format_exc(limit=8))
+        if self.measurement is not None and self.measurement.samples:
+            self.record["metrics"] = self.measurement.metrics()  # keep what was measured before the failure
+
+    def _finalize(self) -> None:
+        m = self.measurement
+        rec = self.record
+        rec["metrics"] = m.metrics()
+        img = m.image_summary()
+        rec["image"] = img
+        if self.opts.count_flops:
+            flops = count_flops(m.generate)
+            rec["metrics"]["flops_per_image"] = value_metric(flops / self.case.batch_size, "FLOP")
+        else:
+            rec["metrics"]["flops_per_image"] = unavailable_metric("FLOP", "FLOP counting switched off (--no-flops)")
+        if img is not None:
+            rec["metrics"]["image_mean"] = value_metric(img["mean"], "1")
+            rec["metrics"]["image_std"] = value_metric(img["std"], "1")
+            bad = [flag for flag in ("has_nan", "has_inf", "blank") if img[flag]]
+            if bad:
+                rec.update(status="failed", reason=f"output images are invalid: {', '.join(bad)}")
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc is None and self.ready:
+                if self.measurement.samples:
+                    self._finalize()
+                else:
+                    self.record.update(status="failed", reason="no measured run was made")
+            elif exc is not None and not isinstance(exc, KeyboardInterrupt):
+                self._fail(exc)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:
+            self._fail(err)
+        finally:
+            self._close_measurement()
+            self.record["finished_at"] = utcnow()
+        return exc is not None and not isinstance(exc, KeyboardInterrupt)
+
+
 def run_case(
     case: Case,
     opts: RunOptions,
     device: torch.device,
     *,
-    run_id: str = "adhoc",
-    env_fingerprint: str | None = None,
-    cache: PipelineCache = PIPELINES,
-    energy_meter: EnergyMeter | None = None,
     on_run: Callable[[int], None] | None = None,
+    **kwargs: Any,
 ) -> dict:
     """Measure one case and return its record. Failures become ``failed`` records; the caller goes on."""
-    case = case.resolved()
-    rec = _base_record(case, opts, device, run_id, env_fingerprint)
-    skip = precision_support(device, case.precision)
-    if skip:
-        rec.update(status="skipped", reason=skip, finished_at=utcnow())
-        return rec
-    meter = energy_meter or default_energy_meter(device.type)
-    rec["simulated"] = bool(getattr(meter, "simulated", False))
-    m = None
-    try:
-        loaded = cache.get(case.variant, opts.weights, case.precision, device)
-        rec["params"] = loaded.param_counts
-        with CaseMeasurement(case, loaded, device, meter) as m:
-            m.first_call()
-            m.warmup(max(opts.warmup - 1, 0))  # the first call is the first warm-up run
+    with CaseRun(case, opts, device, **kwargs) as run:
+        if run.ready:
             for i in range(opts.runs):
-                m.measure_once()
+                run.measure_once()
                 if on_run:
                     on_run(i)
-            rec["metrics"] = m.metrics()
-            rec["image"] = m.image_summary()
-            if opts.count_flops:
-                flops = count_flops(m.generate)
-                rec["metrics"]["flops_per_image"] = value_metric(flops / case.batch_size, "FLOP")
-            else:
-                rec["metrics"]["flops_per_image"] = unavailable_metric("FLOP", "FLOP counting switched off (--no-flops)")
-        img = rec["image"]
-        rec["metrics"]["image_mean"] = value_metric(img["mean"], "1")
-        rec["metrics"]["image_std"] = value_metric(img["std"], "1")
-        bad = [flag for flag in ("has_nan", "has_inf", "blank") if img[flag]]
-        if bad:
-            rec.update(status="failed", reason=f"output images are invalid: {', '.join(bad)}")
-    except KeyboardInterrupt:
-        raise
-    except SdsuiteError as exc:
-        rec.update(status="failed", reason=str(exc), error_type=type(exc).__name__)
-    except Exception as exc:  # a failing case is recorded and the grid goes on
-        if _is_oom(exc):
-            reason = f"out of memory: {str(exc).splitlines()[0][:300]}"
-            cache.release()
-        else:
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-        rec.update(status="failed", reason=reason, traceback=traceback.format_exc(limit=8))
-        if m is not None and m.samples:
-            rec["metrics"] = m.metrics()  # keep what was measured before the failure
-    rec["finished_at"] = utcnow()
-    return rec
+    return run.record

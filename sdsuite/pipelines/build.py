@@ -7,6 +7,7 @@ import contextlib
 import importlib.resources
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,14 +152,16 @@ def load_pretrained(spec: VariantSpec, source: str, torch_dtype: torch.dtype):
     errors = []
     for cand in candidates:
         try:
-            pipe = cls.from_pretrained(cand, **kwargs)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+                pipe = cls.from_pretrained(cand, **kwargs)
             pipe.set_progress_bar_config(disable=True)
             return pipe
         except (OSError, ValueError, EnvironmentError) as exc:  # not in cache / not a pipeline dir
-            errors.append(f"{cand}: {str(exc).splitlines()[0]}")
+            errors.append(f"{cand}: {str(exc).splitlines()[0][:120]}")
     where = f"the Hugging Face cache ({_hf_cache_hint()})" if source == WEIGHTS_AUTO else f"{source!r}"
     raise WeightsNotFoundError(
-        f"weights for {spec.name} were not found in {where} ({'; '.join(errors)[:300]}). "
+        f"weights for {spec.name} were not found in {where} ({'; '.join(errors)}). "
         f"Either put a local copy there and pass --weights PATH (e.g. a diffusers directory of {spec.hub_id}), "
         f"or run the real architecture with random weights: --weights random."
     )

@@ -1,0 +1,65 @@
+"""The ``sdsuite`` command line. Thin: it parses flags and calls the same engine as the pytest plugin.
+
+Exit codes: 0 success, 1 a check or benchmark failed, 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+from sdsuite.errors import SdsuiteError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# Each module registers its subcommands with ``register(subparsers)``; a command's handler takes
+# the parsed args and returns an exit code. New command groups add one line here.
+COMMAND_MODULES = [
+    "sdsuite.commands.run",
+    "sdsuite.commands.info",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line, exit 2 (argparse's own convention too)
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"sdsuite: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (exposed for tests and docs)."""
+    parser = _Parser(prog="sdsuite", description="Stable Diffusion inference benchmarks: speed, memory, GPU energy.")
+    from sdsuite import __version__
+
+    parser.add_argument("--version", action="version", version=f"sdsuite {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sdsuite`` script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except SdsuiteError as exc:
+        print(f"sdsuite: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("sdsuite: interrupted; every record finished before Ctrl-C is kept.", file=sys.stderr)
+        return 130
+
+
+def print_json(obj) -> None:
+    """Machine-readable output on stdout."""
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Flags shared by the commands that run cases (run, and later sweep)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import uuid
+
+from sdsuite.case import GridSpec, parse_int_list, parse_resolution, split_list
+from sdsuite.errors import UsageError
+from sdsuite.pipelines.registry import DEFAULT_SCHEDULER
+
+FORMATS = ("table", "json")
+
+
+def add_case_arguments(p: argparse.ArgumentParser) -> None:
+    """Case axes: repeatable or comma-separated flags make a grid."""
+    g = p.add_argument_group("case (repeat a flag or give a comma list to make a grid)")
+    g.add_argument("--variant", action="append", metavar="NAME", help="model variant (default: tiny-sd); see `sdsuite list variants`")
+    g.add_argument("--scheduler", action="append", metavar="NAME", help=f"sampler (default: {DEFAULT_SCHEDULER} = the checkpoint's own)")
+    g.add_argument("--precision", action="append", metavar="P", help="fp32 (default), fp16, bf16")
+    g.add_argument("--steps", action="append", metavar="N", help="denoising steps (default: the variant's)")
+    g.add_argument("--resolution", action="append", metavar="WxH", help="image size, e.g. 512x512 (default: the variant's)")
+    g.add_argument("--batch-size", action="append", metavar="N", help="images per call (default: 1)")
+    g.add_argument("--seed", action="append", metavar="N", help="seed of the fixed latents (default: 0)")
+    g.add_argument("--prompt", default=None, help="prompt text")
+    g.add_argument("--negative-prompt", default=None, help="negative prompt text")
+    g.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default: the variant's)")
+    m = p.add_argument_group("measurement")
+    m.add_argument("--runs", type=int, default=5, help="measured runs per case (default: 5)")
+    m.add_argument("--warmup", type=int, default=1, help="warm-up runs per case, not measured (default: 1)")
+    m.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:<i>")
+    m.add_argument("--weights", default="auto", help="auto (local path / HF cache, offline), random (real architecture), or PATH")
+    m.add_argument("--no-flops", action="store_true", help="skip the extra FLOP-counting generation")
+    m.add_argument("--out", default="sdsuite-results", help="results directory (default: sdsuite-results)")
+    m.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def grid_from_args(args: argparse.Namespace) -> GridSpec:
+    """Build (and validate) the case grid from parsed flags."""
+    from sdsuite.case import DEFAULT_PROMPT
+
+    if args.runs < 1:
+        raise UsageError(f"--runs must be >= 1, got {args.runs}.")
+    if args.warmup < 0:
+        raise UsageError(f"--warmup must be >= 0, got {args.warmup}.")
+    steps = parse_int_list(args.steps, "--steps") or [None]
+    for s in steps:
+        if s is not None and s < 1:
+            raise UsageError(f"--steps must be >= 1, got {s}.")
+    return GridSpec(
+        variants=split_list(args.variant) or ["tiny-sd"],
+        schedulers=split_list(args.scheduler) or [DEFAULT_SCHEDULER],
+        precisions=split_list(args.precision) or ["fp32"],
+        steps=steps,
+        resolutions=[parse_resolution(r) for r in split_list(args.resolution)] or [None],
+        batch_sizes=parse_int_list(args.batch_size, "--batch-size") or [1],
+        seeds=parse_int_list(args.seed, "--seed") or [0],
+        guidance_scale=args.guidance_scale,
+        prompt=args.prompt or DEFAULT_PROMPT,
+        negative_prompt=args.negative_prompt,
+    )
+
+
+def new_run_id() -> str:
+    """Sortable, unique run id: UTC timestamp plus a short random suffix."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]

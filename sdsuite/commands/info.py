@@ -1,0 +1,101 @@
+"""``sdsuite list`` and ``sdsuite env``: what can be measured, and on what."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from sdsuite.display import fmt_bytes
+from sdsuite.envinfo import environment
+from sdsuite.pipelines.registry import DEFAULT_SCHEDULER, PRECISIONS, SCHEDULERS, VARIANTS
+
+WHAT = ("variants", "schedulers", "precisions")
+
+
+def register(sub) -> None:
+    """Add ``list`` and ``env``."""
+    p = sub.add_parser("list", help="variants, schedulers and precisions, with details")
+    p.add_argument("what", nargs="?", choices=WHAT + ("all",), default="all")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(handler=cmd_list)
+    e = sub.add_parser("env", help="environment and GPU information")
+    e.add_argument("--format", choices=("table", "json"), default="table")
+    e.set_defaults(handler=cmd_env)
+
+
+def _variants_data() -> list[dict]:
+    return [
+        {
+            "name": v.name,
+            "hub_id": v.hub_id,
+            "pipeline": v.pipeline_class,
+            "default_resolution": f"{v.default_width}x{v.default_height}",
+            "default_steps": v.default_steps,
+            "default_guidance": v.default_guidance,
+            "prediction_type": v.prediction_type,
+            "gpu_classes": list(v.gpu_classes),
+            "approx_vram_gb": v.approx_vram_gb,
+            "embedded": v.embedded,
+            "description": v.description,
+        }
+        for v in VARIANTS.values()
+    ]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print the registries."""
+    data = {
+        "variants": _variants_data(),
+        "schedulers": [{"name": DEFAULT_SCHEDULER, "class": "(checkpoint's own)", "overrides": {}, "description": "the scheduler the weights ship with"}]
+        + [{"name": s.name, "class": s.class_name, "overrides": s.overrides, "description": s.description} for s in SCHEDULERS.values()],
+        "precisions": [{"name": k, "dtype": v} for k, v in PRECISIONS.items()],
+    }
+    keys = WHAT if args.what == "all" else (args.what,)
+    if args.format == "json":
+        from sdsuite.cli import print_json
+
+        print_json({k: data[k] for k in keys})
+        return 0
+    console = Console()
+    for k in keys:
+        rows = data[k]
+        t = Table(title=k, title_justify="left")
+        cols = list(rows[0])
+        for c in cols:
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*[", ".join(map(str, r[c])) if isinstance(r[c], list) else str(r[c]) for c in cols])
+        console.print(t)
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """Print the environment fingerprint; say plainly when there is no GPU or NVML."""
+    env = environment()
+    if args.format == "json":
+        from sdsuite.cli import print_json
+
+        print_json(env)
+        return 0
+    c = Console()
+    c.print(f"[bold]sdsuite[/bold] {env['packages']['sdsuite']}  fingerprint {env['fingerprint']}")
+    c.print(f"CPU: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores, {fmt_bytes(env['cpu']['memory_bytes'])})")
+    c.print(f"Python {env['python']} on {env['platform']['system']} {env['platform']['release']} ({env['platform']['machine']})")
+    c.print("Packages: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in env["packages"].items()))
+    gpus = env["cuda"]["gpus"]
+    if gpus:
+        for g in gpus:
+            c.print(f"GPU {g['index']}: {g['name']} (class {g['class']}, {fmt_bytes(g['memory_bytes'])}, sm {g['compute_capability']})")
+        c.print(f"CUDA (torch build): {env['cuda']['torch_cuda']}")
+    else:
+        c.print(f"GPU: none visible to torch (CUDA build: {env['cuda']['torch_cuda'] or 'no, CPU-only torch'}); benchmarks run on the CPU.")
+    nv = env["nvml"]
+    if nv["available"]:
+        c.print(f"NVML: driver {nv['driver']}, {nv['device_count']} device(s)")
+    else:
+        c.print(f"NVML: unavailable ({nv['reason']}); GPU energy, power and clocks cannot be measured here.")
+    if env["git_commit"]:
+        c.print(f"git commit: {env['git_commit']}")
+    return 0

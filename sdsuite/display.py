@@ -1,0 +1,99 @@
+"""Human-readable tables of records (rich)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from sdsuite.runner import metric_center
+
+
+def fmt_bytes(n: float | None) -> str:
+    """1536 -> '1.5 KiB'."""
+    if n is None:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def fmt_seconds(s: float | None) -> str:
+    """Seconds with a unit that keeps 3 significant digits."""
+    if s is None:
+        return "n/a"
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} µs"
+    if s < 1:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s:.3f} s"
+
+
+def fmt_flops(f: float | None) -> str:
+    """FLOPs with an SI prefix."""
+    if f is None:
+        return "n/a"
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if f >= scale:
+            return f"{f / scale:.2f} {unit}"
+    return f"{f:.0f} FLOP"
+
+
+def _spread(metric: dict) -> str:
+    if not metric or not metric.get("available") or "iqr" not in metric:
+        return ""
+    return f" ±{metric['iqr'] / 2 / metric['median'] * 100:.1f}%" if metric.get("median") else ""
+
+
+def records_table(records: Sequence[dict], title: str = "sdsuite results") -> Table:
+    """One row per record: latency median with half-IQR spread, per-step, images/s, memory, energy, FLOPs."""
+    t = Table(title=title, title_justify="left")
+    for col, kw in [
+        ("case", {}),
+        ("status", {}),
+        ("latency (median ±½IQR)", {"justify": "right"}),
+        ("per step", {"justify": "right"}),
+        ("images/s", {"justify": "right"}),
+        ("peak mem", {"justify": "right"}),
+        ("energy/img", {"justify": "right"}),
+        ("FLOPs/img", {"justify": "right"}),
+    ]:
+        t.add_column(col, **kw)
+    for r in records:
+        m = r.get("metrics") or {}
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason') or ''}"[:80]
+        e = m.get("energy_per_image_j") or {}
+        energy = f"{metric_center(e):.2f} J" if e.get("available") else "unavailable"
+        ips = metric_center(m.get("images_per_s"))
+        t.add_row(
+            r["case_id"],
+            status,
+            fmt_seconds(metric_center(m.get("latency_s"))) + _spread(m.get("latency_s")),
+            fmt_seconds(metric_center(m.get("step_latency_s"))),
+            f"{ips:.2f}" if ips is not None else "n/a",
+            fmt_bytes(metric_center(m.get("peak_memory_bytes"))),
+            energy,
+            fmt_flops(metric_center(m.get("flops_per_image"))),
+        )
+    return t
+
+
+def print_records(records: Sequence[dict], console: Console | None = None, notes: bool = True) -> None:
+    """Print the table plus the reasons metrics were unavailable (once each)."""
+    console = console or Console()
+    console.print(records_table(records))
+    if not notes:
+        return
+    reasons = {}
+    for r in records:
+        for name, m in (r.get("metrics") or {}).items():
+            if m and not m.get("available") and m.get("reason"):
+                reasons.setdefault(m["reason"], []).append(name)
+        mem = (r.get("metrics") or {}).get("peak_memory_bytes") or {}
+        if mem.get("kind") == "process_peak_rss":
+            reasons.setdefault("peak mem is the process's peak resident set (CPU run), not device memory", []).append("peak_memory_bytes")
+    for reason, names in reasons.items():
+        console.print(f"[dim]note: {', '.join(sorted(set(names)))}: {reason}[/dim]")

@@ -1,0 +1,50 @@
+"""Run a list of cases into a results directory: the loop behind ``sdsuite run`` (and sweeps)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from sdsuite.case import Case
+from sdsuite.envinfo import environment
+from sdsuite.meters.energy import EnergyMeter
+from sdsuite.results import ResultsDir, check_writable_dir
+from sdsuite.runner import RunOptions, run_case
+
+
+def order_for_loading(cases: Sequence[Case]) -> list[Case]:
+    """Group cases that share a loaded pipeline so each pipeline loads once (stable otherwise)."""
+    first_seen: dict[tuple[str, str], int] = {}
+    for i, c in enumerate(cases):
+        first_seen.setdefault((c.variant, c.precision), i)
+    return sorted(cases, key=lambda c: first_seen[(c.variant, c.precision)])
+
+
+def run_grid(
+    cases: Sequence[Case],
+    opts: RunOptions,
+    device: torch.device,
+    out: str,
+    run_id: str,
+    *,
+    energy_meter: EnergyMeter | None = None,
+    on_case_start: Callable[[Case], None] | None = None,
+    on_run: Callable[[int], None] | None = None,
+    on_record: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Measure every case, appending each record as soon as it is done (Ctrl-C keeps finished ones)."""
+    results = ResultsDir(check_writable_dir(out))
+    env = environment()
+    env["device"] = str(device)
+    results.write_run_info(run_id, env)
+    records = []
+    for case in order_for_loading(cases):
+        if on_case_start:
+            on_case_start(case)
+        rec = run_case(case, opts, device, run_id=run_id, env_fingerprint=env["fingerprint"], energy_meter=energy_meter, on_run=on_run)
+        results.append(rec)
+        records.append(rec)
+        if on_record:
+            on_record(rec)
+    return records
