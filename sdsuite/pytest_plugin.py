@@ -1,0 +1,296 @@
+"""pytest plugin: options, strict markers, GPU gating, cached pipelines and measured-case fixtures.
+
+Registered as a pytest11 entry point (usable from any project once sdsuite is installed) and
+activated in this repository through conftest.py. All measuring happens in sdsuite.runner, the
+same engine the CLI uses.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+from sdsuite.case import Case, GridSpec, parse_int_list, parse_resolution, split_list
+from sdsuite.commands.common import new_run_id
+from sdsuite.errors import SdsuiteError
+from sdsuite.hardware import device_gpu_class, resolve_device
+from sdsuite.pipelines.build import validate_weights
+from sdsuite.pipelines.cache import PIPELINES
+from sdsuite.pipelines.registry import SCHEDULERS, VARIANTS
+from sdsuite.results import ResultsDir
+from sdsuite.runner import CaseRun, RunOptions, metric_center, run_case
+
+GPU_CLASS_MARKERS = ("v100", "a100", "h100")
+MARKERS = {
+    "quick": "fast benchmark on the embedded tiny models (CPU, seconds)",
+    "full": "the wider grid: all schedulers, more precisions, real variants",
+    "gpu": "needs a CUDA GPU; skipped with the reason on other hardware",
+    "v100": "runs only on an NVIDIA V100",
+    "a100": "runs only on an NVIDIA A100",
+    "h100": "runs only on an NVIDIA H100",
+    "slow": "takes minutes (real model sizes)",
+}
+QUICK_SCHEDULERS = ("euler", "dpm++2m", "ddim")
+CORE_SCHEDULERS = ("ddim", "pndm", "lms", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "dpm++2m-sde-karras", "unipc")
+TINY = tuple(n for n, v in VARIANTS.items() if v.embedded)
+REAL = tuple(n for n, v in VARIANTS.items() if not v.embedded)
+
+
+@dataclass
+class SdsuiteConfig:
+    """The plugin's view of the command line, built once per session."""
+
+    device: torch.device
+    device_explicit: bool
+    weights: str
+    runs: int
+    warmup: int
+    out: str
+    full: bool
+    explicit_grid: bool
+    cases: list[tuple[Case, tuple[str, ...]]] = field(default_factory=list)
+    run_id: str = ""
+
+    def options(self) -> RunOptions:
+        """RunOptions for this session."""
+        return RunOptions(runs=self.runs, warmup=self.warmup, device=str(self.device), weights=self.weights)
+
+
+CONFIG_KEY = pytest.StashKey[SdsuiteConfig]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Offer ``pytest_sdsuite_record`` to other plugins."""
+    from sdsuite import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """sdsuite options (repeat a flag or give a comma list to make a grid)."""
+    g = parser.getgroup("sdsuite", "sdsuite Stable Diffusion benchmarks")
+    g.addoption("--variant", action="append", default=None, help="model variant(s) to benchmark; see `sdsuite list`")
+    g.addoption("--scheduler", action="append", default=None, help="scheduler(s)")
+    g.addoption("--precision", action="append", default=None, help="fp32, fp16, bf16")
+    g.addoption("--steps", action="append", default=None, help="denoising steps")
+    g.addoption("--resolution", action="append", default=None, help="WxH")
+    g.addoption("--device", default="auto", help="auto (default), cpu, cuda, cuda:<i>")
+    g.addoption("--weights", default="auto", help="auto, random or PATH")
+    g.addoption("--full", action="store_true", default=False, help="add the full grid to the quick one")
+    g.addoption("--sdsuite-runs", type=int, default=5, help="measured runs per case (default 5)")
+    g.addoption("--sdsuite-warmup", type=int, default=1, help="warm-up runs per case (default 1)")
+    g.addoption("--sdsuite-out", default="sdsuite-results/pytest", help="results directory for benchmark records")
+
+
+def _marks_for(case: Case, cfg_device: torch.device, device_explicit: bool) -> tuple[str, ...]:
+    spec = VARIANTS[case.variant]
+    if spec.embedded:
+        return ("quick",) if case.precision == "fp32" and case.scheduler in QUICK_SCHEDULERS and not case.freq_mhz else ("full",)
+    marks = ["full", "slow"]
+    if not (device_explicit and cfg_device.type == "cpu"):
+        marks.append("gpu")
+    return tuple(marks)
+
+
+def _build_cases(config: pytest.Config, device: torch.device, device_explicit: bool) -> tuple[list, bool]:
+    opt = config.getoption
+    explicit = any(opt(n) for n in ("variant", "scheduler", "precision", "steps", "resolution"))
+    grids: list[GridSpec] = []
+    if explicit:
+        variants = split_list(opt("variant")) or list(TINY)
+        schedulers = split_list(opt("scheduler")) or (list(QUICK_SCHEDULERS) if all(v in TINY for v in variants) else ["default"])
+        grids.append(
+            GridSpec(
+                variants=variants,
+                schedulers=schedulers,
+                precisions=split_list(opt("precision")) or ["fp32"],
+                steps=parse_int_list(opt("steps"), "--steps") or [None],
+                resolutions=[parse_resolution(r) for r in split_list(opt("resolution"))] or [None],
+            )
+        )
+    else:
+        grids.append(GridSpec(variants=TINY, schedulers=QUICK_SCHEDULERS, precisions=["fp32"]))
+        if opt("full"):
+            grids.append(GridSpec(variants=TINY, schedulers=CORE_SCHEDULERS, precisions=["fp32", "bf16"]))
+            grids.append(GridSpec(variants=REAL, schedulers=["default", "dpm++2m-karras"], precisions=["fp16"]))
+    seen, cases = set(), []
+    for grid in grids:
+        for c in grid.expand():
+            if c not in seen:
+                seen.add(c)
+                cases.append((c, _marks_for(c, device, device_explicit)))
+    return cases, explicit
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register markers; validate the sdsuite options once (bad input: one clear usage error)."""
+    for name, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+    try:
+        device = resolve_device(config.getoption("device"))
+        validate_weights(config.getoption("weights"))
+        runs, warmup = config.getoption("sdsuite_runs"), config.getoption("sdsuite_warmup")
+        if runs < 1 or warmup < 0:
+            raise pytest.UsageError(f"--sdsuite-runs must be >= 1 and --sdsuite-warmup >= 0 (got {runs}, {warmup}).")
+        device_explicit = config.getoption("device") != "auto"
+        cases, explicit = _build_cases(config, device, device_explicit)
+    except SdsuiteError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    run_id = getattr(config, "workerinput", {}).get("sdsuite_run_id") or new_run_id()
+    config.stash[CONFIG_KEY] = SdsuiteConfig(
+        device=device,
+        device_explicit=device_explicit,
+        weights=config.getoption("weights"),
+        runs=runs,
+        warmup=warmup,
+        out=config.getoption("sdsuite_out"),
+        full=config.getoption("full"),
+        explicit_grid=explicit,
+        cases=cases,
+        run_id=run_id,
+    )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist controller: every worker writes its records under the same run id."""
+    node.workerinput["sdsuite_run_id"] = node.config.stash[CONFIG_KEY].run_id
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parameterize tests that take ``sd_case`` over the selected grid; ids are the readable case ids."""
+    if "sd_case" not in metafunc.fixturenames:
+        return
+    cfg = metafunc.config.stash[CONFIG_KEY]
+    params = [pytest.param(c, id=c.param_id, marks=[getattr(pytest.mark, m) for m in marks]) for c, marks in cfg.cases]
+    metafunc.parametrize("sd_case", params)
+
+
+def _skip_reason(item: pytest.Item, cfg: SdsuiteConfig) -> str | None:
+    classes = [m for m in GPU_CLASS_MARKERS if item.get_closest_marker(m)]
+    needs_gpu = item.get_closest_marker("gpu") is not None or bool(classes)
+    if not needs_gpu:
+        return None
+    if cfg.device.type != "cuda":
+        why = "torch sees no CUDA GPU" if not torch.cuda.is_available() else f"--device is {cfg.device}"
+        return f"needs a CUDA GPU: {why} (torch {torch.__version__}); run it on a GPU host, e.g. `nox -s gpu`"
+    if classes:
+        have = device_gpu_class(cfg.device)
+        if have not in classes:
+            return f"needs a {'/'.join(c.upper() for c in classes)} GPU; this one is {torch.cuda.get_device_name(cfg.device)} (class {have})"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip GPU and GPU-class tests with a clear reason on other hardware."""
+    reason = _skip_reason(item, item.config.stash[CONFIG_KEY])
+    if reason:
+        pytest.skip(reason)
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Put the GPU (or its absence) into pytest-benchmark's machine id."""
+    from sdsuite.envinfo import gpu_info
+
+    cfg = config.stash[CONFIG_KEY]
+    machine_info["sdsuite_device"] = str(cfg.device)
+    machine_info["gpus"] = gpu_info()
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sdsuite_config(request: pytest.FixtureRequest) -> SdsuiteConfig:
+    """The sdsuite options of this session."""
+    return request.config.stash[CONFIG_KEY]
+
+
+@pytest.fixture(scope="session")
+def sdsuite_device(sdsuite_config: SdsuiteConfig) -> torch.device:
+    """The torch device benchmarks run on."""
+    return sdsuite_config.device
+
+
+@pytest.fixture(scope="session")
+def sd_pipeline(sdsuite_config: SdsuiteConfig):
+    """Factory for cached pipelines: ``sd_pipeline("tiny-sd", "fp32")`` -> LoadedPipeline (loads lazily)."""
+
+    def get(variant: str = "tiny-sd", precision: str = "fp32", weights: str | None = None):
+        return PIPELINES.get(variant, weights or sdsuite_config.weights, precision, sdsuite_config.device)
+
+    yield get
+    PIPELINES.release()
+
+
+@pytest.fixture(scope="session")
+def sdsuite_results(sdsuite_config: SdsuiteConfig) -> ResultsDir:
+    """The results directory benchmark records are appended to (run.json written once per process)."""
+    from sdsuite.envinfo import environment
+
+    results = ResultsDir(sdsuite_config.out)
+    env = environment()
+    env["device"] = str(sdsuite_config.device)
+    env["pytest_worker"] = os.environ.get("PYTEST_XDIST_WORKER")
+    results.write_run_info(sdsuite_config.run_id, env)
+    results.env_fingerprint = env["fingerprint"]
+    return results
+
+
+def _outcome(record: dict) -> None:
+    if record["status"] == "skipped":
+        pytest.skip(record["reason"])
+    if record["status"] == "failed":
+        pytest.fail(f"{record['case_id']}: {record['reason']}", pytrace=False)
+
+
+@pytest.fixture
+def sd_run_case(request: pytest.FixtureRequest, sdsuite_config: SdsuiteConfig, sdsuite_results: ResultsDir):
+    """Factory: measure a case with the session's options, append its record, return it."""
+
+    def run(case: Case, **overrides) -> dict:
+        opts = sdsuite_config.options()
+        if overrides:
+            opts = RunOptions(**{**opts.__dict__, **overrides})
+        rec = run_case(case, opts, sdsuite_config.device, run_id=sdsuite_config.run_id, env_fingerprint=sdsuite_results.env_fingerprint)
+        sdsuite_results.append(rec)
+        request.config.hook.pytest_sdsuite_record(record=rec, item=request.node, config=request.config)
+        return rec
+
+    return run
+
+
+@pytest.fixture
+def sd_benchmark(request: pytest.FixtureRequest, sdsuite_config: SdsuiteConfig, sdsuite_results: ResultsDir):
+    """Factory: measure a case through pytest-benchmark's ``pedantic`` (our timing inside), append the
+    record, copy the metric medians into ``extra_info`` and fail/skip the test with the case's reason."""
+    benchmark = request.getfixturevalue("benchmark")
+
+    def run(case: Case) -> dict:
+        opts = sdsuite_config.options()
+        with CaseRun(case, opts, sdsuite_config.device, run_id=sdsuite_config.run_id, env_fingerprint=sdsuite_results.env_fingerprint) as run:
+            if run.ready:
+                if getattr(benchmark, "disabled", False):  # e.g. under xdist: still measure, ourselves
+                    for _ in range(opts.runs):
+                        run.measure_once()
+                else:
+                    benchmark.pedantic(run.measure_once, rounds=opts.runs, iterations=1, warmup_rounds=0)
+        rec = run.record
+        sdsuite_results.append(rec)
+        benchmark.extra_info["case_id"] = rec["case_id"]
+        benchmark.extra_info["status"] = rec["status"]
+        for name, metric in (rec.get("metrics") or {}).items():
+            value = metric_center(metric)
+            benchmark.extra_info[name] = value if value is not None else f"unavailable: {metric.get('reason')}"
+        request.node.user_properties.append(("sdsuite_record_id", rec["record_id"]))
+        _outcome(rec)
+        request.config.hook.pytest_sdsuite_record(record=rec, item=request.node, config=request.config)
+        return rec
+
+    return run
+
+
+__all__ = ["SCHEDULERS", "SdsuiteConfig"]
