@@ -171,15 +171,19 @@ class CaseMeasurement:
             timeline.mark("decode_end")
             return out
 
+        # Instance attributes shadow the methods; whatever was there before is put back on exit.
+        self._saved = [(obj, name, vars(obj).get(name)) for obj, name in ((pipe, "encode_prompt"), (pipe.vae, "decode"))]
         pipe.encode_prompt = timed_encode
         pipe.vae.decode = timed_decode
         return self
 
     def __exit__(self, *exc) -> None:
-        pipe = self.loaded.pipe
-        for obj, name in ((pipe, "encode_prompt"), (pipe.vae, "decode")):
-            if name in vars(obj):
-                delattr(obj, name)
+        for obj, name, previous in getattr(self, "_saved", []):
+            if previous is None:
+                vars(obj).pop(name, None)
+            else:
+                setattr(obj, name, previous)
+        self._saved = []
 
     def generate(self) -> torch.Tensor:
         """One generation with the case's fixed inputs; returns the images (N, 3, H, W) in 0..1."""

@@ -174,4 +174,12 @@ def load_pipeline(spec: VariantSpec, weights: str, torch_dtype: torch.dtype, dev
         pipe = load_pretrained(spec, weights, torch_dtype)
     else:
         pipe = build_in_code(spec, device=device if not spec.embedded else "cpu")
-    return pipe.to(device=device, dtype=torch_dtype)
+    from diffusers.utils import logging as dlogging
+
+    # diffusers warns on every .to(dtype) that no module is kept in fp32 (none is, for these models).
+    level = dlogging.get_verbosity()
+    dlogging.set_verbosity_error()
+    try:
+        return pipe.to(device=device, dtype=torch_dtype)
+    finally:
+        dlogging.set_verbosity(level)

@@ -1,0 +1,83 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sdsuite.cli import main
+from sdsuite.results import ResultsDir
+
+
+def test_run_writes_records_and_prints_a_table(tmp_path, capsys):
+    code = main(["run", "--steps", "2", "--runs", "2", "--scheduler", "euler,ddim", "--out", str(tmp_path), "--no-flops"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "tiny-sd/euler/fp32/fdefault/64x64/s2/b1" in out and "tiny-sd/ddim" in out
+    assert "appended to" in out and "unavailable" in out  # energy, honestly
+    recs = ResultsDir(tmp_path).records()
+    assert [r["case"]["scheduler"] for r in recs] == ["euler", "ddim"]
+    run_ids = {r["run_id"] for r in recs}
+    assert run_ids == set(ResultsDir(tmp_path).run_info()["runs"])
+
+
+def test_run_json_format_is_machine_readable(tmp_path, capsys):
+    assert main(["run", "--variant", "tiny-sdxl", "--steps", "1", "--runs", "1", "--out", str(tmp_path), "--format", "json"]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert recs[0]["case_id"].startswith("tiny-sdxl/") and recs[0]["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--variant", "sd-v9"], "unknown variant 'sd-v9'; valid choices: tiny-sd, tiny-sdxl, sd-v1.4"),
+        (["--scheduler", "eulerr"], "unknown scheduler 'eulerr'; valid choices: default, ddim"),
+        (["--resolution", "500x512"], "multiples of 8"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--precision", "fp8"], "unknown precision"),
+        (["--device", "tpu"], "unknown device"),
+        (["--runs", "0"], "--runs must be >= 1"),
+        (["--weights", "/no/such/dir"], "--weights '/no/such/dir' is neither"),
+    ],
+)
+def test_bad_input_is_one_clear_error_with_exit_2(tmp_path, capsys, args, message):
+    code = main(["run", "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1, err  # one line, no traceback
+    assert not (tmp_path / "o" / "results.jsonl").exists()
+
+
+def test_unwritable_out_exits_2_and_touches_nothing(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep")
+    assert main(["run", "--out", str(blocker / "sub")]) == 2
+    assert "cannot write results" in capsys.readouterr().err
+    assert blocker.read_text() == "keep"
+
+
+def test_missing_weights_exit_2_with_both_remedies(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    code = main(["run", "--variant", "sd-v1.5", "--out", str(tmp_path / "o"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--weights random" in err and "--weights PATH" in err
+    assert ResultsDir(tmp_path / "o").records()[0]["status"] == "failed"  # the attempt is recorded
+
+
+def test_list_and_env(capsys):
+    assert main(["list", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    names = {v["name"] for v in data["variants"]}
+    assert {"sd-v1.5", "sdxl", "tiny-sd"} <= names
+    assert {"dpm++2m-karras", "default"} <= {s["name"] for s in data["schedulers"]}
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert "GPU: none visible to torch" in out and "NVML: unavailable" in out
+
+
+def test_unknown_subcommand_and_flag_exit_2():
+    r = subprocess.run([sys.executable, "-m", "sdsuite.cli", "frobnicate"], capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "sdsuite.cli", "run", "--bogus"], capture_output=True, text=True)
+    assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr
