@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from sdsuite.case import Case
+from sdsuite.clocks import ClockSession
 from sdsuite.envinfo import environment
 from sdsuite.meters.energy import EnergyMeter
 from sdsuite.results import ResultsDir, check_writable_dir
@@ -14,11 +15,14 @@ from sdsuite.runner import RunOptions, run_case
 
 
 def order_for_loading(cases: Sequence[Case]) -> list[Case]:
-    """Group cases that share a loaded pipeline so each pipeline loads once (stable otherwise)."""
+    """Group cases that share a loaded pipeline so each pipeline loads once, and within a pipeline
+    the cases of one frequency, so clocks change once per (pipeline, frequency) (stable otherwise)."""
     first_seen: dict[tuple[str, str], int] = {}
+    freq_rank: dict[int | None, int] = {}
     for i, c in enumerate(cases):
         first_seen.setdefault((c.variant, c.precision), i)
-    return sorted(cases, key=lambda c: first_seen[(c.variant, c.precision)])
+        freq_rank.setdefault(c.freq_mhz, len(freq_rank))
+    return sorted(cases, key=lambda c: (first_seen[(c.variant, c.precision)], freq_rank[c.freq_mhz]))
 
 
 def run_grid(
@@ -29,22 +33,29 @@ def run_grid(
     run_id: str,
     *,
     energy_meter: EnergyMeter | None = None,
+    clock_session: ClockSession | None = None,
     on_case_start: Callable[[Case], None] | None = None,
     on_run: Callable[[int], None] | None = None,
     on_record: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Measure every case, appending each record as soon as it is done (Ctrl-C keeps finished ones)."""
+    """Measure every case, appending each record as soon as it is done (Ctrl-C keeps finished ones).
+
+    ``clock_session`` locks each case's frequency (once per change) and always restores the clocks.
+    """
     results = ResultsDir(check_writable_dir(out))
     env = environment()
     env["device"] = str(device)
     results.write_run_info(run_id, env)
     records = []
-    for case in order_for_loading(cases):
-        if on_case_start:
-            on_case_start(case)
-        rec = run_case(case, opts, device, run_id=run_id, env_fingerprint=env["fingerprint"], energy_meter=energy_meter, on_run=on_run)
-        results.append(rec)
-        records.append(rec)
-        if on_record:
-            on_record(rec)
+    with clock_session or ClockSession(None) as clocks:
+        for case in order_for_loading(cases):
+            if on_case_start:
+                on_case_start(case)
+            point = clocks.point(case.freq_mhz)
+            rec = run_case(case, opts, device, run_id=run_id, env_fingerprint=env["fingerprint"], energy_meter=energy_meter, on_run=on_run)
+            point.annotate(rec)
+            results.append(rec)
+            records.append(rec)
+            if on_record:
+                on_record(rec)
     return records

@@ -7,15 +7,19 @@ same engine the CLI uses.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import torch
 
 from sdsuite.case import Case, GridSpec, parse_int_list, parse_resolution, split_list
+from sdsuite.clocks import ClockControlNotAllowed, ClockLock, ClockPermissionError, clock_control_allowed
 from sdsuite.commands.common import new_run_id
-from sdsuite.errors import SdsuiteError
+from sdsuite.errors import SdsuiteError, UsageError
 from sdsuite.hardware import device_gpu_class, resolve_device
 from sdsuite.pipelines.build import validate_weights
 from sdsuite.pipelines.cache import PIPELINES
@@ -53,10 +57,14 @@ class SdsuiteConfig:
     explicit_grid: bool
     cases: list[tuple[Case, tuple[str, ...]]] = field(default_factory=list)
     run_id: str = ""
+    telemetry: Any = None  # sdsuite.telemetry.TelemetrySetup: device, energy meter, frequency axis
+    min_energy_window_s: float = 1.0
 
     def options(self) -> RunOptions:
         """RunOptions for this session."""
-        return RunOptions(runs=self.runs, warmup=self.warmup, device=str(self.device), weights=self.weights)
+        return RunOptions(
+            runs=self.runs, warmup=self.warmup, device=str(self.device), weights=self.weights, min_energy_window_s=self.min_energy_window_s
+        )
 
 
 CONFIG_KEY = pytest.StashKey[SdsuiteConfig]()
@@ -83,6 +91,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--sdsuite-runs", type=int, default=5, help="measured runs per case (default 5)")
     g.addoption("--sdsuite-warmup", type=int, default=1, help="warm-up runs per case (default 1)")
     g.addoption("--sdsuite-out", default="sdsuite-results/pytest", help="results directory for benchmark records")
+    t = parser.getgroup("sdsuite-telemetry", "sdsuite GPU telemetry and clocks")
+    t.addoption("--telemetry", default="auto", choices=("auto", "nvml", "sim", "none"), help="auto (NVML when a GPU is present), nvml, sim, none")
+    t.addoption("--gpu-model", default=None, choices=("v100", "a100", "h100"), help="simulated GPU for --telemetry sim (default a100)")
+    t.addoption("--sim-fault", action="append", default=None, help="inject into the simulated GPU: permission-denied, gpu-lost[:N], no-counter")
+    t.addoption("--freq", default="default", help="SM clock axis: default, 1410,1200, all, step:MHZ, range:LO-HI, sample:N")
+    t.addoption("--freq-floor", type=int, default=510, help="lowest clock for all/step/sample (default 510 MHz)")
+    t.addoption("--mem-freq", type=int, default=None, help="also lock the memory clock (MHz)")
+    t.addoption("--allow-clock-control", action="store_true", default=False, help="allow changing GPU clocks (or SDSUITE_ALLOW_CLOCK_CONTROL=1)")
+    t.addoption("--clock-settle", type=float, default=None, help="seconds to wait after a clock change (default 2 real, 0 simulated)")
+    t.addoption("--sdsuite-min-energy-window", type=float, default=1.0, help="repeat generations until an energy window lasts this long (s)")
+    t.addoption("--sdsuite-poll-interval-ms", type=float, default=20.0, help="power polling interval (ms)")
+    t.addoption("--sdsuite-power-trace", action="store_true", default=False, help="save the power trace with each record")
 
 
 def _marks_for(case: Case, cfg_device: torch.device, device_explicit: bool) -> tuple[str, ...]:
@@ -137,9 +157,21 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--sdsuite-runs must be >= 1 and --sdsuite-warmup >= 0 (got {runs}, {warmup}).")
         device_explicit = config.getoption("device") != "auto"
         cases, explicit = _build_cases(config, device, device_explicit)
+        telemetry = _open_telemetry(config, device)
+        if telemetry.freqs_mhz != (None,):  # frequency is the last axis of every grid
+            cases = [
+                (fc, _marks_for(fc, device, device_explicit))
+                for c, _ in cases
+                for fc in (dataclasses.replace(c, freq_mhz=f) for f in telemetry.freqs_mhz)
+            ]
     except SdsuiteError as exc:
         raise pytest.UsageError(str(exc)) from None
-    run_id = getattr(config, "workerinput", {}).get("sdsuite_run_id") or new_run_id()
+    workerinput = getattr(config, "workerinput", {})
+    if workerinput and device.type == "cpu":
+        # N xdist workers each running torch's default (one thread per core) oversubscribe the CPU and
+        # busy-waiting OpenMP threads slow every worker down several-fold: split the cores instead.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workerinput.get("workercount", 1))))
+    run_id = workerinput.get("sdsuite_run_id") or new_run_id()
     config.stash[CONFIG_KEY] = SdsuiteConfig(
         device=device,
         device_explicit=device_explicit,
@@ -151,7 +183,42 @@ def pytest_configure(config: pytest.Config) -> None:
         explicit_grid=explicit,
         cases=cases,
         run_id=run_id,
+        telemetry=telemetry,
+        min_energy_window_s=config.getoption("sdsuite_min_energy_window"),
     )
+
+
+def _open_telemetry(config: pytest.Config, device: torch.device):
+    """Open the telemetry device and resolve --freq (the opt-in is checked per test: it skips)."""
+    from sdsuite.telemetry import TelemetryOptions, open_setup
+
+    opt = config.getoption
+    options = TelemetryOptions(
+        backend=opt("telemetry"),
+        gpu_model=opt("gpu_model"),
+        sim_faults=tuple(opt("sim_fault") or ()),
+        freq=opt("freq"),
+        freq_floor_mhz=opt("freq_floor"),
+        mem_freq_mhz=opt("mem_freq"),
+        allow_clock_control=opt("allow_clock_control"),
+        settle_s=opt("clock_settle"),
+        poll_interval_ms=opt("sdsuite_poll_interval_ms"),
+        power_trace=opt("sdsuite_power_trace"),
+    )
+    if opt("sdsuite_min_energy_window") < 0:
+        raise UsageError("--sdsuite-min-energy-window must be >= 0 seconds.")
+    setup = open_setup(options, device.type, device.index or 0, check_opt_in=False)
+    if setup.freq_spec.locks and not setup.simulated and getattr(config.option, "numprocesses", None):
+        setup.close()
+        raise UsageError("locking the clocks of a real GPU from several pytest-xdist workers lets them fight over one GPU; run without -n.")
+    return setup
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Release the telemetry device (clock locks are restored by their own context managers)."""
+    cfg = config.stash.get(CONFIG_KEY, None)
+    if cfg is not None and cfg.telemetry is not None:
+        cfg.telemetry.close()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -173,6 +240,13 @@ def _skip_reason(item: pytest.Item, cfg: SdsuiteConfig) -> str | None:
     classes = [m for m in GPU_CLASS_MARKERS if item.get_closest_marker(m)]
     needs_gpu = item.get_closest_marker("gpu") is not None or bool(classes)
     if not needs_gpu:
+        return None
+    sim = cfg.telemetry.telemetry if cfg.telemetry is not None and cfg.telemetry.simulated else None
+    if classes and sim is not None and item.get_closest_marker("gpu") is None:
+        # On the simulated device a GPU-class test runs against the simulated class (dry runs of DVFS logic).
+        have = sim.info().gpu_class
+        if have not in classes:
+            return f"needs a {'/'.join(c.upper() for c in classes)} GPU; this one is the simulated {sim.info().name} (class {have})"
         return None
     if cfg.device.type != "cuda":
         why = "torch sees no CUDA GPU" if not torch.cuda.is_available() else f"--device is {cfg.device}"
@@ -240,6 +314,71 @@ def sdsuite_results(sdsuite_config: SdsuiteConfig) -> ResultsDir:
     return results
 
 
+def _meter(cfg: SdsuiteConfig):
+    return cfg.telemetry.meter if cfg.telemetry is not None else None
+
+
+@contextlib.contextmanager
+def _frequency_point(cfg: SdsuiteConfig, case: Case):
+    """Lock the case's frequency for the block and restore after; skip when clocks may not be changed."""
+    from sdsuite.clocks import ClockSession
+
+    session = cfg.telemetry.clock_session() if cfg.telemetry is not None else ClockSession(None)
+    with session:
+        try:
+            point = session.point(case.freq_mhz)
+        except (ClockControlNotAllowed, ClockPermissionError) as exc:
+            pytest.skip(str(exc))
+        yield point
+
+
+@pytest.fixture(scope="session")
+def sd_telemetry(sdsuite_config: SdsuiteConfig):
+    """The session's telemetry device (NVML or simulated); skips the test when there is none."""
+    setup = sdsuite_config.telemetry
+    if setup is None or setup.telemetry is None:
+        pytest.skip("no GPU telemetry: run on a GPU with NVML (--telemetry nvml), or use --telemetry sim for a dry run")
+    return setup.telemetry
+
+
+@pytest.fixture
+def sd_clock_lock(sdsuite_config: SdsuiteConfig):
+    """Factory of clock locks: ``with sd_clock_lock(1410) as lock: lock.readback.observed_sm_mhz``.
+
+    Skips the test with the remedy when clock control is not opted in, not permitted or there is no
+    telemetry; an unsupported clock fails it naming the nearest ones. Every lock is restored.
+    """
+    held: list[ClockLock] = []
+
+    @contextlib.contextmanager
+    def lock(freq_mhz: int, mem_mhz: int | None = None):
+        setup = sdsuite_config.telemetry
+        if setup is None or setup.telemetry is None:
+            pytest.skip("clock locking needs GPU telemetry: run on a GPU with --telemetry nvml, or use --telemetry sim for a dry run")
+        lk = ClockLock(
+            setup.telemetry,
+            freq_mhz,
+            mem_mhz=mem_mhz,
+            allowed=clock_control_allowed(setup.options.allow_clock_control),
+            settle_s=setup.options.settle_s,
+        )
+        try:
+            lk.__enter__()
+        except (ClockControlNotAllowed, ClockPermissionError) as exc:
+            pytest.skip(str(exc))
+        except UsageError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        held.append(lk)
+        try:
+            yield lk
+        finally:
+            lk.restore()
+
+    yield lock
+    for lk in held:
+        lk.restore()
+
+
 def _outcome(record: dict) -> None:
     if record["status"] == "skipped":
         pytest.skip(record["reason"])
@@ -255,7 +394,16 @@ def sd_run_case(request: pytest.FixtureRequest, sdsuite_config: SdsuiteConfig, s
         opts = sdsuite_config.options()
         if overrides:
             opts = RunOptions(**{**opts.__dict__, **overrides})
-        rec = run_case(case, opts, sdsuite_config.device, run_id=sdsuite_config.run_id, env_fingerprint=sdsuite_results.env_fingerprint)
+        with _frequency_point(sdsuite_config, case) as point:
+            rec = run_case(
+                case,
+                opts,
+                sdsuite_config.device,
+                run_id=sdsuite_config.run_id,
+                env_fingerprint=sdsuite_results.env_fingerprint,
+                energy_meter=_meter(sdsuite_config),
+            )
+            point.annotate(rec)
         sdsuite_results.append(rec)
         request.config.hook.pytest_sdsuite_record(record=rec, item=request.node, config=request.config)
         return rec
@@ -271,14 +419,17 @@ def sd_benchmark(request: pytest.FixtureRequest, sdsuite_config: SdsuiteConfig, 
 
     def run(case: Case) -> dict:
         opts = sdsuite_config.options()
-        with CaseRun(case, opts, sdsuite_config.device, run_id=sdsuite_config.run_id, env_fingerprint=sdsuite_results.env_fingerprint) as run:
+        meter = _meter(sdsuite_config)
+        with _frequency_point(sdsuite_config, case) as point, CaseRun(
+            case, opts, sdsuite_config.device, run_id=sdsuite_config.run_id, env_fingerprint=sdsuite_results.env_fingerprint, energy_meter=meter
+        ) as run:
             if run.ready:
                 if getattr(benchmark, "disabled", False):  # e.g. under xdist: still measure, ourselves
                     for _ in range(opts.runs):
                         run.measure_once()
                 else:
                     benchmark.pedantic(run.measure_once, rounds=opts.runs, iterations=1, warmup_rounds=0)
-        rec = run.record
+        rec = point.annotate(run.record)
         sdsuite_results.append(rec)
         benchmark.extra_info["case_id"] = rec["case_id"]
         benchmark.extra_info["status"] = rec["status"]

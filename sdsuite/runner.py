@@ -31,6 +31,7 @@ from sdsuite.pipelines.cache import PIPELINES, LoadedPipeline, PipelineCache
 from sdsuite.pipelines.registry import get_variant
 from sdsuite.results import SCHEMA_VERSION
 from sdsuite.stats import summarize
+from sdsuite.telemetry.derived import energy_metrics
 
 BLANK_STD = 1e-4  # an image whose pixel std is below this is constant (blank)
 
@@ -44,6 +45,8 @@ class RunOptions:
     device: str = "auto"
     weights: str = "auto"
     count_flops: bool = True
+    # Energy windows shorter than this repeat the generation inside the window (0: never); see measure_once.
+    min_energy_window_s: float = 1.0
 
 
 def utcnow() -> str:
@@ -120,6 +123,7 @@ class CaseMeasurement:
     _reference_image: torch.Tensor | None = None
     _last_images: torch.Tensor | None = None
     _deterministic: bool = True
+    min_window_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.loaded.set_scheduler(self.case.scheduler)
@@ -214,9 +218,17 @@ class CaseMeasurement:
         self.energy_meter.begin()
         images = self.generate()
         tl.stop()
-        energy = self.energy_meter.end()
-        marks = tl.marks()
-        sample = self._sample_from(marks, tl.wall_s, energy)
+        marks, wall_s = tl.marks(), tl.wall_s
+        # The energy counter updates only every ~100 ms: repeat the same generation inside the window
+        # until it lasts min_window_s, and let the metrics divide by the count. Timing stays the first call's.
+        generations, window_s = 1, wall_s
+        while getattr(self.energy_meter, "available", False) and window_s < self.min_window_s:
+            tl.start()
+            self.generate()
+            tl.stop()
+            generations, window_s = generations + 1, window_s + tl.wall_s
+        energy = {**self.energy_meter.end(), "generations": generations}
+        sample = self._sample_from(marks, wall_s, energy)
         self.samples.append(sample)
         if self._reference_image is None:
             self._reference_image = images
@@ -263,8 +275,7 @@ class CaseMeasurement:
             m["peak_memory_bytes"] = unavailable_metric("B", "peak memory is not exposed on this platform")
         windows = [x.energy for x in s]
         if windows and all(w.get("available") for w in windows):
-            m["energy_j"] = samples_metric([w["energy_j"] for w in windows], "J", source=windows[0].get("source"))
-            m["energy_per_image_j"] = samples_metric([w["energy_j"] / b for w in windows], "J")
+            m.update(energy_metrics(windows, b, self.case.steps))
         else:
             reason = next((w.get("reason") for w in windows if not w.get("available")), getattr(self.energy_meter, "reason", None))
             m["energy_j"] = unavailable_metric("J", reason or "no energy meter")
@@ -299,7 +310,7 @@ def _base_record(case: Case, opts: RunOptions, device: torch.device, run_id: str
             "gpu_class": device_gpu_class(device),
         },
         "weights": {"source": opts.weights, "kind": "embedded" if spec.embedded and kind != "path" else kind},
-        "settings": {"runs": opts.runs, "warmup": opts.warmup, "count_flops": opts.count_flops},
+        "settings": {"runs": opts.runs, "warmup": opts.warmup, "count_flops": opts.count_flops, "min_energy_window_s": opts.min_energy_window_s},
         "status": "ok",
         "reason": None,
         "metrics": {},
@@ -355,6 +366,8 @@ class CaseRun:
         self.case = self.case.resolved()
         self.record = _base_record(self.case, self.opts, self.device, self.run_id, self.env_fingerprint)
         self.record["simulated"] = bool(getattr(self.meter, "simulated", False))
+        record_info = getattr(self.meter, "record_info", None)
+        self.record["telemetry"] = record_info() if record_info else None
         skip = precision_support(self.device, self.case.precision)
         if skip:
             self.record.update(status="skipped", reason=skip)
@@ -362,7 +375,7 @@ class CaseRun:
         try:
             loaded = self.cache.get(self.case.variant, self.opts.weights, self.case.precision, self.device)
             self.record["params"] = loaded.param_counts
-            self.measurement = CaseMeasurement(self.case, loaded, self.device, self.meter).__enter__()
+            self.measurement = CaseMeasurement(self.case, loaded, self.device, self.meter, min_window_s=self.opts.min_energy_window_s).__enter__()
             self.measurement.first_call()
             self.measurement.warmup(max(self.opts.warmup - 1, 0))  # the first call is the first warm-up run
         except KeyboardInterrupt:
@@ -401,6 +414,7 @@ class CaseRun:
         rec["metrics"] = m.metrics()
         img = m.image_summary()
         rec["image"] = img
+        rec["energy_windows"] = [x.energy for x in m.samples]
         if self.opts.count_flops:
             flops = count_flops(m.generate)
             rec["metrics"]["flops_per_image"] = value_metric(flops / self.case.batch_size, "FLOP")

@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.set_defaults(handler=cmd_list)
     e = sub.add_parser("env", help="environment and GPU information")
     e.add_argument("--format", choices=("table", "json"), default="table")
+    e.add_argument("--telemetry", choices=("auto", "nvml", "sim", "none"), default="auto", help="telemetry device to describe (default: NVML if present)")
+    e.add_argument("--gpu-model", choices=("v100", "a100", "h100"), default=None, help="simulated GPU to describe (implies --telemetry sim)")
     e.set_defaults(handler=cmd_env)
 
 
@@ -73,7 +75,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     """Print the environment fingerprint; say plainly when there is no GPU or NVML."""
+    from sdsuite.telemetry import describe_telemetry
+
     env = environment()
+    env["telemetry"] = describe_telemetry(getattr(args, "telemetry", "auto"), getattr(args, "gpu_model", None))
     if args.format == "json":
         from sdsuite.cli import print_json
 
@@ -96,6 +101,16 @@ def cmd_env(args: argparse.Namespace) -> int:
         c.print(f"NVML: driver {nv['driver']}, {nv['device_count']} device(s)")
     else:
         c.print(f"NVML: unavailable ({nv['reason']}); GPU energy, power and clocks cannot be measured here.")
+    tel = env["telemetry"]
+    for d in tel["devices"]:
+        sim = " [simulated]" if d["simulated"] else ""
+        clocks = "; ".join(f"mem {m}: {v['count']} SM clocks {v['min']}-{v['max']} MHz" for m, v in d["supported_clocks_mhz"].items())
+        c.print(
+            f"Telemetry ({tel['backend']}){sim} GPU {d['index']}: {d['name']} (class {d['gpu_class']}, uuid {d['uuid']}, "
+            f"sm {d['compute_capability']}, {fmt_bytes(d['memory_bytes'])}, driver {d['driver']}, power limit {d['power_limit_w']} W; {clocks or 'no clock table'})"
+        )
+    if not tel["devices"]:
+        c.print(f"Telemetry: none ({tel.get('reason')}); try `sdsuite env --telemetry sim --gpu-model a100` for the simulated device.")
     if env["git_commit"]:
         c.print(f"git commit: {env['git_commit']}")
     return 0

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sdsuite.commands.common import add_case_arguments, grid_from_args, new_run_id
+from sdsuite.commands.common import add_case_arguments, grid_from_args, new_run_id, telemetry_options_from_args
 from sdsuite.display import print_records
 from sdsuite.engine import run_grid
 from sdsuite.hardware import resolve_device
 from sdsuite.pipelines.build import validate_weights
 from sdsuite.results import check_writable_dir
 from sdsuite.runner import RunOptions
+from sdsuite.telemetry import TelemetrySetup, open_setup
 
 
 def register(sub) -> None:
@@ -26,11 +28,27 @@ def register(sub) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything first (exit 2 before any work), then measure; exit 1 if any case failed."""
-    cases = grid_from_args(args).expand()
+    grid = grid_from_args(args)
     device = resolve_device(args.device)
     validate_weights(args.weights)
     out = check_writable_dir(args.out)
-    opts = RunOptions(runs=args.runs, warmup=args.warmup, device=str(device), weights=args.weights, count_flops=not args.no_flops)
+    # Opens the telemetry device and resolves --freq against its supported clocks (exit 2 on bad input).
+    telemetry = open_setup(telemetry_options_from_args(args), device.type, device.index or 0)
+    try:
+        return _run(args, dataclasses.replace(grid, freqs_mhz=telemetry.freqs_mhz).expand(), device, out, telemetry)
+    finally:
+        telemetry.close()
+
+
+def _run(args: argparse.Namespace, cases: list, device, out, telemetry: TelemetrySetup) -> int:
+    opts = RunOptions(
+        runs=args.runs,
+        warmup=args.warmup,
+        device=str(device),
+        weights=args.weights,
+        count_flops=not args.no_flops,
+        min_energy_window_s=args.min_energy_window,
+    )
     run_id = new_run_id()
     err = Console(stderr=True)
     show_progress = not args.no_progress and err.is_terminal
@@ -46,6 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             device,
             str(out),
             run_id,
+            energy_meter=telemetry.meter,
+            clock_session=telemetry.clock_session(),
             on_case_start=lambda c: progress.update(task, description=c.case_id),
             on_run=lambda i: progress.advance(task),
             on_record=records.append,
