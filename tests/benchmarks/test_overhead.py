@@ -52,7 +52,11 @@ def test_harness_overhead(benchmark, variant, sdsuite_device):
         bare_s.append(bare())
         ours_s.append(ours())
 
-    benchmark.pedantic(pair, rounds=ROUNDS, iterations=1)
+    if getattr(benchmark, "disabled", False):  # pytest-benchmark switches itself off under xdist
+        for _ in range(ROUNDS):
+            pair()
+    else:
+        benchmark.pedantic(pair, rounds=ROUNDS, iterations=1)
     assert "encode_prompt" not in vars(loaded.pipe)
     overhead = statistics.median(ours_s) / statistics.median(bare_s) - 1
     benchmark.extra_info.update(
