@@ -80,7 +80,10 @@ def test_bad_option_is_a_usage_error(pytester):
     result.stderr.fnmatch_lines(["*unknown variant 'sd-v9'; valid choices: tiny-sd*"])
 
 
-def test_benchmark_writes_records_and_extra_info(pytester):
+def test_benchmark_writes_records_and_extra_info(pytester, monkeypatch):
+    # When this suite itself runs under xdist, the inner session must not look like a worker.
+    for var in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(var, raising=False)
     pytester.makepyfile(BENCH)
     out = pytester.path / "res"
     result = pytester.runpytest(
