@@ -67,6 +67,8 @@ def records_table(records: Sequence[dict], title: str = "sdsuite results") -> Ta
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason') or ''}"[:80]
         e = m.get("energy_per_image_j") or {}
         energy = f"{metric_center(e):.2f} J" if e.get("available") else "unavailable"
+        if e.get("available") and r.get("simulated"):
+            energy += " (sim)"
         ips = metric_center(m.get("images_per_s"))
         t.add_row(
             r["case_id"],
@@ -95,5 +97,7 @@ def print_records(records: Sequence[dict], console: Console | None = None, notes
         mem = (r.get("metrics") or {}).get("peak_memory_bytes") or {}
         if mem.get("kind") == "process_peak_rss":
             reasons.setdefault("peak mem is the process's peak resident set (CPU run), not device memory", []).append("peak_memory_bytes")
+    if any(r.get("simulated") for r in records):
+        reasons.setdefault("(sim) values come from the simulated GPU (--telemetry sim): a dry run, not a measurement", []).append("energy")
     for reason, names in reasons.items():
         console.print(f"[dim]note: {', '.join(sorted(set(names)))}: {reason}[/dim]")
