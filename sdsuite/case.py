@@ -1,4 +1,5 @@
-"""A benchmark case: one point of variant x scheduler x precision x steps x resolution x batch x seed x frequency."""
+"""A benchmark case: one point of variant x scheduler x precision x steps x resolution x batch x seed x frequency
+(x optimization set x task x images per prompt x prompt, whose defaults leave the case id unchanged)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from sdsuite.errors import UsageError
+from sdsuite.optimizations import DEFAULT as DEFAULT_OPTIONS
+from sdsuite.optimizations import OptimizationSet, parse_optimization_set
 from sdsuite.pipelines.registry import DEFAULT_SCHEDULER, get_precision, get_scheduler, get_variant
+from sdsuite.tasks import DEFAULT_STRENGTH, TEXT_TO_IMAGE, validate_task
+
+# Short task names for case ids (text-to-image, the default, adds nothing).
+TASK_IDS = {"image-to-image": "img2img", "inpainting": "inpaint"}
 
 DEFAULT_PROMPT = "a photograph of an astronaut riding a horse on the moon"
 
@@ -29,6 +36,21 @@ class Case:
     guidance_scale: float | None = None
     prompt: str = DEFAULT_PROMPT
     negative_prompt: str | None = None
+    # New axes go last (positional construction stays valid); their defaults add nothing to the id.
+    options: OptimizationSet = DEFAULT_OPTIONS  # also accepts the id syntax as a string ("attn=eager+kv-cache")
+    task: str = TEXT_TO_IMAGE
+    strength: float | None = None  # image-to-image / inpainting only; None: DEFAULT_STRENGTH
+    images_per_prompt: int = 1
+    prompt_id: str | None = None  # set for prompts of a prompt set, so cases with different prompts get different ids
+
+    def __post_init__(self) -> None:
+        if isinstance(self.options, str):  # frozen: set through object.__setattr__, once, at construction
+            object.__setattr__(self, "options", parse_optimization_set(self.options))
+
+    @property
+    def num_images(self) -> int:
+        """Images per pipeline call: prompts (batch size) x images per prompt."""
+        return self.batch_size * self.images_per_prompt
 
     def resolved(self) -> Case:
         """Fill defaults from the variant and validate every field (raises UsageError)."""
@@ -54,6 +76,19 @@ class Case:
             raise UsageError(f"seed must be >= 0, got {case.seed}.")
         if case.freq_mhz is not None and case.freq_mhz <= 0:
             raise UsageError(f"frequency must be a positive number of MHz, got {case.freq_mhz}.")
+        if case.images_per_prompt < 1:
+            raise UsageError(f"images per prompt must be >= 1, got {case.images_per_prompt}.")
+        if validate_task(case.task) == TEXT_TO_IMAGE:
+            if case.strength is not None:
+                raise UsageError("strength applies to image-to-image and inpainting only (the task is text-to-image).")
+        else:
+            case = replace(case, strength=DEFAULT_STRENGTH if case.strength is None else float(case.strength))
+            if not 0.0 < case.strength <= 1.0:
+                raise UsageError(f"strength must be in (0, 1], got {case.strength:g}.")
+            if int(case.steps * case.strength) < 1:
+                raise UsageError(
+                    f"{case.task} runs int(steps x strength) denoising steps: {case.steps} x {case.strength:g} leaves none; raise --steps or --strength."
+                )
         return case
 
     @property
@@ -64,6 +99,15 @@ class Case:
         parts = [c.variant, c.scheduler, c.precision, freq, f"{c.width}x{c.height}", f"s{c.steps}", f"b{c.batch_size}"]
         if c.seed:
             parts.append(f"seed{c.seed}")
+        if c.images_per_prompt != 1:
+            parts.append(f"ipp{c.images_per_prompt}")
+        if c.task != TEXT_TO_IMAGE:
+            strength = DEFAULT_STRENGTH if c.strength is None else c.strength
+            parts.append(TASK_IDS.get(c.task, c.task) + ("" if strength == DEFAULT_STRENGTH else f"-st{strength:g}"))
+        if c.prompt_id is not None:
+            parts.append(f"prompt-{c.prompt_id}")
+        if not c.options.is_default:
+            parts.append(c.options.id)
         return "/".join(parts)
 
     @property
@@ -72,8 +116,8 @@ class Case:
         return self.case_id.replace("/", "-")
 
     def to_dict(self) -> dict:
-        """JSON-ready dict of all fields."""
-        return asdict(self)
+        """JSON-ready dict of all fields (``options`` as its id string, which parses back to the same set)."""
+        return {**asdict(self), "options": self.options.id}
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -127,16 +171,27 @@ class GridSpec:
     prompt: str = DEFAULT_PROMPT
     negative_prompt: str | None = None
     extra: dict = field(default_factory=dict)
+    # Optimization/task axes; options vary fastest so the sets of one case are neighbours.
+    tasks: Sequence[str] = (TEXT_TO_IMAGE,)
+    strengths: Sequence[float | None] = (None,)  # used by image-to-image / inpainting only
+    images_per_prompt: Sequence[int] = (1,)
+    prompts: Sequence[tuple[str, str]] = ()  # (prompt_id, text) pairs of a prompt set; empty: ``prompt``
+    options: Sequence[OptimizationSet] = (DEFAULT_OPTIONS,)
 
     def expand(self) -> list[Case]:
         """All cases of the grid, validated, in a deterministic order, without duplicates."""
         cases: list[Case] = []
         seen = set()
-        for v, s, p, st, res, b, seed, f in itertools.product(
-            self.variants, self.schedulers, self.precisions, self.steps, self.resolutions, self.batch_sizes, self.seeds, self.freqs_mhz
-        ):
+        prompts = list(self.prompts) or [(None, self.prompt)]
+        for v, s, p, st, res, b, seed, f, (pid, text), task, strength, ipp, opts in itertools.product(
+            self.variants, self.schedulers, self.precisions, self.steps, self.resolutions, self.batch_sizes, self.seeds, self.freqs_mhz,
+            prompts, self.tasks, self.strengths, self.images_per_prompt, self.options,
+        ):  # fmt: skip
             h, w = res if res is not None else (None, None)
-            c = Case(v, s, p, st, h, w, b, seed, f, self.guidance_scale, self.prompt, self.negative_prompt).resolved()
+            c = Case(
+                v, s, p, st, h, w, b, seed, f, self.guidance_scale, text, self.negative_prompt,
+                options=opts, task=task, strength=None if task == TEXT_TO_IMAGE else strength, images_per_prompt=ipp, prompt_id=pid,
+            ).resolved()  # fmt: skip
             if c not in seen:
                 seen.add(c)
                 cases.append(c)

@@ -22,6 +22,12 @@ COMMAND_MODULES = [
     "sdsuite.commands.run",
     "sdsuite.commands.info",
     "sdsuite.commands.baseline",
+    "sdsuite.commands.sweep",
+    "sdsuite.commands.report",
+    "sdsuite.commands.images",
+    "sdsuite.commands.options",
+    "sdsuite.commands.validate",
+    "sdsuite.commands.status",
 ]
 
 

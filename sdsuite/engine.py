@@ -16,13 +16,22 @@ from sdsuite.runner import RunOptions, run_case
 
 def order_for_loading(cases: Sequence[Case]) -> list[Case]:
     """Group cases that share a loaded pipeline so each pipeline loads once, and within a pipeline
-    the cases of one frequency, so clocks change once per (pipeline, frequency) (stable otherwise)."""
+    the cases of one frequency, so clocks change once per (pipeline, frequency) (stable otherwise).
+    Then cases sharing weight-mutating options (one cached pipeline each), reference-set cases
+    (sdsuite.effects.REFERENCE) first, so the others can report their effects against them."""
+    from sdsuite.effects import is_reference
+
     first_seen: dict[tuple[str, str], int] = {}
     freq_rank: dict[int | None, int] = {}
+    weight_rank: dict[str, int] = {"": 0}  # the unmodified pipeline (and the reference set) first
     for i, c in enumerate(cases):
         first_seen.setdefault((c.variant, c.precision), i)
         freq_rank.setdefault(c.freq_mhz, len(freq_rank))
-    return sorted(cases, key=lambda c: (first_seen[(c.variant, c.precision)], freq_rank[c.freq_mhz]))
+        weight_rank.setdefault(c.options.weight_key, len(weight_rank))
+    return sorted(
+        cases,
+        key=lambda c: (first_seen[(c.variant, c.precision)], freq_rank[c.freq_mhz], weight_rank[c.options.weight_key], not is_reference(c)),
+    )
 
 
 def run_grid(

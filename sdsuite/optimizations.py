@@ -121,6 +121,19 @@ class OptimizationSet:
         """The part of the id that changes the loaded object ('' when none): add it to the pipeline cache key."""
         return "+".join(self._tokens(WEIGHT_MUTATING))
 
+    @property
+    def is_default(self) -> bool:
+        """True for the default set (stock diffusers SDPA, nothing else): case ids and records stay as they were."""
+        return self == OptimizationSet()
+
+    def weight_part(self) -> OptimizationSet:
+        """Only the weight-mutating options (applied once when the pipeline is loaded and cached under ``weight_key``)."""
+        return OptimizationSet(**{f: getattr(self, f) for f in WEIGHT_MUTATING})
+
+    def reversible_part(self) -> OptimizationSet:
+        """Everything but the weight-mutating options (applied per case and undone after it)."""
+        return dataclasses.replace(self, **{f: OptimizationSet.__dataclass_fields__[f].default for f in WEIGHT_MUTATING})
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields plus the id and the weight key."""
         return {**dataclasses.asdict(self), "id": self.id, "weight_key": self.weight_key}
@@ -239,23 +252,72 @@ def _on_off(value: bool | str) -> bool:
     return _ON_OFF[v]
 
 
+# Flag spellings accepted besides the canonical names (``--quantize fp8`` is the dynamic fp8 scheme).
+QUANTIZATION_ALIASES: dict[str, str] = {"fp8": "fp8dq"}
+_OFF = ("none", "off")
+
+
+def _axis(
+    values: Iterable[str] | None, kind: str, choices: Iterable[str], aliases: dict[str, str] | None = None, can_be_off: bool = True
+) -> list[str | None] | None:
+    """Validate one list axis (``None``: not given); ``none``/``off`` mean the option is not applied."""
+    if values is None:
+        return None
+    choices = list(choices)
+    out: list[str | None] = []
+    for raw in values:
+        v = str(raw).strip().lower()
+        v = (aliases or {}).get(v, v)
+        if v in _OFF and can_be_off:
+            out.append(None)
+        elif v in choices:
+            out.append(v)
+        else:
+            raise unknown_choice(kind, v, [*choices, *(aliases or {}), *(["none"] if can_be_off else [])])
+    return out
+
+
 def option_grid(
     attention: Iterable[str] | None = None,
     kv_cache: Iterable[bool | str] | None = None,
     recipes: Iterable[str] | None = None,
+    *,
+    offload: Iterable[str] | None = None,
+    compile_mode: Iterable[str] | None = None,
+    quantization: Iterable[str] | None = None,
+    vae_slicing: bool = False,
+    vae_tiling: bool = False,
+    channels_last: bool = False,
+    fused_qkv: bool = False,
 ) -> list[OptimizationSet]:
-    """Cartesian product recipes x ``--attention`` x ``--kv-cache`` (``None``: the axis was not given).
+    """Cartesian product recipes x ``--attention`` x ``--kv-cache`` x offload x compile x quantization.
 
-    An axis that was given overrides the recipe's own value; one that was not keeps it, so
-    ``--recipe memory-saver`` alone keeps its sliced attention. Duplicates are dropped, order kept.
+    A list axis that was given (not ``None``) overrides the recipe's own value; one that was not keeps
+    it, so ``--recipe memory-saver`` alone keeps its sliced attention. ``none``/``off`` in a list axis
+    switch that option off. The boolean switches turn an option on for every set (never off).
+    Duplicates are dropped, order kept; unknown values raise UsageError listing the choices.
     """
     bases = [parse_optimization_set(r) for r in recipes] if recipes else [DEFAULT]
-    attn = list(attention) if attention is not None else None
+    attn = _axis(attention, "attention", ATTENTION_KERNELS, can_be_off=False)
     kvs = [_on_off(k) for k in kv_cache] if kv_cache is not None else None
+    offs = _axis(offload, "offload mode", OFFLOAD_MODES)
+    comps = _axis(compile_mode, "torch.compile mode", COMPILE_MODES)
+    quants = _axis(quantization, "quantization", QUANTIZATIONS, QUANTIZATION_ALIASES)
+    switches = {
+        k: True
+        for k, on in (("vae_slicing", vae_slicing), ("vae_tiling", vae_tiling), ("channels_last", channels_last), ("fused_qkv", fused_qkv))
+        if on
+    }
     out: list[OptimizationSet] = []
     for base in bases:
-        for a, kv in itertools.product(attn or [base.attention], kvs if kvs is not None else [base.kv_cache]):
-            s = base.replace(attention=a, kv_cache=kv)
+        for a, kv, off, comp, q in itertools.product(
+            attn or [base.attention],
+            kvs if kvs is not None else [base.kv_cache],
+            offs if offs is not None else [base.offload],
+            comps if comps is not None else [base.compile_mode],
+            quants if quants is not None else [base.quantization],
+        ):
+            s = base.replace(attention=a, kv_cache=kv, offload=off, compile_mode=comp, quantization=q, **switches)
             if s not in out:
                 out.append(s)
     return out
@@ -576,6 +638,24 @@ class AppliedOptimizations:
         if self.quantized_layers is not None:
             rec["quantized_linear_layers"] = {"quantized": self.quantized_layers[0], "total": self.quantized_layers[1]}
         return rec
+
+
+def options_record(opts: OptimizationSet, *parts: AppliedOptimizations | None, weight_setup_cached: bool | None = None) -> dict[str, Any]:
+    """The record's ``options`` entry for a set applied in parts (weight-mutating at load, reversible per case).
+
+    ``setup_s`` merges every part's per-option setup times; ``weight_setup_cached`` says the
+    weight-mutating part was applied when an earlier case loaded the cached pipeline (None: the set has none).
+    """
+    rec: dict[str, Any] = {**opts.to_dict(), "setup_s": {}, "weight_setup_cached": weight_setup_cached}
+    for part in parts:
+        if part is None:
+            continue
+        rec["setup_s"].update(part.setup_s)
+        if part.kv_cache is not None:
+            rec["kv_cache_stats"] = part.kv_cache.stats()
+        if part.quantized_layers is not None:
+            rec["quantized_linear_layers"] = {"quantized": part.quantized_layers[0], "total": part.quantized_layers[1]}
+    return rec
 
 
 def apply_optimizations(pipe, opts: OptimizationSet, device: torch.device | str | None = None) -> AppliedOptimizations:

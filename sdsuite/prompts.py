@@ -53,6 +53,13 @@ class PromptSet:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def items(self) -> list[tuple[str, str]]:
+        """(prompt id, text) pairs; ids are short and stable (``builtin3``, ``coco391895`` = annotation id, ``file2``)."""
+        if self.ids:
+            return [(f"coco{i}", p) for i, p in zip(self.ids, self.prompts, strict=True)]
+        prefix = "builtin" if self.source == BUILTIN else "file"
+        return [(f"{prefix}{i}", p) for i, p in enumerate(self.prompts)]
+
     def to_dict(self) -> dict:
         """JSON-ready fields."""
         return asdict(self)

@@ -59,11 +59,19 @@ class SdsuiteConfig:
     run_id: str = ""
     telemetry: Any = None  # sdsuite.telemetry.TelemetrySetup: device, energy meter, frequency axis
     min_energy_window_s: float = 1.0
+    trace_dir: str | None = None  # --sdsuite-trace: torch.profiler trace per case
+    fidelity: str = "auto"  # comparison with the reference optimization set (sdsuite.effects.FIDELITY_MODES)
 
     def options(self) -> RunOptions:
         """RunOptions for this session."""
         return RunOptions(
-            runs=self.runs, warmup=self.warmup, device=str(self.device), weights=self.weights, min_energy_window_s=self.min_energy_window_s
+            runs=self.runs,
+            warmup=self.warmup,
+            device=str(self.device),
+            weights=self.weights,
+            min_energy_window_s=self.min_energy_window_s,
+            trace_dir=self.trace_dir,
+            fidelity=self.fidelity,
         )
 
 
@@ -103,12 +111,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     t.addoption("--sdsuite-min-energy-window", type=float, default=1.0, help="repeat generations until an energy window lasts this long (s)")
     t.addoption("--sdsuite-poll-interval-ms", type=float, default=20.0, help="power polling interval (ms)")
     t.addoption("--sdsuite-power-trace", action="store_true", default=False, help="save the power trace with each record")
+    o = parser.getgroup("sdsuite-optimizations", "sdsuite optimization and task axes (comma lists make a grid)")
+    o.addoption("--attention", action="append", default=None, help="attention kernel(s): sdpa (default), eager, sliced, xformers")
+    o.addoption("--kv-cache", action="append", default=None, help="cross-attention K/V cache: on, off")
+    o.addoption("--vae-slicing", action="store_true", default=False, help="VAE slicing")
+    o.addoption("--vae-tiling", action="store_true", default=False, help="VAE tiling")
+    o.addoption("--offload", action="append", default=None, help="CPU offload: model, sequential, none")
+    o.addoption("--compile", action="append", default=None, help="torch.compile mode(s) of the UNet, or none")
+    o.addoption("--channels-last", action="store_true", default=False, help="channels_last memory format")
+    o.addoption("--fuse-qkv", action="store_true", default=False, help="fused QKV projections")
+    o.addoption("--quantize", action="append", default=None, help="torchao: int8wo, int8dq, int4wo, fp8, fp8wo, none")
+    o.addoption("--recipe", action="append", default=None, help="baseline, memory-saver, fast, or a set like fast+attn=eager")
+    o.addoption("--task", action="append", default=None, help="text-to-image (default), image-to-image, inpainting")
+    o.addoption("--strength", action="append", default=None, help="image-to-image / inpainting strength (default 0.75)")
+    o.addoption("--images-per-prompt", action="append", default=None, help="images per prompt (default 1)")
+    o.addoption("--sdsuite-trace", default=None, help="write a torch.profiler trace per case into this directory")
+    o.addoption("--sdsuite-fidelity", default="auto", choices=("auto", "all", "off"), help="compare outputs with the reference set (attn=eager)")
 
 
 def _marks_for(case: Case, cfg_device: torch.device, device_explicit: bool) -> tuple[str, ...]:
     spec = VARIANTS[case.variant]
     if spec.embedded:
-        return ("quick",) if case.precision == "fp32" and case.scheduler in QUICK_SCHEDULERS and not case.freq_mhz else ("full",)
+        quick = case.precision == "fp32" and case.scheduler in QUICK_SCHEDULERS and not case.freq_mhz
+        if case.options.compile_mode:  # compiling takes minutes on a CPU
+            return ("full", "slow")
+        return ("quick",) if quick else ("full",)
     marks = ["full", "slow"]
     if not (device_explicit and cfg_device.type == "cpu"):
         marks.append("gpu")
@@ -136,6 +163,10 @@ def _build_cases(config: pytest.Config, device: torch.device, device_explicit: b
         if opt("full"):
             grids.append(GridSpec(variants=TINY, schedulers=CORE_SCHEDULERS, precisions=["fp32", "bf16"]))
             grids.append(GridSpec(variants=REAL, schedulers=["default", "dpm++2m-karras"], precisions=["fp16"]))
+    from sdsuite.commands.common import option_sets_from, task_axes_from
+
+    axes = {**task_axes_from(opt), "options": option_sets_from(opt)}
+    grids = [dataclasses.replace(g, **axes) for g in grids]
     seen, cases = set(), []
     for grid in grids:
         for c in grid.expand():
@@ -149,6 +180,9 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register markers; validate the sdsuite options once (bad input: one clear usage error)."""
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
+    from sdsuite.launch.xdist import apply_worker_gpu
+
+    apply_worker_gpu(getattr(config, "workerinput", {}))  # one GPU per xdist worker, before torch initialises CUDA
     try:
         device = resolve_device(config.getoption("device"))
         validate_weights(config.getoption("weights"))
@@ -185,6 +219,8 @@ def pytest_configure(config: pytest.Config) -> None:
         run_id=run_id,
         telemetry=telemetry,
         min_energy_window_s=config.getoption("sdsuite_min_energy_window"),
+        trace_dir=config.getoption("sdsuite_trace"),
+        fidelity=config.getoption("sdsuite_fidelity"),
     )
 
 
@@ -208,9 +244,15 @@ def _open_telemetry(config: pytest.Config, device: torch.device):
     if opt("sdsuite_min_energy_window") < 0:
         raise UsageError("--sdsuite-min-energy-window must be >= 0 seconds.")
     setup = open_setup(options, device.type, device.index or 0, check_opt_in=False)
-    if setup.freq_spec.locks and not setup.simulated and getattr(config.option, "numprocesses", None):
+    from sdsuite.launch.xdist import visible_gpus, workers_share_gpus
+
+    # Workers were checked by the controller and each sees its own GPU; the controller checks -n against the GPU count.
+    n_workers = getattr(config.option, "numprocesses", None)
+    if setup.freq_spec.locks and not setup.simulated and n_workers and not hasattr(config, "workerinput") and workers_share_gpus(n_workers, visible_gpus(False)):
         setup.close()
-        raise UsageError("locking the clocks of a real GPU from several pytest-xdist workers lets them fight over one GPU; run without -n.")
+        raise UsageError(
+            f"locking the clocks of a real GPU from {n_workers} pytest-xdist workers with {visible_gpus(False)} GPU(s) puts two workers on one GPU; use -n <= the GPU count."
+        )
     return setup
 
 
@@ -224,7 +266,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:
     """xdist controller: every worker writes its records under the same run id."""
-    node.workerinput["sdsuite_run_id"] = node.config.stash[CONFIG_KEY].run_id
+    cfg = node.config.stash[CONFIG_KEY]
+    node.workerinput["sdsuite_run_id"] = cfg.run_id
+    from sdsuite.launch.xdist import assign_worker_gpu, visible_gpus
+
+    simulated = cfg.telemetry is not None and cfg.telemetry.simulated
+    if cfg.device.type == "cuda" or simulated:  # CPU runs keep the machine's GPUs untouched
+        assign_worker_gpu(node.workerinput, node.gateway.id, visible_gpus(simulated))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

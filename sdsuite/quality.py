@@ -418,6 +418,8 @@ def clip_model_unavailable_reason(model_dir: str | os.PathLike | None) -> str | 
     if model_dir is None:
         return "no local CLIP model was given (a transformers CLIP directory, e.g. a copy of openai/clip-vit-base-patch32); nothing is downloaded"
     d = Path(model_dir)
+    if not d.exists():
+        return f"no local CLIP weights at {d} (a transformers CLIP directory is expected; nothing is downloaded)"
     if not (d / "config.json").is_file():
         return f"CLIP model directory {d} has no config.json"
     return None

@@ -20,17 +20,22 @@ import torch
 
 from sdsuite import __version__
 from sdsuite.case import Case
+from sdsuite.effects import REFERENCE, REFERENCES, ReferenceResult, effects_for, fidelity_wanted, is_reference, reference_case
 from sdsuite.errors import SdsuiteError
 from sdsuite.hardware import device_gpu_class, precision_support
 from sdsuite.meters.clock import Timeline, synchronize
 from sdsuite.meters.energy import EnergyMeter, default_energy_meter
 from sdsuite.meters.flops import count_flops
 from sdsuite.meters.memory import PeakMemoryMeter
+from sdsuite.optimizations import UnsupportedOptimization, apply_optimizations, options_record, supported
 from sdsuite.pipelines.build import weights_kind
 from sdsuite.pipelines.cache import PIPELINES, LoadedPipeline, PipelineCache
-from sdsuite.pipelines.registry import get_variant
+from sdsuite.pipelines.registry import get_precision, get_variant
+from sdsuite.profiling import LOAD, SpanRecorder, instrument_pipeline, trace
+from sdsuite.quality import capture_stages, first_differing_stage, sanity_check
 from sdsuite.results import SCHEMA_VERSION
 from sdsuite.stats import summarize
+from sdsuite.tasks import TEXT_TO_IMAGE, task_call_kwargs, task_pipeline
 from sdsuite.telemetry.derived import energy_metrics
 
 BLANK_STD = 1e-4  # an image whose pixel std is below this is constant (blank)
@@ -47,6 +52,12 @@ class RunOptions:
     count_flops: bool = True
     # Energy windows shorter than this repeat the generation inside the window (0: never); see measure_once.
     min_energy_window_s: float = 1.0
+    # One extra, untimed generation after the measured runs, instrumented with profiling spans
+    # (text encode, denoise, decode: time and memory); traced with torch.profiler into trace_dir when set.
+    spans: bool = True
+    trace_dir: str | None = None
+    # Output fidelity against the reference optimization set: auto, all or off (sdsuite.effects.FIDELITY_MODES).
+    fidelity: str = "auto"
 
 
 def utcnow() -> str:
@@ -124,15 +135,20 @@ class CaseMeasurement:
     _last_images: torch.Tensor | None = None
     _deterministic: bool = True
     min_window_s: float = 0.0
+    pipe: Any = None  # what is called: the loaded pipeline, or a task pipeline sharing its modules (sdsuite.tasks)
 
     def __post_init__(self) -> None:
+        if self.pipe is None:
+            self.pipe = self.loaded.pipe
         self.loaded.set_scheduler(self.case.scheduler)
-        pipe = self.loaded.pipe
+        if self.pipe is not self.loaded.pipe:  # a from_pipe task pipeline holds its own scheduler reference
+            self.pipe.scheduler = self.loaded.pipe.scheduler
+        pipe = self.pipe
         dtype = pipe.unet.dtype
         # Fixed latents drawn on the CPU from the case seed (as MLPerf does), so a case gives the
         # same starting point on every device.
         gen = torch.Generator("cpu").manual_seed(self.case.seed)
-        shape = (self.case.batch_size, pipe.unet.config.in_channels, self.case.height // pipe.vae_scale_factor, self.case.width // pipe.vae_scale_factor)
+        shape = (self.case.num_images, pipe.unet.config.in_channels, self.case.height // pipe.vae_scale_factor, self.case.width // pipe.vae_scale_factor)
         self.latents = torch.randn(shape, generator=gen, dtype=torch.float32).to(self.device, dtype)
         self._memory = PeakMemoryMeter(self.device)
         self._timeline = Timeline(self.device)
@@ -142,7 +158,7 @@ class CaseMeasurement:
     def call_kwargs(self) -> dict[str, Any]:
         """Arguments of one pipeline call for this case (fresh CPU generator for stochastic samplers)."""
         c = self.case
-        return {
+        kwargs = {
             "prompt": [c.prompt] * c.batch_size,
             "negative_prompt": [c.negative_prompt] * c.batch_size if c.negative_prompt else None,
             "height": c.height,
@@ -153,13 +169,18 @@ class CaseMeasurement:
             "generator": torch.Generator("cpu").manual_seed(c.seed),
             "output_type": "pt",
         }
+        if c.images_per_prompt != 1:
+            kwargs["num_images_per_prompt"] = c.images_per_prompt
+        if c.task != TEXT_TO_IMAGE:  # deterministic input image (and mask) from the case seed; latents dropped
+            kwargs = task_call_kwargs(self.pipe, c.task, kwargs, strength=c.strength, image_seed=c.seed)
+        return kwargs
 
     def _on_step_end(self, pipe, step, timestep, callback_kwargs):
         self._timeline.mark("step")
         return callback_kwargs
 
     def __enter__(self) -> CaseMeasurement:
-        pipe = self.loaded.pipe
+        pipe = self.pipe
         timeline = self._timeline
         encode, decode = pipe.encode_prompt, pipe.vae.decode
 
@@ -191,7 +212,7 @@ class CaseMeasurement:
 
     def generate(self) -> torch.Tensor:
         """One generation with the case's fixed inputs; returns the images (N, 3, H, W) in 0..1."""
-        return self.loaded.pipe(**self.call_kwargs(), callback_on_step_end=self._on_step_end, callback_on_step_end_tensor_inputs=[]).images
+        return self.pipe(**self.call_kwargs(), callback_on_step_end=self._on_step_end, callback_on_step_end_tensor_inputs=[]).images
 
     # -- phases --------------------------------------------------------------------------------
 
@@ -246,7 +267,7 @@ class CaseMeasurement:
             else:
                 at.setdefault(name, t)
         enc_end = at.get("encode_end")
-        step_s = [b - a for a, b in zip([enc_end if enc_end is not None else 0.0, *steps], steps)]
+        step_s = [b - a for a, b in zip([enc_end if enc_end is not None else 0.0, *steps], steps, strict=False)]
         denoise = (steps[-1] - enc_end) if steps and enc_end is not None else None
         text = (enc_end - at["encode_start"]) if "encode_start" in at and enc_end is not None else None
         dec = (at["decode_end"] - at["decode_start"]) if "decode_start" in at and "decode_end" in at else None
@@ -259,7 +280,7 @@ class CaseMeasurement:
     def metrics(self) -> dict[str, dict]:
         """All metrics of the measured runs so far."""
         s = self.samples
-        b = self.case.batch_size
+        b = self.case.num_images
         m: dict[str, dict] = {
             "latency_s": samples_metric([x.wall_s for x in s], "s"),
             "images_per_s": samples_metric([b / x.wall_s for x in s], "images/s"),
@@ -310,7 +331,15 @@ def _base_record(case: Case, opts: RunOptions, device: torch.device, run_id: str
             "gpu_class": device_gpu_class(device),
         },
         "weights": {"source": opts.weights, "kind": "embedded" if spec.embedded and kind != "path" else kind},
-        "settings": {"runs": opts.runs, "warmup": opts.warmup, "count_flops": opts.count_flops, "min_energy_window_s": opts.min_energy_window_s},
+        "settings": {
+            "runs": opts.runs,
+            "warmup": opts.warmup,
+            "count_flops": opts.count_flops,
+            "min_energy_window_s": opts.min_energy_window_s,
+            "spans": opts.spans,
+            "trace_dir": opts.trace_dir,
+            "fidelity": opts.fidelity,
+        },
         "status": "ok",
         "reason": None,
         "metrics": {},
@@ -356,6 +385,9 @@ class CaseRun:
         self.env_fingerprint = env_fingerprint
         self.record: dict = {}
         self.measurement: CaseMeasurement | None = None
+        self.applied = None  # reversible optimizations applied for this case (undone on exit)
+        self._weight_applied = None  # weight-mutating ones, applied when the cached pipeline was loaded
+        self._loaded_here = False
 
     @property
     def ready(self) -> bool:
@@ -368,19 +400,39 @@ class CaseRun:
         self.record["simulated"] = bool(getattr(self.meter, "simulated", False))
         record_info = getattr(self.meter, "record_info", None)
         self.record["telemetry"] = record_info() if record_info else None
-        skip = precision_support(self.device, self.case.precision)
+        c = self.case
+        self.record.update(
+            options=c.options.to_dict(),
+            task={"name": c.task, "strength": c.strength, "images_per_prompt": c.images_per_prompt, "prompt_id": c.prompt_id},
+            spans=None,
+            fidelity=None,
+            effects=None,
+        )
+        # Options the device or the installed packages cannot run skip before anything loads.
+        skip = precision_support(self.device, c.precision) or supported(c.options, self.device, getattr(torch, get_precision(c.precision)))
         if skip:
             self.record.update(status="skipped", reason=skip)
             return self
         try:
-            loaded = self.cache.get(self.case.variant, self.opts.weights, self.case.precision, self.device)
+            self._prepare_reference()
+            loaded = self.cache.get(c.variant, self.opts.weights, c.precision, self.device, options=c.options)
             self.record["params"] = loaded.param_counts
-            self.measurement = CaseMeasurement(self.case, loaded, self.device, self.meter, min_window_s=self.opts.min_energy_window_s).__enter__()
+            self._loaded_here, self._weight_applied = loaded.uses == 1, loaded.applied
+            # Reversible options go on before CaseMeasurement wraps encode_prompt / vae.decode; undone on exit.
+            self.applied = apply_optimizations(loaded.pipe, c.options.reversible_part(), self.device)
+            pipe = task_pipeline(loaded.pipe, c.task)
+            self.record["task"]["pipeline"] = type(pipe).__name__
+            self.measurement = CaseMeasurement(c, loaded, self.device, self.meter, min_window_s=self.opts.min_energy_window_s, pipe=pipe)
+            self.measurement.__enter__()
             self.measurement.first_call()
             self.measurement.warmup(max(self.opts.warmup - 1, 0))  # the first call is the first warm-up run
         except KeyboardInterrupt:
             self._close_measurement()
             raise
+        except UnsupportedOptimization as exc:  # found only when applying (e.g. torchao left every layer unquantized)
+            self._close_measurement()
+            self.measurement = None
+            self.record.update(status="skipped", reason=str(exc))
         except Exception as exc:
             self._fail(exc)
         return self
@@ -393,6 +445,12 @@ class CaseRun:
     def _close_measurement(self) -> None:
         if self.measurement is not None:
             self.measurement.__exit__(None, None, None)
+        applied, self.applied = self.applied, None
+        if applied is not None:
+            try:
+                applied.undo()
+            except Exception:
+                self.cache.release()  # never leave a half-restored pipeline in the cache
 
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, SdsuiteError):
@@ -424,8 +482,91 @@ class CaseRun:
             rec["metrics"]["image_mean"] = value_metric(img["mean"], "1")
             rec["metrics"]["image_std"] = value_metric(img["std"], "1")
             bad = [flag for flag in ("has_nan", "has_inf", "blank") if img[flag]]
-            if bad:
-                rec.update(status="failed", reason=f"output images are invalid: {', '.join(bad)}")
+            # quality.sanity_check adds all-black and per-image constant colour, and counts the bad values.
+            problem = sanity_check(m.last_images())
+            if bad or problem:
+                rec.update(status="failed", reason="output images are invalid: " + ": ".join(x for x in (", ".join(bad), problem) if x))
+        self._post_measure()
+
+    # -- optimizations, quality and profiling (issue 6) ------------------------------------------
+
+    def _prepare_reference(self) -> None:
+        """Reference images for the fidelity check when the reference case was not measured in this process.
+
+        One untimed generation of the same case with the reference set, on the unmodified pipeline and
+        before this case's options are applied. A failure is recorded as the reason the check cannot run.
+        """
+        c, w, dev = self.case, self.opts.weights, self.device
+        if not fidelity_wanted(c, self.opts.fidelity, REFERENCES, w, dev) or REFERENCES.get(c, w, dev) is not None:
+            return
+        ref = reference_case(c)
+        try:
+            plain = self.cache.get(c.variant, w, c.precision, dev)
+            applied = apply_optimizations(plain.pipe, ref.options, dev)
+            try:
+                pipe = task_pipeline(plain.pipe, ref.task)
+                images = pipe(**CaseMeasurement(ref, plain, dev, self.meter, pipe=pipe).call_kwargs()).images
+            finally:
+                applied.undo()
+            REFERENCES.put(c, w, dev, ReferenceResult(ref.case_id, images.detach().cpu(), problem=sanity_check(images)))
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            first = str(exc).splitlines()[0][:300] if str(exc) else ""
+            REFERENCES.put(c, w, dev, ReferenceResult(ref.case_id, None, problem=f"the reference generation failed: {type(exc).__name__}: {first}"))
+
+    def _post_measure(self) -> None:
+        """After the measured runs: options record, determinism, profiling spans, fidelity and effects."""
+        m, rec = self.measurement, self.record
+        cached = (not self._loaded_here) if self.case.options.mutates_weights else None
+        rec["options"] = options_record(self.case.options, self._weight_applied, self.applied, weight_setup_cached=cached)
+        if rec.get("image") is not None and not rec["image"]["deterministic"]:
+            # Name the first stage where two runs of the case diverge (text embeddings, latents after step k, image).
+            diff = first_differing_stage(capture_stages(m.pipe, **m.call_kwargs()), capture_stages(m.pipe, **m.call_kwargs()))
+            rec["image"]["first_differing_stage"] = diff.to_dict() if diff else None
+            why = diff.reason if diff else "two staged re-runs matched, so the difference is intermittent"
+            if rec["status"] == "ok":
+                rec.update(status="failed", reason=f"nondeterministic output: the measured runs gave different images; {why}")
+        if self.opts.spans or self.opts.trace_dir:
+            recorder = SpanRecorder(self.device)
+            if self._loaded_here:
+                recorder.add(LOAD, m.loaded.load_s)
+                if self._weight_applied is not None:
+                    recorder.add_setup(self._weight_applied.setup_s)
+            if self.applied is not None:
+                recorder.add_setup(self.applied.setup_s)
+            try:
+                with trace(self.opts.trace_dir, self.case.case_id, self.device) as traced, instrument_pipeline(m.pipe, recorder):
+                    m.generate()
+                rec["spans"] = {**recorder.to_record(), "load_cached": not self._loaded_here}
+                if traced.path is not None:
+                    rec["trace"] = str(traced.path)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # a profiler problem must not throw away the measured runs
+                rec["spans"] = {"available": False, "reason": f"profiled generation failed: {type(exc).__name__}: {str(exc)[:300]}"}
+        self._compare_with_reference()
+
+    def _compare_with_reference(self) -> None:
+        c, rec, w, dev = self.case, self.record, self.opts.weights, self.device
+        images = self.measurement.last_images()
+        if is_reference(c):
+            rec["fidelity"] = {"checked": False, "reason": f"{c.options.id} is the reference set"}
+            if rec["status"] == "ok":
+                REFERENCES.put(c, w, dev, ReferenceResult(c.case_id, images.detach().cpu(), rec["record_id"], rec["metrics"]))
+            return
+        if not fidelity_wanted(c, self.opts.fidelity, REFERENCES, w, dev):
+            why = (
+                "fidelity checks are switched off"
+                if self.opts.fidelity == "off"
+                else f"the default set is compared with {REFERENCE.id} only when that case ran earlier in this process or with fidelity 'all'"
+            )
+            rec["fidelity"] = {"checked": False, "reason": why}
+            return
+        ref = REFERENCES.get(c, w, dev) or ReferenceResult(reference_case(c).case_id, None, problem="no reference was prepared")
+        rec["effects"], rec["fidelity"] = effects_for(c, rec["metrics"], images, ref)
+        if rec["fidelity"].get("violation") and rec["status"] == "ok":
+            rec.update(status="failed", reason=f"fidelity vs {REFERENCE.id}: {rec['fidelity']['violation']}")
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
@@ -452,13 +593,27 @@ def run_case(
     device: torch.device,
     *,
     on_run: Callable[[int], None] | None = None,
+    on_images: Callable[[torch.Tensor], None] | None = None,
     **kwargs: Any,
 ) -> dict:
-    """Measure one case and return its record. Failures become ``failed`` records; the caller goes on."""
+    """Measure one case and return its record. Failures become ``failed`` records; the caller goes on.
+
+    ``on_images`` receives the last measured run's images (e.g. to save samples; sdsuite.images).
+    """
     with CaseRun(case, opts, device, **kwargs) as run:
         if run.ready:
             for i in range(opts.runs):
                 run.measure_once()
                 if on_run:
                     on_run(i)
+            if on_images and run.measurement.last_images() is not None:
+                on_images(run.measurement.last_images())
     return run.record
+
+
+def failed_record(case: Case, opts: RunOptions, device: torch.device, reason: str, *, run_id: str = "adhoc", **fields: Any) -> dict:
+    """The record of a case that could not be measured at all (e.g. its GPU clock could not be set)."""
+    case = case.resolved()
+    rec = _base_record(case, opts, device, run_id, fields.pop("env_fingerprint", None))
+    rec.update(status="failed", reason=reason, finished_at=rec["started_at"], **fields)
+    return rec

@@ -51,7 +51,15 @@ def task_pipeline(pipe, task: str):
     kwargs: dict[str, Any] = {}
     if not _is_xl(pipe):
         kwargs = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-    out = cls.from_pipe(pipe, **kwargs)
+    from diffusers.utils import logging as dlogging
+
+    # from_pipe re-registers the modules and warns that none is kept in fp32 (none is, for these models).
+    level = dlogging.get_verbosity()
+    dlogging.set_verbosity_error()
+    try:
+        out = cls.from_pipe(pipe, **kwargs)
+    finally:
+        dlogging.set_verbosity(level)
     out.set_progress_bar_config(disable=True)
     return out
 

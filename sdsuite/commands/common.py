@@ -35,7 +35,111 @@ def add_case_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--out", default="sdsuite-results", help="results directory (default: sdsuite-results)")
     m.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_optimization_arguments(p)
     add_telemetry_arguments(p)
+
+
+def add_optimization_arguments(p: argparse.ArgumentParser) -> None:
+    """Optimization, task, prompt-set and profiling axes (docs/optimizations.md); comma lists make a grid."""
+    o = p.add_argument_group("optimizations (comma lists make a grid; `sdsuite options` lists them and what runs here)")
+    o.add_argument("--attention", action="append", metavar="K", help="attention kernel: sdpa (default), eager, sliced, xformers")
+    o.add_argument("--kv-cache", action="append", metavar="on|off", help="cross-attention K/V cache computed once per generation")
+    o.add_argument("--vae-slicing", action="store_true", help="decode one image at a time")
+    o.add_argument("--vae-tiling", action="store_true", help="decode in tiles")
+    o.add_argument("--offload", action="append", metavar="MODE", help="CPU offload (needs a GPU): model, sequential, none")
+    o.add_argument(
+        "--compile", action="append", nargs="?", const="default", metavar="MODE",
+        help="torch.compile the UNet: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs, none",
+    )  # fmt: skip
+    o.add_argument("--channels-last", action="store_true", help="UNet and VAE in channels_last memory format")
+    o.add_argument("--fuse-qkv", action="store_true", help="fused QKV projections (a separate cached pipeline)")
+    o.add_argument("--quantize", action="append", metavar="Q", help="torchao: int8wo, int8dq, int4wo, fp8 (= fp8dq), fp8wo, none")
+    o.add_argument("--recipe", "--opt", dest="recipe", action="append", metavar="SET", help="baseline, memory-saver, fast, or a set like fast+attn=eager")
+    o.add_argument("--compare-options", action="store_true", help="also run the reference set (baseline) and print every set's effect against it")
+    o.add_argument("--no-fidelity", action="store_true", help="skip the output comparison with the reference set")
+    t = p.add_argument_group("task and prompts")
+    t.add_argument("--task", action="append", metavar="T", help="text-to-image (default), image-to-image, inpainting")
+    t.add_argument("--strength", action="append", metavar="S", help="image-to-image / inpainting strength in (0, 1] (default 0.75)")
+    t.add_argument("--images-per-prompt", action="append", metavar="N", help="images per prompt (default 1)")
+    t.add_argument("--prompts", default=None, metavar="builtin|PATH", help="prompt set, one case per prompt: builtin, a COCO captions .json or a text file")
+    t.add_argument("--num-prompts", type=int, default=None, metavar="N", help="prompts taken from --prompts (COCO: a seed-42 subset)")
+    f = p.add_argument_group("profiling")
+    f.add_argument("--trace", nargs="?", const="", default=None, metavar="DIR", help="torch.profiler trace per case into DIR (default: <out>/traces)")
+    f.add_argument("--no-spans", action="store_true", help="skip the profiled generation (load/encode/denoise/decode spans)")
+
+
+OPTION_FLAGS = ("attention", "kv_cache", "vae_slicing", "vae_tiling", "offload", "compile", "channels_last", "fuse_qkv", "quantize", "recipe")
+
+
+def option_sets_from(get) -> list:
+    """The optimization axis from flag values, ``get(name)`` reading a flag (argparse or pytest); UsageError when unknown."""
+    from sdsuite.optimizations import option_grid
+
+    def axis(name: str) -> list[str] | None:
+        return split_list(get(name)) or None
+
+    return option_grid(
+        attention=axis("attention"),
+        kv_cache=axis("kv_cache"),
+        recipes=axis("recipe"),
+        offload=axis("offload"),
+        compile_mode=axis("compile"),
+        quantization=axis("quantize"),
+        vae_slicing=bool(get("vae_slicing")),
+        vae_tiling=bool(get("vae_tiling")),
+        channels_last=bool(get("channels_last")),
+        fused_qkv=bool(get("fuse_qkv")),
+    )
+
+
+def task_axes_from(get) -> dict:
+    """GridSpec fields of the task axes (tasks, strengths, images per prompt) from flag values."""
+    from sdsuite.tasks import TEXT_TO_IMAGE, validate_task
+
+    tasks = [validate_task(t) for t in split_list(get("task"))] or [TEXT_TO_IMAGE]
+    strengths: list[float | None] = []
+    for x in split_list(get("strength")):
+        try:
+            strengths.append(float(x))
+        except ValueError:
+            raise UsageError(f"--strength must be a number in (0, 1], got {x!r}.") from None
+    if strengths and tasks == [TEXT_TO_IMAGE]:
+        raise UsageError("--strength applies to --task image-to-image or inpainting.")
+    ipp = parse_int_list(get("images_per_prompt"), "--images-per-prompt") or [1]
+    return {"tasks": tasks, "strengths": strengths or [None], "images_per_prompt": ipp}
+
+
+def prompt_axis_from(source: str | None, n: int | None, prompt: str | None) -> list[tuple[str, str]]:
+    """(prompt id, text) pairs of ``--prompts``/``--num-prompts`` (empty without --prompts)."""
+    from sdsuite.prompts import load_prompt_set
+
+    if source is None:
+        if n is not None:
+            raise UsageError("--num-prompts needs --prompts (builtin, a COCO captions .json or a text file).")
+        return []
+    if prompt:
+        raise UsageError("--prompt and --prompts are exclusive: give one prompt or a prompt set.")
+    if n is None and str(source).lower().endswith(".json"):
+        raise UsageError("a COCO captions file needs --num-prompts N (the seed-42 subset size; val2017 holds 5000 images).")
+    return load_prompt_set(source, n).items()
+
+
+def optimization_run_options(args: argparse.Namespace) -> dict:
+    """RunOptions fields from the optimization/profiling flags (fidelity ``all`` when an option axis was given)."""
+    trace = args.trace
+    if trace is not None:
+        import os
+        from pathlib import Path
+
+        trace = str(Path(trace or Path(args.out) / "traces"))
+        try:
+            Path(trace).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot write traces to --trace {trace!r}: {exc.strerror or exc}. Choose a writable directory.") from None
+        if not os.access(trace, os.W_OK):
+            raise UsageError(f"cannot write traces to --trace {trace!r}: permission denied. Choose a writable directory.")
+    given = any(getattr(args, name, None) for name in OPTION_FLAGS) or args.compare_options
+    return {"spans": not args.no_spans, "trace_dir": trace, "fidelity": "off" if args.no_fidelity else ("all" if given else "auto")}
 
 
 def add_telemetry_arguments(p: argparse.ArgumentParser) -> None:
@@ -108,7 +212,17 @@ def grid_from_args(args: argparse.Namespace) -> GridSpec:
         guidance_scale=args.guidance_scale,
         prompt=args.prompt or DEFAULT_PROMPT,
         negative_prompt=args.negative_prompt,
+        **task_axes_from(lambda name: getattr(args, name, None)),
+        prompts=prompt_axis_from(getattr(args, "prompts", None), getattr(args, "num_prompts", None), args.prompt),
+        options=_with_reference(option_sets_from(lambda name: getattr(args, name, None)), getattr(args, "compare_options", False)),
     )
+
+
+def _with_reference(sets: list, compare: bool) -> list:
+    """``--compare-options``: the reference set joins the axis (first), so every other set has something to compare with."""
+    from sdsuite.effects import REFERENCE
+
+    return [REFERENCE, *(s for s in sets if s != REFERENCE)] if compare else sets
 
 
 def new_run_id() -> str:

@@ -9,7 +9,7 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sdsuite.commands.common import add_case_arguments, grid_from_args, new_run_id, telemetry_options_from_args
+from sdsuite.commands.common import add_case_arguments, grid_from_args, new_run_id, optimization_run_options, telemetry_options_from_args
 from sdsuite.display import print_records
 from sdsuite.engine import run_grid
 from sdsuite.hardware import resolve_device
@@ -48,6 +48,7 @@ def _run(args: argparse.Namespace, cases: list, device, out, telemetry: Telemetr
         weights=args.weights,
         count_flops=not args.no_flops,
         min_energy_window_s=args.min_energy_window,
+        **optimization_run_options(args),
     )
     run_id = new_run_id()
     err = Console(stderr=True)
@@ -77,6 +78,14 @@ def _run(args: argparse.Namespace, cases: list, device, out, telemetry: Telemetr
     else:
         out_console = Console() if sys.stdout.isatty() else Console(width=200)
         print_records(records, out_console)
+        if args.compare_options:
+            from rich.markup import escape
+
+            from sdsuite.effects import effect_notes, effects_table
+
+            out_console.print(effects_table(records))
+            for note in effect_notes(records):
+                out_console.print(f"[dim]note: {escape(note)}[/dim]")
         out_console.print(f"{len(records)} record(s) appended to {out / 'results.jsonl'} (run {run_id}, device {device})")
     failed = [r for r in records if r["status"] == "failed"]
     for r in failed:

@@ -157,7 +157,7 @@ def load_pretrained(spec: VariantSpec, source: str, torch_dtype: torch.dtype):
                 pipe = cls.from_pretrained(cand, **kwargs)
             pipe.set_progress_bar_config(disable=True)
             return pipe
-        except (OSError, ValueError, EnvironmentError) as exc:  # not in cache / not a pipeline dir
+        except (OSError, ValueError) as exc:  # not in cache / not a pipeline dir
             errors.append(f"{cand}: {str(exc).splitlines()[0][:120]}")
     where = f"the Hugging Face cache ({_hf_cache_hint()})" if source == WEIGHTS_AUTO else f"{source!r}"
     raise WeightsNotFoundError(

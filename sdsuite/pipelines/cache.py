@@ -16,12 +16,15 @@ from sdsuite.pipelines.registry import get_precision, get_scheduler, get_variant
 
 @dataclass(frozen=True)
 class PipelineKey:
-    """What changes the loaded object. The scheduler does not: it is swapped per case."""
+    """What changes the loaded object. The scheduler does not: it is swapped per case; neither do
+    reversible optimizations (applied per case and undone). Weight-mutating ones (quantization, fused
+    QKV, offload: ``OptimizationSet.weight_key``) get their own entry."""
 
     variant: str
     weights: str
     precision: str
     device: str
+    weight_key: str = ""
 
 
 @dataclass
@@ -35,6 +38,7 @@ class LoadedPipeline:
     base_scheduler_class: type
     uses: int = 0
     param_counts: dict[str, int] = field(default_factory=dict)
+    applied: Any = None  # sdsuite.optimizations.AppliedOptimizations of the weight-mutating options, if any
 
     def set_scheduler(self, name: str) -> None:
         """Install the named scheduler via ``from_config`` (``default``: the checkpoint's own)."""
@@ -63,9 +67,14 @@ class PipelineCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[PipelineKey, LoadedPipeline] = OrderedDict()
 
-    def get(self, variant: str, weights: str, precision: str, device: torch.device | str) -> LoadedPipeline:
-        """The cached pipeline for this key, loading it (and evicting the least recent) when needed."""
-        key = PipelineKey(variant, weights, precision, str(device))
+    def get(self, variant: str, weights: str, precision: str, device: torch.device | str, options: Any = None) -> LoadedPipeline:
+        """The cached pipeline for this key, loading it (and evicting the least recent) when needed.
+
+        ``options`` (an OptimizationSet): its weight-mutating part is applied right after loading and
+        the entry is keyed on it; the reversible part is the caller's to apply and undo per case.
+        """
+        weight_part = options.weight_part() if options is not None and options.mutates_weights else None
+        key = PipelineKey(variant, weights, precision, str(device), weight_part.weight_key if weight_part is not None else "")
         if key in self._entries:
             self._entries.move_to_end(key)
             entry = self._entries[key]
@@ -81,6 +90,13 @@ class PipelineCache:
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize(device)
         load_s = time.perf_counter() - t0
+        param_counts = _param_counts(pipe)
+        applied = None
+        if weight_part is not None:
+            from sdsuite.optimizations import apply_optimizations
+
+            # Raises (skip reason or error) before the entry exists: a half-mutated pipeline is never cached.
+            applied = apply_optimizations(pipe, weight_part, device)
         entry = LoadedPipeline(
             key=key,
             pipe=pipe,
@@ -88,7 +104,8 @@ class PipelineCache:
             base_scheduler_config=dict(pipe.scheduler.config),
             base_scheduler_class=type(pipe.scheduler),
             uses=1,
-            param_counts=_param_counts(pipe),
+            param_counts=param_counts,
+            applied=applied,
         )
         self._entries[key] = entry
         return entry

@@ -26,6 +26,30 @@ from sdsuite.telemetry.base import ClockState, DeviceInfo, GpuLostError, NotSupp
 SIM_MODELS = ("v100", "a100", "h100")
 SIM_FAULTS = ("permission-denied", "gpu-lost", "no-counter")
 _COUNTER_OFFSET_MJ = 987_654_321  # NVML counts since driver load; never start at 0 so code must use differences
+# Several simulated GPUs (scale-out dry runs): SDSUITE_SIM_GPUS=N says how many the "machine" has, and
+# CUDA_VISIBLE_DEVICES picks which one a process sees, as the driver does for real GPUs.
+SIM_GPUS_ENV = "SDSUITE_SIM_GPUS"
+
+
+def sim_gpu_count() -> int | None:
+    """How many simulated GPUs the machine has (``SDSUITE_SIM_GPUS``); None: not set (any index goes)."""
+    raw = os.environ.get(SIM_GPUS_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"{SIM_GPUS_ENV}={raw!r} must be a whole number >= 1 (how many simulated GPUs there are).")
+    return int(raw)
+
+
+def sim_visible_index(local_index: int = 0) -> int:
+    """The physical index of the simulated GPU a process sees as ``local_index`` (through CUDA_VISIBLE_DEVICES)."""
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    visible = [int(x) for x in raw.split(",") if x.strip().isdigit()] if raw else []
+    physical = visible[local_index] if local_index < len(visible) else local_index
+    count = sim_gpu_count()
+    if count is not None and physical >= count:
+        raise UsageError(f"simulated GPU {physical} does not exist: {SIM_GPUS_ENV}={count} (indices 0..{count - 1}).")
+    return physical
 
 
 @dataclass(frozen=True)
@@ -121,7 +145,7 @@ class SimulatedGpu:
         self,
         model: str = "a100",
         *,
-        index: int = 0,
+        index: int | None = None,  # None: the one CUDA_VISIBLE_DEVICES shows this process (see sim_visible_index)
         clock: Callable[[], float] = time.monotonic,
         counter_update_period_s: float = 0.1,
         faults: SimFaults = SimFaults(),
@@ -132,6 +156,7 @@ class SimulatedGpu:
             raise UsageError(f"unknown --gpu-model {model!r} for the simulated device; valid choices: {', '.join(SIM_MODELS)}.")
         table = clock_tables()["gpus"][model]
         data = _MODEL_DATA[model]
+        index = sim_visible_index(0) if index is None else index
         self.model = model
         self.faults = faults
         self.counter_update_period_s = counter_update_period_s

@@ -46,7 +46,7 @@ def test_fast_random_fill_is_deterministic_and_sane():
     lin1, lin2 = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.LayerNorm(32)), torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.LayerNorm(32))
     build.fill_random_(lin1, seed=3)
     build.fill_random_(lin2, seed=3)
-    for p, q in zip(lin1.parameters(), lin2.parameters()):
+    for p, q in zip(lin1.parameters(), lin2.parameters(), strict=True):
         assert torch.equal(p, q)
     w = lin1[0].weight.detach()
     assert abs(float(w.std()) - 64**-0.5) < 0.02  # fan-in scaled

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from sdsuite.case import Case
+from sdsuite.meters.energy import UnavailableEnergyMeter
 from sdsuite.pipelines.cache import PipelineCache
 from sdsuite.runner import CaseMeasurement
-from sdsuite.meters.energy import UnavailableEnergyMeter
 
 
 @pytest.mark.parametrize("variant, scheduler", [("tiny-sd", "euler"), ("tiny-sd", "euler-a"), ("tiny-sdxl", "dpm++2m-karras")])

@@ -1,0 +1,223 @@
+"""The scale-out flags of ``sdsuite sweep`` and the launcher behind them (``--gpus``, ``--launcher``, ``--emit-sbatch``).
+
+The launcher never measures: it asks the sweep command for its plan (the same validation, exit 2
+on bad input, before anything starts), splits the points still to run into tasks and hands each
+task to a worker (sdsuite.launch.worker). Scale-out points are identified by GPU class (backend and
+name), not by the UUID of one card, so a point finished on GPU 1 counts as done for every GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from sdsuite.errors import UsageError
+from sdsuite.launch.gpus import gpu_count, parse_gpus
+from sdsuite.launch.merge import finished_point_keys, merge_tasks
+from sdsuite.launch.slurm import SlurmOptions, parse_extra_flags, require_submitit, sbatch_script, submit_array
+from sdsuite.launch.tasks import PointRef, tasks_per_chunk, tasks_per_gpu
+from sdsuite.launch.worker import LaunchSpec, save_spec
+
+LAUNCHERS = ("local", "slurm")
+LAUNCH_DIR = "launch"
+MANIFEST = "manifest.json"
+
+
+def add_scaleout_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the scale-out flag group to a sweep parser."""
+    g = p.add_argument_group("scale-out (one process per GPU; SLURM job arrays through submitit)")
+    g.add_argument("--gpus", default=None, metavar="LIST", help="spread the points over these GPUs, one process each: 0,1,... or all")
+    g.add_argument("--launcher", choices=LAUNCHERS, default="local", help="local (default: this machine) or slurm (job array via submitit)")
+    g.add_argument("--points-per-task", type=int, default=8, metavar="N", help="SLURM: points per array task, per variant (default: 8)")
+    g.add_argument("--slurm-partition", default=None, metavar="NAME", help="SLURM partition")
+    g.add_argument("--slurm-account", default=None, metavar="NAME", help="SLURM account")
+    g.add_argument("--slurm-time", type=int, default=60, metavar="MIN", help="time limit per array task in minutes (default: 60)")
+    g.add_argument(
+        "--slurm-gpus-per-node", type=int, default=1, metavar="N", help="GPUs per array task (default: 1; 0 for CPU-only dry runs)"
+    )
+    g.add_argument("--slurm-constraint", default=None, metavar="FEATURE", help="node feature, e.g. the GPU class: h100")
+    g.add_argument("--slurm-cpus-per-task", type=int, default=None, metavar="N", help="CPUs per array task")
+    g.add_argument("--slurm-parallelism", type=int, default=64, metavar="N", help="array tasks running at once (default: 64)")
+    g.add_argument("--slurm-flag", action="append", default=None, metavar="KEY=VALUE", help="extra sbatch flag, repeatable (e.g. qos=high)")
+    g.add_argument("--wait", action="store_true", help="SLURM: wait for the array, merge and report (default: submit and return)")
+    if "--resume" not in p._option_string_actions:
+        g.add_argument("--resume", action="store_true", help="run only missing points (what a rerun on the same --out always does)")
+    g.add_argument("--emit-sbatch", default=None, metavar="PATH", help="write a job-array script for plain sbatch to PATH and exit")
+    g.add_argument("--only-points", default=None, help=argparse.SUPPRESS)  # set by the launcher for its workers
+    p.set_defaults(scaleout=False, plan_sink=None)
+
+
+def wants_launch(args: argparse.Namespace) -> bool:
+    """True when the sweep must go through a launcher instead of running here."""
+    return not getattr(args, "only_points", None) and bool(
+        getattr(args, "gpus", None) or getattr(args, "launcher", "local") != "local" or getattr(args, "emit_sbatch", None)
+    )
+
+
+def scaleout_identity(args: argparse.Namespace, identity: dict) -> dict:
+    """The point identity of a scale-out sweep: the GPU class, not one card (any GPU of the class may run a point)."""
+    if not getattr(args, "scaleout", False):
+        return identity
+    return {k: v for k, v in identity.items() if k not in ("uuid", "index")}
+
+
+def scaleout_plan(args: argparse.Namespace, plan: Any) -> Any | None:
+    """Hand the plan to a waiting launcher (returns None: stop there), or restrict it to a worker's points."""
+    sink = getattr(args, "plan_sink", None)
+    if sink is not None:
+        sink.append(plan)
+        return None
+    keys = getattr(args, "only_points", None)
+    if keys:
+        wanted = set(keys)
+        return replace(plan, points=tuple(p for p in plan.points if p.key in wanted))
+    return plan
+
+
+def _slurm_options(args: argparse.Namespace) -> SlurmOptions:
+    for flag, value, low in (
+        ("--slurm-time", args.slurm_time, 1),
+        ("--slurm-gpus-per-node", args.slurm_gpus_per_node, 0),
+        ("--slurm-parallelism", args.slurm_parallelism, 1),
+    ):
+        if value < low:
+            raise UsageError(f"{flag} must be >= {low}, got {value}.")
+    return SlurmOptions(
+        partition=args.slurm_partition,
+        account=args.slurm_account,
+        time_min=args.slurm_time,
+        gpus_per_node=args.slurm_gpus_per_node,
+        constraint=args.slurm_constraint,
+        array_parallelism=args.slurm_parallelism,
+        cpus_per_task=args.slurm_cpus_per_task,
+        extra=parse_extra_flags(args.slurm_flag),
+    )
+
+
+def _capture_plan(args: argparse.Namespace) -> tuple[argparse.Namespace, Any]:
+    """Run the sweep command up to its plan (all of its validation included), without measuring."""
+    ns = copy.copy(args)
+    ns.gpus, ns.launcher, ns.emit_sbatch, ns.only_points = None, "local", None, None
+    ns.scaleout, ns.plan_sink = True, []
+    rc = ns.handler(ns)
+    if not ns.plan_sink:
+        raise UsageError(f"the sweep stopped before its plan (exit {rc}); nothing was launched.")
+    plan = ns.plan_sink[0]
+    ns.plan_sink = None
+    return ns, plan
+
+
+def write_manifest(directory: Path, data: dict) -> Path:
+    """The submission's manifest (launcher, job id, tasks and their point keys) for ``sdsuite status``."""
+    from sdsuite.results import atomic_write_text
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / MANIFEST
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def launch_sweep(args: argparse.Namespace) -> int:
+    """``sdsuite sweep --gpus/--launcher slurm/--emit-sbatch``: plan, split the missing points, run or submit them."""
+    from sdsuite.results import check_writable_dir
+
+    slurm = args.launcher == "slurm" or bool(args.emit_sbatch)
+    if args.gpus and slurm:
+        raise UsageError("--gpus spreads a sweep over this machine's GPUs; with SLURM use --slurm-gpus-per-node (one GPU per array task).")
+    if args.launcher == "slurm" and not args.emit_sbatch:
+        require_submitit()  # before any work: name the extra to install
+    sopts = _slurm_options(args) if slurm else None
+    gpus: tuple[int, ...] = ()
+    if args.gpus:
+        if args.device not in ("auto", "cuda"):
+            raise UsageError(f"--gpus gives each worker one GPU as cuda:0; leave --device at auto or cuda (got {args.device}).")
+        gpus = parse_gpus(args.gpus, gpu_count(simulated=args.telemetry == "sim"))
+    out = check_writable_dir(args.out)
+    merged = merge_tasks(out)  # what earlier tasks finished counts as done
+    ns, plan = _capture_plan(args)
+    todo = [PointRef(p.key, p.case.case_id, p.case.variant, p.case.freq_mhz) for p in plan.to_run]
+    print(
+        f"scale-out: {len(plan.points)} point(s), {plan.already_done} already done in {out}, {len(todo)} to run ({merged.task_dirs} task dir(s) merged)"
+    )
+    if not todo:
+        print("scale-out: nothing to run; the sweep is complete.")
+        return _report_and_exit(ns, out, [0])
+    tasks = tasks_per_gpu(todo, gpus) if gpus else tasks_per_chunk(todo, args.points_per_task)
+    submission = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    sub_dir = out / LAUNCH_DIR / submission
+    spec_path = sub_dir / "spec.pkl"
+    save_spec(LaunchSpec(ns, str(out), submission, tuple(tasks)), spec_path)
+    manifest = {
+        "submission": submission,
+        "launcher": "slurm" if slurm else "local",
+        "planned_keys": [p.key for p in plan.points],
+        "tasks": [{"index": t.index, "gpu": t.gpu, "keys": list(t.keys), "case_ids": [p.case_id for p in t.points]} for t in tasks],
+        "slurm": asdict(sopts) if sopts else None,
+        "job_id": None,
+    }
+    if args.emit_sbatch:
+        (out / "slurm").mkdir(parents=True, exist_ok=True)
+        script = Path(args.emit_sbatch)
+        script.write_text(sbatch_script(spec_path, len(tasks), out, sopts), encoding="utf-8")
+        write_manifest(sub_dir, {**manifest, "launcher": "sbatch", "script": str(script)})
+        print(f"wrote {script}: {len(tasks)} array task(s); submit with: sbatch {script}")
+        return 0
+    if slurm:
+        job_id, jobs = submit_array(spec_path, len(tasks), out, sopts)
+        write_manifest(sub_dir, {**manifest, "job_id": job_id})
+        print(f"submitted SLURM array job {job_id}: {len(tasks)} task(s); logs in {out / 'slurm' / job_id}; progress: sdsuite status {out}")
+        if not args.wait:
+            return 0
+        codes = []
+        for job in jobs:
+            try:
+                codes.append(int(job.result() or 0))
+            except Exception as exc:  # a killed or failed task: its finished points are kept, a rerun submits the rest
+                print(f"sdsuite: array task {job.job_id} did not finish: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+                codes.append(1)
+        merge_tasks(out)
+        return _report_and_exit(ns, out, codes)
+    write_manifest(sub_dir, manifest)
+    from sdsuite.launch.local import run_local
+
+    threads = max(1, (os.cpu_count() or 1) // len(tasks)) if str(args.device) in ("cpu", "auto") else None
+    print(f"scale-out: {len(tasks)} worker(s) on GPU(s) {', '.join(str(t.gpu) for t in tasks)}; logs in {sub_dir}")
+    codes = run_local(spec_path, tasks, sub_dir, cpu_threads=threads)
+    merge_tasks(out)
+    return _report_and_exit(ns, out, codes)
+
+
+def _report_and_exit(ns: argparse.Namespace, out: Path, codes: list[int]) -> int:
+    from sdsuite.results import ResultsDir
+
+    recs = ResultsDir(out).records()
+    done = finished_point_keys(recs)
+    plan_keys = _latest_planned(out)
+    missing = [k for k in plan_keys if k not in done]
+    print(
+        f"scale-out: {len(plan_keys) - len(missing)}/{len(plan_keys)} point(s) finished in {out / 'results.jsonl'}"
+        + (f"; {len(missing)} missing: rerun with --resume" if missing else "")
+    )
+    if not ns.no_report and recs and not missing:
+        from rich.console import Console
+
+        from sdsuite.commands.sweep import _report
+
+        _report(ns, out, Console())
+    if any(c == 2 for c in codes):
+        return 2
+    return 1 if missing or any(codes) else 0
+
+
+def _latest_planned(out: Path) -> list[str]:
+    subs = sorted((out / LAUNCH_DIR).glob(f"*/{MANIFEST}")) if (out / LAUNCH_DIR).is_dir() else []
+    if not subs:
+        return []
+    return json.loads(subs[-1].read_text(encoding="utf-8")).get("planned_keys", [])

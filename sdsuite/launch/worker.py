@@ -1,0 +1,94 @@
+"""One scale-out task: an ordinary ``sdsuite sweep`` restricted to the task's points, in its own directory.
+
+Run as ``python -m sdsuite.launch.worker SPEC TASK`` (local launcher, plain sbatch) or as the
+function submitit pickles (``run_task``). The task directory is named by SLURM job and task id when
+SLURM runs it, so a resubmitted task never writes over an earlier attempt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import pickle
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdsuite.errors import SdsuiteError
+from sdsuite.launch.merge import TASKS_DIR, merge_tasks
+from sdsuite.launch.tasks import TaskSpec
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything a task needs: the validated sweep arguments, the shared --out, the tasks of one submission."""
+
+    args: argparse.Namespace
+    out: str
+    submission: str
+    tasks: tuple[TaskSpec, ...]
+
+
+def save_spec(spec: LaunchSpec, path: Path) -> None:
+    """Pickle the spec next to the submission's manifest (read by every task)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(spec))
+
+
+def load_spec(path: str | os.PathLike) -> LaunchSpec:
+    """The spec a launcher wrote (trusted: written by sdsuite into the user's own --out)."""
+    return pickle.loads(Path(path).read_bytes())
+
+
+def task_dir_name(spec: LaunchSpec, task: TaskSpec, env: dict | None = None) -> str:
+    """``slurm-<job>_<task>`` under SLURM, else ``<submission>-task<i>[-gpu<g>]``."""
+    env = dict(os.environ) if env is None else env
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"slurm-{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    if env.get("SLURM_JOB_ID"):
+        return f"slurm-{env['SLURM_JOB_ID']}"
+    return f"{spec.submission}-task{task.index}" + (f"-gpu{task.gpu}" if task.gpu is not None else "")
+
+
+def worker_args(spec: LaunchSpec, task: TaskSpec, task_dir: Path) -> argparse.Namespace:
+    """The sweep arguments of one task: its points only, its directory, no launcher, no report (the launcher reports)."""
+    ns = copy.copy(spec.args)
+    ns.out = str(task_dir)
+    ns.only_points = task.keys
+    ns.gpus = None
+    ns.launcher = "local"
+    ns.emit_sbatch = None
+    ns.no_report = True
+    ns.scaleout = True
+    ns.plan_sink = None
+    if getattr(ns, "sim_state_file", None):  # one simulated GPU per task: one state file each
+        ns.sim_state_file = f"{ns.sim_state_file}.{task_dir.name}"
+    return ns
+
+
+def run_task(spec_path: str, index: int) -> int:
+    """Measure task ``index`` of the spec, then merge every finished task into the shared --out; the sweep's exit code."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    spec = load_spec(spec_path)
+    task = spec.tasks[int(index)]
+    task_dir = Path(spec.out) / TASKS_DIR / task_dir_name(spec, task)
+    ns = worker_args(spec, task, task_dir)
+    print(
+        f"sdsuite task {index}: {len(task.keys)} point(s) -> {task_dir} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')})",
+        flush=True,
+    )
+    try:
+        rc = int(ns.handler(ns) or 0)
+    except SdsuiteError as exc:
+        print(f"sdsuite: error: {exc}", file=sys.stderr)
+        rc = exc.exit_code
+    finally:
+        merge_tasks(spec.out)  # even a failing task keeps what it finished
+    return rc
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through the launchers
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m sdsuite.launch.worker SPEC TASK_INDEX")
+    sys.exit(run_task(sys.argv[1], int(sys.argv[2])))

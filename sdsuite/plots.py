@@ -1,0 +1,262 @@
+"""matplotlib plots of a DVFS analysis (Agg backend, the ``plots`` extra): five PNGs per report.
+
+time vs clock, energy per image vs clock, average power vs clock, EDP vs clock, and the energy-time
+Pareto front with the optima marked. Error bars are the interquartile range of each point's runs.
+Several series (variants, GPUs, result sets) share each figure, one colour per series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from sdsuite.dvfs.analysis import DvfsAnalysis, PointStats, SeriesAnalysis
+from sdsuite.errors import SdsuiteError
+
+PLOT_FILES = {
+    "time": "time_vs_freq.png",
+    "energy": "energy_vs_freq.png",
+    "power": "power_vs_freq.png",
+    "edp": "edp_vs_freq.png",
+    "pareto": "pareto.png",
+}
+# objective -> (marker, label) on the plots
+OPTIMUM_MARKERS = {
+    "min_energy": ("*", "min energy"),
+    "min_edp": ("D", "min EDP"),
+    "min_ed2p": ("^", "min ED2P"),
+    "max_saving_within_slowdown": ("P", "max saving within slowdown bound"),
+}
+
+
+class PlotsUnavailable(SdsuiteError):
+    """matplotlib is not installed: exit 2 after the other outputs were written."""
+
+
+def load_pyplot():
+    """pyplot on the non-interactive Agg backend, or PlotsUnavailable with the remedy."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotsUnavailable(
+            "plots need matplotlib, which is not installed: pip install 'sdsuite[plots]' (CSV, JSON and Markdown were written)."
+        ) from None
+    return plt
+
+
+def _x(p: PointStats) -> float | None:
+    # A default-clock point sits at the clock it was observed running at, if known.
+    return float(p.freq_mhz) if p.freq_mhz is not None else p.observed_sm_mhz
+
+
+def _usable(s: SeriesAnalysis, metric: str) -> list[PointStats]:
+    pts = [p for p in s.points if p.status == "ok" and p.metrics.get(metric) is not None and _x(p) is not None]
+    return sorted(pts, key=_x)
+
+
+def _title(plt_ax, title: str, analysis: DvfsAnalysis) -> None:
+    if len(analysis.series) == 1:
+        sub = analysis.series[0].label  # says "(simulated)" itself
+    else:
+        sub = f"{len(analysis.series)} series" + (" (SIMULATED data included)" if analysis.simulated else "")
+    plt_ax.set_title(f"{title}\n{sub}", fontsize=10)
+
+
+def _place_labels(ax, labels: list[tuple[str, float, float, int]]) -> None:
+    """Annotate points after autoscaling, pointing the text inwards so it never leaves the axes.
+
+    ``k`` stacks labels of one point; an odd ``k`` on the Pareto plot puts the label on the other
+    side, so neighbouring optima do not write over each other.
+    """
+    ax.margins(x=0.06, y=0.08)
+    ax.autoscale_view()
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    for text, x, y, k in labels:
+        right = (x - x0) / ((x1 - x0) or 1) > 0.75
+        if k < 0:  # alternate side, same height
+            right, k = not right, 0
+        top = (y - y0) / ((y1 - y0) or 1) > 0.8
+        dx = -10 if right else 10
+        dy = (-14 - 12 * k) if top else (8 + 12 * k)
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8, ha="right" if right else "left", va="center")
+
+
+def _legend(ax, n_series: int) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    if n_series > 1:
+        # Below the axes; long series labels get one column (savefig's tight bbox keeps it all in the PNG).
+        ncol = 1 if max(len(lb) for lb in labels) > 40 else 2
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=ncol, frameon=False)
+    else:
+        ax.legend(fontsize=8, loc="best")
+
+
+def _metric_plot(plt, analysis: DvfsAnalysis, metric: str, ylabel: str, title: str, marks: Sequence[str], path: Path) -> Path:
+    n = len(analysis.series)
+    fig, ax = plt.subplots(figsize=(8, 5.2 if n == 1 else 6.2), dpi=120)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    labels: list[tuple[str, float, float, int]] = []
+    for i, s in enumerate(analysis.series):
+        pts = _usable(s, metric)
+        if not pts:
+            continue
+        color = colors[i % len(colors)]
+        xs = [_x(p) for p in pts]
+        med = [p.metrics[metric].median for p in pts]
+        err = [
+            [m - p.metrics[metric].q1 for m, p in zip(med, pts, strict=True)],
+            [p.metrics[metric].q3 - m for m, p in zip(med, pts, strict=True)],
+        ]
+        ax.errorbar(
+            xs,
+            med,
+            yerr=err,
+            fmt="o-",
+            ms=3,
+            lw=1.2,
+            capsize=2,
+            elinewidth=0.8,
+            color=color,
+            label=s.label if n > 1 else "median (bars: IQR)",
+        )
+        ref = s.reference
+        if ref is not None and _x(ref) is not None and ref.metrics.get(metric) is not None:
+            ax.plot(
+                [_x(ref)], [ref.metrics[metric].median], "s", ms=9, mfc="none", mec=color, mew=1.5, label="reference" if i == 0 else None
+            )
+        for j, obj in enumerate(marks):
+            opt = s.optima.get(obj)
+            p = next((q for q in pts if opt is not None and q.freq_mhz == opt.freq_mhz), None)
+            if p is None:
+                continue
+            marker, name = OPTIMUM_MARKERS[obj]
+            y = p.metrics[metric].median
+            ax.plot([_x(p)], [y], marker, ms=13, color=color, mec="black", mew=0.8, zorder=5, label=name if i == 0 else None)
+            labels.append((p.freq_label, _x(p), y, j))
+    _place_labels(ax, labels)
+    ax.set_xlabel("SM clock (MHz)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    _title(ax, title, analysis)
+    _legend(ax, n)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def pareto_front(points: Sequence[PointStats]) -> list[PointStats]:
+    """Points no other point beats on both time and energy per image, fastest first."""
+    pts = sorted(
+        (p for p in points if p.status == "ok" and p.value("time_s") is not None and p.value("energy_per_image_j") is not None),
+        key=lambda p: (p.value("time_s"), p.value("energy_per_image_j")),
+    )
+    front, best_e = [], float("inf")
+    for p in pts:
+        if p.value("energy_per_image_j") < best_e:
+            front.append(p)
+            best_e = p.value("energy_per_image_j")
+    return front
+
+
+def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
+    n = len(analysis.series)
+    fig, ax = plt.subplots(figsize=(8, 5.6 if n == 1 else 6.4), dpi=120)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    labels: list[tuple[str, float, float, int]] = []
+    for i, s in enumerate(analysis.series):
+        pts = [p for p in s.points if p.status == "ok" and p.value("time_s") is not None and p.value("energy_per_image_j") is not None]
+        if not pts:
+            continue
+        color = colors[i % len(colors)]
+        t = [p.metrics["time_s"] for p in pts]
+        e = [p.metrics["energy_per_image_j"] for p in pts]
+        ax.errorbar(
+            [x.median for x in t],
+            [y.median for y in e],
+            xerr=[[x.median - x.q1 for x in t], [x.q3 - x.median for x in t]],
+            yerr=[[y.median - y.q1 for y in e], [y.q3 - y.median for y in e]],
+            fmt="o",
+            ms=3,
+            alpha=0.45,
+            color=color,
+            elinewidth=0.6,
+            label=(s.label if n > 1 else "points"),
+        )
+        front = pareto_front(pts)
+        ax.plot(
+            [p.value("time_s") for p in front],
+            [p.value("energy_per_image_j") for p in front],
+            "-",
+            lw=1.6,
+            color=color,
+            label="Pareto front" if i == 0 else None,
+        )
+        ref = s.reference
+        if ref is not None and ref.value("energy_per_image_j") is not None:
+            ax.plot(
+                [ref.value("time_s")],
+                [ref.value("energy_per_image_j")],
+                "s",
+                ms=10,
+                mfc="none",
+                mec=color,
+                mew=1.5,
+                label="reference" if i == 0 else None,
+            )
+            labels.append((f"{ref.freq_label} (reference)", ref.value("time_s"), ref.value("energy_per_image_j"), 0))
+        labelled: set[int | None] = {ref.freq_mhz} if ref is not None else set()
+        side = 0
+        for obj, (marker, name) in OPTIMUM_MARKERS.items():
+            opt = s.optima.get(obj)
+            p = next((q for q in pts if opt is not None and q.freq_mhz == opt.freq_mhz), None)
+            if p is None:
+                continue
+            x, y = p.value("time_s"), p.value("energy_per_image_j")
+            ax.plot([x], [y], marker, ms=12, color=color, mec="black", mew=0.8, zorder=5, label=name if i == 0 else None)
+            if p.freq_mhz not in labelled:  # one label per point, even when several objectives pick it
+                labelled.add(p.freq_mhz)
+                labels.append((p.freq_label, x, y, -1 if side % 2 else 0))
+                side += 1
+    _place_labels(ax, labels)
+    ax.set_xlabel("time per pipeline call (s)")
+    ax.set_ylabel("energy per image (J)")
+    ax.grid(True, alpha=0.3)
+    _title(ax, "Energy vs time: Pareto front and optima", analysis)
+    _legend(ax, n)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_plots(analysis: DvfsAnalysis, out_dir: str | Path) -> list[Path]:
+    """Write the five PNGs into ``out_dir``; PlotsUnavailable when matplotlib is missing."""
+    plt = load_pyplot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    time_label = {"energy_window": "energy-window time", "latency": "latency", "mixed": "time"}
+    src = {s.time_source for s in analysis.series}
+    tl = time_label.get(src.pop(), "time") if len(src) == 1 else "time"
+    return [
+        _metric_plot(plt, analysis, "time_s", f"time per pipeline call (s, {tl})", "Time vs SM clock", (), out / PLOT_FILES["time"]),
+        _metric_plot(
+            plt,
+            analysis,
+            "energy_per_image_j",
+            "energy per image (J)",
+            "Energy per image vs SM clock",
+            ("min_energy", "max_saving_within_slowdown"),
+            out / PLOT_FILES["energy"],
+        ),
+        _metric_plot(plt, analysis, "avg_power_w", "average power (W)", "Average power vs SM clock", (), out / PLOT_FILES["power"]),
+        _metric_plot(
+            plt, analysis, "edp_js", "EDP per call (J*s)", "Energy-delay product vs SM clock", ("min_edp",), out / PLOT_FILES["edp"]
+        ),
+        _pareto_plot(plt, analysis, out / PLOT_FILES["pareto"]),
+    ]

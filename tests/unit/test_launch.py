@@ -1,0 +1,179 @@
+"""sdsuite.launch: GPU lists, task splits, merging, worker naming, SLURM scripts, bad input (fast, no SLURM needed)."""
+
+from __future__ import annotations
+
+import builtins
+import json
+
+import pytest
+
+from sdsuite.cli import main
+from sdsuite.errors import UsageError
+from sdsuite.launch.gpus import outer_visible, parse_gpus, physical_gpu, worker_env
+from sdsuite.launch.merge import merge_tasks
+from sdsuite.launch.slurm import SlurmOptions, parse_extra_flags, sbatch_script
+from sdsuite.launch.tasks import PointRef, TaskSpec, split_even, tasks_per_chunk, tasks_per_gpu
+from sdsuite.launch.worker import LaunchSpec, task_dir_name
+from sdsuite.launch.xdist import apply_worker_gpu, assign_worker_gpu, workers_share_gpus
+from sdsuite.results import ResultsDir
+from sdsuite.telemetry.sim import SimulatedGpu
+
+SIM = ["sweep", "--telemetry", "sim", "--freq", "sample:4", "--allow-clock-control", "--no-progress"]
+
+
+def _points(n, variants=("tiny-sd",)):
+    return [PointRef(f"k{v}{i}", f"{v}/f{1000 - i}", v, 1000 - i) for v in variants for i in range(n)]
+
+
+def test_parse_gpus_accepts_lists_and_all():
+    assert parse_gpus("0,1", 2) == (0, 1)
+    assert parse_gpus("all", 3) == (0, 1, 2)
+
+
+@pytest.mark.parametrize("spec", ["0,7", "0,0", "a,b", ""])
+def test_parse_gpus_rejects_bad_lists(spec):
+    with pytest.raises(UsageError):
+        parse_gpus(spec, 2)
+
+
+def test_worker_env_respects_outer_visible_list():
+    base = {"CUDA_VISIBLE_DEVICES": "4,6"}
+    assert outer_visible(base) == [4, 6]
+    assert physical_gpu(1, base) == "6"
+    assert worker_env(1, base)["CUDA_VISIBLE_DEVICES"] == "6"
+    assert worker_env(0, {})["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+def test_split_covers_every_point_once():
+    pts = _points(7)
+    tasks = tasks_per_gpu(pts, (0, 1, 2))
+    assert [p for t in tasks for p in t.points] == pts
+    assert [len(t.points) for t in tasks] == [3, 2, 2] and [t.gpu for t in tasks] == [0, 1, 2]
+    assert [len(c) for c in split_even(pts[:1], 2)] == [1, 0]
+    assert [t.index for t in tasks_per_gpu(pts[:1], (0, 1))] == [0]  # indices stay positions when a GPU gets nothing
+
+
+def test_chunks_never_mix_variants():
+    tasks = tasks_per_chunk(_points(3, ("a", "b")), 2)
+    assert [[p.variant for p in t.points] for t in tasks] == [["a", "a"], ["a"], ["b", "b"], ["b"]]
+    with pytest.raises(UsageError):
+        tasks_per_chunk(_points(1), 0)
+
+
+def _rec(key, status="ok", run="r1"):
+    return {"schema_version": 1, "case": {}, "case_id": key, "status": status, "metrics": {}, "run_id": run, "sweep": {"point_key": key}}
+
+
+def test_merge_is_idempotent_and_drops_duplicates(tmp_path):
+    ResultsDir(tmp_path / "tasks" / "slurm-1_0").append(_rec("a"))
+    ResultsDir(tmp_path / "tasks" / "slurm-1_1").append(_rec("b", "failed"))
+    ResultsDir(tmp_path / "tasks" / "slurm-2_0").append(_rec("b", run="r2"))
+    ResultsDir(tmp_path / "tasks" / "slurm-2_0").append(_rec("a", run="r2"))  # finished twice: kept once
+    assert merge_tasks(tmp_path).appended == 3
+    assert merge_tasks(tmp_path).appended == 0
+    recs = ResultsDir(tmp_path).records()
+    ok = [r["sweep"]["point_key"] for r in recs if r["status"] == "ok"]
+    assert sorted(ok) == ["a", "b"]
+    assert {r["task_dir"] for r in recs} >= {"tasks/slurm-1_0", "tasks/slurm-2_0"}
+
+
+def test_task_dirs_are_named_by_slurm_ids():
+    spec = LaunchSpec(None, "/o", "sub", (TaskSpec(0, (), 1),))
+    assert task_dir_name(spec, spec.tasks[0], {"SLURM_ARRAY_JOB_ID": "42", "SLURM_ARRAY_TASK_ID": "3"}) == "slurm-42_3"
+    assert task_dir_name(spec, spec.tasks[0], {"SLURM_JOB_ID": "43"}) == "slurm-43"
+    assert task_dir_name(spec, spec.tasks[0], {}) == "sub-task0-gpu1"
+
+
+def test_sbatch_script_has_the_options(tmp_path):
+    opts = SlurmOptions(
+        partition="gpu", account="lab", time_min=30, gpus_per_node=1, constraint="h100", extra=parse_extra_flags(["qos=high"])
+    )
+    text = sbatch_script(tmp_path / "spec.pkl", 5, tmp_path, opts)
+    for line in ("--array=0-4%64", "--partition=gpu", "--account=lab", "--time=30", "--gpus-per-node=1", "--constraint=h100", "--qos=high"):
+        assert f"#SBATCH {line}" in text
+    assert "sdsuite.launch.worker" in text and "$SLURM_ARRAY_TASK_ID" in text
+    with pytest.raises(UsageError):
+        parse_extra_flags(["=x"])
+
+
+def test_sim_gpu_follows_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("SDSUITE_SIM_GPUS", "2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    gpu = SimulatedGpu("a100")
+    assert gpu.info().index == 1 and gpu.info().uuid != SimulatedGpu("a100", index=0).info().uuid
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    with pytest.raises(UsageError, match="does not exist"):
+        SimulatedGpu("a100")
+
+
+def test_xdist_workers_get_distinct_gpus(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    inputs = [{} for _ in range(2)]
+    for i, wi in enumerate(inputs):
+        assign_worker_gpu(wi, f"gw{i}", 2)
+    assert [wi["sdsuite_gpu"] for wi in inputs] == ["0", "1"]
+    apply_worker_gpu(inputs[1])
+    import os
+
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    assert workers_share_gpus(3, 2) and not workers_share_gpus(2, 2)
+
+
+def test_gpus_outside_the_sim_exit_2(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("SDSUITE_SIM_GPUS", "2")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert main([*SIM, "--out", str(tmp_path), "--gpus", "0,7"]) == 2
+    err = capsys.readouterr().err
+    assert "GPU 7 is not visible" in err and "Traceback" not in err
+
+
+def test_unknown_launcher_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*SIM, "--out", str(tmp_path), "--launcher", "pbs"])
+    assert exc.value.code == 2
+
+
+def test_missing_submitit_names_the_extra(monkeypatch, tmp_path, capsys):
+    real_import = builtins.__import__
+
+    def no_submitit(name, *a, **k):
+        if name == "submitit":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_submitit)
+    assert main([*SIM, "--out", str(tmp_path), "--launcher", "slurm"]) == 2
+    assert "pip install 'sdsuite[slurm]'" in capsys.readouterr().err
+
+
+def test_emit_sbatch_writes_script_and_manifest(tmp_path, capsys):
+    script = tmp_path / "job.sh"
+    args = [
+        *SIM,
+        "--out",
+        str(tmp_path / "o"),
+        "--runs",
+        "1",
+        "--steps",
+        "2",
+        "--emit-sbatch",
+        str(script),
+        "--points-per-task",
+        "3",
+        "--slurm-partition",
+        "gpu",
+    ]
+    assert main(args) == 0
+    text = script.read_text()
+    assert "--array=0-1%" in text and "--partition=gpu" in text  # 4 points, 3 per task
+    manifest = json.loads(next((tmp_path / "o" / "launch").glob("*/manifest.json")).read_text())
+    assert len(manifest["planned_keys"]) == 4 and sum(len(t["keys"]) for t in manifest["tasks"]) == 4
+
+
+def test_status_reports_progress(tmp_path, capsys):
+    assert main([*SIM, "--out", str(tmp_path), "--runs", "1", "--steps", "2", "--emit-sbatch", str(tmp_path / "j.sh")]) == 0
+    capsys.readouterr()
+    assert main(["status", str(tmp_path), "--format", "json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["planned"] == 4 and st["finished"] == 0 and st["missing"] == 4
+    assert main(["status", str(tmp_path / "nothing")]) == 2

@@ -1,0 +1,120 @@
+"""``sdsuite report``: CSV/JSON/Markdown and the five plots, several result sets side by side, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import pytest
+import torch
+
+from sdsuite.cli import main
+from sdsuite.plots import PLOT_FILES
+
+SWEEP = ["sweep", "--telemetry", "sim", "--allow-clock-control", "--freq", "sample:6", "--steps", "1", "--runs", "3"]
+SWEEP += ["--no-flops", "--no-spans", "--no-progress", "--save-images", "none", "--no-report"]
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    """Two small simulated sweeps: an A100 on the virtual clock, an H100 on the wall clock (noisy times)."""
+    root = tmp_path_factory.mktemp("sweeps")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*SWEEP, "--gpu-model", "a100", "--out", str(root / "a100")]) == 0
+        assert main([*SWEEP, "--gpu-model", "h100", "--sim-clock", "real", "--min-energy-window", "0", "--out", str(root / "h100")]) == 0
+    finally:
+        torch.set_num_threads(before)
+    return root
+
+
+def test_report_writes_tidy_csv_json_markdown_and_five_plots(sweeps, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["report", str(sweeps / "a100"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "minimum EDP" in printed and "reference: the maximum locked clock, 1410 MHz" in printed
+    runs = list(csv.DictReader((out / "dvfs_runs.csv").open()))
+    points = list(csv.DictReader((out / "dvfs_points.csv").open()))
+    assert len(runs) == 6 * 3 and len(points) == 6
+    assert {r["time_source"] for r in runs} == {"energy_window"} and all(float(r["energy_j"]) > 0 for r in runs)
+    assert [p["freq_mhz"] for p in points] == ["1410", "1230", "1050", "870", "690", "510"]
+    assert sum(p["is_reference"] == "true" for p in points) == 1
+    summary = json.loads((out / "dvfs_summary.json").read_text())
+    (series,) = summary["series"]
+    assert summary["simulated"] is True and summary["method"]["max_slowdown_pct"] == 3.0
+    assert set(series["optima"]) == {"min_energy", "min_edp", "min_ed2p", "max_saving_within_slowdown"}
+    assert series["reference"]["freq_mhz"] == 1410
+    md = (out / "dvfs_report.md").read_text()
+    assert "**SIMULATED**" in md and "| minimum ED2P |" in md and "slowdown <= 3%" in md
+    for name in PLOT_FILES.values():
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name})" in md
+
+
+def test_several_directories_are_compared_side_by_side(sweeps, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(sweeps / "a100"), str(sweeps / "h100"), "--max-slowdown", "5"]) == 0
+    out = tmp_path / "sdsuite-report"
+    summary = json.loads((out / "dvfs_summary.json").read_text())
+    labels = [s["label"] for s in summary["series"]]
+    assert labels == [
+        "tiny-sd/default/fp32/64x64/s1/b1 on NVIDIA A100-PCIE-40GB (simulated)",
+        "tiny-sd/default/fp32/64x64/s1/b1 on NVIDIA H100 NVL (simulated)",
+    ]
+    assert [s["source"] for s in summary["series"]] == ["a100", "h100"]
+    assert {s["reference"]["freq_mhz"] for s in summary["series"]} == {1410, 1785}
+    md = (out / "dvfs_report.md").read_text()
+    assert md.count("| tiny-sd/default/fp32/64x64/s1/b1 on NVIDIA") == 2  # one summary row each
+    assert len(list(out.glob("*.png"))) == 5
+
+
+def test_without_matplotlib_the_tables_are_written_and_the_exit_is_2(sweeps, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    out = tmp_path / "rep"
+    assert main(["report", str(sweeps / "a100"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "plots need matplotlib" in err and "pip install 'sdsuite[plots]'" in err
+    assert {p.name for p in out.iterdir()} == {"dvfs_runs.csv", "dvfs_points.csv", "dvfs_summary.json", "dvfs_report.md"}
+    assert main(["report", str(sweeps / "a100"), "--out", str(out), "--no-plots"]) == 0
+
+
+def test_json_format_prints_the_summary(sweeps, tmp_path, capsys):
+    assert (
+        main(["report", str(sweeps / "a100"), "--out", str(tmp_path / "r"), "--format", "json", "--reference", "default", "--no-plots"])
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert "no default-clock point was measured" in summary["series"][0]["reference"]["rule"]
+
+
+def test_corrupt_results_file_is_named_and_left_untouched(tmp_path, capsys):
+    d = tmp_path / "bad"
+    d.mkdir()
+    text = '{"schema_version": 1}\nnot json\n'
+    (d / "results.jsonl").write_text(text)
+    assert main(["report", str(d), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{d / 'results.jsonl'}:1: record lacks case" in err and err.count("\n") == 1
+    assert (d / "results.jsonl").read_text() == text and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["/no/such/dir"], "no results.jsonl in '/no/such/dir'"),
+        (["{a100}", "--max-slowdown", "-1"], "--max-slowdown must be a percentage >= 0"),
+    ],
+)
+def test_bad_input_is_one_clear_error_with_exit_2(sweeps, tmp_path, capsys, args, message):
+    args = [a.format(a100=sweeps / "a100") for a in args]
+    assert main(["report", *args, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_unknown_reference_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(tmp_path), "--reference", "fastest"])
+    assert exc.value.code == 2 and "invalid choice: 'fastest'" in capsys.readouterr().err

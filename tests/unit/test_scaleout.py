@@ -1,0 +1,85 @@
+"""Must-show: a simulated 2-GPU sweep under ``--gpus 0,1`` and under pytest-xdist ``-n 2`` measures the same
+points as a 1-GPU sweep, each once. Subprocesses (several Python starts): marked slow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["--runs", "1", "--warmup", "0", "--steps", "2", "--resolution", "64x64"]
+
+
+def _env() -> dict:
+    env = {**os.environ, "SDSUITE_SIM_GPUS": "2", "TRANSFORMERS_VERBOSITY": "error"}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def _case_ids(out: Path) -> Counter:
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+    return Counter(r["case_id"] for r in recs if r["status"] == "ok")
+
+
+def _sweep(out: Path, *extra: str) -> None:
+    cmd = [sys.executable, "-m", "sdsuite.cli", "sweep", "--telemetry", "sim", "--freq", "sample:4", "--allow-clock-control", *SMALL]
+    cmd += ["--no-flops", "--save-images", "none", "--no-report", "--no-progress", "--out", str(out), *extra]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_gpus_sweep_measures_the_same_points_once(tmp_path):
+    _sweep(tmp_path / "one")
+    _sweep(tmp_path / "two", "--gpus", "0,1")
+    one, two = _case_ids(tmp_path / "one"), _case_ids(tmp_path / "two")
+    assert set(one) == set(two) and len(one) == 4
+    assert set(two.values()) == {1}
+    tasks = sorted(p.name for p in (tmp_path / "two" / "tasks").iterdir())
+    assert [t.rsplit("-", 1)[-1] for t in tasks] == ["gpu0", "gpu1"]  # one worker per GPU, each with points
+    idx = {json.loads((tmp_path / "two" / "tasks" / t / "run.json").read_text())["runs"].popitem()[1]["telemetry"]["index"] for t in tasks}
+    assert idx == {0, 1}  # each worker saw its own simulated GPU
+
+
+def test_xdist_two_workers_measure_the_same_points_once(tmp_path):
+    def run(out: Path, *extra: str) -> Counter:
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            str(ROOT / "tests/benchmarks/test_sweep.py"),
+            "-k",
+            "test_dvfs_point",
+            "-q",
+        ]
+        cmd += [
+            "--telemetry",
+            "sim",
+            "--freq",
+            "sample:3",
+            "--allow-clock-control",
+            "--variant",
+            "tiny-sd",
+            "--steps",
+            "2",
+            "--resolution",
+            "64x64",
+        ]
+        cmd += ["--sdsuite-runs", "1", "--sdsuite-warmup", "0", "--sdsuite-out", str(out), *extra]
+        res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        return _case_ids(out)
+
+    one, two = run(tmp_path / "one"), run(tmp_path / "two", "-n", "2")
+    assert set(one) == set(two) and len(one) >= 3  # every case of the grid at 3 clocks
+    assert set(two.values()) == {1}
+    recs = [json.loads(line) for line in (tmp_path / "two" / "results.jsonl").read_text().splitlines()]
+    assert len({r["run_id"] for r in recs}) == 1  # both workers under one run id, in one directory
