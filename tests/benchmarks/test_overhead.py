@@ -15,7 +15,7 @@ from sdsuite.meters.energy import default_energy_meter
 from sdsuite.pipelines.cache import PIPELINES
 from sdsuite.runner import CaseMeasurement
 
-ROUNDS = 30
+ROUNDS = 20
 
 
 @pytest.mark.quick

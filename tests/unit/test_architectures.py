@@ -60,6 +60,7 @@ def test_skip_weight_init_restores_torch_init():
     assert torch.nn.init.kaiming_uniform_ is original
 
 
+@pytest.mark.slow  # several seconds: kept out of `pytest -m quick`
 def test_random_weights_build_of_a_real_family_runs(monkeypatch):
     """--weights random goes through the fast path; shrink the UNet so this stays a unit test."""
     spec = VARIANTS["sd-v1.5"]

@@ -214,6 +214,7 @@ def test_portable_key_without_cpu_time_fails_with_the_remedy(pytester):
     assert not baseline_files(pytester)
 
 
+@pytest.mark.slow  # several seconds: kept out of `pytest -m quick`
 def test_xdist_workers_share_one_baseline_file(pytester):
     cases = [f"tiny-sd/euler/fp32/fdefault/64x64/s4/b1/seed{i}" for i in range(1, 5)]
     write_bench(pytester, cases=cases)

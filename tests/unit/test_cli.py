@@ -76,6 +76,7 @@ def test_list_and_env(capsys):
     assert "GPU: none visible to torch" in out and "NVML: unavailable" in out
 
 
+@pytest.mark.slow  # several seconds: kept out of `pytest -m quick`
 def test_unknown_subcommand_and_flag_exit_2():
     r = subprocess.run([sys.executable, "-m", "sdsuite.cli", "frobnicate"], capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice" in r.stderr

@@ -176,6 +176,7 @@ def model_optima(gpu_model: str, freqs: list[int], beta: float, bound_pct: float
 
 
 @pytest.mark.parametrize(("gpu_model", "freq", "beta"), [("a100", "all", 0.35), ("h100", "sample:15", 0.5), ("v100", "sample:12", 0.35)])
+@pytest.mark.slow  # several seconds: kept out of `pytest -m quick`
 def test_sweep_on_the_simulated_gpu_finds_the_optimum_its_models_imply(tmp_path, gpu_model, freq, beta, capsys):
     out = tmp_path / gpu_model
     args = [

@@ -83,6 +83,7 @@ def test_attention_by_kv_cache_matrix_with_compare_options(tmp_path, capsys):
     assert md.startswith("| case | options | status |") and "| attn=sliced+kv-cache | ok |" in md and "energy_change:" in md
 
 
+@pytest.mark.slow  # several seconds: kept out of `pytest -m quick`
 def test_recipe_task_prompts_and_trace_flags(tmp_path, capsys):
     out = tmp_path / "o"
     args = ["--recipe", "memory-saver", "--task", "inpainting", "--prompts", "builtin", "--num-prompts", "2", "--trace"]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from sdsuite.cli import main
@@ -23,6 +24,7 @@ def _lines(path):
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
+@pytest.mark.slow  # several seconds: kept out of `pytest -m quick`
 def test_sigint_half_way_restores_clocks_and_the_rerun_resumes_without_duplicates_or_losses(tmp_path, monkeypatch):
     monkeypatch.delenv("SDSUITE_ALLOW_CLOCK_CONTROL", raising=False)
     out, state = tmp_path / "s", tmp_path / "gpu.json"

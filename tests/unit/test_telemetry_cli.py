@@ -18,6 +18,7 @@ def _records(out):
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # several seconds: kept out of `pytest -m quick`
 def test_sim_h100_sweep_records_energy_power_and_observed_clocks_marked_simulated(tmp_path, capsys):
     out = tmp_path / "r"
     # 1 s windows (the default): the simulated counter, like NVML's, ticks every 100 ms, so the 0.1 s
