@@ -46,10 +46,12 @@ def run_grid(
     on_case_start: Callable[[Case], None] | None = None,
     on_run: Callable[[int], None] | None = None,
     on_record: Callable[[dict], None] | None = None,
+    annotate: Callable[[Case, dict], None] | None = None,
 ) -> list[dict]:
     """Measure every case, appending each record as soon as it is done (Ctrl-C keeps finished ones).
 
-    ``clock_session`` locks each case's frequency (once per change) and always restores the clocks.
+    ``clock_session`` locks each case's frequency (once per change) and always restores the clocks;
+    ``annotate`` adds fields to a record before it is written (a launched task's point key).
     """
     results = ResultsDir(check_writable_dir(out))
     env = environment()
@@ -63,6 +65,8 @@ def run_grid(
             point = clocks.point(case.freq_mhz)
             rec = run_case(case, opts, device, run_id=run_id, env_fingerprint=env["fingerprint"], energy_meter=energy_meter, on_run=on_run)
             point.annotate(rec)
+            if annotate:
+                annotate(case, rec)
             results.append(rec)
             records.append(rec)
             if on_record:

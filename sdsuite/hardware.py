@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 
 import torch
 
@@ -37,7 +39,9 @@ def resolve_device(spec: str) -> torch.device:
         raise UsageError(f"device {spec!r} asked for, but torch sees no CUDA GPU here (torch {torch.__version__}). Use --device cpu.")
     idx = int(m.group(1) or 0)
     if idx >= torch.cuda.device_count():
-        raise UsageError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) visible (cuda:0..cuda:{torch.cuda.device_count() - 1}).")
+        raise UsageError(
+            f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) visible (cuda:0..cuda:{torch.cuda.device_count() - 1})."
+        )
     return torch.device(f"cuda:{idx}")
 
 
@@ -46,6 +50,35 @@ def device_gpu_class(device: torch.device) -> str | None:
     if device.type != "cuda":
         return None
     return gpu_class(torch.cuda.get_device_name(device))
+
+
+SLURM_ENV = {
+    "job_id": "SLURM_JOB_ID",
+    "array_job_id": "SLURM_ARRAY_JOB_ID",
+    "array_task_id": "SLURM_ARRAY_TASK_ID",
+    "node": "SLURMD_NODENAME",
+    "partition": "SLURM_JOB_PARTITION",
+}
+
+
+def device_record(device: torch.device) -> dict:
+    """Where a record was measured: device type, name, class, and on a GPU its torch index, UUID and the
+    CUDA_VISIBLE_DEVICES of the process (so a scale-out record names its physical GPU); the host; the SLURM job, if any."""
+    info: dict = {
+        "type": device.type,
+        "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "gpu_class": device_gpu_class(device),
+        "host": socket.gethostname(),
+    }
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+        info.update(index=index, uuid=f"GPU-{uuid}" if uuid is not None and not str(uuid).startswith("GPU-") else uuid)
+        info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    slurm = {k: os.environ[v] for k, v in SLURM_ENV.items() if os.environ.get(v)}
+    if slurm:
+        info["slurm"] = slurm
+    return info
 
 
 def precision_support(device: torch.device, precision: str) -> str | None:

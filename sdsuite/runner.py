@@ -22,7 +22,7 @@ from sdsuite import __version__
 from sdsuite.case import Case
 from sdsuite.effects import REFERENCE, REFERENCES, ReferenceResult, effects_for, fidelity_wanted, is_reference, reference_case
 from sdsuite.errors import SdsuiteError
-from sdsuite.hardware import device_gpu_class, precision_support
+from sdsuite.hardware import device_record, precision_support
 from sdsuite.meters.clock import Timeline, synchronize
 from sdsuite.meters.energy import EnergyMeter, default_energy_meter
 from sdsuite.meters.flops import count_flops
@@ -325,11 +325,7 @@ def _base_record(case: Case, opts: RunOptions, device: torch.device, run_id: str
         "sdsuite_version": __version__,
         "case_id": case.case_id,
         "case": case.to_dict(),
-        "device": {
-            "type": device.type,
-            "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "gpu_class": device_gpu_class(device),
-        },
+        "device": device_record(device),
         "weights": {"source": opts.weights, "kind": "embedded" if spec.embedded and kind != "path" else kind},
         "settings": {
             "runs": opts.runs,

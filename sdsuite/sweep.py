@@ -94,13 +94,24 @@ class SweepPlan:
         return len(self.points) - len(self.to_run)
 
 
+def record_point_key(rec: Mapping[str, Any]) -> str | None:
+    """The point key of a record: a sweep point's (``sweep.point_key``) or a launched run case's (``scaleout.point_key``)."""
+    for block in ("sweep", "scaleout"):
+        value = rec.get(block)
+        if isinstance(value, dict) and value.get("point_key"):
+            return str(value["point_key"])
+    return None
+
+
 def finished_keys(records: Sequence[Mapping[str, Any]]) -> frozenset[str]:
-    """Point keys of finished (ok or skipped) sweep records."""
-    return frozenset(
-        r["sweep"]["point_key"]
-        for r in records
-        if isinstance(r.get("sweep"), dict) and r["sweep"].get("point_key") and r.get("status") in FINISHED_STATUSES
-    )
+    """Point keys of finished (ok or skipped) sweep or launched-run records."""
+    return frozenset(k for r in records if (k := record_point_key(r)) and r.get("status") in FINISHED_STATUSES)
+
+
+def device_identity(describe: Mapping[str, Any] | None, device: torch.device | str) -> dict:
+    """The device part of a point's identity: the torch device and the telemetry device (backend, name, UUID, index)."""
+    d = describe or {}
+    return {"torch_device": str(device), **{k: d.get(k) for k in ("backend", "name", "uuid", "index")}}
 
 
 def build_plan(

@@ -1,4 +1,9 @@
-"""``sdsuite run``: measure one case or a grid and append the records to <out>/results.jsonl."""
+"""``sdsuite run``: measure one case or a grid and append the records to <out>/results.jsonl.
+
+With ``--gpus 0,1`` the cases are spread over local GPUs (one process each); with ``--launcher slurm``
+they are submitted as a SLURM job array (or written as a script with ``--emit-sbatch``). A launched
+run is resumable: a rerun (or ``--resume``) on the same --out runs only the cases not finished there.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sdsuite.commands.common import add_case_arguments, grid_from_args, new_run_id, optimization_run_options, telemetry_options_from_args
 from sdsuite.display import print_records
 from sdsuite.engine import run_grid
+from sdsuite.errors import UsageError
 from sdsuite.hardware import resolve_device
 from sdsuite.pipelines.build import validate_weights
 from sdsuite.results import check_writable_dir
@@ -23,11 +29,23 @@ def register(sub) -> None:
     """Add the ``run`` subcommand."""
     p = sub.add_parser("run", help="measure one case or a grid of cases", description=__doc__)
     add_case_arguments(p)
+    from sdsuite.launch.cli import add_scaleout_arguments
+
+    add_scaleout_arguments(p, "run")  # --gpus, --launcher slurm, --emit-sbatch (sdsuite.launch)
     p.set_defaults(handler=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything first (exit 2 before any work), then measure; exit 1 if any case failed."""
+    from sdsuite.launch.cli import launch, wants_launch
+
+    if wants_launch(args):  # several GPUs or SLURM: the launcher plans through this command, then runs workers
+        return launch(args)
+    if args.resume and not args.scaleout:
+        raise UsageError(
+            "--resume applies to a launched run (--gpus or --launcher slurm); a plain `sdsuite run` always measures "
+            "(`sdsuite sweep` resumes by itself)."
+        )
     grid = grid_from_args(args)
     device = resolve_device(args.device)
     validate_weights(args.weights)
@@ -35,12 +53,65 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Opens the telemetry device and resolves --freq against its supported clocks (exit 2 on bad input).
     telemetry = open_setup(telemetry_options_from_args(args), device.type, device.index or 0)
     try:
-        return _run(args, dataclasses.replace(grid, freqs_mhz=telemetry.freqs_mhz).expand(), device, out, telemetry)
+        keys = None
+        if args.scaleout:  # planned by a launcher, or a launched worker's share of the cases
+            plan = _plan(args, grid, device, out, telemetry)
+            if plan is None:
+                return 0  # the launcher took the plan
+            keys = {p.case: p.key for p in plan.to_run}
+            cases = list(keys)
+        else:
+            cases = dataclasses.replace(grid, freqs_mhz=telemetry.freqs_mhz).expand()
+        return _run(args, cases, device, out, telemetry, keys)
     finally:
         telemetry.close()
 
 
-def _run(args: argparse.Namespace, cases: list, device, out, telemetry: TelemetrySetup) -> int:
+def _plan(args: argparse.Namespace, grid, device, out, telemetry: TelemetrySetup):
+    """The cases as scale-out points (identity keys; finished ones in --out marked done); None once a launcher took it."""
+    from sdsuite.launch.cli import scaleout_identity, scaleout_plan
+    from sdsuite.results import ResultsDir
+    from sdsuite.sweep import build_plan, device_identity
+
+    topts = telemetry.options
+    settings = {
+        "command": "run",  # a run case and a sweep point with the same case are different measurements
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "weights": args.weights,
+        "min_energy_window_s": args.min_energy_window,
+        "energy_source": topts.energy_source,
+        "mem_freq_mhz": topts.mem_freq_mhz,
+        "settle_s": topts.settle_s,
+        "cooldown": topts.cooldown,
+    }
+    identity = scaleout_identity(args, device_identity(telemetry.describe(), device))
+    plan = build_plan(grid.expand(), telemetry.freqs_mhz, device=identity, settings=settings, existing=ResultsDir(out).records())
+    return scaleout_plan(args, plan)
+
+
+def print_launched(args: argparse.Namespace, out, records: list[dict], plan_keys: list[str]) -> None:
+    """After a launched run: the latest finished record of every planned case (failed when none finished), as run prints them."""
+    from sdsuite.sweep import FINISHED_STATUSES, record_point_key
+
+    latest: dict[str, dict] = {}
+    for r in records:
+        key = record_point_key(r)
+        if key in latest and latest[key]["status"] in FINISHED_STATUSES and r["status"] not in FINISHED_STATUSES:
+            continue
+        latest[key] = r
+    chosen = [latest[k] for k in plan_keys if k in latest]
+    if args.format == "json":
+        from sdsuite.cli import print_json
+
+        print_json(chosen)
+        return
+    out_console = Console() if sys.stdout.isatty() else Console(width=200)
+    print_records(chosen, out_console)
+    out_console.print(f"{len(chosen)} case(s) merged into {out / 'results.jsonl'}")
+
+
+def _run(args: argparse.Namespace, cases: list, device, out, telemetry: TelemetrySetup, keys: dict | None = None) -> int:
     opts = RunOptions(
         runs=args.runs,
         warmup=args.warmup,
@@ -70,6 +141,7 @@ def _run(args: argparse.Namespace, cases: list, device, out, telemetry: Telemetr
             on_case_start=lambda c: progress.update(task, description=c.case_id),
             on_run=lambda i: progress.advance(task),
             on_record=records.append,
+            annotate=_annotator(args, keys),
         )
     if args.format == "json":
         from sdsuite.cli import print_json
@@ -93,3 +165,15 @@ def _run(args: argparse.Namespace, cases: list, device, out, telemetry: Telemetr
     if failed and all(r.get("error_type") for r in failed) and len(failed) == len(records):
         return 2  # nothing could run, and every failure was an input problem (e.g. missing weights)
     return 1 if failed else 0
+
+
+def _annotator(args: argparse.Namespace, keys: dict | None):
+    """A launched worker tags each record with its point key, submission, task and GPU (merge and resume read them)."""
+    if keys is None:
+        return None
+    from sdsuite.launch.cli import scaleout_annotation
+
+    def annotate(case, rec: dict) -> None:
+        rec["scaleout"] = scaleout_annotation(args, keys[case]) or {"point_key": keys[case]}
+
+    return annotate

@@ -32,7 +32,7 @@ from sdsuite.dvfs.simtime import SIM_CLOCKS, SimTimeModel, VirtualTimeCache, ope
 from sdsuite.errors import UsageError
 from sdsuite.hardware import resolve_device
 from sdsuite.images import IMAGE_MODES, ImageSaver, images_root, run_dir_name, sample_selection
-from sdsuite.launch.cli import scaleout_identity, scaleout_plan
+from sdsuite.launch.cli import scaleout_annotation, scaleout_identity, scaleout_plan
 from sdsuite.pipelines.build import validate_weights
 from sdsuite.pipelines.cache import PIPELINES
 from sdsuite.results import ResultsDir, check_writable_dir
@@ -45,6 +45,7 @@ from sdsuite.sweep import (
     SleepMeter,
     SweepPlan,
     build_plan,
+    device_identity,
     estimate_plan,
     point_key,
     run_sweep,
@@ -120,7 +121,7 @@ def register(sub) -> None:
     )
     from sdsuite.launch.cli import add_scaleout_arguments
 
-    add_scaleout_arguments(p)  # --gpus, --launcher slurm, --emit-sbatch (sdsuite.launch)
+    add_scaleout_arguments(p, "sweep")  # --gpus, --launcher slurm, --emit-sbatch (sdsuite.launch)
     p.set_defaults(handler=cmd_sweep, freq="all", out="sdsuite-sweep", min_energy_window=None)
 
 
@@ -150,10 +151,10 @@ def _sim_clock(args: argparse.Namespace) -> str | None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Validate everything (exit 2 before any work), print the plan, sweep, then report."""
-    from sdsuite.launch.cli import launch_sweep, wants_launch
+    from sdsuite.launch.cli import launch, wants_launch
 
     if wants_launch(args):  # several GPUs or SLURM: the launcher plans through this command, then runs workers
-        return launch_sweep(args)
+        return launch(args)
     if args.max_throttle <= 0:
         raise UsageError(f"--max-throttle must be > 0 percent, got {args.max_throttle:g}.")
     if args.max_slowdown < 0:
@@ -181,11 +182,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return _sweep(args, grid.expand(), device, out, setup, sim_clock, vclock)
     finally:
         setup.close()
-
-
-def _device_identity(setup: TelemetrySetup, device) -> dict:
-    d = setup.describe() or {}
-    return {"torch_device": str(device), **{k: d.get(k) for k in ("backend", "name", "uuid", "index")}}
 
 
 def _settings(args: argparse.Namespace, setup: TelemetrySetup, opts: RunOptions, sim_clock: str | None, model: SimTimeModel) -> dict:
@@ -278,7 +274,7 @@ def _sweep(args: argparse.Namespace, cases: list, device, out: Path, setup: Tele
     results = ResultsDir(out)
     existing = results.records()  # a corrupt file stops here (exit 2), untouched
     settings = _settings(args, setup, opts, sim_clock, model)
-    identity = scaleout_identity(args, _device_identity(setup, device))
+    identity = scaleout_identity(args, device_identity(setup.describe(), device))
     plan = build_plan(
         cases, setup.freqs_mhz, device=identity, settings=settings, order=args.order, seed=args.shuffle_seed, existing=existing
     )
@@ -336,7 +332,10 @@ def _execute(args, plan, opts, device, out, results, run_id, setup, sim_clock, v
         "cooldown": args.cooldown,
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
-    extra = {"sim_time": record_note(model, setup.telemetry)} if virtual else None
+    extra = {"sim_time": record_note(model, setup.telemetry)} if virtual else {}
+    if (placed := scaleout_annotation(args)) is not None:
+        extra["scaleout"] = placed  # which submission, task and GPU measured the point
+    extra = extra or None
     cache = VirtualTimeCache(setup.telemetry, vclock, model) if virtual else PIPELINES
     err = Console(stderr=True)
     show = not args.no_progress and err.is_terminal

@@ -1,9 +1,12 @@
-"""The scale-out flags of ``sdsuite sweep`` and the launcher behind them (``--gpus``, ``--launcher``, ``--emit-sbatch``).
+"""The scale-out flags of ``sdsuite sweep`` and ``sdsuite run`` and the launcher behind them
+(``--gpus``, ``--launcher slurm``, ``--emit-sbatch``).
 
-The launcher never measures: it asks the sweep command for its plan (the same validation, exit 2
-on bad input, before anything starts), splits the points still to run into tasks and hands each
-task to a worker (sdsuite.launch.worker). Scale-out points are identified by GPU class (backend and
-name), not by the UUID of one card, so a point finished on GPU 1 counts as done for every GPU.
+The launcher never measures: it asks the command for its plan (the same validation, exit 2 on bad
+input, before anything starts), splits the points still to run into tasks and hands each task to a
+worker (sdsuite.launch.worker), which runs the same command restricted to its points. A point is a
+sweep point (case x clock) or, for ``run``, one case of the grid. Scale-out points are identified by
+GPU class (backend and name), not by the UUID of one card, so a point finished on GPU 1 counts as
+done for every GPU.
 """
 
 from __future__ import annotations
@@ -30,17 +33,27 @@ LAUNCH_DIR = "launch"
 MANIFEST = "manifest.json"
 
 
-def add_scaleout_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the scale-out flag group to a sweep parser."""
+LAUNCH_COMMANDS = ("run", "sweep")
+
+
+def add_scaleout_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    """Add the scale-out flag group to the parser of ``command`` (run or sweep)."""
+    if command not in LAUNCH_COMMANDS:
+        raise ValueError(f"scale-out supports {LAUNCH_COMMANDS}, not {command!r}")
+    what = "cases" if command == "run" else "points"
     g = p.add_argument_group("scale-out (one process per GPU; SLURM job arrays through submitit)")
-    g.add_argument("--gpus", default=None, metavar="LIST", help="spread the points over these GPUs, one process each: 0,1,... or all")
+    g.add_argument("--gpus", default=None, metavar="LIST", help=f"spread the {what} over these GPUs, one process each: 0,1,... or all")
     g.add_argument("--launcher", choices=LAUNCHERS, default="local", help="local (default: this machine) or slurm (job array via submitit)")
-    g.add_argument("--points-per-task", type=int, default=8, metavar="N", help="SLURM: points per array task, per variant (default: 8)")
+    g.add_argument("--points-per-task", type=int, default=8, metavar="N", help=f"SLURM: {what} per array task, per variant (default: 8)")
     g.add_argument("--slurm-partition", default=None, metavar="NAME", help="SLURM partition")
     g.add_argument("--slurm-account", default=None, metavar="NAME", help="SLURM account")
     g.add_argument("--slurm-time", type=int, default=60, metavar="MIN", help="time limit per array task in minutes (default: 60)")
     g.add_argument(
-        "--slurm-gpus-per-node", type=int, default=1, metavar="N", help="GPUs per array task (default: 1; 0 for CPU-only dry runs)"
+        "--slurm-gpus-per-node",
+        type=int,
+        default=1,
+        metavar="N",
+        help="GPUs per array task, its points spread over them one process each (default: 1; 0 for CPU-only dry runs)",
     )
     g.add_argument("--slurm-constraint", default=None, metavar="FEATURE", help="node feature, e.g. the GPU class: h100")
     g.add_argument("--slurm-cpus-per-task", type=int, default=None, metavar="N", help="CPUs per array task")
@@ -48,10 +61,14 @@ def add_scaleout_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--slurm-flag", action="append", default=None, metavar="KEY=VALUE", help="extra sbatch flag, repeatable (e.g. qos=high)")
     g.add_argument("--wait", action="store_true", help="SLURM: wait for the array, merge and report (default: submit and return)")
     if "--resume" not in p._option_string_actions:
-        g.add_argument("--resume", action="store_true", help="run only missing points (what a rerun on the same --out always does)")
+        g.add_argument(
+            "--resume",
+            action="store_true",
+            help=f"with --gpus/--launcher: run only the {what} not finished in --out (what a launched rerun on the same --out always does)",
+        )
     g.add_argument("--emit-sbatch", default=None, metavar="PATH", help="write a job-array script for plain sbatch to PATH and exit")
     g.add_argument("--only-points", default=None, help=argparse.SUPPRESS)  # set by the launcher for its workers
-    p.set_defaults(scaleout=False, plan_sink=None)
+    p.set_defaults(scaleout=False, plan_sink=None, launch_command=command, launch_task=None)
 
 
 def wants_launch(args: argparse.Namespace) -> bool:
@@ -108,7 +125,7 @@ def _capture_plan(args: argparse.Namespace) -> tuple[argparse.Namespace, Any]:
     ns.scaleout, ns.plan_sink = True, []
     rc = ns.handler(ns)
     if not ns.plan_sink:
-        raise UsageError(f"the sweep stopped before its plan (exit {rc}); nothing was launched.")
+        raise UsageError(f"the {getattr(ns, 'launch_command', 'sweep')} stopped before its plan (exit {rc}); nothing was launched.")
     plan = ns.plan_sink[0]
     ns.plan_sink = None
     return ns, plan
@@ -124,13 +141,25 @@ def write_manifest(directory: Path, data: dict) -> Path:
     return path
 
 
-def launch_sweep(args: argparse.Namespace) -> int:
-    """``sdsuite sweep --gpus/--launcher slurm/--emit-sbatch``: plan, split the missing points, run or submit them."""
+def scaleout_annotation(args: argparse.Namespace, point_key: str | None = None) -> dict | None:
+    """The ``scaleout`` block of a worker's records (submission, task, GPU; a run case's point key), else None."""
+    info = getattr(args, "launch_task", None)
+    if not info:
+        return None
+    return {**info, **({"point_key": point_key} if point_key else {})}
+
+
+def launch(args: argparse.Namespace) -> int:
+    """``sdsuite run|sweep --gpus/--launcher slurm/--emit-sbatch``: plan, split the missing points, run or submit them."""
     from sdsuite.results import check_writable_dir
 
+    say = _say(args)
+    command = getattr(args, "launch_command", "sweep")
     slurm = args.launcher == "slurm" or bool(args.emit_sbatch)
     if args.gpus and slurm:
-        raise UsageError("--gpus spreads a sweep over this machine's GPUs; with SLURM use --slurm-gpus-per-node (one GPU per array task).")
+        raise UsageError(
+            f"--gpus spreads the {command} over this machine's GPUs; with SLURM use --slurm-gpus-per-node (GPUs per array task)."
+        )
     if args.launcher == "slurm" and not args.emit_sbatch:
         require_submitit()  # before any work: name the extra to install
     sopts = _slurm_options(args) if slurm else None
@@ -142,37 +171,41 @@ def launch_sweep(args: argparse.Namespace) -> int:
     out = check_writable_dir(args.out)
     merged = merge_tasks(out)  # what earlier tasks finished counts as done
     ns, plan = _capture_plan(args)
+    plan_keys = [p.key for p in plan.points]
     todo = [PointRef(p.key, p.case.case_id, p.case.variant, p.case.freq_mhz) for p in plan.to_run]
-    print(
+    say(
         f"scale-out: {len(plan.points)} point(s), {plan.already_done} already done in {out}, {len(todo)} to run ({merged.task_dirs} task dir(s) merged)"
     )
     if not todo:
-        print("scale-out: nothing to run; the sweep is complete.")
-        return _report_and_exit(ns, out, [0])
+        say(f"scale-out: nothing to run; the {command} is complete (use another --out to measure again).")
+        return _report_and_exit(ns, out, [0], plan_keys)
     tasks = tasks_per_gpu(todo, gpus) if gpus else tasks_per_chunk(todo, args.points_per_task)
     submission = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     sub_dir = out / LAUNCH_DIR / submission
     spec_path = sub_dir / "spec.pkl"
-    save_spec(LaunchSpec(ns, str(out), submission, tuple(tasks)), spec_path)
+    gpus_per_task = sopts.gpus_per_node if sopts else 1
+    save_spec(LaunchSpec(ns, str(out), submission, tuple(tasks), gpus_per_task=max(gpus_per_task, 1)), spec_path)
     manifest = {
+        "command": command,
         "submission": submission,
         "launcher": "slurm" if slurm else "local",
-        "planned_keys": [p.key for p in plan.points],
+        "planned_keys": plan_keys,
         "tasks": [{"index": t.index, "gpu": t.gpu, "keys": list(t.keys), "case_ids": [p.case_id for p in t.points]} for t in tasks],
         "slurm": asdict(sopts) if sopts else None,
+        "gpus_per_task": gpus_per_task,
         "job_id": None,
     }
     if args.emit_sbatch:
         (out / "slurm").mkdir(parents=True, exist_ok=True)
         script = Path(args.emit_sbatch)
-        script.write_text(sbatch_script(spec_path, len(tasks), out, sopts), encoding="utf-8")
+        script.write_text(sbatch_script(spec_path, len(tasks), out, sopts, name=f"sdsuite-{command}"), encoding="utf-8")
         write_manifest(sub_dir, {**manifest, "launcher": "sbatch", "script": str(script)})
-        print(f"wrote {script}: {len(tasks)} array task(s); submit with: sbatch {script}")
+        say(f"wrote {script}: {len(tasks)} array task(s); submit with: sbatch {script}")
         return 0
     if slurm:
-        job_id, jobs = submit_array(spec_path, len(tasks), out, sopts)
+        job_id, jobs = submit_array(spec_path, len(tasks), out, sopts, name=f"sdsuite-{command}")
         write_manifest(sub_dir, {**manifest, "job_id": job_id})
-        print(f"submitted SLURM array job {job_id}: {len(tasks)} task(s); logs in {out / 'slurm' / job_id}; progress: sdsuite status {out}")
+        say(f"submitted SLURM array job {job_id}: {len(tasks)} task(s); logs in {out / 'slurm' / job_id}; progress: sdsuite status {out}")
         if not args.wait:
             return 0
         codes = []
@@ -180,40 +213,58 @@ def launch_sweep(args: argparse.Namespace) -> int:
             try:
                 codes.append(int(job.result() or 0))
             except Exception as exc:  # a killed or failed task: its finished points are kept, a rerun submits the rest
-                print(f"sdsuite: array task {job.job_id} did not finish: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+                say(f"sdsuite: array task {job.job_id} did not finish: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
                 codes.append(1)
         merge_tasks(out)
-        return _report_and_exit(ns, out, codes)
+        return _report_and_exit(ns, out, codes, plan_keys)
     write_manifest(sub_dir, manifest)
     from sdsuite.launch.local import run_local
 
     threads = max(1, (os.cpu_count() or 1) // len(tasks)) if str(args.device) in ("cpu", "auto") else None
-    print(f"scale-out: {len(tasks)} worker(s) on GPU(s) {', '.join(str(t.gpu) for t in tasks)}; logs in {sub_dir}")
+    say(f"scale-out: {len(tasks)} worker(s) on GPU(s) {', '.join(str(t.gpu) for t in tasks)}; logs in {sub_dir}")
     codes = run_local(spec_path, tasks, sub_dir, cpu_threads=threads)
     merge_tasks(out)
-    return _report_and_exit(ns, out, codes)
+    return _report_and_exit(ns, out, codes, plan_keys)
 
 
-def _report_and_exit(ns: argparse.Namespace, out: Path, codes: list[int]) -> int:
+def _say(args: argparse.Namespace):
+    """print for the launcher's progress lines: to stderr under --format json, so stdout stays one JSON document."""
+    import functools
+    import sys
+
+    return functools.partial(print, file=sys.stderr if getattr(args, "format", "table") == "json" else sys.stdout, flush=True)
+
+
+def _report_and_exit(ns: argparse.Namespace, out: Path, codes: list[int], plan_keys: list[str]) -> int:
     from sdsuite.results import ResultsDir
 
+    say = _say(ns)
     recs = ResultsDir(out).records()
     done = finished_point_keys(recs)
-    plan_keys = _latest_planned(out)
     missing = [k for k in plan_keys if k not in done]
-    print(
+    say(
         f"scale-out: {len(plan_keys) - len(missing)}/{len(plan_keys)} point(s) finished in {out / 'results.jsonl'}"
         + (f"; {len(missing)} missing: rerun with --resume" if missing else "")
     )
-    if not ns.no_report and recs and not missing:
-        from rich.console import Console
-
-        from sdsuite.commands.sweep import _report
-
-        _report(ns, out, Console())
+    if recs and (not missing or getattr(ns, "launch_command", "sweep") == "run"):  # run shows its failed cases too
+        _command_report(ns, out, recs, plan_keys)
     if any(c == 2 for c in codes):
         return 2
     return 1 if missing or any(codes) else 0
+
+
+def _command_report(ns: argparse.Namespace, out: Path, recs: list[dict], plan_keys: list[str]) -> None:
+    """What the command prints after its own run: the sweep's DVFS report, or run's table of the planned cases."""
+    from rich.console import Console
+
+    if getattr(ns, "launch_command", "sweep") == "run":
+        from sdsuite.commands.run import print_launched
+
+        print_launched(ns, out, recs, plan_keys)
+    elif not getattr(ns, "no_report", False):
+        from sdsuite.commands.sweep import _report
+
+        _report(ns, out, Console())
 
 
 def _latest_planned(out: Path) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sdsuite.results import ResultsDir, atomic_write_text
-from sdsuite.sweep import FINISHED_STATUSES
+from sdsuite.sweep import FINISHED_STATUSES, record_point_key
 
 TASKS_DIR = "tasks"
 
@@ -34,18 +34,13 @@ def task_dirs(out: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / "results.jsonl").exists()) if root.is_dir() else []
 
 
-def _point_key(rec: Mapping[str, Any]) -> str | None:
-    sweep = rec.get("sweep")
-    return sweep.get("point_key") if isinstance(sweep, dict) else None
-
-
 def _ident(rec: Mapping[str, Any]) -> tuple:
-    return (rec.get("run_id"), rec.get("case_id"), _point_key(rec), rec.get("status"), rec.get("reason"))
+    return (rec.get("run_id"), rec.get("case_id"), record_point_key(rec), rec.get("status"), rec.get("reason"))
 
 
 def finished_point_keys(records: Iterable[Mapping[str, Any]]) -> set[str]:
     """Keys of points with a finished record."""
-    return {k for r in records if (k := _point_key(r)) and r.get("status") in FINISHED_STATUSES}
+    return {k for r in records if (k := record_point_key(r)) and r.get("status") in FINISHED_STATUSES}
 
 
 def merge_tasks(out: Path | str) -> MergeResult:
@@ -63,7 +58,7 @@ def merge_tasks(out: Path | str) -> MergeResult:
         for d in dirs:
             task = ResultsDir(d)
             for rec in task.records():
-                key = _point_key(rec)
+                key = record_point_key(rec)
                 if _ident(rec) in seen or (key and key in done):
                     continue
                 rec = {**rec, "task_dir": str(d.relative_to(out))}  # where its images and logs are

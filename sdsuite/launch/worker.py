@@ -1,8 +1,10 @@
-"""One scale-out task: an ordinary ``sdsuite sweep`` restricted to the task's points, in its own directory.
+"""One scale-out task: an ordinary ``sdsuite sweep`` (or ``sdsuite run``) restricted to the task's points, in its own directory.
 
 Run as ``python -m sdsuite.launch.worker SPEC TASK`` (local launcher, plain sbatch) or as the
 function submitit pickles (``run_task``). The task directory is named by SLURM job and task id when
-SLURM runs it, so a resubmitted task never writes over an earlier attempt.
+SLURM runs it, so a resubmitted task never writes over an earlier attempt. A SLURM task given
+several GPUs (``--slurm-gpus-per-node N``) spreads its points over them, one process per GPU, each
+in its own directory ``slurm-<job>_<task>-gpu<i>``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class LaunchSpec:
     out: str
     submission: str
     tasks: tuple[TaskSpec, ...]
+    gpus_per_task: int = 1  # SLURM --gpus-per-node: a task with several spreads its points over them
 
 
 def save_spec(spec: LaunchSpec, path: Path) -> None:
@@ -42,13 +45,14 @@ def load_spec(path: str | os.PathLike) -> LaunchSpec:
 
 
 def task_dir_name(spec: LaunchSpec, task: TaskSpec, env: dict | None = None) -> str:
-    """``slurm-<job>_<task>`` under SLURM, else ``<submission>-task<i>[-gpu<g>]``."""
+    """``slurm-<job>_<task>[-gpu<g>]`` under SLURM, else ``<submission>-task<i>[-gpu<g>]``."""
     env = dict(os.environ) if env is None else env
+    gpu = f"-gpu{task.gpu}" if task.gpu is not None else ""
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        return f"slurm-{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+        return f"slurm-{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}{gpu}"
     if env.get("SLURM_JOB_ID"):
-        return f"slurm-{env['SLURM_JOB_ID']}"
-    return f"{spec.submission}-task{task.index}" + (f"-gpu{task.gpu}" if task.gpu is not None else "")
+        return f"slurm-{env['SLURM_JOB_ID']}{gpu}"
+    return f"{spec.submission}-task{task.index}{gpu}"
 
 
 def worker_args(spec: LaunchSpec, task: TaskSpec, task_dir: Path) -> argparse.Namespace:
@@ -62,16 +66,30 @@ def worker_args(spec: LaunchSpec, task: TaskSpec, task_dir: Path) -> argparse.Na
     ns.no_report = True
     ns.scaleout = True
     ns.plan_sink = None
+    ns.launch_task = {"submission": spec.submission, "task": task.index, "gpu": task.gpu, "task_dir": task_dir.name}
     if getattr(ns, "sim_state_file", None):  # one simulated GPU per task: one state file each
         ns.sim_state_file = f"{ns.sim_state_file}.{task_dir.name}"
     return ns
 
 
+def task_gpus(spec: LaunchSpec, env: dict | None = None) -> int:
+    """How many GPUs this task spreads its points over: what it asked for, capped by what it sees (1 when it sees fewer than 2)."""
+    if spec.gpus_per_task <= 1:
+        return 1
+    from sdsuite.launch.gpus import gpu_count
+
+    simulated = getattr(spec.args, "telemetry", None) == "sim"
+    return max(1, min(spec.gpus_per_task, gpu_count(simulated=simulated)))
+
+
 def run_task(spec_path: str, index: int) -> int:
-    """Measure task ``index`` of the spec, then merge every finished task into the shared --out; the sweep's exit code."""
+    """Measure task ``index`` of the spec, then merge every finished task into the shared --out; the command's exit code."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     spec = load_spec(spec_path)
     task = spec.tasks[int(index)]
+    n_gpus = task_gpus(spec) if task.gpu is None else 1
+    if n_gpus > 1 and len(task.points) > 1:
+        return _spread_over_gpus(spec, task, n_gpus)
     task_dir = Path(spec.out) / TASKS_DIR / task_dir_name(spec, task)
     ns = worker_args(spec, task, task_dir)
     print(
@@ -86,6 +104,26 @@ def run_task(spec_path: str, index: int) -> int:
     finally:
         merge_tasks(spec.out)  # even a failing task keeps what it finished
     return rc
+
+
+def _spread_over_gpus(spec: LaunchSpec, task: TaskSpec, n_gpus: int) -> int:
+    """A task holding several GPUs: one local worker per GPU on its share of the points (each locks and restores its own GPU)."""
+    from sdsuite.launch.local import run_local
+    from sdsuite.launch.tasks import tasks_per_gpu
+
+    parent = task_dir_name(spec, task)
+    subtasks = tuple(tasks_per_gpu(task.points, range(n_gpus)))
+    sub = LaunchSpec(spec.args, spec.out, f"{spec.submission}-task{task.index}", subtasks, gpus_per_task=1)
+    sub_dir = Path(spec.out) / TASKS_DIR / f"{parent}-launch"
+    sub_path = sub_dir / "spec.pkl"
+    save_spec(sub, sub_path)
+    threads = max(1, (os.cpu_count() or 1) // len(subtasks)) if str(getattr(spec.args, "device", "auto")) in ("cpu", "auto") else None
+    print(f"sdsuite task {task.index}: {len(task.keys)} point(s) over {len(subtasks)} GPU(s); logs in {sub_dir}", flush=True)
+    try:
+        codes = run_local(sub_path, subtasks, sub_dir, cpu_threads=threads)
+    finally:
+        merge_tasks(spec.out)
+    return 2 if 2 in codes else (1 if any(codes) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through the launchers

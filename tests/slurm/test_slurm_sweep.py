@@ -93,3 +93,30 @@ def test_array_kill_one_task_and_resume(tmp_path):
     job2 = resubmitted["job_id"]
     assert any(p.name in (f"slurm-{job2}", f"slurm-{job2}_0") for p in (out / "tasks").iterdir())  # records by job (and task) id
     assert (out / "slurm" / resubmitted["job_id"]).is_dir()  # submitit logs by job id
+
+
+RUN = [
+    "run", "--telemetry", "sim", "--runs", "1", "--warmup", "0", "--no-flops", "--steps", "2", "--seed", "0,1,2,3", "--no-progress",
+    "--launcher", "slurm", "--slurm-gpus-per-node", "0", "--slurm-time", "10", "--points-per-task", "2",
+]  # fmt: skip
+
+
+def test_run_as_array_merges_each_case_once(tmp_path):
+    """`sdsuite run --launcher slurm --wait`: 4 cases as 2 array tasks, merged once each; a rerun submits nothing."""
+    reason = _cluster_reason()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path / "run"
+    first = _sdsuite(*RUN, "--out", str(out), "--wait")
+    assert first.returncode == 0, first.stdout + first.stderr
+    manifest = _latest_manifest(out)
+    job = manifest["job_id"]
+    assert manifest["command"] == "run" and len(manifest["tasks"]) == 2
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+    assert sorted(r["scaleout"]["point_key"] for r in recs) == sorted(manifest["planned_keys"])  # each case exactly once
+    assert all(r["status"] == "ok" for r in recs)
+    assert {r["device"]["slurm"]["array_job_id"] for r in recs} == {job}  # records name their SLURM job
+    assert sorted(p.name for p in (out / "tasks").iterdir()) == [f"slurm-{job}_0", f"slurm-{job}_1"]
+    again = _sdsuite(*RUN, "--out", str(out), "--wait")
+    assert again.returncode == 0 and "nothing to run" in again.stdout, again.stdout + again.stderr
+    assert len(_latest_manifest(out)["planned_keys"]) == 4 and _latest_manifest(out)["job_id"] == job  # nothing resubmitted

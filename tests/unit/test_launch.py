@@ -78,10 +78,11 @@ def test_merge_is_idempotent_and_drops_duplicates(tmp_path):
 
 
 def test_task_dirs_are_named_by_slurm_ids():
-    spec = LaunchSpec(None, "/o", "sub", (TaskSpec(0, (), 1),))
+    spec = LaunchSpec(None, "/o", "sub", (TaskSpec(0, ()), TaskSpec(1, (), 1)))
     assert task_dir_name(spec, spec.tasks[0], {"SLURM_ARRAY_JOB_ID": "42", "SLURM_ARRAY_TASK_ID": "3"}) == "slurm-42_3"
     assert task_dir_name(spec, spec.tasks[0], {"SLURM_JOB_ID": "43"}) == "slurm-43"
-    assert task_dir_name(spec, spec.tasks[0], {}) == "sub-task0-gpu1"
+    assert task_dir_name(spec, spec.tasks[0], {}) == "sub-task0"
+    assert task_dir_name(spec, spec.tasks[1], {}) == "sub-task1-gpu1"
 
 
 def test_sbatch_script_has_the_options(tmp_path):
@@ -177,3 +178,101 @@ def test_status_reports_progress(tmp_path, capsys):
     st = json.loads(capsys.readouterr().out)
     assert st["planned"] == 4 and st["finished"] == 0 and st["missing"] == 4
     assert main(["status", str(tmp_path / "nothing")]) == 2
+
+
+RUN_SIM = ["run", "--telemetry", "sim", "--runs", "1", "--steps", "2", "--seed", "0,1,2"]
+
+
+def test_run_emit_sbatch_plans_one_point_per_case(tmp_path, capsys):
+    script = tmp_path / "job.sh"
+    args = [*RUN_SIM, "--out", str(tmp_path / "o"), "--emit-sbatch", str(script), "--points-per-task", "2", "--slurm-gpus-per-node", "2"]
+    assert main(args) == 0
+    text = script.read_text()
+    assert "--job-name=sdsuite-run" in text and "--array=0-1%" in text and "--gpus-per-node=2" in text  # 3 cases, 2 per task
+    manifest = json.loads(next((tmp_path / "o" / "launch").glob("*/manifest.json")).read_text())
+    assert manifest["command"] == "run" and manifest["gpus_per_task"] == 2
+    assert len(set(manifest["planned_keys"])) == 3
+    assert sorted(c for t in manifest["tasks"] for c in t["case_ids"]) == sorted(
+        f"tiny-sd/default/fp32/fdefault/64x64/s2/b1{s}" for s in ("", "/seed1", "/seed2")
+    )
+
+
+def test_run_and_sweep_points_of_one_case_differ(tmp_path, capsys):
+    """A run case and a sweep point of the same case at the same clock are different measurements (different keys)."""
+    run_out, sweep_out = tmp_path / "r", tmp_path / "s"
+    common = ["--telemetry", "sim", "--allow-clock-control", "--runs", "1", "--steps", "2", "--freq", "1410"]
+    assert main(["run", *common, "--out", str(run_out), "--emit-sbatch", str(tmp_path / "a.sh")]) == 0
+    assert main(["sweep", *common, "--out", str(sweep_out), "--emit-sbatch", str(tmp_path / "b.sh")]) == 0
+    keys = [json.loads(next((o / "launch").glob("*/manifest.json")).read_text())["planned_keys"] for o in (run_out, sweep_out)]
+    assert len(keys[0]) == len(keys[1]) == 1 and keys[0] != keys[1]
+
+
+def test_plain_run_with_resume_exits_2(tmp_path, capsys):
+    assert main([*RUN_SIM, "--out", str(tmp_path), "--resume"]) == 2
+    assert "--resume applies to a launched run" in capsys.readouterr().err
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_run_gpus_and_slurm_are_exclusive(tmp_path, capsys):
+    assert main([*RUN_SIM, "--out", str(tmp_path), "--gpus", "0", "--emit-sbatch", str(tmp_path / "j.sh")]) == 2
+    assert "--slurm-gpus-per-node" in capsys.readouterr().err
+
+
+def test_gpu_suffix_keeps_task_dirs_apart_under_slurm():
+    spec = LaunchSpec(None, "/o", "sub", (TaskSpec(0, (), 0), TaskSpec(1, (), 1)))
+    env = {"SLURM_ARRAY_JOB_ID": "42", "SLURM_ARRAY_TASK_ID": "3"}
+    assert [task_dir_name(spec, t, env) for t in spec.tasks] == ["slurm-42_3-gpu0", "slurm-42_3-gpu1"]
+
+
+def test_task_gpus_caps_at_what_the_task_sees(monkeypatch):
+    from sdsuite.launch.worker import task_gpus
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("SDSUITE_SIM_GPUS", "2")
+    args = type("A", (), {"telemetry": "sim"})()
+    assert task_gpus(LaunchSpec(args, "/o", "s", (), gpus_per_task=4)) == 2
+    assert task_gpus(LaunchSpec(args, "/o", "s", (), gpus_per_task=1)) == 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # SLURM gave the task one of the two
+    assert task_gpus(LaunchSpec(args, "/o", "s", (), gpus_per_task=2)) == 1
+
+
+def test_record_point_key_reads_sweep_and_run_records():
+    from sdsuite.sweep import finished_keys, record_point_key
+
+    recs = [
+        {"status": "ok", "sweep": {"point_key": "s1"}},
+        {"status": "ok", "scaleout": {"point_key": "r1", "task": 0}},
+        {"status": "failed", "scaleout": {"point_key": "r2"}},
+        {"status": "ok"},
+    ]
+    assert [record_point_key(r) for r in recs] == ["s1", "r1", "r2", None]
+    assert finished_keys(recs) == {"s1", "r1"}
+
+
+def test_print_launched_shows_the_finished_record_of_each_case(tmp_path, capsys):
+    from argparse import Namespace
+
+    from sdsuite.commands.run import print_launched
+
+    def rec(key, status, run):
+        return {"case_id": f"c-{key}", "status": status, "run_id": run, "metrics": {}, "scaleout": {"point_key": key}}
+
+    recs = [rec("a", "failed", "1"), rec("a", "ok", "2"), rec("b", "ok", "1"), rec("b", "failed", "3"), rec("x", "ok", "1")]
+    print_launched(Namespace(format="json"), tmp_path, recs, ["a", "b"])
+    shown = json.loads(capsys.readouterr().out)
+    assert [(r["case_id"], r["status"], r["run_id"]) for r in shown] == [("c-a", "ok", "2"), ("c-b", "ok", "1")]
+
+
+def test_records_name_host_and_slurm_job(monkeypatch):
+    import torch
+
+    from sdsuite.hardware import device_record
+
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    info = device_record(torch.device("cpu"))
+    assert info["type"] == "cpu" and info["host"] and info["slurm"] == {"job_id": "77", "array_task_id": "3"}
+    monkeypatch.delenv("SLURM_JOB_ID")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    assert "slurm" not in device_record(torch.device("cpu"))

@@ -83,3 +83,44 @@ def test_xdist_two_workers_measure_the_same_points_once(tmp_path):
     assert set(two.values()) == {1}
     recs = [json.loads(line) for line in (tmp_path / "two" / "results.jsonl").read_text().splitlines()]
     assert len({r["run_id"] for r in recs}) == 1  # both workers under one run id, in one directory
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, "-m", "sdsuite.cli", *args], capture_output=True, text=True, env=env or _env(), timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res
+
+
+def test_gpus_run_spreads_the_cases_once_and_a_rerun_measures_nothing(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--telemetry", "sim", *SMALL, "--seed", "0,1,2", "--no-flops", "--no-progress", "--out", str(out), "--gpus", "0,1"]
+    _cli(*args)
+    recs = _records(out)
+    assert sorted(r["case_id"].rsplit("/", 1)[-1] for r in recs) == ["b1", "seed1", "seed2"]  # each case once
+    assert {r["telemetry"]["index"] for r in recs} == {0, 1}  # both simulated GPUs measured
+    assert {r["scaleout"]["gpu"] for r in recs} == {0, 1} and len({r["scaleout"]["point_key"] for r in recs}) == 3
+    again = _cli(*args)
+    assert "nothing to run" in again.stdout and len(_records(out)) == 3
+
+
+def test_slurm_task_with_two_gpus_spreads_its_points(tmp_path):
+    """A SLURM array task given 2 GPUs (--slurm-gpus-per-node 2) runs one process per GPU on its share of the points."""
+    out, script = tmp_path / "sweep", tmp_path / "job.sh"
+    sweep = ["sweep", "--telemetry", "sim", "--freq", "sample:4", "--allow-clock-control", *SMALL, "--no-flops", "--save-images", "none"]
+    sweep += ["--no-report", "--no-progress", "--out", str(out), "--emit-sbatch", str(script), "--slurm-gpus-per-node", "2"]
+    _cli(*sweep, "--points-per-task", "4")
+    spec = next((out / "launch").glob("*/spec.pkl"))
+    env = {**_env(), "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "0", "SLURM_JOB_ID": "78"}  # what sbatch sets
+    res = subprocess.run(
+        [sys.executable, "-m", "sdsuite.launch.worker", str(spec), "0"], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(p.name for p in (out / "tasks").iterdir() if (p / "results.jsonl").exists()) == ["slurm-77_0-gpu0", "slurm-77_0-gpu1"]
+    recs = _records(out)
+    assert len(recs) == 4 and len({r["sweep"]["point_key"] for r in recs}) == 4  # every point once
+    assert {r["telemetry"]["index"] for r in recs} == {0, 1}
+    assert {r["device"]["slurm"]["array_job_id"] for r in recs} == {"77"}
