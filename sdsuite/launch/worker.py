@@ -82,9 +82,28 @@ def task_gpus(spec: LaunchSpec, env: dict | None = None) -> int:
     return max(1, min(spec.gpus_per_task, gpu_count(simulated=simulated)))
 
 
+def task_cpus(env: dict | None = None) -> int:
+    """CPUs this task may use: SLURM's ``SLURM_CPUS_PER_TASK`` when set, else the process's CPU affinity."""
+    env = dict(os.environ) if env is None else env
+    raw = env.get("SLURM_CPUS_PER_TASK", "")
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _cap_cpu_threads() -> None:
+    """Under SLURM, torch gets the task's CPUs, not every core of the node (tasks sharing a node would oversubscribe it
+    and distort CPU-side timings); an explicit OMP_NUM_THREADS wins."""
+    if os.environ.get("SLURM_CPUS_PER_TASK") and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(task_cpus())
+
+
 def run_task(spec_path: str, index: int) -> int:
     """Measure task ``index`` of the spec, then merge every finished task into the shared --out; the command's exit code."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    _cap_cpu_threads()
     spec = load_spec(spec_path)
     task = spec.tasks[int(index)]
     n_gpus = task_gpus(spec) if task.gpu is None else 1
@@ -117,7 +136,7 @@ def _spread_over_gpus(spec: LaunchSpec, task: TaskSpec, n_gpus: int) -> int:
     sub_dir = Path(spec.out) / TASKS_DIR / f"{parent}-launch"
     sub_path = sub_dir / "spec.pkl"
     save_spec(sub, sub_path)
-    threads = max(1, (os.cpu_count() or 1) // len(subtasks)) if str(getattr(spec.args, "device", "auto")) in ("cpu", "auto") else None
+    threads = max(1, task_cpus() // len(subtasks)) if str(getattr(spec.args, "device", "auto")) in ("cpu", "auto") else None
     print(f"sdsuite task {task.index}: {len(task.keys)} point(s) over {len(subtasks)} GPU(s); logs in {sub_dir}", flush=True)
     try:
         codes = run_local(sub_path, subtasks, sub_dir, cpu_threads=threads)

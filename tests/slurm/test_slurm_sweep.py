@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 SWEEP = [
     "sweep", "--telemetry", "sim", "--gpu-model", "a100", "--freq", "sample:6", "--allow-clock-control",
     "--runs", "1", "--warmup", "0", "--no-flops", "--steps", "2", "--save-images", "none", "--no-report", "--no-progress",
-    "--launcher", "slurm", "--slurm-gpus-per-node", "0", "--slurm-time", "10", "--points-per-task", "2",
+    "--launcher", "slurm", "--slurm-gpus-per-node", "0", "--slurm-cpus-per-task", "1", "--slurm-time", "10", "--points-per-task", "2",
 ]  # fmt: skip
 
 
@@ -97,7 +97,7 @@ def test_array_kill_one_task_and_resume(tmp_path):
 
 RUN = [
     "run", "--telemetry", "sim", "--runs", "1", "--warmup", "0", "--no-flops", "--steps", "2", "--seed", "0,1,2,3", "--no-progress",
-    "--launcher", "slurm", "--slurm-gpus-per-node", "0", "--slurm-time", "10", "--points-per-task", "2",
+    "--launcher", "slurm", "--slurm-gpus-per-node", "0", "--slurm-cpus-per-task", "1", "--slurm-time", "10", "--points-per-task", "2",
 ]  # fmt: skip
 
 
@@ -117,6 +117,8 @@ def test_run_as_array_merges_each_case_once(tmp_path):
     assert all(r["status"] == "ok" for r in recs)
     assert {r["device"]["slurm"]["array_job_id"] for r in recs} == {job}  # records name their SLURM job
     assert sorted(p.name for p in (out / "tasks").iterdir()) == [f"slurm-{job}_0", f"slurm-{job}_1"]
+    runs = json.loads((out / "run.json").read_text())["runs"].values()
+    assert {r["torch_threads"] for r in runs} == {1}  # torch keeps to the task's --cpus-per-task
     again = _sdsuite(*RUN, "--out", str(out), "--wait")
     assert again.returncode == 0 and "nothing to run" in again.stdout, again.stdout + again.stderr
     assert len(_latest_manifest(out)["planned_keys"]) == 4 and _latest_manifest(out)["job_id"] == job  # nothing resubmitted

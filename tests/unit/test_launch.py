@@ -276,3 +276,10 @@ def test_records_name_host_and_slurm_job(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID")
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
     assert "slurm" not in device_record(torch.device("cpu"))
+
+
+def test_task_cpus_follow_slurm_then_affinity():
+    from sdsuite.launch.worker import task_cpus
+
+    assert task_cpus({"SLURM_CPUS_PER_TASK": "3"}) == 3
+    assert task_cpus({"SLURM_CPUS_PER_TASK": "x"}) == task_cpus({}) >= 1
