@@ -20,6 +20,7 @@ from sdsuite.case import Case, GridSpec, parse_int_list, parse_resolution, split
 from sdsuite.clocks import ClockControlNotAllowed, ClockLock, ClockPermissionError, clock_control_allowed
 from sdsuite.commands.common import new_run_id
 from sdsuite.errors import SdsuiteError, UsageError
+from sdsuite.flags import add_pytest_options
 from sdsuite.hardware import device_gpu_class, resolve_device
 from sdsuite.pipelines.build import validate_weights
 from sdsuite.pipelines.cache import PIPELINES
@@ -86,47 +87,8 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """sdsuite options (repeat a flag or give a comma list to make a grid)."""
-    g = parser.getgroup("sdsuite", "sdsuite Stable Diffusion benchmarks")
-    g.addoption("--variant", action="append", default=None, help="model variant(s) to benchmark; see `sdsuite list`")
-    g.addoption("--scheduler", action="append", default=None, help="scheduler(s)")
-    g.addoption("--precision", action="append", default=None, help="fp32, fp16, bf16")
-    g.addoption("--steps", action="append", default=None, help="denoising steps")
-    g.addoption("--resolution", action="append", default=None, help="WxH")
-    g.addoption("--device", default="auto", help="auto (default), cpu, cuda, cuda:<i>")
-    g.addoption("--weights", default="auto", help="auto, random or PATH")
-    g.addoption("--full", action="store_true", default=False, help="add the full grid to the quick one")
-    g.addoption("--sdsuite-runs", type=int, default=5, help="measured runs per case (default 5)")
-    g.addoption("--sdsuite-warmup", type=int, default=1, help="warm-up runs per case (default 1)")
-    g.addoption("--sdsuite-out", default="sdsuite-results/pytest", help="results directory for benchmark records")
-    t = parser.getgroup("sdsuite-telemetry", "sdsuite GPU telemetry and clocks")
-    t.addoption("--telemetry", default="auto", choices=("auto", "nvml", "sim", "none"), help="auto (NVML when a GPU is present), nvml, sim, none")
-    t.addoption("--gpu-model", default=None, choices=("v100", "a100", "h100"), help="simulated GPU for --telemetry sim (default a100)")
-    t.addoption("--sim-fault", action="append", default=None, help="inject into the simulated GPU: permission-denied, gpu-lost[:N], no-counter")
-    t.addoption("--freq", default="default", help="SM clock axis: default, 1410,1200, all, step:MHZ, range:LO-HI, sample:N")
-    t.addoption("--freq-floor", type=int, default=510, help="lowest clock for all/step/sample (default 510 MHz)")
-    t.addoption("--mem-freq", type=int, default=None, help="also lock the memory clock (MHz)")
-    t.addoption("--allow-clock-control", action="store_true", default=False, help="allow changing GPU clocks (or SDSUITE_ALLOW_CLOCK_CONTROL=1)")
-    t.addoption("--clock-settle", type=float, default=None, help="seconds to wait after a clock change (default 2 real, 0 simulated)")
-    t.addoption("--sdsuite-min-energy-window", type=float, default=1.0, help="repeat generations until an energy window lasts this long (s)")
-    t.addoption("--sdsuite-poll-interval-ms", type=float, default=20.0, help="power polling interval (ms)")
-    t.addoption("--sdsuite-power-trace", action="store_true", default=False, help="save the power trace with each record")
-    o = parser.getgroup("sdsuite-optimizations", "sdsuite optimization and task axes (comma lists make a grid)")
-    o.addoption("--attention", action="append", default=None, help="attention kernel(s): sdpa (default), eager, sliced, xformers")
-    o.addoption("--kv-cache", action="append", default=None, help="cross-attention K/V cache: on, off")
-    o.addoption("--vae-slicing", action="store_true", default=False, help="VAE slicing")
-    o.addoption("--vae-tiling", action="store_true", default=False, help="VAE tiling")
-    o.addoption("--offload", action="append", default=None, help="CPU offload: model, sequential, none")
-    o.addoption("--compile", action="append", default=None, help="torch.compile mode(s) of the UNet, or none")
-    o.addoption("--channels-last", action="store_true", default=False, help="channels_last memory format")
-    o.addoption("--fuse-qkv", action="store_true", default=False, help="fused QKV projections")
-    o.addoption("--quantize", action="append", default=None, help="torchao: int8wo, int8dq, int4wo, fp8, fp8wo, none")
-    o.addoption("--recipe", action="append", default=None, help="baseline, memory-saver, fast, or a set like fast+attn=eager")
-    o.addoption("--task", action="append", default=None, help="text-to-image (default), image-to-image, inpainting")
-    o.addoption("--strength", action="append", default=None, help="image-to-image / inpainting strength (default 0.75)")
-    o.addoption("--images-per-prompt", action="append", default=None, help="images per prompt (default 1)")
-    o.addoption("--sdsuite-trace", default=None, help="write a torch.profiler trace per case into this directory")
-    o.addoption("--sdsuite-fidelity", default="auto", choices=("auto", "all", "off"), help="compare outputs with the reference set (attn=eager)")
+    """sdsuite options (repeat a flag or give a comma list to make a grid), declared with the CLI's in sdsuite.flags."""
+    add_pytest_options(parser)
 
 
 def _marks_for(case: Case, cfg_device: torch.device, device_explicit: bool) -> tuple[str, ...]:

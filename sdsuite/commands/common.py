@@ -8,67 +8,35 @@ import uuid
 
 from sdsuite.case import GridSpec, parse_int_list, parse_resolution, split_list
 from sdsuite.errors import UsageError
+from sdsuite.flags import FORMATS as FORMATS  # re-exported: --format's choices
+from sdsuite.flags import add_argparse_flags
 from sdsuite.pipelines.registry import DEFAULT_SCHEDULER
-
-FORMATS = ("table", "json")
 
 
 def add_case_arguments(p: argparse.ArgumentParser) -> None:
-    """Case axes: repeatable or comma-separated flags make a grid."""
-    g = p.add_argument_group("case (repeat a flag or give a comma list to make a grid)")
-    g.add_argument("--variant", action="append", metavar="NAME", help="model variant (default: tiny-sd); see `sdsuite list variants`")
-    g.add_argument("--scheduler", action="append", metavar="NAME", help=f"sampler (default: {DEFAULT_SCHEDULER} = the checkpoint's own)")
-    g.add_argument("--precision", action="append", metavar="P", help="fp32 (default), fp16, bf16")
-    g.add_argument("--steps", action="append", metavar="N", help="denoising steps (default: the variant's)")
-    g.add_argument("--resolution", action="append", metavar="WxH", help="image size, e.g. 512x512 (default: the variant's)")
-    g.add_argument("--batch-size", action="append", metavar="N", help="images per call (default: 1)")
-    g.add_argument("--seed", action="append", metavar="N", help="seed of the fixed latents (default: 0)")
-    g.add_argument("--prompt", default=None, help="prompt text")
-    g.add_argument("--negative-prompt", default=None, help="negative prompt text")
-    g.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default: the variant's)")
-    m = p.add_argument_group("measurement")
-    m.add_argument("--runs", type=int, default=5, help="measured runs per case (default: 5)")
-    m.add_argument("--warmup", type=int, default=1, help="warm-up runs per case, not measured (default: 1)")
-    m.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:<i>")
-    m.add_argument("--weights", default="auto", help="auto (local path / HF cache, offline), random (real architecture), or PATH")
-    m.add_argument("--no-flops", action="store_true", help="skip the extra FLOP-counting generation")
-    m.add_argument("--out", default="sdsuite-results", help="results directory (default: sdsuite-results)")
-    m.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    """Case axes: repeatable or comma-separated flags make a grid (the flags are declared in sdsuite.flags)."""
+    add_argparse_flags(p, "case", "measurement")
     add_optimization_arguments(p)
     add_telemetry_arguments(p)
 
 
 def add_optimization_arguments(p: argparse.ArgumentParser) -> None:
     """Optimization, task, prompt-set and profiling axes (docs/optimizations.md); comma lists make a grid."""
-    o = p.add_argument_group("optimizations (comma lists make a grid; `sdsuite options` lists them and what runs here)")
-    o.add_argument("--attention", action="append", metavar="K", help="attention kernel: sdpa (default), eager, sliced, xformers")
-    o.add_argument("--kv-cache", action="append", metavar="on|off", help="cross-attention K/V cache computed once per generation")
-    o.add_argument("--vae-slicing", action="store_true", help="decode one image at a time")
-    o.add_argument("--vae-tiling", action="store_true", help="decode in tiles")
-    o.add_argument("--offload", action="append", metavar="MODE", help="CPU offload (needs a GPU): model, sequential, none")
-    o.add_argument(
-        "--compile", action="append", nargs="?", const="default", metavar="MODE",
-        help="torch.compile the UNet: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs, none",
-    )  # fmt: skip
-    o.add_argument("--channels-last", action="store_true", help="UNet and VAE in channels_last memory format")
-    o.add_argument("--fuse-qkv", action="store_true", help="fused QKV projections (a separate cached pipeline)")
-    o.add_argument("--quantize", action="append", metavar="Q", help="torchao: int8wo, int8dq, int4wo, fp8 (= fp8dq), fp8wo, none")
-    o.add_argument("--recipe", "--opt", dest="recipe", action="append", metavar="SET", help="baseline, memory-saver, fast, or a set like fast+attn=eager")
-    o.add_argument("--compare-options", action="store_true", help="also run the reference set (baseline) and print every set's effect against it")
-    o.add_argument("--no-fidelity", action="store_true", help="skip the output comparison with the reference set")
-    t = p.add_argument_group("task and prompts")
-    t.add_argument("--task", action="append", metavar="T", help="text-to-image (default), image-to-image, inpainting")
-    t.add_argument("--strength", action="append", metavar="S", help="image-to-image / inpainting strength in (0, 1] (default 0.75)")
-    t.add_argument("--images-per-prompt", action="append", metavar="N", help="images per prompt (default 1)")
-    t.add_argument("--prompts", default=None, metavar="builtin|PATH", help="prompt set, one case per prompt: builtin, a COCO captions .json or a text file")
-    t.add_argument("--num-prompts", type=int, default=None, metavar="N", help="prompts taken from --prompts (COCO: a seed-42 subset)")
-    f = p.add_argument_group("profiling")
-    f.add_argument("--trace", nargs="?", const="", default=None, metavar="DIR", help="torch.profiler trace per case into DIR (default: <out>/traces)")
-    f.add_argument("--no-spans", action="store_true", help="skip the profiled generation (load/encode/denoise/decode spans)")
+    add_argparse_flags(p, "optimizations", "task", "profiling")
 
 
-OPTION_FLAGS = ("attention", "kv_cache", "vae_slicing", "vae_tiling", "offload", "compile", "channels_last", "fuse_qkv", "quantize", "recipe")
+OPTION_FLAGS = (
+    "attention",
+    "kv_cache",
+    "vae_slicing",
+    "vae_tiling",
+    "offload",
+    "compile",
+    "channels_last",
+    "fuse_qkv",
+    "quantize",
+    "recipe",
+)
 
 
 def option_sets_from(get) -> list:
@@ -144,26 +112,7 @@ def optimization_run_options(args: argparse.Namespace) -> dict:
 
 def add_telemetry_arguments(p: argparse.ArgumentParser) -> None:
     """GPU telemetry, energy windows and clock control (see sdsuite.telemetry, sdsuite.clocks)."""
-    from sdsuite.freqspec import DEFAULT_FLOOR_MHZ, SPEC_HELP
-    from sdsuite.telemetry import BACKENDS
-    from sdsuite.telemetry.meter import ENERGY_SOURCES
-    from sdsuite.telemetry.sim import SIM_MODELS
-
-    t = p.add_argument_group("GPU telemetry and clocks")
-    t.add_argument("--telemetry", choices=BACKENDS, default="auto", help="auto (NVML when a GPU and driver are present, else none), nvml, sim, none")
-    t.add_argument("--gpu-model", choices=SIM_MODELS, default=None, help="simulated GPU for --telemetry sim (default: a100)")
-    t.add_argument("--sim-fault", action="append", metavar="FAULT", help="inject into the simulated GPU: permission-denied, gpu-lost[:N], no-counter")
-    t.add_argument("--freq", default="default", metavar="SPEC", help=f"SM clock axis: {SPEC_HELP} (default: default, no lock)")
-    t.add_argument("--freq-floor", type=int, default=DEFAULT_FLOOR_MHZ, metavar="MHZ", help=f"lowest clock for all/step/sample (default: {DEFAULT_FLOOR_MHZ})")
-    t.add_argument("--mem-freq", type=int, default=None, metavar="MHZ", help="also lock the memory clock (default: leave it)")
-    t.add_argument("--allow-clock-control", action="store_true", help="allow changing GPU clocks (or SDSUITE_ALLOW_CLOCK_CONTROL=1); always restored")
-    t.add_argument("--clock-settle", type=float, default=None, metavar="S", help="wait after a clock change (default: 2 s real GPU, 0 simulated)")
-    t.add_argument("--energy-source", choices=ENERGY_SOURCES, default="auto", help="auto (counter where supported, else polled power), counter, poll")
-    t.add_argument("--poll-interval-ms", type=float, default=20.0, metavar="MS", help="power polling interval (default: 20)")
-    t.add_argument("--min-energy-window", type=float, default=1.0, metavar="S", help="repeat generations inside an energy window until it lasts S seconds (default: 1; 0: never)")
-    t.add_argument("--power-trace", action="store_true", help="save the polled power trace with each record")
-    t.add_argument("--idle-baseline", type=float, default=0.0, metavar="S", help="measure idle power for S seconds at each frequency point (default: 0, off)")
-    t.add_argument("--cooldown", default=None, metavar="SPEC", help="between frequency points: SECONDS, or temp:CELSIUS (until cooler)")
+    add_argparse_flags(p, "telemetry")
 
 
 def telemetry_options_from_args(args: argparse.Namespace):

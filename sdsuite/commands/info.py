@@ -18,12 +18,16 @@ def register(sub) -> None:
     """Add ``list`` and ``env``."""
     p = sub.add_parser("list", help="variants, schedulers and precisions, with details")
     p.add_argument("what", nargs="?", choices=WHAT + ("all",), default="all")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    from sdsuite.flags import FORMATS
+    from sdsuite.telemetry import BACKENDS
+    from sdsuite.telemetry.sim import SIM_MODELS
+
+    p.add_argument("--format", choices=FORMATS, default="table")
     p.set_defaults(handler=cmd_list)
     e = sub.add_parser("env", help="environment and GPU information")
-    e.add_argument("--format", choices=("table", "json"), default="table")
-    e.add_argument("--telemetry", choices=("auto", "nvml", "sim", "none"), default="auto", help="telemetry device to describe (default: NVML if present)")
-    e.add_argument("--gpu-model", choices=("v100", "a100", "h100"), default=None, help="simulated GPU to describe (implies --telemetry sim)")
+    e.add_argument("--format", choices=FORMATS, default="table")
+    e.add_argument("--telemetry", choices=BACKENDS, default="auto", help="telemetry device to describe (default: NVML if present)")
+    e.add_argument("--gpu-model", choices=SIM_MODELS, default=None, help="simulated GPU to describe (implies --telemetry sim)")
     e.set_defaults(handler=cmd_env)
 
 
