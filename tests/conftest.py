@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import _pytest.pytester
 import pytest
 import torch
 from hypothesis import settings
@@ -17,6 +18,21 @@ settings.register_profile("dev", max_examples=30, deadline=None)
 settings.register_profile("ci", max_examples=100, deadline=None)
 settings.register_profile("thorough", max_examples=500, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+# pytester forgets every module first imported during an in-process run (and at the end of each test).
+# torch, diffusers and transformers register native operator libraries when some submodules are first
+# imported (torch.distributed, torch._inductor, CLIP ...); importing such a submodule a second time fails
+# with "Only a single TORCH_LIBRARY can be used to register the namespace ...", so whichever test came
+# next failed depending on xdist's test order. Keep those packages' modules across pytester runs.
+_KEEP_LOADED = ("torch", "torchao", "triton", "diffusers", "transformers", "tokenizers", "safetensors", "accelerate", "huggingface_hub")
+_snapshot_init = _pytest.pytester.SysModulesSnapshot.__init__
+
+
+def _keep_native_modules(self, preserve=None) -> None:
+    _snapshot_init(self, preserve=lambda name: name.partition(".")[0] in _KEEP_LOADED or bool(preserve and preserve(name)))
+
+
+_pytest.pytester.SysModulesSnapshot.__init__ = _keep_native_modules
 
 
 @pytest.fixture(scope="session")
