@@ -12,9 +12,9 @@ from hypothesis import settings
 from sdsuite.pipelines.build import build_in_code
 from sdsuite.pipelines.registry import VARIANTS
 
-# Property tests: 30 examples locally keeps `pytest -m quick` under a minute on 2 cores; CI (CI=true)
+# Property tests: 20 examples locally keeps `pytest -m quick` under a minute on 2 cores; CI (CI=true)
 # runs hypothesis's full 100. HYPOTHESIS_PROFILE=thorough asks for 500.
-settings.register_profile("dev", max_examples=30, deadline=None)
+settings.register_profile("dev", max_examples=20, deadline=None)
 settings.register_profile("ci", max_examples=100, deadline=None)
 settings.register_profile("thorough", max_examples=500, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
