@@ -244,3 +244,20 @@ def add_pytest_options(parser) -> None:
         g = parser.getgroup(name, title)
         for f in pytest_flags(name):
             g.addoption(f.pytest_option, **f.kwargs(pytest=True))
+
+
+def pytest_getter(config) -> Callable[[str], Any]:
+    """``get(dest)`` for the pytest plugin, by the CLI's dest: the pytest option's value, or the CLI default of a flag
+    pytest does not have (so one function builds the same options object from either front end)."""
+    by_dest = {f.dest: f for f in table()}
+
+    def get(dest: str) -> Any:
+        f = by_dest[dest]
+        return config.getoption(f.pytest_dest) if f.in_pytest else f.kwargs()["default"]
+
+    return get
+
+
+def pytest_flag_name(dest: str) -> str:
+    """The pytest spelling of the flag with CLI dest ``dest`` (for error messages)."""
+    return next(f.pytest_option for f in table() if f.dest == dest)

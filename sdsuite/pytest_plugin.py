@@ -188,23 +188,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _open_telemetry(config: pytest.Config, device: torch.device):
     """Open the telemetry device and resolve --freq (the opt-in is checked per test: it skips)."""
-    from sdsuite.telemetry import TelemetryOptions, open_setup
+    from sdsuite.commands.common import telemetry_options_from
+    from sdsuite.flags import pytest_flag_name, pytest_getter
+    from sdsuite.telemetry import open_setup
 
-    opt = config.getoption
-    options = TelemetryOptions(
-        backend=opt("telemetry"),
-        gpu_model=opt("gpu_model"),
-        sim_faults=tuple(opt("sim_fault") or ()),
-        freq=opt("freq"),
-        freq_floor_mhz=opt("freq_floor"),
-        mem_freq_mhz=opt("mem_freq"),
-        allow_clock_control=opt("allow_clock_control"),
-        settle_s=opt("clock_settle"),
-        poll_interval_ms=opt("sdsuite_poll_interval_ms"),
-        power_trace=opt("sdsuite_power_trace"),
-    )
-    if opt("sdsuite_min_energy_window") < 0:
-        raise UsageError("--sdsuite-min-energy-window must be >= 0 seconds.")
+    options = telemetry_options_from(pytest_getter(config), pytest_flag_name)
     setup = open_setup(options, device.type, device.index or 0, check_opt_in=False)
     from sdsuite.launch.xdist import visible_gpus, workers_share_gpus
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import uuid
+from typing import TYPE_CHECKING
 
 from sdsuite.case import GridSpec, parse_int_list, parse_resolution, split_list
 from sdsuite.errors import UsageError
 from sdsuite.flags import FORMATS as FORMATS  # re-exported: --format's choices
 from sdsuite.flags import add_argparse_flags
 from sdsuite.pipelines.registry import DEFAULT_SCHEDULER
+
+if TYPE_CHECKING:
+    from sdsuite.runner import RunOptions
 
 
 def add_case_arguments(p: argparse.ArgumentParser) -> None:
@@ -117,24 +121,46 @@ def add_telemetry_arguments(p: argparse.ArgumentParser) -> None:
 
 def telemetry_options_from_args(args: argparse.Namespace):
     """TelemetryOptions from parsed flags (validated later by sdsuite.telemetry.open_setup)."""
+    return telemetry_options_from(lambda name: getattr(args, name))
+
+
+def telemetry_options_from(get, flag_of=lambda name: "--" + name.replace("_", "-")):
+    """TelemetryOptions from flag values, ``get(dest)`` reading a flag by its CLI dest (argparse, or the pytest plugin
+    through sdsuite.flags.pytest_getter); ``flag_of(dest)`` names the flag in an error message."""
     from sdsuite.telemetry import TelemetryOptions
 
-    if args.min_energy_window < 0:
-        raise UsageError(f"--min-energy-window must be >= 0 seconds, got {args.min_energy_window:g}.")
+    window = get("min_energy_window")
+    if window is not None and window < 0:
+        raise UsageError(f"{flag_of('min_energy_window')} must be >= 0 seconds, got {window:g}.")
     return TelemetryOptions(
-        backend=args.telemetry,
-        gpu_model=args.gpu_model,
-        sim_faults=tuple(args.sim_fault or ()),
-        freq=args.freq,
-        freq_floor_mhz=args.freq_floor,
-        mem_freq_mhz=args.mem_freq,
-        allow_clock_control=args.allow_clock_control,
-        settle_s=args.clock_settle,
-        energy_source=args.energy_source,
-        poll_interval_ms=args.poll_interval_ms,
-        power_trace=args.power_trace,
-        idle_baseline_s=args.idle_baseline,
-        cooldown=args.cooldown,
+        backend=get("telemetry"),
+        gpu_model=get("gpu_model"),
+        sim_faults=tuple(get("sim_fault") or ()),
+        freq=get("freq"),
+        freq_floor_mhz=get("freq_floor"),
+        mem_freq_mhz=get("mem_freq"),
+        allow_clock_control=get("allow_clock_control"),
+        settle_s=get("clock_settle"),
+        energy_source=get("energy_source"),
+        poll_interval_ms=get("poll_interval_ms"),
+        power_trace=get("power_trace"),
+        idle_baseline_s=get("idle_baseline"),
+        cooldown=get("cooldown"),
+    )
+
+
+def run_options_from_args(args: argparse.Namespace, device) -> RunOptions:
+    """RunOptions of ``sdsuite run``/``sdsuite sweep`` from parsed flags."""
+    from sdsuite.runner import RunOptions
+
+    return RunOptions(
+        runs=args.runs,
+        warmup=args.warmup,
+        device=str(device),
+        weights=args.weights,
+        count_flops=not args.no_flops,
+        min_energy_window_s=args.min_energy_window,
+        **optimization_run_options(args),
     )
 
 

@@ -14,14 +14,13 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sdsuite.commands.common import add_case_arguments, grid_from_args, new_run_id, optimization_run_options, telemetry_options_from_args
+from sdsuite.commands.common import add_case_arguments, grid_from_args, new_run_id, run_options_from_args, telemetry_options_from_args
 from sdsuite.display import print_records
 from sdsuite.engine import run_grid
 from sdsuite.errors import UsageError
 from sdsuite.hardware import resolve_device
 from sdsuite.pipelines.build import validate_weights
 from sdsuite.results import check_writable_dir
-from sdsuite.runner import RunOptions
 from sdsuite.telemetry import TelemetrySetup, open_setup
 
 
@@ -112,15 +111,7 @@ def print_launched(args: argparse.Namespace, out, records: list[dict], plan_keys
 
 
 def _run(args: argparse.Namespace, cases: list, device, out, telemetry: TelemetrySetup, keys: dict | None = None) -> int:
-    opts = RunOptions(
-        runs=args.runs,
-        warmup=args.warmup,
-        device=str(device),
-        weights=args.weights,
-        count_flops=not args.no_flops,
-        min_energy_window_s=args.min_energy_window,
-        **optimization_run_options(args),
-    )
+    opts = run_options_from_args(args, device)
     run_id = new_run_id()
     err = Console(stderr=True)
     show_progress = not args.no_progress and err.is_terminal

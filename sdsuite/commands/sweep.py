@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sdsuite import __version__
-from sdsuite.commands.common import add_case_arguments, grid_from_args, new_run_id, optimization_run_options, telemetry_options_from_args
+from sdsuite.commands.common import add_case_arguments, grid_from_args, new_run_id, run_options_from_args, telemetry_options_from_args
 from sdsuite.display import fmt_bytes, fmt_seconds
 from sdsuite.dvfs.analysis import DEFAULT_MAX_SLOWDOWN_PCT, REFERENCES
 from sdsuite.dvfs.simtime import SIM_CLOCKS, SimTimeModel, VirtualTimeCache, open_sim_device, record_note, sim_meter
@@ -260,15 +260,7 @@ def _plan_lines(
 
 
 def _sweep(args: argparse.Namespace, cases: list, device, out: Path, setup: TelemetrySetup, sim_clock: str | None, vclock) -> int:
-    opts = RunOptions(
-        runs=args.runs,
-        warmup=args.warmup,
-        device=str(device),
-        weights=args.weights,
-        count_flops=not args.no_flops,
-        min_energy_window_s=args.min_energy_window,
-        **optimization_run_options(args),
-    )
+    opts = run_options_from_args(args, device)
     model = SimTimeModel(beta=args.sim_beta)
     run_id = new_run_id()
     results = ResultsDir(out)

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdsuite.commands.common import add_case_arguments
+from sdsuite.errors import UsageError
 from sdsuite.flags import GROUPS, PYTEST_GROUPS, Flag, cli_flags, pytest_flags, table
 
 pytest_plugins = ["pytester"]
@@ -132,3 +133,16 @@ def test_both_front_ends_parse_the_same_command_lines(cli, config):
             assert getattr(cli_ns, f.dest) == getattr(py_ns, f.pytest_dest)
 
     check()
+
+
+def test_one_function_builds_telemetry_options_from_either_front_end(pytester):
+    from sdsuite.commands.common import telemetry_options_from
+    from sdsuite.flags import pytest_flag_name, pytest_getter
+
+    config = pytester.parseconfig("--telemetry", "sim", "--freq", "1410", "--sdsuite-poll-interval-ms", "5")
+    opts = telemetry_options_from(pytest_getter(config), pytest_flag_name)
+    assert (opts.backend, opts.freq, opts.poll_interval_ms) == ("sim", "1410", 5.0)
+    assert opts.energy_source == "auto" and opts.cooldown is None  # CLI-only flags: their CLI defaults
+    bad = pytester.parseconfig("--sdsuite-min-energy-window", "-1")
+    with pytest.raises(UsageError, match="--sdsuite-min-energy-window must be >= 0"):
+        telemetry_options_from(pytest_getter(bad), pytest_flag_name)
