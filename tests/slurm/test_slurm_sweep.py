@@ -27,6 +27,10 @@ SWEEP = [
 
 
 def _cluster_reason() -> str | None:
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        return "submitit is not installed (the test extra has it; or pip install -e '.[slurm]')"
     if not shutil.which("sbatch") or not shutil.which("sinfo"):
         return "no SLURM client here (sbatch/sinfo); apt-get install slurm-wlm munge and run tests/slurm/start_cluster.sh"
     try:
