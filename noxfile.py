@@ -52,9 +52,11 @@ def _has_cuda(session: nox.Session) -> bool:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check."""
+    """ruff check and ruff format --check."""
     session.install("ruff")
-    session.run("ruff", "check", "sdsuite", "tests", "noxfile.py", "conftest.py")
+    paths = ("sdsuite", "tests", "tools", "noxfile.py", "conftest.py")
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
 
 
 @nox.session(default=False)

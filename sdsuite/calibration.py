@@ -209,5 +209,7 @@ def load_calibrations(results_dir: str | os.PathLike) -> dict[str, tuple[Calibra
                 raise ValueError("latency_cpu_s must be a list of numbers")
             out[str(d["record_id"])] = (Calibration.from_dict(d), [float(x) for x in cpu] if cpu else None)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise InputFileError(f"{path}:{i}: not a calibration line ({exc}); delete the file to compare without calibrated timings.") from None
+            raise InputFileError(
+                f"{path}:{i}: not a calibration line ({exc}); delete the file to compare without calibrated timings."
+            ) from None
     return out

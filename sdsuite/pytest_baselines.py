@@ -52,21 +52,43 @@ CALIB_BEFORE = pytest.StashKey[Calibration]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Baseline options, grouped and prefixed."""
     g = parser.getgroup("sdsuite-baselines", "sdsuite baseline gating (see docs/baselines.md)")
-    g.addoption("--baselines", metavar="DIR", default=None, help="compare each benchmark record with its entry under DIR/<hardware-key>/ (off when absent)")
-    g.addoption("--baseline-key", choices=SCOPES, default="auto",
-                help="auto: this exact hardware, all metrics (default); portable: machine-independent metrics and calibrated timings")
+    g.addoption(
+        "--baselines",
+        metavar="DIR",
+        default=None,
+        help="compare each benchmark record with its entry under DIR/<hardware-key>/ (off when absent)",
+    )
+    g.addoption(
+        "--baseline-key",
+        choices=SCOPES,
+        default="auto",
+        help="auto: this exact hardware, all metrics (default); portable: machine-independent metrics and calibrated timings",
+    )
     g.addoption("--update-baselines", action="store_true", default=False, help="rewrite failing and missing baseline entries of this run")
     g.addoption("--regen-baselines", action="store_true", default=False, help="rewrite every baseline entry of this run")
     g.addoption("--baseline-missing", choices=MISSING_POLICIES, default="fail", help="a case without a baseline fails (default) or skips")
-    g.addoption("--baseline-tolerance", action="append", default=[], metavar="METRIC=SPEC",
-                help="override a tolerance, e.g. latency_s=7.5%% or 'latency_*=rtol=10%%,atol=0.001' (repeatable)")
+    g.addoption(
+        "--baseline-tolerance",
+        action="append",
+        default=[],
+        metavar="METRIC=SPEC",
+        help="override a tolerance, e.g. latency_s=7.5%% or 'latency_*=rtol=10%%,atol=0.001' (repeatable)",
+    )
     g.addoption("--baseline-tolerances", metavar="FILE", default=None, help="tolerances file (JSON: metrics and per-case overrides)")
-    g.addoption("--baseline-significance", choices=SIGNIFICANCE_METHODS, default="auto",
-                help="test confirming a beyond-tolerance change: auto (Mann-Whitney U if scipy, else bootstrap), mannwhitney, bootstrap, none")
+    g.addoption(
+        "--baseline-significance",
+        choices=SIGNIFICANCE_METHODS,
+        default="auto",
+        help="test confirming a beyond-tolerance change: auto (Mann-Whitney U if scipy, else bootstrap), mannwhitney, bootstrap, none",
+    )
     g.addoption("--baseline-alpha", type=float, default=0.01, help="significance level (default 0.01)")
     g.addoption("--baseline-min-samples", type=int, default=5, help="samples each side needs before significance is tested (default 5)")
-    g.addoption("--baseline-gated-only", action="store_true", default=False,
-                help="deselect tests that produce no sdsuite record (no sd_benchmark/sd_run_case): a gate run measures only what it gates")
+    g.addoption(
+        "--baseline-gated-only",
+        action="store_true",
+        default=False,
+        help="deselect tests that produce no sdsuite record (no sd_benchmark/sd_run_case): a gate run measures only what it gates",
+    )
 
 
 def _replay_args(config: pytest.Config, directory: str) -> list[str]:
@@ -77,8 +99,13 @@ def _replay_args(config: pytest.Config, directory: str) -> list[str]:
         args += ["--baseline-key", opt("baseline_key")]
         if opt("benchmark_timer", None) and "process_time" in str(opt("benchmark_timer")):
             args += ["--benchmark-timer", "time.process_time"]  # the calibrated time needs per-run CPU time
-    for name, flag in (("variant", "--variant"), ("scheduler", "--scheduler"), ("precision", "--precision"),
-                       ("steps", "--steps"), ("resolution", "--resolution")):
+    for name, flag in (
+        ("variant", "--variant"),
+        ("scheduler", "--scheduler"),
+        ("precision", "--precision"),
+        ("steps", "--steps"),
+        ("resolution", "--resolution"),
+    ):
         for v in opt(name, None) or []:
             args += [flag, str(v)]
     for name, flag, default in (("device", "--device", "auto"), ("weights", "--weights", "auto")):
@@ -103,7 +130,9 @@ def pytest_configure(config: pytest.Config) -> None:
             store=BaselineStore(root),
             scope=opt("baseline_key"),
             rules=ToleranceRules(policy=policy, command_line=layer_from_cli(opt("baseline_tolerance"))),
-            significance=Significance(method=opt("baseline_significance"), alpha=opt("baseline_alpha"), min_samples=opt("baseline_min_samples")),
+            significance=Significance(
+                method=opt("baseline_significance"), alpha=opt("baseline_alpha"), min_samples=opt("baseline_min_samples")
+            ),
             missing=opt("baseline_missing"),
             update=update,
             write_obtained=True,
@@ -143,8 +172,12 @@ def pytest_runtest_call(item: pytest.Item):
     """Portable gate: time the calibration workload just before the benchmark (and again just after)."""
     gate = item.config.stash.get(GATE_KEY, None)
     device = _calibration_device(item.config)
-    if gate is not None and gate.calibrates and device is not None and device.type == "cpu" and any(
-        f in getattr(item, "fixturenames", ()) for f in BENCH_FIXTURES
+    if (
+        gate is not None
+        and gate.calibrates
+        and device is not None
+        and device.type == "cpu"
+        and any(f in getattr(item, "fixturenames", ()) for f in BENCH_FIXTURES)
     ):
         item.stash[CALIB_BEFORE] = measure_calibration(device)
     return (yield)
@@ -267,7 +300,9 @@ def _summary(result: GateResult) -> dict:
         "status": result.status.value,
         "file": str(result.baseline_path) if result.baseline_path else None,
         "failed": result.failed,
-        "improvements": [f"{r.metric} {r.delta_rel * 100:+.1f}%: {r.note}" for r in (comp.improvements if comp else []) if r.delta_rel is not None],
+        "improvements": [
+            f"{r.metric} {r.delta_rel * 100:+.1f}%: {r.note}" for r in (comp.improvements if comp else []) if r.delta_rel is not None
+        ],
         "noise": [r.metric for r in (comp.rows if comp else []) if r.verdict.value == "within noise"],
     }
 

@@ -198,7 +198,13 @@ def _open_telemetry(config: pytest.Config, device: torch.device):
 
     # Workers were checked by the controller and each sees its own GPU; the controller checks -n against the GPU count.
     n_workers = getattr(config.option, "numprocesses", None)
-    if setup.freq_spec.locks and not setup.simulated and n_workers and not hasattr(config, "workerinput") and workers_share_gpus(n_workers, visible_gpus(False)):
+    if (
+        setup.freq_spec.locks
+        and not setup.simulated
+        and n_workers
+        and not hasattr(config, "workerinput")
+        and workers_share_gpus(n_workers, visible_gpus(False))
+    ):
         setup.close()
         raise UsageError(
             f"locking the clocks of a real GPU from {n_workers} pytest-xdist workers with {visible_gpus(False)} GPU(s) puts two workers on one GPU; use -n <= the GPU count."
@@ -252,7 +258,9 @@ def _skip_reason(item: pytest.Item, cfg: SdsuiteConfig) -> str | None:
     if classes:
         have = device_gpu_class(cfg.device)
         if have not in classes:
-            return f"needs a {'/'.join(c.upper() for c in classes)} GPU; this one is {torch.cuda.get_device_name(cfg.device)} (class {have})"
+            return (
+                f"needs a {'/'.join(c.upper() for c in classes)} GPU; this one is {torch.cuda.get_device_name(cfg.device)} (class {have})"
+            )
     return None
 
 
@@ -418,9 +426,17 @@ def sd_benchmark(request: pytest.FixtureRequest, sdsuite_config: SdsuiteConfig, 
     def run(case: Case) -> dict:
         opts = sdsuite_config.options()
         meter = _meter(sdsuite_config)
-        with _frequency_point(sdsuite_config, case) as point, CaseRun(
-            case, opts, sdsuite_config.device, run_id=sdsuite_config.run_id, env_fingerprint=sdsuite_results.env_fingerprint, energy_meter=meter
-        ) as run:
+        with (
+            _frequency_point(sdsuite_config, case) as point,
+            CaseRun(
+                case,
+                opts,
+                sdsuite_config.device,
+                run_id=sdsuite_config.run_id,
+                env_fingerprint=sdsuite_results.env_fingerprint,
+                energy_meter=meter,
+            ) as run,
+        ):
             if run.ready:
                 if getattr(benchmark, "disabled", False):  # e.g. under xdist: still measure, ourselves
                     for _ in range(opts.runs):

@@ -57,9 +57,7 @@ def validate_record(rec: Any, where: str) -> dict:
     if missing:
         raise InputFileError(f"{where}: record lacks {', '.join(missing)}; not an sdsuite results record.")
     if rec["schema_version"] != SCHEMA_VERSION:
-        raise InputFileError(
-            f"{where}: schema_version {rec['schema_version']!r} is not supported (this sdsuite reads {SCHEMA_VERSION})."
-        )
+        raise InputFileError(f"{where}: schema_version {rec['schema_version']!r} is not supported (this sdsuite reads {SCHEMA_VERSION}).")
     return rec
 
 

@@ -148,7 +148,12 @@ class CaseMeasurement:
         # Fixed latents drawn on the CPU from the case seed (as MLPerf does), so a case gives the
         # same starting point on every device.
         gen = torch.Generator("cpu").manual_seed(self.case.seed)
-        shape = (self.case.num_images, pipe.unet.config.in_channels, self.case.height // pipe.vae_scale_factor, self.case.width // pipe.vae_scale_factor)
+        shape = (
+            self.case.num_images,
+            pipe.unet.config.in_channels,
+            self.case.height // pipe.vae_scale_factor,
+            self.case.width // pipe.vae_scale_factor,
+        )
         self.latents = torch.randn(shape, generator=gen, dtype=torch.float32).to(self.device, dtype)
         self._memory = PeakMemoryMeter(self.device)
         self._timeline = Timeline(self.device)
@@ -509,7 +514,9 @@ class CaseRun:
             raise
         except Exception as exc:
             first = str(exc).splitlines()[0][:300] if str(exc) else ""
-            REFERENCES.put(c, w, dev, ReferenceResult(ref.case_id, None, problem=f"the reference generation failed: {type(exc).__name__}: {first}"))
+            REFERENCES.put(
+                c, w, dev, ReferenceResult(ref.case_id, None, problem=f"the reference generation failed: {type(exc).__name__}: {first}")
+            )
 
     def _post_measure(self) -> None:
         """After the measured runs: options record, determinism, profiling spans, fidelity and effects."""

@@ -48,7 +48,7 @@ def bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
+    return dict(zip(bs, [chr(c) for c in cs], strict=True))
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def main() -> None:
     for _ in range(N_MERGES):
         pairs: collections.Counter = collections.Counter()
         for w, syms in splits.items():
-            for a, b in zip(syms, syms[1:]):
+            for a, b in zip(syms, syms[1:], strict=False):
                 pairs[(a, b)] += words[w]
         if not pairs:
             break

@@ -196,16 +196,26 @@ def compare_metric(
     kind = kind_for(name)
     kind_name = kind.name if kind else "metric"
     if baseline is None:
-        return MetricComparison(name, kind_name, (obtained or {}).get("unit", ""), None, _center(obtained or {}), tol, Verdict.NEW,
-                                note="not in the baseline")
+        return MetricComparison(
+            name, kind_name, (obtained or {}).get("unit", ""), None, _center(obtained or {}), tol, Verdict.NEW, note="not in the baseline"
+        )
     b = _center(baseline)
     if obtained is None:
-        return MetricComparison(name, kind_name, baseline.get("unit", ""), b, None, tol, Verdict.MISSING,
-                                note="in the baseline but not measured in this run")
+        return MetricComparison(
+            name, kind_name, baseline.get("unit", ""), b, None, tol, Verdict.MISSING, note="in the baseline but not measured in this run"
+        )
     o = _center(obtained)
     if baseline.get("unit") != obtained.get("unit"):
-        return MetricComparison(name, kind_name, obtained.get("unit", ""), b, o, tol, Verdict.UNIT,
-                                note=f"baseline unit {baseline.get('unit')!r}, obtained {obtained.get('unit')!r}")
+        return MetricComparison(
+            name,
+            kind_name,
+            obtained.get("unit", ""),
+            b,
+            o,
+            tol,
+            Verdict.UNIT,
+            note=f"baseline unit {baseline.get('unit')!r}, obtained {obtained.get('unit')!r}",
+        )
     unit = obtained.get("unit", "")
     if kind is not None and not kind.gated(obtained):
         return MetricComparison(name, kind_name, unit, b, o, tol, Verdict.INFO, note="reported only (depends on test order)")
@@ -223,8 +233,17 @@ def compare_metric(
             alt = "greater" if larger else "less"
         p = significance.p_value(bs, os_, alt)
     if p is not None and p >= significance.alpha:
-        return MetricComparison(name, kind_name, unit, b, o, tol, Verdict.NOISE, p,
-                                note=f"beyond tolerance but not significant (p={p:.3g} >= {significance.alpha:g})")
+        return MetricComparison(
+            name,
+            kind_name,
+            unit,
+            b,
+            o,
+            tol,
+            Verdict.NOISE,
+            p,
+            note=f"beyond tolerance but not significant (p={p:.3g} >= {significance.alpha:g})",
+        )
     if side is Side.BETTER:
         note = kind.better_note if kind else "better than baseline: consider updating"
         return MetricComparison(name, kind_name, unit, b, o, tol, Verdict.IMPROVEMENT, p, note)
@@ -258,9 +277,12 @@ def compare_entry(
         tol = rules.resolve(case_id, name, default_tolerance(name), layers)
         row = compare_metric(name, bm.get(name), om.get(name), tol, significance)
         if row.verdict is Verdict.MISSING and name.endswith("_calibrated"):
-            row = replace(row, note=(
-                "no calibration or per-run CPU time was measured with this record; gate through pytest with "
-                "--baseline-key portable --benchmark-timer time.process_time, without -n (see .ci/gate)"
-            ))
+            row = replace(
+                row,
+                note=(
+                    "no calibration or per-run CPU time was measured with this record; gate through pytest with "
+                    "--baseline-key portable --benchmark-timer time.process_time, without -n (see .ci/gate)"
+                ),
+            )
         rows.append(row)
     return CaseComparison(case_id, hardware_key, tuple(rows), baseline_file)

@@ -41,7 +41,7 @@ def validate_key(key: str, where: str = "hardware key") -> str:
 
 
 def _gpu_memory_bytes(env: dict, name: str | None) -> int | None:
-    for g in ((env.get("cuda") or {}).get("gpus") or []):
+    for g in (env.get("cuda") or {}).get("gpus") or []:
         if g.get("name") == name and g.get("memory_bytes"):
             return int(g["memory_bytes"])
     return None

@@ -44,7 +44,14 @@ def _verdict(row: MetricComparison) -> str:
 
 def row_cells(row: MetricComparison) -> list[str]:
     """The six cells of a row."""
-    return [row.metric, fmt_value(row.baseline, row.unit), fmt_value(row.obtained, row.unit), fmt_delta(row), row.tolerance.describe(), _verdict(row)]
+    return [
+        row.metric,
+        fmt_value(row.baseline, row.unit),
+        fmt_value(row.obtained, row.unit),
+        fmt_delta(row),
+        row.tolerance.describe(),
+        _verdict(row),
+    ]
 
 
 def text_table(comp: CaseComparison) -> str:

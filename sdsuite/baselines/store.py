@@ -281,4 +281,3 @@ def default_file_name(name: str) -> str:
     if not name or "/" in name or name.startswith(".") or name.endswith(".obtained"):
         raise UsageError(f"baseline file name {name!r} is not usable; give a plain name like 'test_inference'.")
     return name
-

@@ -30,22 +30,38 @@ DEFAULT_FILE = "sdsuite"
 def _add_gate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", metavar="RESULTS_DIR", help="results directory (holds results.jsonl and run.json)")
     p.add_argument("--baselines", required=True, metavar="DIR", help="baseline store: DIR/<hardware-key>/*.json")
-    p.add_argument("--hardware-key", choices=SCOPES, default="auto",
-                   help="auto: the exact hardware of each record, all metrics (default); portable: machine-independent metrics")
+    p.add_argument(
+        "--hardware-key",
+        choices=SCOPES,
+        default="auto",
+        help="auto: the exact hardware of each record, all metrics (default); portable: machine-independent metrics",
+    )
     p.add_argument("--run", metavar="RUN_ID", default=None, help="only records of this run (default: the latest record of each case)")
-    p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=SPEC",
-                   help="override a tolerance, e.g. latency_s=7.5%% or 'image_*=atol=1e-5' (repeatable; beats the files)")
+    p.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="METRIC=SPEC",
+        help="override a tolerance, e.g. latency_s=7.5%% or 'image_*=atol=1e-5' (repeatable; beats the files)",
+    )
     p.add_argument("--tolerances", metavar="FILE", default=None, help="tolerances file (JSON; see docs/baselines.md)")
-    p.add_argument("--significance", choices=SIGNIFICANCE_METHODS, default="auto",
-                   help="confirm beyond-tolerance changes with Mann-Whitney U (auto, needs scipy), a bootstrap, or not at all")
+    p.add_argument(
+        "--significance",
+        choices=SIGNIFICANCE_METHODS,
+        default="auto",
+        help="confirm beyond-tolerance changes with Mann-Whitney U (auto, needs scipy), a bootstrap, or not at all",
+    )
     p.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
     p.add_argument("--min-samples", type=int, default=5, help="samples each side needs before significance is tested (default 5)")
 
 
 def register(sub) -> None:
     """Add ``compare`` and ``baseline update``."""
-    p = sub.add_parser("compare", help="compare a results directory with stored baselines (exit 1 on regression)",
-                       description="Compare each record with its baseline entry; exit 0 pass, 1 regression or missing baseline, 2 bad input.")
+    p = sub.add_parser(
+        "compare",
+        help="compare a results directory with stored baselines (exit 1 on regression)",
+        description="Compare each record with its baseline entry; exit 0 pass, 1 regression or missing baseline, 2 bad input.",
+    )
     _add_gate_arguments(p)
     p.add_argument("--missing", choices=MISSING_POLICIES, default="fail", help="a case without a baseline fails (default) or is skipped")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default), json or markdown")
@@ -54,14 +70,22 @@ def register(sub) -> None:
     b = sub.add_parser("baseline", help="manage stored baselines", description="Manage the baseline store.")
     bsub = b.add_subparsers(dest="baseline_command", metavar="ACTION")  # inherits the CLI parser class: errors exit 2
     bsub.required = True
-    u = bsub.add_parser("update", help="write failing and missing entries from a results directory (--all: every entry)",
-                        description="Write baseline entries from a results directory; other entries are kept.")
+    u = bsub.add_parser(
+        "update",
+        help="write failing and missing entries from a results directory (--all: every entry)",
+        description="Write baseline entries from a results directory; other entries are kept.",
+    )
     _add_gate_arguments(u)
     u.add_argument("--all", action="store_true", help="rewrite every entry of the results, not only failing and missing ones")
-    u.add_argument("--file", default=DEFAULT_FILE, metavar="NAME",
-                   help=f"file for new entries: DIR/<key>/NAME.json (default {DEFAULT_FILE}); existing entries stay in their file")
-    u.add_argument("--pool", action="store_true",
-                   help="pool the samples of every record of a case in RESULTS_DIR (several sessions) into one entry")
+    u.add_argument(
+        "--file",
+        default=DEFAULT_FILE,
+        metavar="NAME",
+        help=f"file for new entries: DIR/<key>/NAME.json (default {DEFAULT_FILE}); existing entries stay in their file",
+    )
+    u.add_argument(
+        "--pool", action="store_true", help="pool the samples of every record of a case in RESULTS_DIR (several sessions) into one entry"
+    )
     u.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json")
     u.set_defaults(handler=cmd_update)
 
@@ -124,7 +148,9 @@ def _run(args: argparse.Namespace, cfg: GateConfig, file_name: str, pool: bool =
                 pooled.append(obtained_entry(r, portable=cfg.portable, calibration=i["calibration"], cpu_samples=i["cpu_samples"]))
             entry = pool_entries(pooled)
         i = inputs(rec)
-        out.append(gate_record(rec, i["env"], cfg, file_name=file_name, calibration=i["calibration"], cpu_samples=i["cpu_samples"], entry=entry))
+        out.append(
+            gate_record(rec, i["env"], cfg, file_name=file_name, calibration=i["calibration"], cpu_samples=i["cpu_samples"], entry=entry)
+        )
     return out
 
 
@@ -168,8 +194,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not any(r.comparison is not None for r in results):
         print("sdsuite: warning: no record was compared with a baseline.", file=sys.stderr)
     if any(r.failed for r in results):
-        print(f"sdsuite: regression or missing baseline; accept intended changes with `sdsuite baseline update {args.results} "
-              f"--baselines {args.baselines}`.", file=sys.stderr)
+        print(
+            f"sdsuite: regression or missing baseline; accept intended changes with `sdsuite baseline update {args.results} "
+            f"--baselines {args.baselines}`.",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -54,7 +54,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Print the registries."""
     data = {
         "variants": _variants_data(),
-        "schedulers": [{"name": DEFAULT_SCHEDULER, "class": "(checkpoint's own)", "overrides": {}, "description": "the scheduler the weights ship with"}]
+        "schedulers": [
+            {
+                "name": DEFAULT_SCHEDULER,
+                "class": "(checkpoint's own)",
+                "overrides": {},
+                "description": "the scheduler the weights ship with",
+            }
+        ]
         + [{"name": s.name, "class": s.class_name, "overrides": s.overrides, "description": s.description} for s in SCHEDULERS.values()],
         "precisions": [{"name": k, "dtype": v} for k, v in PRECISIONS.items()],
     }

@@ -1,4 +1,4 @@
-"""``sdsuite status OUT``: progress of a scale-out sweep (local ``--gpus`` or SLURM array), merging finished tasks first."""
+"""``sdsuite status OUT``: progress of a scale-out sweep or run (local ``--gpus`` or SLURM array), merging finished tasks first."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import json
 from pathlib import Path
 
 from sdsuite.errors import UsageError
+from sdsuite.flags import FORMATS
 
 
 def register(sub) -> None:
     """Add the ``status`` subcommand."""
-    p = sub.add_parser("status", help="progress of a scale-out sweep directory (merges finished tasks)", description=__doc__)
-    p.add_argument("out", metavar="OUT", help="the sweep's --out directory")
+    p = sub.add_parser("status", help="progress of a scale-out sweep or run directory (merges finished tasks)", description=__doc__)
+    p.add_argument("out", metavar="OUT", help="the --out directory of a launched sweep or run")
     p.add_argument("--no-merge", action="store_true", help="only read; do not merge task directories into OUT/results.jsonl")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     p.set_defaults(handler=cmd_status)
 
 
@@ -54,6 +55,7 @@ def status_of(out: Path, merge: bool = True) -> dict:
         "submissions": len(manifests),
         "submission": latest.get("submission"),
         "launcher": latest.get("launcher"),
+        "command": latest.get("command", "sweep"),
         "job_id": latest.get("job_id"),
         "planned": len(planned),
         "finished": len(planned) - len(missing),
@@ -67,7 +69,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Print the progress; exit 0 (2 when OUT is not a results directory)."""
     out = Path(args.out)
     if not (out / "results.jsonl").exists() and not (out / "launch").is_dir() and not (out / "tasks").is_dir():
-        raise UsageError(f"{str(out)!r} holds no sdsuite results; give the --out of a sweep.")
+        raise UsageError(f"{str(out)!r} holds no sdsuite results; give the --out of a sweep or of a launched run.")
     st = status_of(out, merge=not args.no_merge)
     if args.format == "json":
         from sdsuite.cli import print_json
@@ -85,5 +87,5 @@ def cmd_status(args: argparse.Namespace) -> int:
         gpu = f" gpu {t['gpu']}" if t["gpu"] is not None else ""
         print(f"  task {t['index']}{gpu}: {t['finished']}/{t['points']} {t['state']}")
     if st["missing"]:
-        print("  resubmit the missing points: rerun the same sdsuite sweep command with --resume")
+        print(f"  resubmit the missing points: rerun the same sdsuite {st['command']} command with --resume")
     return 0

@@ -62,5 +62,7 @@ def test_harness_overhead(benchmark, variant, sdsuite_device):
     benchmark.extra_info.update(
         bare_median_s=statistics.median(bare_s), sdsuite_median_s=statistics.median(ours_s), overhead_pct=overhead * 100, rounds=ROUNDS
     )
-    print(f"\n{variant}: bare {statistics.median(bare_s) * 1e3:.2f} ms, sdsuite {statistics.median(ours_s) * 1e3:.2f} ms, overhead {overhead * 100:+.2f}%")
+    print(
+        f"\n{variant}: bare {statistics.median(bare_s) * 1e3:.2f} ms, sdsuite {statistics.median(ours_s) * 1e3:.2f} ms, overhead {overhead * 100:+.2f}%"
+    )
     assert len(m.samples) == ROUNDS

@@ -43,7 +43,10 @@ def test_sibling_variants_share_their_family_architecture(variant):
 
 
 def test_fast_random_fill_is_deterministic_and_sane():
-    lin1, lin2 = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.LayerNorm(32)), torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.LayerNorm(32))
+    lin1, lin2 = (
+        torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.LayerNorm(32)),
+        torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.LayerNorm(32)),
+    )
     build.fill_random_(lin1, seed=3)
     build.fill_random_(lin2, seed=3)
     for p, q in zip(lin1.parameters(), lin2.parameters(), strict=True):

@@ -86,14 +86,16 @@ def test_workflow_missing_update_pass_slowdown_update_faster(pytester):
     write_bench(pytester, scale=1.3)
     r = run(pytester)
     r.assert_outcomes(failed=1)
-    r.stdout.fnmatch_lines([
-        "*does not match its baseline (latency_s)*",
-        "*metric*baseline*obtained*delta %*tolerance*verdict*",
-        "*flops_per_image*1000 FLOP*1000 FLOP*exact*pass*",
-        "*latency_s*60.0 ms*78.0 ms*+30.00%*+5%*REGRESSION*",
-        "*obtained values: *test_bench.obtained.json*",
-        "*pytest*test_bench.py::test_bench*--baselines bl --update-baselines*",
-    ])
+    r.stdout.fnmatch_lines(
+        [
+            "*does not match its baseline (latency_s)*",
+            "*metric*baseline*obtained*delta %*tolerance*verdict*",
+            "*flops_per_image*1000 FLOP*1000 FLOP*exact*pass*",
+            "*latency_s*60.0 ms*78.0 ms*+30.00%*+5%*REGRESSION*",
+            "*obtained values: *test_bench.obtained.json*",
+            "*pytest*test_bench.py::test_bench*--baselines bl --update-baselines*",
+        ]
+    )
     assert path.with_name("test_bench.obtained.json").exists()
     # 4. Accept it: updated, then passes.
     run(pytester, "--update-baselines").stdout.fnmatch_lines(["*updated: tiny-sd/euler*"])
@@ -199,7 +201,11 @@ def test_portable_key_gates_calibrated_cpu_time_and_deterministic_metrics_only(p
     run(pytester, "--baseline-key", "portable", "--update-baselines").assert_outcomes(passed=1)
     (path,) = baseline_files(pytester)
     assert path.parent.name.startswith("cpu-portable-")
-    assert set(json.loads(path.read_text())["entries"][CASE]["metrics"]) == {"flops_per_image", "latency_cpu_calibrated", "param_count_unet"}
+    assert set(json.loads(path.read_text())["entries"][CASE]["metrics"]) == {
+        "flops_per_image",
+        "latency_cpu_calibrated",
+        "param_count_unet",
+    }
     write_bench(pytester, scale=2.0, cpu=True)
     r = run(pytester, "--baseline-key", "portable")
     r.assert_outcomes(failed=1)

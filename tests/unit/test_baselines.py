@@ -103,7 +103,13 @@ def test_a_new_metric_kind_is_a_small_registered_class():
 def test_exact_entries_keep_all_kinds_portable_entries_only_machine_independent_ones():
     exact = obtained_entry(make_record(), portable=False)
     assert set(exact["metrics"]) == {
-        "latency_s", "latency_cpu_s", "images_per_s", "flops_per_image", "image_mean", "param_count_unet", "param_count_vae"
+        "latency_s",
+        "latency_cpu_s",
+        "images_per_s",
+        "flops_per_image",
+        "image_mean",
+        "param_count_unet",
+        "param_count_vae",
     }
     assert exact["metrics"]["flops_per_image"] == {"unit": "FLOP", "value": 421084160}
     assert exact["metrics"]["latency_s"]["samples"] == sorted(exact["metrics"]["latency_s"]["samples"])
@@ -166,12 +172,18 @@ def test_concurrent_writers_lose_no_entry(tmp_path):
         ('{"schema": "other"}', "not an sdsuite baseline file"),
         ('{"schema": "sdsuite-baselines", "schema_version": 99, "hardware_key": "k", "entries": {}}', "schema_version 99"),
         ('{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "other", "entries": {}}', "does not match its directory"),
-        ('{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "k", "entries": {"c": {"metrics": {"m": {"unit": "s"}}}}}',
-         "median"),
-        ('{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "k", "entries": {"c": {"metrics": {}, "simulated": true}}}',
-         "simulated device"),
-        ('{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "k", "entries": {"c": {"metrics": {}, "tolerances": {"m": "x"}}}}',
-         "cannot read"),
+        (
+            '{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "k", "entries": {"c": {"metrics": {"m": {"unit": "s"}}}}}',
+            "median",
+        ),
+        (
+            '{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "k", "entries": {"c": {"metrics": {}, "simulated": true}}}',
+            "simulated device",
+        ),
+        (
+            '{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "k", "entries": {"c": {"metrics": {}, "tolerances": {"m": "x"}}}}',
+            "cannot read",
+        ),
     ],
 )
 def test_a_bad_baseline_file_is_named_and_left_untouched(tmp_path, content, message):

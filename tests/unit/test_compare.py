@@ -99,7 +99,9 @@ def test_tolerance_specs_parse_to_exact_decimals(spec, rtol, atol, direction):
     assert (o.rtol, o.atol, o.direction) == (rtol, atol, direction)
 
 
-@pytest.mark.parametrize("spec", ["", "5", "five%", "-5%", "rtol=", "speed=5%", "direction=sideways", {"rtol": True}, {"rto": 0.1}, 0.05, "nan%"])
+@pytest.mark.parametrize(
+    "spec", ["", "5", "five%", "-5%", "rtol=", "speed=5%", "direction=sideways", {"rtol": True}, {"rto": 0.1}, 0.05, "nan%"]
+)
 def test_bad_tolerance_specs_are_usage_errors_naming_the_source(spec):
     with pytest.raises(UsageError, match="from-test"):
         parse_tolerance(spec, "from-test")
@@ -168,8 +170,14 @@ def test_an_improvement_is_reported_with_its_note_and_never_fails():
 
 def test_throughput_is_higher_is_better():
     t = Tolerance(rtol=Fraction(5, 100), direction=Direction.HIGHER)
-    assert compare_metric("images_per_s", {"unit": "images/s", "value": 10.0}, {"unit": "images/s", "value": 8.0}, t).verdict is Verdict.REGRESSION
-    assert compare_metric("images_per_s", {"unit": "images/s", "value": 10.0}, {"unit": "images/s", "value": 12.0}, t).verdict is Verdict.IMPROVEMENT
+    assert (
+        compare_metric("images_per_s", {"unit": "images/s", "value": 10.0}, {"unit": "images/s", "value": 8.0}, t).verdict
+        is Verdict.REGRESSION
+    )
+    assert (
+        compare_metric("images_per_s", {"unit": "images/s", "value": 10.0}, {"unit": "images/s", "value": 12.0}, t).verdict
+        is Verdict.IMPROVEMENT
+    )
 
 
 @settings(max_examples=50)
@@ -180,18 +188,22 @@ def test_identical_samples_always_pass(values):
 
 
 def test_entry_comparison_covers_missing_new_unit_changes_and_info():
-    base = {"metrics": {
-        "flops_per_image": {"unit": "FLOP", "value": 100},
-        "latency_calibrated": sampled([4.0] * 5, "x sdsuite-calib-v1"),
-        "image_mean": {"unit": "1", "value": 0.5},
-        "peak_memory_bytes": {"unit": "B", "median": 100, "n": 1, "samples": [100], "kind": "process_peak_rss"},
-    }}
-    obt = {"metrics": {
-        "flops_per_image": {"unit": "FLOP", "value": 101},
-        "image_mean": {"unit": "", "value": 0.5},
-        "peak_memory_bytes": {"unit": "B", "median": 900, "n": 1, "samples": [900], "kind": "process_peak_rss"},
-        "param_count_unet": {"unit": "1", "value": 5},
-    }}
+    base = {
+        "metrics": {
+            "flops_per_image": {"unit": "FLOP", "value": 100},
+            "latency_calibrated": sampled([4.0] * 5, "x sdsuite-calib-v1"),
+            "image_mean": {"unit": "1", "value": 0.5},
+            "peak_memory_bytes": {"unit": "B", "median": 100, "n": 1, "samples": [100], "kind": "process_peak_rss"},
+        }
+    }
+    obt = {
+        "metrics": {
+            "flops_per_image": {"unit": "FLOP", "value": 101},
+            "image_mean": {"unit": "", "value": 0.5},
+            "peak_memory_bytes": {"unit": "B", "median": 900, "n": 1, "samples": [900], "kind": "process_peak_rss"},
+            "param_count_unet": {"unit": "1", "value": 5},
+        }
+    }
     comp = compare_entry("c", "k", base, obt)
     verdicts = {r.metric: r.verdict for r in comp.rows}
     assert verdicts == {

@@ -283,3 +283,11 @@ def test_task_cpus_follow_slurm_then_affinity():
 
     assert task_cpus({"SLURM_CPUS_PER_TASK": "3"}) == 3
     assert task_cpus({"SLURM_CPUS_PER_TASK": "x"}) == task_cpus({}) >= 1
+
+
+def test_status_of_a_launched_run_names_the_run_command(tmp_path, capsys):
+    assert main([*RUN_SIM, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh")]) == 0
+    capsys.readouterr()
+    assert main(["status", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "0/3 point(s) finished, 3 missing" in out and "rerun the same sdsuite run command with --resume" in out

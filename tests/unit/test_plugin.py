@@ -87,8 +87,18 @@ def test_benchmark_writes_records_and_extra_info(pytester, monkeypatch):
     pytester.makepyfile(BENCH)
     out = pytester.path / "res"
     result = pytester.runpytest(
-        "--variant", "tiny-sd", "--scheduler", "euler", "--steps", "1", "--sdsuite-runs", "3", "--sdsuite-out", str(out),
-        "--benchmark-json", str(pytester.path / "bench.json"),
+        "--variant",
+        "tiny-sd",
+        "--scheduler",
+        "euler",
+        "--steps",
+        "1",
+        "--sdsuite-runs",
+        "3",
+        "--sdsuite-out",
+        str(out),
+        "--benchmark-json",
+        str(pytester.path / "bench.json"),
     )
     result.assert_outcomes(passed=1)
     (rec,) = _records(out / "results.jsonl")
