@@ -172,7 +172,7 @@ def launch(args: argparse.Namespace) -> int:
     merged = merge_tasks(out)  # what earlier tasks finished counts as done
     ns, plan = _capture_plan(args)
     plan_keys = [p.key for p in plan.points]
-    todo = [PointRef(p.key, p.case.case_id, p.case.variant, p.case.freq_mhz) for p in plan.to_run]
+    todo = [PointRef(p.key, p.case.case_id, p.case.variant, p.case.freq_mhz, _option_group(p.case)) for p in plan.to_run]
     say(
         f"scale-out: {len(plan.points)} point(s), {plan.already_done} already done in {out}, {len(todo)} to run ({merged.task_dirs} task dir(s) merged)"
     )
@@ -225,6 +225,13 @@ def launch(args: argparse.Namespace) -> int:
     codes = run_local(spec_path, tasks, sub_dir, cpu_threads=threads)
     merge_tasks(out)
     return _report_and_exit(ns, out, codes, plan_keys)
+
+
+def _option_group(case) -> str:
+    """The case without its optimization set: the points of one option grid run in one task (their effects need it)."""
+    from sdsuite.case import DEFAULT_OPTIONS
+
+    return replace(case, options=DEFAULT_OPTIONS).case_id
 
 
 def _say(args: argparse.Namespace):

@@ -1,7 +1,12 @@
-"""Split the points still to run into tasks: one per GPU, or one per (variant, frequency chunk)."""
+"""Split the points still to run into tasks: one per GPU, or one per (variant, frequency chunk).
+
+Points of one group (the same case with different optimization sets) stay in one task: the option
+effects of a case are formed against its reference set in the same process (sdsuite.effects).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +21,7 @@ class PointRef:
     case_id: str
     variant: str
     freq_mhz: int | None
+    group: str | None = None  # points sharing a group run in one task (None: a group of its own)
 
 
 @dataclass(frozen=True)
@@ -32,17 +38,33 @@ class TaskSpec:
         return tuple(p.key for p in self.points)
 
 
-def split_even(points: Sequence[PointRef], n: int) -> list[tuple[PointRef, ...]]:
-    """``n`` contiguous slices of sizes differing by at most one (contiguous: each worker loads few pipelines, changes few clocks)."""
+def _groups(points: Sequence[PointRef]) -> list[list[PointRef]]:
+    """Points by group, groups in order of first appearance, points in their given order."""
+    groups: dict[object, list[PointRef]] = {}
+    for i, p in enumerate(points):
+        groups.setdefault(p.group if p.group is not None else ("point", i), []).append(p)
+    return list(groups.values())
+
+
+def _split_groups(groups: Sequence[Sequence[PointRef]], n: int) -> list[tuple[PointRef, ...]]:
+    """``n`` contiguous runs of whole groups, balanced by point count (the first ones take the remainder)."""
     if n < 1:
         raise UsageError(f"need at least one worker, got {n}.")
-    base, extra = divmod(len(points), n)
-    out, start = [], 0
-    for i in range(n):
-        size = base + (1 if i < extra else 0)
-        out.append(tuple(points[start : start + size]))
-        start += size
-    return out
+    total = sum(len(g) for g in groups)
+    parts: list[list[PointRef]] = [[] for _ in range(n)]
+    k, done = 0, 0
+    for g in groups:
+        parts[k].extend(g)
+        done += len(g)
+        while k < n - 1 and done >= math.ceil(total * (k + 1) / n):
+            k += 1
+    return [tuple(p) for p in parts]
+
+
+def split_even(points: Sequence[PointRef], n: int) -> list[tuple[PointRef, ...]]:
+    """``n`` contiguous slices of sizes differing by at most one where groups allow (contiguous: each worker loads
+    few pipelines, changes few clocks); a group is never split."""
+    return _split_groups(_groups(points), n)
 
 
 def tasks_per_gpu(points: Sequence[PointRef], gpus: Sequence[int]) -> list[TaskSpec]:
@@ -52,11 +74,21 @@ def tasks_per_gpu(points: Sequence[PointRef], gpus: Sequence[int]) -> list[TaskS
 
 
 def tasks_per_chunk(points: Sequence[PointRef], points_per_task: int) -> list[TaskSpec]:
-    """One task per (variant, chunk of at most ``points_per_task`` consecutive points): a task loads one variant."""
+    """One task per (variant, chunk of at most ``points_per_task`` points): a task loads one variant. Whole groups
+    only: a group larger than ``points_per_task`` gets a task of its own."""
     if points_per_task < 1:
         raise UsageError(f"--points-per-task must be >= 1, got {points_per_task}.")
-    by_variant: dict[str, list[PointRef]] = {}
-    for p in points:
-        by_variant.setdefault(p.variant, []).append(p)
-    chunks = [tuple(ps[i : i + points_per_task]) for ps in by_variant.values() for i in range(0, len(ps), points_per_task)]
+    by_variant: dict[str, list[list[PointRef]]] = {}
+    for g in _groups(points):
+        by_variant.setdefault(g[0].variant, []).append(g)
+    chunks: list[tuple[PointRef, ...]] = []
+    for groups in by_variant.values():
+        current: list[PointRef] = []
+        for g in groups:
+            if current and len(current) + len(g) > points_per_task:
+                chunks.append(tuple(current))
+                current = []
+            current.extend(g)
+        if current:
+            chunks.append(tuple(current))
     return [TaskSpec(i, c) for i, c in enumerate(chunks)]

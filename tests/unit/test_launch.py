@@ -6,6 +6,8 @@ import builtins
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sdsuite.cli import main
 from sdsuite.errors import UsageError
@@ -51,6 +53,31 @@ def test_split_covers_every_point_once():
     assert [len(t.points) for t in tasks] == [3, 2, 2] and [t.gpu for t in tasks] == [0, 1, 2]
     assert [len(c) for c in split_even(pts[:1], 2)] == [1, 0]
     assert [t.index for t in tasks_per_gpu(pts[:1], (0, 1))] == [0]  # indices stay positions when a GPU gets nothing
+
+
+@given(
+    sizes=st.lists(st.integers(1, 5), min_size=0, max_size=12),
+    n=st.integers(1, 6),
+    interleave=st.booleans(),
+)
+def test_tasks_cover_every_point_once_and_never_split_an_option_group(sizes, n, interleave):
+    """Points of one group (a case under several optimization sets) stay in one task, for GPUs and for chunks;
+    singleton groups split evenly; chunks hold at most n points unless one group alone is larger."""
+    pts = [PointRef(f"k{g}-{i}", f"c{g}/o{i}", "v" if g % 3 else "w", None, f"g{g}") for g, size in enumerate(sizes) for i in range(size)]
+    if interleave:  # groups need not be contiguous in the plan (references of every seed first, then the others)
+        pts = sorted(pts, key=lambda p: (p.key.split("-")[1], p.key))
+    for tasks in (tasks_per_gpu(pts, range(n)), tasks_per_chunk(pts, n)):
+        flat = [p for t in tasks for p in t.points]
+        assert sorted(p.key for p in flat) == sorted(p.key for p in pts)
+        owner = {p.group: t.index for t in tasks for p in t.points}
+        assert all(owner[p.group] == t.index for t in tasks for p in t.points)
+        assert [t.index for t in tasks] == list(range(len(tasks))) and all(t.points for t in tasks)
+    for t in tasks_per_chunk(pts, n):
+        assert len(t.points) <= n or len({p.group for p in t.points}) == 1
+        assert len({p.variant for p in t.points}) == 1
+    singles = [PointRef(p.key, p.case_id, p.variant, None) for p in pts]
+    lens = [len(c) for c in split_even(singles, n)]
+    assert max(lens) - min(lens) <= 1
 
 
 def test_chunks_never_mix_variants():
@@ -291,3 +318,13 @@ def test_status_of_a_launched_run_names_the_run_command(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "0/3 point(s) finished, 3 missing" in out and "rerun the same sdsuite run command with --resume" in out
+
+
+def test_an_option_grid_stays_in_one_task(tmp_path, capsys):
+    """--compare-options forms effects against the reference set in the same process: the launcher keeps a case's sets together."""
+    args = ["run", "--telemetry", "sim", "--runs", "1", "--steps", "2", "--seed", "0,1", "--attention", "sdpa,sliced", "--compare-options"]
+    assert main([*args, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh"), "--points-per-task", "2"]) == 0
+    tasks = json.loads(next((tmp_path / "launch").glob("*/manifest.json")).read_text())["tasks"]
+    assert [len(t["case_ids"]) for t in tasks] == [3, 3]  # reference + 2 sets per seed, never split
+    for t in tasks:
+        assert len({cid.split("/attn=")[0] for cid in t["case_ids"]}) == 1
