@@ -72,8 +72,9 @@ def device_record(device: torch.device) -> dict:
     }
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
-        info.update(index=index, uuid=f"GPU-{uuid}" if uuid is not None and not str(uuid).startswith("GPU-") else uuid)
+        raw = getattr(torch.cuda.get_device_properties(index), "uuid", None)  # torch prints it without NVML's "GPU-" prefix
+        uuid = None if raw is None else str(raw)
+        info.update(index=index, uuid=uuid if uuid is None or uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
         info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     slurm = {k: os.environ[v] for k, v in SLURM_ENV.items() if os.environ.get(v)}
     if slurm:

@@ -328,3 +328,21 @@ def test_an_option_grid_stays_in_one_task(tmp_path, capsys):
     assert [len(t["case_ids"]) for t in tasks] == [3, 3]  # reference + 2 sets per seed, never split
     for t in tasks:
         assert len({cid.split("/attn=")[0] for cid in t["case_ids"]}) == 1
+
+
+def test_gpu_records_name_the_physical_gpu(monkeypatch):
+    """On a GPU the record holds torch's index, the NVML-style UUID and the CUDA_VISIBLE_DEVICES it ran under (no GPU here: faked)."""
+    import torch
+
+    from sdsuite.hardware import device_record
+
+    class Props:
+        uuid = "5f3e8a1c-0000-4000-8000-a10000000001"  # torch's spelling, without "GPU-"
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: Props())
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6")
+    info = device_record(torch.device("cuda:0"))
+    assert info["gpu_class"] == "h100" and info["index"] == 0 and info["cuda_visible_devices"] == "6"
+    assert info["uuid"] == "GPU-5f3e8a1c-0000-4000-8000-a10000000001"
+    json.dumps(info)  # plain JSON values only
