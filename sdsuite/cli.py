@@ -50,11 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_third_party_imports() -> None:
+    """Keep the CLI's output to what the user asked for: transformers, diffusers and torchao warn at import about
+    optional pieces sdsuite does not use (image processors, torchao's CUDA kernels on a CPU build, torchao tensor
+    types). Errors still show; an explicit TRANSFORMERS_VERBOSITY / DIFFUSERS_VERBOSITY wins."""
+    import logging
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sdsuite`` script."""
-    # transformers warns at import about optional image processors sdsuite never uses; keep the CLI's
-    # output to what the user asked for (an explicit TRANSFORMERS_VERBOSITY still wins).
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    quiet_third_party_imports()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

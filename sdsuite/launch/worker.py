@@ -102,7 +102,9 @@ def _cap_cpu_threads() -> None:
 
 def run_task(spec_path: str, index: int) -> int:
     """Measure task ``index`` of the spec, then merge every finished task into the shared --out; the command's exit code."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from sdsuite.cli import quiet_third_party_imports
+
+    quiet_third_party_imports()
     _cap_cpu_threads()
     spec = load_spec(spec_path)
     task = spec.tasks[int(index)]

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -82,3 +83,14 @@ def test_unknown_subcommand_and_flag_exit_2():
     assert r.returncode == 2 and "invalid choice" in r.stderr
     r = subprocess.run([sys.executable, "-m", "sdsuite.cli", "run", "--bogus"], capture_output=True, text=True)
     assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr
+
+
+@pytest.mark.slow
+def test_the_main_job_prints_no_import_noise(tmp_path):
+    """`sdsuite run` (the README's main job) keeps stderr to what the user asked for: no import-time warnings from
+    diffusers, transformers or torchao (all installed by the test extra)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY")}
+    cmd = [sys.executable, "-m", "sdsuite.cli", "run", "--runs", "1", "--steps", "1", "--no-progress", "--out", str(tmp_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
