@@ -94,7 +94,14 @@ def scaleout_plan(args: argparse.Namespace, plan: Any) -> Any | None:
     keys = getattr(args, "only_points", None)
     if keys:
         wanted = set(keys)
-        return replace(plan, points=tuple(p for p in plan.points if p.key in wanted))
+        mine = tuple(p for p in plan.points if p.key in wanted)
+        if len(mine) < len(wanted):
+            raise UsageError(
+                f"{len(wanted) - len(mine)} of this task's {len(wanted)} point(s) do not exist here: the launcher planned them "
+                "for another device (GPU class, torch device or telemetry backend differ on this node). Submit from a node "
+                "like the ones the tasks run on (e.g. inside salloc), or give --device and --telemetry explicitly."
+            )
+        return replace(plan, points=mine)
     return plan
 
 
@@ -163,6 +170,16 @@ def launch(args: argparse.Namespace) -> int:
     if args.launcher == "slurm" and not args.emit_sbatch:
         require_submitit()  # before any work: name the extra to install
     sopts = _slurm_options(args) if slurm else None
+    if sopts and sopts.gpus_per_node > 0 and str(args.device) == "auto":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(
+                "--launcher slurm plans the points here, where torch sees no GPU (--device auto means the CPU here), but the "
+                f"array tasks get {sopts.gpus_per_node} GPU(s) each and would run on CUDA: different points. Submit from a GPU "
+                "node of the same class (e.g. inside `salloc --gpus 1`), or for a CPU/simulated dry run pass --device cpu "
+                "or --slurm-gpus-per-node 0."
+            )
     gpus: tuple[int, ...] = ()
     if args.gpus:
         if args.device not in ("auto", "cuda"):

@@ -186,6 +186,8 @@ def test_emit_sbatch_writes_script_and_manifest(tmp_path, capsys):
         "2",
         "--emit-sbatch",
         str(script),
+        "--device",
+        "cpu",
         "--points-per-task",
         "3",
         "--slurm-partition",
@@ -199,7 +201,9 @@ def test_emit_sbatch_writes_script_and_manifest(tmp_path, capsys):
 
 
 def test_status_reports_progress(tmp_path, capsys):
-    assert main([*SIM, "--out", str(tmp_path), "--runs", "1", "--steps", "2", "--emit-sbatch", str(tmp_path / "j.sh")]) == 0
+    assert (
+        main([*SIM, "--out", str(tmp_path), "--runs", "1", "--steps", "2", "--emit-sbatch", str(tmp_path / "j.sh"), "--device", "cpu"]) == 0
+    )
     capsys.readouterr()
     assert main(["status", str(tmp_path), "--format", "json"]) == 0
     st = json.loads(capsys.readouterr().out)
@@ -212,7 +216,19 @@ RUN_SIM = ["run", "--telemetry", "sim", "--runs", "1", "--steps", "2", "--seed",
 
 def test_run_emit_sbatch_plans_one_point_per_case(tmp_path, capsys):
     script = tmp_path / "job.sh"
-    args = [*RUN_SIM, "--out", str(tmp_path / "o"), "--emit-sbatch", str(script), "--points-per-task", "2", "--slurm-gpus-per-node", "2"]
+    args = [
+        *RUN_SIM,
+        "--out",
+        str(tmp_path / "o"),
+        "--emit-sbatch",
+        str(script),
+        "--points-per-task",
+        "2",
+        "--slurm-gpus-per-node",
+        "2",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     text = script.read_text()
     assert "--job-name=sdsuite-run" in text and "--array=0-1%" in text and "--gpus-per-node=2" in text  # 3 cases, 2 per task
@@ -227,7 +243,7 @@ def test_run_emit_sbatch_plans_one_point_per_case(tmp_path, capsys):
 def test_run_and_sweep_points_of_one_case_differ(tmp_path, capsys):
     """A run case and a sweep point of the same case at the same clock are different measurements (different keys)."""
     run_out, sweep_out = tmp_path / "r", tmp_path / "s"
-    common = ["--telemetry", "sim", "--allow-clock-control", "--runs", "1", "--steps", "2", "--freq", "1410"]
+    common = ["--telemetry", "sim", "--device", "cpu", "--allow-clock-control", "--runs", "1", "--steps", "2", "--freq", "1410"]
     assert main(["run", *common, "--out", str(run_out), "--emit-sbatch", str(tmp_path / "a.sh")]) == 0
     assert main(["sweep", *common, "--out", str(sweep_out), "--emit-sbatch", str(tmp_path / "b.sh")]) == 0
     keys = [json.loads(next((o / "launch").glob("*/manifest.json")).read_text())["planned_keys"] for o in (run_out, sweep_out)]
@@ -313,7 +329,7 @@ def test_task_cpus_follow_slurm_then_affinity():
 
 
 def test_status_of_a_launched_run_names_the_run_command(tmp_path, capsys):
-    assert main([*RUN_SIM, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh")]) == 0
+    assert main([*RUN_SIM, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh"), "--device", "cpu"]) == 0
     capsys.readouterr()
     assert main(["status", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -323,7 +339,7 @@ def test_status_of_a_launched_run_names_the_run_command(tmp_path, capsys):
 def test_an_option_grid_stays_in_one_task(tmp_path, capsys):
     """--compare-options forms effects against the reference set in the same process: the launcher keeps a case's sets together."""
     args = ["run", "--telemetry", "sim", "--runs", "1", "--steps", "2", "--seed", "0,1", "--attention", "sdpa,sliced", "--compare-options"]
-    assert main([*args, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh"), "--points-per-task", "2"]) == 0
+    assert main([*args, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh"), "--points-per-task", "2", "--device", "cpu"]) == 0
     tasks = json.loads(next((tmp_path / "launch").glob("*/manifest.json")).read_text())["tasks"]
     assert [len(t["case_ids"]) for t in tasks] == [3, 3]  # reference + 2 sets per seed, never split
     for t in tasks:
@@ -346,3 +362,26 @@ def test_gpu_records_name_the_physical_gpu(monkeypatch):
     assert info["gpu_class"] == "h100" and info["index"] == 0 and info["cuda_visible_devices"] == "6"
     assert info["uuid"] == "GPU-5f3e8a1c-0000-4000-8000-a10000000001"
     json.dumps(info)  # plain JSON values only
+
+
+def test_slurm_submission_planned_without_a_gpu_for_gpu_tasks_exits_2(tmp_path, capsys):
+    """Planned here on the CPU (--device auto), run there on CUDA: the points would not match; refused before any work."""
+    assert main([*RUN_SIM, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh")]) == 2
+    err = capsys.readouterr().err
+    assert "torch sees no GPU" in err and "--device cpu" in err and "salloc" in err
+    assert not (tmp_path / "launch").exists() and not (tmp_path / "j.sh").exists()
+
+
+def test_a_task_planned_for_another_device_fails_loudly(tmp_path, capsys):
+    """A worker whose points do not exist on its node (planned for another device) exits 2 instead of measuring nothing."""
+    from sdsuite.launch.worker import run_task
+
+    assert main([*RUN_SIM, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh"), "--device", "cpu"]) == 0
+    spec_path = next((tmp_path / "launch").glob("*/spec.pkl"))
+    from sdsuite.launch.worker import load_spec, save_spec
+
+    spec = load_spec(spec_path)
+    spec.args.gpu_model = "h100"  # this "node" is another GPU class than the one the points were planned for
+    save_spec(spec, spec_path)
+    assert run_task(str(spec_path), 0) == 2
+    assert "do not exist here" in capsys.readouterr().err

@@ -111,7 +111,18 @@ def test_slurm_task_with_two_gpus_spreads_its_points(tmp_path):
     """A SLURM array task given 2 GPUs (--slurm-gpus-per-node 2) runs one process per GPU on its share of the points."""
     out, script = tmp_path / "sweep", tmp_path / "job.sh"
     sweep = ["sweep", "--telemetry", "sim", "--freq", "sample:4", "--allow-clock-control", *SMALL, "--no-flops", "--save-images", "none"]
-    sweep += ["--no-report", "--no-progress", "--out", str(out), "--emit-sbatch", str(script), "--slurm-gpus-per-node", "2"]
+    sweep += [
+        "--no-report",
+        "--no-progress",
+        "--out",
+        str(out),
+        "--emit-sbatch",
+        str(script),
+        "--slurm-gpus-per-node",
+        "2",
+        "--device",
+        "cpu",
+    ]
     _cli(*sweep, "--points-per-task", "4")
     spec = next((out / "launch").glob("*/spec.pkl"))
     env = {**_env(), "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "0", "SLURM_JOB_ID": "78"}  # what sbatch sets
