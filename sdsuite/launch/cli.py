@@ -99,7 +99,7 @@ def scaleout_plan(args: argparse.Namespace, plan: Any) -> Any | None:
             raise UsageError(
                 f"{len(wanted) - len(mine)} of this task's {len(wanted)} point(s) do not exist here: the launcher planned them "
                 "for another device (GPU class, torch device or telemetry backend differ on this node). Submit from a node "
-                "like the ones the tasks run on (e.g. inside salloc), or give --device and --telemetry explicitly."
+                "like the ones the tasks run on (e.g. in `srun --gpus 1 --pty bash`), or give --device and --telemetry explicitly."
             )
         return replace(plan, points=mine)
     return plan
@@ -177,7 +177,7 @@ def launch(args: argparse.Namespace) -> int:
             raise UsageError(
                 "--launcher slurm plans the points here, where torch sees no GPU (--device auto means the CPU here), but the "
                 f"array tasks get {sopts.gpus_per_node} GPU(s) each and would run on CUDA: different points. Submit from a GPU "
-                "node of the same class (e.g. inside `salloc --gpus 1`), or for a CPU/simulated dry run pass --device cpu "
+                "node of the same class (e.g. in `srun --gpus 1 --pty bash`), or for a CPU/simulated dry run pass --device cpu "
                 "or --slurm-gpus-per-node 0."
             )
     gpus: tuple[int, ...] = ()

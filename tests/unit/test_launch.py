@@ -368,7 +368,7 @@ def test_slurm_submission_planned_without_a_gpu_for_gpu_tasks_exits_2(tmp_path, 
     """Planned here on the CPU (--device auto), run there on CUDA: the points would not match; refused before any work."""
     assert main([*RUN_SIM, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh")]) == 2
     err = capsys.readouterr().err
-    assert "torch sees no GPU" in err and "--device cpu" in err and "salloc" in err
+    assert "torch sees no GPU" in err and "--device cpu" in err and "srun --gpus 1" in err
     assert not (tmp_path / "launch").exists() and not (tmp_path / "j.sh").exists()
 
 
