@@ -50,16 +50,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Import-time warnings about optional pieces sdsuite does not use, dropped by message (logger, message prefix):
+# torchao's CUDA kernels that do not load on a CPU build, the torchao tensor types diffusers registers when it can,
+# and a deprecation torchao triggers inside torch. Everything else these loggers say still shows.
+IMPORT_NOISE = (
+    ("torchao", "Failed to load "),
+    ("diffusers.quantizers.torchao.torchao_quantizer", "Unable to import `torchao` Tensor objects"),
+    ("torch.utils._pytree", "%s is an Enum subclass and is now natively supported"),
+)
+
+
+class _DropMessages:
+    """A logging filter dropping the records whose message template starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]):
+        self.prefixes = prefixes
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
 def quiet_third_party_imports() -> None:
-    """Keep the CLI's output to what the user asked for: transformers, diffusers and torchao warn at import about
-    optional pieces sdsuite does not use (image processors, torchao's CUDA kernels on a CPU build, torchao tensor
-    types). Errors still show; an explicit TRANSFORMERS_VERBOSITY / DIFFUSERS_VERBOSITY wins."""
+    """Keep the CLI's output to what the user asked for: drop the import-time warnings of IMPORT_NOISE (and
+    transformers' notes about optional image processors; an explicit TRANSFORMERS_VERBOSITY wins)."""
     import logging
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    for name in ("torchao", "torch.utils._pytree"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    by_logger: dict[str, tuple[str, ...]] = {}
+    for name, prefix in IMPORT_NOISE:
+        by_logger[name] = (*by_logger.get(name, ()), prefix)
+    for name, prefixes in by_logger.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in logger.filters):
+            logger.addFilter(_DropMessages(prefixes))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

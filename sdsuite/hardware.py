@@ -72,10 +72,12 @@ def device_record(device: torch.device) -> dict:
     }
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        raw = getattr(torch.cuda.get_device_properties(index), "uuid", None)  # torch prints it without NVML's "GPU-" prefix
+        raw = getattr(torch.cuda.get_device_properties(index), "uuid", None)  # torch prints it without NVML's prefix
         uuid = None if raw is None else str(raw)
-        info.update(index=index, uuid=uuid if uuid is None or uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
-        info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if uuid is not None and not uuid.startswith(("GPU-", "MIG-")):
+            uuid = ("MIG-" if visible and "MIG-" in visible else "GPU-") + uuid  # a MIG instance is named MIG-<uuid> by NVML
+        info.update(index=index, uuid=uuid, cuda_visible_devices=visible)
     slurm = {k: os.environ[v] for k, v in SLURM_ENV.items() if os.environ.get(v)}
     if slurm:
         info["slurm"] = slurm

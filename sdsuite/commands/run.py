@@ -89,25 +89,33 @@ def _plan(args: argparse.Namespace, grid, device, out, telemetry: TelemetrySetup
     return scaleout_plan(args, plan)
 
 
-def print_launched(args: argparse.Namespace, out, records: list[dict], plan_keys: list[str]) -> None:
-    """After a launched run: the latest finished record of every planned case (failed when none finished), as run prints them."""
-    from sdsuite.sweep import FINISHED_STATUSES, record_point_key
-
-    latest: dict[str, dict] = {}
-    for r in records:
-        key = record_point_key(r)
-        if key in latest and latest[key]["status"] in FINISHED_STATUSES and r["status"] not in FINISHED_STATUSES:
-            continue
-        latest[key] = r
-    chosen = [latest[k] for k in plan_keys if k in latest]
+def print_launched(args: argparse.Namespace, out, chosen: list[dict]) -> None:
+    """After a launched run: the record of every planned case (the latest finished one, else the failed one), printed as
+    ``sdsuite run`` prints its own (table, effects with --compare-options, failure reasons; or JSON)."""
     if args.format == "json":
         from sdsuite.cli import print_json
 
         print_json(chosen)
-        return
-    out_console = Console() if sys.stdout.isatty() else Console(width=200)
-    print_records(chosen, out_console)
-    out_console.print(f"{len(chosen)} case(s) merged into {out / 'results.jsonl'}")
+    else:
+        out_console = Console() if sys.stdout.isatty() else Console(width=200)
+        if chosen:
+            print_records(chosen, out_console)
+            if args.compare_options:
+                _print_effects(chosen, out_console)
+        out_console.print(f"{len(chosen)} case(s) in {out / 'results.jsonl'}")
+    for r in chosen:
+        if r.get("status") == "failed":
+            print(f"sdsuite: case {r['case_id']} failed: {r.get('reason')}", file=sys.stderr)
+
+
+def _print_effects(records: list[dict], console: Console) -> None:
+    from rich.markup import escape
+
+    from sdsuite.effects import effect_notes, effects_table
+
+    console.print(effects_table(records))
+    for note in effect_notes(records):
+        console.print(f"[dim]note: {escape(note)}[/dim]")
 
 
 def _run(args: argparse.Namespace, cases: list, device, out, telemetry: TelemetrySetup, keys: dict | None = None) -> int:
@@ -142,13 +150,7 @@ def _run(args: argparse.Namespace, cases: list, device, out, telemetry: Telemetr
         out_console = Console() if sys.stdout.isatty() else Console(width=200)
         print_records(records, out_console)
         if args.compare_options:
-            from rich.markup import escape
-
-            from sdsuite.effects import effect_notes, effects_table
-
-            out_console.print(effects_table(records))
-            for note in effect_notes(records):
-                out_console.print(f"[dim]note: {escape(note)}[/dim]")
+            _print_effects(records, out_console)
         out_console.print(f"{len(records)} record(s) appended to {out / 'results.jsonl'} (run {run_id}, device {device})")
     failed = [r for r in records if r["status"] == "failed"]
     for r in failed:

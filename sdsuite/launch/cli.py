@@ -73,7 +73,7 @@ def add_scaleout_arguments(p: argparse.ArgumentParser, command: str) -> None:
 
 def wants_launch(args: argparse.Namespace) -> bool:
     """True when the sweep must go through a launcher instead of running here."""
-    return not getattr(args, "only_points", None) and bool(
+    return getattr(args, "only_points", None) is None and bool(
         getattr(args, "gpus", None) or getattr(args, "launcher", "local") != "local" or getattr(args, "emit_sbatch", None)
     )
 
@@ -92,7 +92,7 @@ def scaleout_plan(args: argparse.Namespace, plan: Any) -> Any | None:
         sink.append(plan)
         return None
     keys = getattr(args, "only_points", None)
-    if keys:
+    if keys is not None:  # a worker: exactly its points (an empty task measures nothing, never the whole grid)
         wanted = set(keys)
         mine = tuple(p for p in plan.points if p.key in wanted)
         if len(mine) < len(wanted):
@@ -180,6 +180,11 @@ def launch(args: argparse.Namespace) -> int:
                 "node of the same class (e.g. in `srun --gpus 1 --pty bash`), or for a CPU/simulated dry run pass --device cpu "
                 "or --slurm-gpus-per-node 0."
             )
+    if sopts and sopts.gpus_per_node > 1 and str(args.device) not in ("auto", "cuda", "cuda:0", "cpu"):
+        raise UsageError(
+            f"--slurm-gpus-per-node {sopts.gpus_per_node} spreads each task over its GPUs, one process each seeing its GPU as "
+            f"cuda:0; leave --device at auto or cuda (got {args.device})."
+        )
     gpus: tuple[int, ...] = ()
     if args.gpus:
         if args.device not in ("auto", "cuda"):
@@ -218,12 +223,14 @@ def launch(args: argparse.Namespace) -> int:
         script.write_text(sbatch_script(spec_path, len(tasks), out, sopts, name=f"sdsuite-{command}"), encoding="utf-8")
         write_manifest(sub_dir, {**manifest, "launcher": "sbatch", "script": str(script)})
         say(f"wrote {script}: {len(tasks)} array task(s); submit with: sbatch {script}")
+        _print_submission(args, {"script": str(script), "tasks": len(tasks), "out": str(out), "submission": submission})
         return 0
     if slurm:
         job_id, jobs = submit_array(spec_path, len(tasks), out, sopts, name=f"sdsuite-{command}")
         write_manifest(sub_dir, {**manifest, "job_id": job_id})
         say(f"submitted SLURM array job {job_id}: {len(tasks)} task(s); logs in {out / 'slurm' / job_id}; progress: sdsuite status {out}")
         if not args.wait:
+            _print_submission(args, {"job_id": job_id, "tasks": len(tasks), "out": str(out), "submission": submission})
             return 0
         codes = []
         for job in jobs:
@@ -259,40 +266,52 @@ def _say(args: argparse.Namespace):
     return functools.partial(print, file=sys.stderr if getattr(args, "format", "table") == "json" else sys.stdout, flush=True)
 
 
+def _print_submission(args: argparse.Namespace, info: dict) -> None:
+    """Under --format json, what was submitted (or written) is stdout's one JSON document."""
+    if getattr(args, "format", "table") == "json":
+        from sdsuite.cli import print_json
+
+        print_json(info)
+
+
 def _report_and_exit(ns: argparse.Namespace, out: Path, codes: list[int], plan_keys: list[str]) -> int:
+    """Print the command's report of the planned points; the exit code as the command itself would give it."""
+    from sdsuite.launch.merge import latest_per_point
     from sdsuite.results import ResultsDir
 
     say = _say(ns)
     recs = ResultsDir(out).records()
     done = finished_point_keys(recs)
     missing = [k for k in plan_keys if k not in done]
-    say(
-        f"scale-out: {len(plan_keys) - len(missing)}/{len(plan_keys)} point(s) finished in {out / 'results.jsonl'}"
-        + (f"; {len(missing)} missing: rerun with --resume" if missing else "")
-    )
-    if recs and (not missing or getattr(ns, "launch_command", "sweep") == "run"):  # run shows its failed cases too
-        _command_report(ns, out, recs, plan_keys)
-    if any(c == 2 for c in codes):
-        return 2
+    chosen = latest_per_point(recs, plan_keys)
+    failed = [r for r in chosen if r.get("status") == "failed"]
+    input_errors = bool(failed) and len(failed) == len(missing) and all(r.get("error_type") for r in failed)
+    hint = ""
+    if missing:
+        hint = f"; {len(missing)} missing: " + ("fix the input (see the reasons)" if input_errors else "rerun with --resume")
+    say(f"scale-out: {len(plan_keys) - len(missing)}/{len(plan_keys)} point(s) finished in {out / 'results.jsonl'}{hint}")
+    _command_report(ns, out, chosen, missing=len(missing), complete=bool(recs) and not missing)
+    if plan_keys and len(missing) == len(plan_keys) and (input_errors or (codes and all(c == 2 for c in codes))):
+        return 2  # nothing could run, and every failure was an input problem: as `sdsuite run`/`sweep` exit
     return 1 if missing or any(codes) else 0
 
 
-def _command_report(ns: argparse.Namespace, out: Path, recs: list[dict], plan_keys: list[str]) -> None:
-    """What the command prints after its own run: the sweep's DVFS report, or run's table of the planned cases."""
+def _command_report(ns: argparse.Namespace, out: Path, chosen: list, *, missing: int, complete: bool) -> None:
+    """What the command prints after its own run: run's table (or JSON) of its cases, failed ones too; the sweep's
+    DVFS report once every point is finished, and its records under --format json."""
     from rich.console import Console
 
+    json_out = getattr(ns, "format", "table") == "json"
     if getattr(ns, "launch_command", "sweep") == "run":
         from sdsuite.commands.run import print_launched
 
-        print_launched(ns, out, recs, plan_keys)
-    elif not getattr(ns, "no_report", False):
+        print_launched(ns, out, chosen)
+        return
+    if complete and not getattr(ns, "no_report", False):
         from sdsuite.commands.sweep import _report
 
-        _report(ns, out, Console())
+        _report(ns, out, Console(stderr=json_out))
+    if json_out:
+        from sdsuite.cli import print_json
 
-
-def _latest_planned(out: Path) -> list[str]:
-    subs = sorted((out / LAUNCH_DIR).glob(f"*/{MANIFEST}")) if (out / LAUNCH_DIR).is_dir() else []
-    if not subs:
-        return []
-    return json.loads(subs[-1].read_text(encoding="utf-8")).get("planned_keys", [])
+        print_json({"records": chosen, "missing": missing})

@@ -43,6 +43,17 @@ def finished_point_keys(records: Iterable[Mapping[str, Any]]) -> set[str]:
     return {k for r in records if (k := record_point_key(r)) and r.get("status") in FINISHED_STATUSES}
 
 
+def latest_per_point(records: Iterable[Mapping[str, Any]], keys: Iterable[str]) -> list[Mapping[str, Any]]:
+    """The record that stands for each of ``keys``, in that order: the latest finished one, else the latest failed one."""
+    latest: dict[str, Mapping[str, Any]] = {}
+    for r in records:
+        key = record_point_key(r)
+        if key is None or (key in latest and latest[key].get("status") in FINISHED_STATUSES and r.get("status") not in FINISHED_STATUSES):
+            continue
+        latest[key] = r
+    return [latest[k] for k in keys if k in latest]
+
+
 def merge_tasks(out: Path | str) -> MergeResult:
     """Append task records not yet in ``out/results.jsonl`` (under the results lock) and their run.json entries."""
     out = Path(out)

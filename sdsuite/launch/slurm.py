@@ -45,7 +45,18 @@ def require_submitit():
         import submitit
     except ImportError:
         raise UsageError(f"--launcher slurm submits through submitit, which is not installed; {INSTALL_HINT}.") from None
+    _submitit_logs_to_stderr_only()
     return submitit
+
+
+def _submitit_logs_to_stderr_only() -> None:
+    """submitit logs to stdout as well as stderr (each warning twice); stdout is sdsuite's (tables, JSON): keep stderr."""
+    import logging
+
+    logger = logging.getLogger("submitit")
+    for h in list(logger.handlers):
+        if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stdout:
+            logger.removeHandler(h)
 
 
 def submit_array(spec_path: Path, n_tasks: int, out: Path, opts: SlurmOptions, name: str = "sdsuite-sweep") -> tuple[str, list]:

@@ -6,7 +6,6 @@ effects of a case are formed against its reference set in the same process (sdsu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,18 +46,48 @@ def _groups(points: Sequence[PointRef]) -> list[list[PointRef]]:
 
 
 def _split_groups(groups: Sequence[Sequence[PointRef]], n: int) -> list[tuple[PointRef, ...]]:
-    """``n`` contiguous runs of whole groups, balanced by point count (the first ones take the remainder)."""
+    """``n`` contiguous runs of whole groups, as even as the groups allow: the split with the least sum of squared part
+    sizes (a GPU stays idle only when there are fewer groups than GPUs); greedy where that search would be slow."""
     if n < 1:
         raise UsageError(f"need at least one worker, got {n}.")
-    total = sum(len(g) for g in groups)
-    parts: list[list[PointRef]] = [[] for _ in range(n)]
-    k, done = 0, 0
-    for g in groups:
-        parts[k].extend(g)
-        done += len(g)
-        while k < n - 1 and done >= math.ceil(total * (k + 1) / n):
+    sizes = [len(g) for g in groups]
+    bounds = _even_bounds(sizes, n) if len(sizes) ** 2 * n <= 2_000_000 else _greedy_bounds(sizes, n)
+    return [tuple(p for g in groups[a:b] for p in g) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def _even_bounds(sizes: Sequence[int], n: int) -> list[int]:
+    """Group indices 0 = b0 <= b1 <= ... <= bn = len(sizes) minimising the sum of squared part sizes (dynamic programming)."""
+    m = len(sizes)
+    prefix = [0]
+    for x in sizes:
+        prefix.append(prefix[-1] + x)
+    inf = float("inf")
+    cost = [[inf] * (m + 1) for _ in range(n + 1)]
+    cut = [[0] * (m + 1) for _ in range(n + 1)]
+    cost[0][0] = 0.0
+    for k in range(1, n + 1):
+        for i in range(m + 1):
+            for j in range(i + 1):
+                c = cost[k - 1][j] + (prefix[i] - prefix[j]) ** 2
+                if c <= cost[k][i]:  # ties: the later cut, so earlier parts take the remainder
+                    cost[k][i], cut[k][i] = c, j
+    bounds, i = [m], m
+    for k in range(n, 0, -1):
+        i = cut[k][i]
+        bounds.append(i)
+    return bounds[::-1]
+
+
+def _greedy_bounds(sizes: Sequence[int], n: int) -> list[int]:
+    """Move to the next part when adding a group would take the running total further from the part's target."""
+    total, done, k, bounds = sum(sizes), 0, 0, [0]
+    for i, x in enumerate(sizes):
+        target = total * (k + 1) / n
+        if i > bounds[-1] and k < n - 1 and abs(done + x - target) > abs(done - target):
+            bounds.append(i)
             k += 1
-    return [tuple(p) for p in parts]
+        done += x
+    return bounds + [len(sizes)] * (n + 1 - len(bounds))
 
 
 def split_even(points: Sequence[PointRef], n: int) -> list[tuple[PointRef, ...]]:

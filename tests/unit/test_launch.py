@@ -75,6 +75,9 @@ def test_tasks_cover_every_point_once_and_never_split_an_option_group(sizes, n, 
     for t in tasks_per_chunk(pts, n):
         assert len(t.points) <= n or len({p.group for p in t.points}) == 1
         assert len({p.variant for p in t.points}) == 1
+    shares = [{p.group for p in c} for c in split_even(pts, n)]
+    if any(len(g) > 1 for g in shares):
+        assert all(shares), shares  # no GPU idles while another holds several groups
     singles = [PointRef(p.key, p.case_id, p.variant, None) for p in pts]
     lens = [len(c) for c in split_even(singles, n)]
     assert max(lens) - min(lens) <= 1
@@ -296,12 +299,13 @@ def test_print_launched_shows_the_finished_record_of_each_case(tmp_path, capsys)
     from argparse import Namespace
 
     from sdsuite.commands.run import print_launched
+    from sdsuite.launch.merge import latest_per_point
 
     def rec(key, status, run):
         return {"case_id": f"c-{key}", "status": status, "run_id": run, "metrics": {}, "scaleout": {"point_key": key}}
 
     recs = [rec("a", "failed", "1"), rec("a", "ok", "2"), rec("b", "ok", "1"), rec("b", "failed", "3"), rec("x", "ok", "1")]
-    print_launched(Namespace(format="json"), tmp_path, recs, ["a", "b"])
+    print_launched(Namespace(format="json"), tmp_path, latest_per_point(recs, ["a", "b"]))
     shown = json.loads(capsys.readouterr().out)
     assert [(r["case_id"], r["status"], r["run_id"]) for r in shown] == [("c-a", "ok", "2"), ("c-b", "ok", "1")]
 
@@ -385,3 +389,16 @@ def test_a_task_planned_for_another_device_fails_loudly(tmp_path, capsys):
     save_spec(spec, spec_path)
     assert run_task(str(spec_path), 0) == 2
     assert "do not exist here" in capsys.readouterr().err
+
+
+def test_multi_gpu_tasks_refuse_a_fixed_cuda_index(tmp_path, capsys):
+    args = [*RUN_SIM, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh"), "--slurm-gpus-per-node", "2", "--device", "cuda:1"]
+    assert main(args) == 2
+    assert "cuda:0" in capsys.readouterr().err and not (tmp_path / "j.sh").exists()
+
+
+def test_emit_sbatch_under_json_prints_one_document(tmp_path, capsys):
+    args = [*RUN_SIM, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh"), "--device", "cpu", "--format", "json"]
+    assert main(args) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["script"] == str(tmp_path / "j.sh") and info["tasks"] == 1

@@ -135,3 +135,22 @@ def test_slurm_task_with_two_gpus_spreads_its_points(tmp_path):
     assert len(recs) == 4 and len({r["sweep"]["point_key"] for r in recs}) == 4  # every point once
     assert {r["telemetry"]["index"] for r in recs} == {0, 1}
     assert {r["device"]["slurm"]["array_job_id"] for r in recs} == {"77"}
+
+
+def test_launched_run_reports_and_exits_like_a_plain_run(tmp_path):
+    """Exit 1 when some cases failed (here: weights absent for sd-v1.5), 2 when nothing could run for input reasons,
+    whatever the split over workers; the failure reasons and --compare-options effects reach the user's terminal."""
+    base = ["run", "--telemetry", "sim", "--runs", "1", "--warmup", "0", "--steps", "1", "--no-flops", "--no-spans", "--no-progress"]
+    mixed = subprocess.run(
+        [sys.executable, "-m", "sdsuite.cli", *base, "--variant", "tiny-sd,sd-v1.5", "--compare-options", "--attention", "sliced"]
+        + ["--gpus", "0,1", "--out", str(tmp_path / "mixed")],
+        capture_output=True, text=True, env=_env(), timeout=600,
+    )  # fmt: skip
+    assert mixed.returncode == 1, mixed.stdout + mixed.stderr
+    assert "optimization effects" in mixed.stdout and "fix the input" in mixed.stdout
+    assert "sdsuite: case sd-v1.5/" in mixed.stderr and "failed" in mixed.stderr
+    none = subprocess.run(
+        [sys.executable, "-m", "sdsuite.cli", *base, "--variant", "sd-v1.5,sd-v2.1", "--gpus", "0,1", "--out", str(tmp_path / "none")],
+        capture_output=True, text=True, env=_env(), timeout=600,
+    )  # fmt: skip
+    assert none.returncode == 2, none.stdout + none.stderr
