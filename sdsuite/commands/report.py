@@ -54,6 +54,10 @@ def _pct(v: float | None, sign: bool = True) -> str:
 def print_optima(analysis: DvfsAnalysis, console: Console) -> None:
     """One table per series: each objective's clock, energy saving and slowdown vs the reference."""
     for s in analysis.series:
+        if len(s.points) < 2:  # e.g. the records of a plain `sdsuite run`: nothing to trade off
+            only = s.points[0].freq_label if s.points else "none"
+            console.print(f"{s.label}: one clock measured ({only}); DVFS optima need several (`sdsuite sweep`)", highlight=False)
+            continue
         ref = f"{s.reference_rule}" if s.reference else "none"
         t = Table(title=f"{s.label}\nreference: {ref}", title_justify="left")
         for col in ("objective", "clock", "energy saving", "slowdown", "flags"):

@@ -118,3 +118,12 @@ def test_unknown_reference_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["report", str(tmp_path), "--reference", "fastest"])
     assert exc.value.code == 2 and "invalid choice: 'fastest'" in capsys.readouterr().err
+
+
+def test_a_single_clock_gets_one_line_not_trivial_optima(tmp_path, capsys):
+    run = ["run", "--telemetry", "sim", "--runs", "1", "--warmup", "0", "--steps", "1", "--no-flops", "--no-spans", "--no-progress"]
+    assert main([*run, "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "r"), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
+    printed = capsys.readouterr().out
+    assert "one clock measured (default); DVFS optima need several" in printed and "minimum EDP" not in printed
