@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import _pytest.pytester
@@ -24,15 +25,19 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.enviro
 # imported (torch.distributed, torch._inductor, CLIP ...); importing such a submodule a second time fails
 # with "Only a single TORCH_LIBRARY can be used to register the namespace ...", so whichever test came
 # next failed depending on xdist's test order. Keep those packages' modules across pytester runs.
-_KEEP_LOADED = ("torch", "torchao", "triton", "diffusers", "transformers", "tokenizers", "safetensors", "accelerate", "huggingface_hub")
-_snapshot_init = _pytest.pytester.SysModulesSnapshot.__init__
+# (pytester's private SysModulesSnapshot(preserve=...); patched only where it has that shape.)
+_KEEP_LOADED = (
+    "torch", "torchao", "torchvision", "triton", "xformers", "diffusers", "transformers", "tokenizers", "safetensors",
+    "accelerate", "huggingface_hub",
+)  # fmt: skip
+_snapshot = getattr(_pytest.pytester, "SysModulesSnapshot", None)
+if _snapshot is not None and "preserve" in inspect.signature(_snapshot.__init__).parameters:
+    _snapshot_init = _snapshot.__init__
 
+    def _keep_native_modules(self, preserve=None) -> None:
+        _snapshot_init(self, preserve=lambda name: name.partition(".")[0] in _KEEP_LOADED or bool(preserve and preserve(name)))
 
-def _keep_native_modules(self, preserve=None) -> None:
-    _snapshot_init(self, preserve=lambda name: name.partition(".")[0] in _KEEP_LOADED or bool(preserve and preserve(name)))
-
-
-_pytest.pytester.SysModulesSnapshot.__init__ = _keep_native_modules
+    _snapshot.__init__ = _keep_native_modules
 
 
 @pytest.fixture(scope="session")
