@@ -16,15 +16,7 @@ def test_bench(sd_case, sd_benchmark):
 GRID = ["--variant", "tiny-sd", "--scheduler", "euler", "--steps", "2", "--resolution", "32x32"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The inner sessions run in this process: 2 OpenMP threads on a shared 2-core machine are several-fold slower.
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(autouse=True)

@@ -15,13 +15,7 @@ from sdsuite.profiling import DECODE, DENOISE, TEXT_ENCODE, SpanRecorder, instru
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: OpenMP barriers on a shared 2-core machine cost more than the math. Restored after.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

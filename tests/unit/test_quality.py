@@ -21,14 +21,7 @@ from sdsuite.pipelines.registry import get_variant
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: with 2 intra-op threads on a shared 2-core machine, OpenMP barriers cost more than
-    # the math (0.2 s vs 0.6 ms per SSIM here). Restored afterwards so other modules are unaffected.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _images(seed: int, shape=(2, 3, 32, 32)) -> torch.Tensor:

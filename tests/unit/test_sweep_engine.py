@@ -6,7 +6,6 @@ import fcntl
 import json
 
 import pytest
-import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,14 +26,7 @@ def _no_env_opt_in(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # The tiny model gains nothing from a second thread, and on a busy 2-core machine OpenMP's
-    # spinning threads make every generation many times slower; put the setting back afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _lines(out):
