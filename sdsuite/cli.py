@@ -90,14 +90,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_third_party_imports()
     parser = build_parser()
     args = parser.parse_args(argv)
+    clocks = sys.modules.get("sdsuite.clocks")
+    if clocks is not None:
+        clocks.forget_restore_failures()  # each command answers for its own restores (in-process callers run several)
     try:
-        return int(args.handler(args) or 0)
+        rc = int(args.handler(args) or 0)
     except SdsuiteError as exc:
         print(f"sdsuite: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        rc = exc.exit_code
     except KeyboardInterrupt:
         print("sdsuite: interrupted; every record finished before Ctrl-C is kept.", file=sys.stderr)
-        return 130
+        rc = 130
+    return _restore_verdict(rc)
+
+
+def _restore_verdict(rc: int) -> int:
+    """A GPU whose clocks could not be restored makes the command fail, naming the GPU and the reset command."""
+    clocks = sys.modules.get("sdsuite.clocks")  # imported only by commands that can change clocks
+    failed = clocks.restore_failure_message() if clocks is not None else None
+    if failed:
+        for line in failed.splitlines():
+            print(f"sdsuite: error: {line}", file=sys.stderr)
+        return rc or 1
+    return rc
 
 
 def print_json(obj) -> None:

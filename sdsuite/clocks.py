@@ -49,12 +49,158 @@ def not_allowed_message(what: str) -> str:
     )
 
 
-def permission_message(device: str) -> str:
-    """The no-permission error text, shared by the CLI (exit 2) and the pytest fixture (skip)."""
-    return (
-        f"the driver refused to change the clocks of {device} (NVML: no permission); "
-        f"run as root (e.g. sudo -E), or use --freq default to measure at the default clocks."
+def permission_message(device: str, *, application_clocks: bool | None = None) -> str:
+    """The no-permission error text, shared by the CLI (exit 2) and the pytest fixture (skip): one sentence naming the remedies."""
+    app = (
+        "application clocks are restricted too, so ask an administrator for `nvidia-smi -acp UNRESTRICTED`, "
+        if application_clocks is False
+        else "have an administrator open application clocks to users (`nvidia-smi -acp UNRESTRICTED`), "
     )
+    return (
+        f"the driver refused to change the clocks of {device} (NVML: no permission): run as root (e.g. sudo -E), "
+        f"{app}use a privileged daemon such as Zeus's zeusd, or measure at the default clocks with --freq default."
+    )
+
+
+def _reset_command(index: int, steps: list[str]) -> str:
+    flags = {"locked": "-rgc", "mem_locked": "-rmc", "application": "-rac"}
+    return " && ".join(f"sudo nvidia-smi -i {index} {flags[s]}" for s in steps if s in flags) or f"sudo nvidia-smi -i {index} -rgc"
+
+
+# GPUs whose last restore failed and was not made good by a later one: key -> message. The commands turn
+# any entry into a non-zero exit naming the GPU and the command that resets it (restore_failure_message).
+_FAILED_RESTORES: dict[str, str] = {}
+
+
+def forget_restore_failures() -> None:
+    """Start a command with a clean slate."""
+    _FAILED_RESTORES.clear()
+
+
+def restore_failure_message() -> str | None:
+    """One line per GPU whose clocks could not be restored (None when every restore succeeded)."""
+    return "\n".join(_FAILED_RESTORES.values()) if _FAILED_RESTORES else None
+
+
+def _gpu_key(tel: Telemetry) -> str:
+    info = tel.info()
+    return f"{info.uuid}:{id(tel) if tel.simulated else ''}"
+
+
+def detect_foreign_lock(tel: Telemetry, state: ClockState) -> int | None:
+    """The SM clock a lock set before this run seems to hold (None: no sign of one).
+
+    NVML has no getter for locked clocks, so a lock an administrator set (``nvidia-smi -lgc``) is seen only
+    through its effect: the clock-event reason ``applications_clocks_setting`` while the application clocks
+    are at their defaults, or a busy GPU held below its maximum clock with no power or thermal reason.
+    """
+    if tel.simulated or state.locked_sm_mhz is not None or state.applications_mhz is not None:
+        return None
+    try:
+        reasons = set(tel.throttle_reasons())
+        sm, mem = tel.clocks_mhz()
+    except TelemetryError:
+        return None
+    table = tel.info().graphics_clocks_mhz(mem) or tel.info().graphics_clocks_mhz()
+    top = max(table) if table else None
+    limited = {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"}
+    if "applications_clocks_setting" in reasons:
+        return int(sm)
+    if top and "gpu_idle" not in reasons and not reasons & limited and sm < top - 50:
+        return int(sm)
+    return None
+
+
+def original_state(tel: Telemetry) -> ClockState:
+    """The clock state found before this process first changed this GPU: what every restore puts back.
+
+    Captured once per telemetry device, so a failed restore can never become the state a later lock
+    saves and restores. A lock someone set before the run is detected and kept (re-locked at the
+    observed clock on restore), never silently wiped, and sdsuite says so.
+    """
+    saved = getattr(tel, "_sdsuite_original_clocks", None)
+    if saved is not None:
+        return saved
+    state = tel.clock_state()
+    foreign = detect_foreign_lock(tel, state)
+    if foreign is not None:
+        info = tel.info()
+        print(
+            f"sdsuite: note: GPU {info.index} ({info.name}) runs at {foreign} MHz with its application clocks at default: "
+            f"its SM clock seems locked by someone else (NVML cannot read locked clocks back); sdsuite will re-lock it at {foreign} MHz "
+            f"when it restores, not reset it.",
+            file=sys.stderr,
+        )
+        state = ClockState(locked_sm_mhz=(foreign, foreign), locked_mem_mhz=state.locked_mem_mhz, applications_mhz=state.applications_mhz)
+        tel._sdsuite_foreign_lock_mhz = foreign
+    tel._sdsuite_original_clocks = state
+    return state
+
+
+def recover_stale_lock(tel: Telemetry) -> dict | None:
+    """Restore what an sdsuite process that died (SIGKILL, crash) left on this GPU, from its journal; say so.
+
+    Returns what was done (None when there was nothing to do). A journal of a live sdsuite process on the
+    same GPU raises UsageError (two processes changing one GPU's clocks undo each other).
+    """
+    from sdsuite.clock_journal import Journal, state_from_dict
+
+    journal = Journal(tel)
+    entry = journal.stale()
+    if entry is None:
+        return None
+    info = tel.info()
+    if entry.get("unreadable"):
+        saved, changes = ClockState(), ["locked", "mem_locked", "application"]
+    else:
+        saved, changes = state_from_dict(entry.get("original") or {}), list(entry.get("changes") or [])
+    with _SignalsDeferred():
+        errors, left = put_back(tel, saved, set(changes))
+    who = f"sdsuite process {entry.get('pid')}" if not entry.get("unreadable") else "an sdsuite process"
+    if errors:
+        msg = (
+            f"GPU {info.index} ({info.name}, {info.uuid}) was left with changed clocks by {who}, which died, and restoring them failed: "
+            f"{'; '.join(errors)}. Reset it with: {_reset_command(info.index, sorted(left))}"
+        )
+        _FAILED_RESTORES[_gpu_key(tel)] = msg
+        print(f"sdsuite: error: {msg}", file=sys.stderr)
+        return {"restored": False, "errors": errors, "journal": entry}
+    journal.drop()
+    print(
+        f"sdsuite: GPU {info.index} ({info.name}) was left with changed clocks ({', '.join(sorted(changes)) or 'none'}) by {who}, "
+        f"which died; restored them to what that process found at its start.",
+        file=sys.stderr,
+    )
+    return {"restored": True, "changes": sorted(changes), "journal": entry}
+
+
+def put_back(tel: Telemetry, saved: ClockState, changed: set[str]) -> tuple[list[str], set[str]]:
+    """Put ``saved`` back for every setting in ``changed``; returns (errors, settings still not restored). Never raises."""
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("locked", (lambda: tel.set_locked_clocks(*saved.locked_sm_mhz)) if saved.locked_sm_mhz else tel.reset_locked_clocks),
+        (
+            "mem_locked",
+            (lambda: tel.set_memory_locked_clocks(*saved.locked_mem_mhz)) if saved.locked_mem_mhz else tel.reset_memory_locked_clocks,
+        ),
+        (
+            "application",
+            (lambda: tel.set_applications_clocks(*saved.applications_mhz)) if saved.applications_mhz else tel.reset_applications_clocks,
+        ),
+    ]
+    left = set(changed)
+    errors = []
+    for name, step in steps:
+        if name not in left:
+            continue
+        try:
+            step()
+            left.discard(name)
+        except GpuLostError as exc:
+            errors.append(f"the GPU is lost ({exc})")
+            break
+        except TelemetryError as exc:
+            errors.append(str(exc))
+    return errors, left
 
 
 @dataclass(frozen=True)
@@ -79,7 +225,8 @@ _ACTIVE: list[ClockLock] = []
 _REGISTRY_LOCK = threading.RLock()
 _PREVIOUS_HANDLERS: dict[int, Any] = {}
 _ATEXIT_REGISTERED = False
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP: the SSH session of a running sweep closed; SIGQUIT: Ctrl-\. Both end the process like SIGTERM, after the restore.
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _DEFERRAL = [0]  # open _SignalsDeferred blocks
 _PENDING_SIGNALS: list[int] = []
 
@@ -189,7 +336,7 @@ class ClockLock:
         self.settle_s = telemetry.default_settle_s if settle_s is None else settle_s
         self.sleep = sleep
         self.readback: ClockReadback | None = None
-        self._saved: ClockState | None = None
+        self._saved: ClockState | None = None  # the state found before this process first changed the GPU
         self._changed: set[str] = set()
         self._held = False
 
@@ -214,12 +361,13 @@ class ClockLock:
         with _SignalsDeferred():
             _register(self)  # first, so a signal from here on restores
             try:
-                self._saved = tel.clock_state()
+                self._saved = original_state(tel)
                 self._held = True
                 mode = self._apply()
             except PermissionDeniedError:
                 self._restore_now()
-                raise ClockPermissionError(permission_message(tel.info().name)) from None
+                unrestricted = getattr(tel, "application_clocks_unrestricted", lambda: None)()
+                raise ClockPermissionError(permission_message(tel.info().name, application_clocks=unrestricted)) from None
             except BaseException:
                 self._restore_now()
                 raise
@@ -234,6 +382,10 @@ class ClockLock:
         return self
 
     def _set(self, name: str, setter: Callable[..., None], *args: int) -> None:
+        from sdsuite.clock_journal import Journal
+
+        # The journal first: a SIGKILL between the setter and the next line still leaves a record to restore from.
+        Journal(self.telemetry).write(self._saved or ClockState(), [*self._changed, name])
         try:
             setter(*args)
         except (PermissionDeniedError, NotSupportedError):
@@ -243,65 +395,64 @@ class ClockLock:
             raise
         self._changed.add(name)
 
+    def _application(self, mem: int | None) -> str:
+        app_mem = mem if mem is not None else self.telemetry.info().default_memory_clock_mhz
+        self._set("application", self.telemetry.set_applications_clocks, app_mem, self.sm_mhz)
+        return "application"
+
     def _apply(self) -> str:
         tel = self.telemetry
         mem = self.mem_mhz
+        unrestricted = getattr(tel, "application_clocks_unrestricted", None)
         if mem is not None:
             try:
                 self._set("mem_locked", tel.set_memory_locked_clocks, mem, mem)
             except NotSupportedError:
                 # No memory lock (e.g. Volta): application clocks set both clocks as a pair.
-                self._set("application", tel.set_applications_clocks, mem, self.sm_mhz)
-                return "application"
+                return self._application(mem)
+            except PermissionDeniedError:
+                if unrestricted is None or not unrestricted():
+                    raise
+                return self._application(mem)  # not root, but application clocks are open to users
         try:
             self._set("locked", tel.set_locked_clocks, self.sm_mhz, self.sm_mhz)
             return "locked"
         except NotSupportedError:
-            pass
-        # No locked clocks on this GPU: application clocks are a target, not a lock.
-        app_mem = mem if mem is not None else tel.info().default_memory_clock_mhz
-        self._set("application", tel.set_applications_clocks, app_mem, self.sm_mhz)
-        return "application"
+            pass  # no locked clocks on this GPU: application clocks are a target, not a lock
+        except PermissionDeniedError:
+            # Locked clocks need root; clusters often open application clocks to users (nvidia-smi -acp UNRESTRICTED).
+            if unrestricted is None or not unrestricted():
+                raise
+        return self._application(mem)
 
     def _restore_now(self) -> None:
         """Put back what was changed (must run inside _SignalsDeferred)."""
-        held, self._held = self._held, False
-        errors = []
-        if held:
-            errors = self._put_back(self._saved or ClockState())
-        _unregister(self)
-        if errors:
-            # Never raise from a restore (it runs in finally blocks and signal handlers); say it loudly.
-            print(
-                f"sdsuite: warning: could not restore GPU clocks: {'; '.join(errors)}. Check with nvidia-smi -q -d CLOCK.", file=sys.stderr
-            )
+        from sdsuite.clock_journal import Journal
 
-    def _put_back(self, saved: ClockState) -> list[str]:
+        held, self._held = self._held, False
+        errors: list[str] = []
+        left: set[str] = set()
         tel = self.telemetry
-        steps: list[tuple[str, Callable[[], None]]] = [
-            ("locked", (lambda: tel.set_locked_clocks(*saved.locked_sm_mhz)) if saved.locked_sm_mhz else tel.reset_locked_clocks),
-            (
-                "mem_locked",
-                (lambda: tel.set_memory_locked_clocks(*saved.locked_mem_mhz)) if saved.locked_mem_mhz else tel.reset_memory_locked_clocks,
-            ),
-            (
-                "application",
-                (lambda: tel.set_applications_clocks(*saved.applications_mhz)) if saved.applications_mhz else tel.reset_applications_clocks,
-            ),
-        ]
-        errors = []
-        for name, step in steps:
-            if name not in self._changed:
-                continue
-            try:
-                step()
-                self._changed.discard(name)
-            except GpuLostError as exc:
-                errors.append(f"the GPU is lost ({exc})")
-                break
-            except TelemetryError as exc:
-                errors.append(str(exc))
-        return errors
+        if held and self._changed:
+            errors, left = put_back(tel, self._saved or ClockState(), self._changed)
+            self._changed = left
+            key = _gpu_key(tel)
+            if errors:
+                # Never raise from a restore (it runs in finally blocks and signal handlers): the command exits non-zero instead.
+                info = tel.info()
+                msg = (
+                    f"could not restore the clocks of GPU {info.index} ({info.name}, {info.uuid}): {'; '.join(errors)}. "
+                    f"Reset it with: {_reset_command(info.index, sorted(left))}"
+                )
+                _FAILED_RESTORES[key] = msg
+                print(f"sdsuite: warning: {msg} (sdsuite retries at the next restore of this GPU)", file=sys.stderr)
+            else:
+                _FAILED_RESTORES.pop(key, None)  # a later restore made good an earlier failure
+                try:
+                    Journal(tel).clear()
+                except OSError:
+                    pass
+        _unregister(self)
 
     def restore(self) -> None:
         """Restore the previous clock settings now (idempotent; never raises)."""

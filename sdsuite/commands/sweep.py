@@ -151,6 +151,7 @@ def _sim_clock(args: argparse.Namespace) -> str | None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Validate everything (exit 2 before any work), print the plan, sweep, then report."""
+    from sdsuite.clocks import recover_stale_lock
     from sdsuite.launch.cli import launch, wants_launch
 
     if wants_launch(args):  # several GPUs or SLURM: the launcher plans through this command, then runs workers
@@ -175,6 +176,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     vclock = None
     if setup.simulated:
         gpu, vclock = open_sim_device(setup.telemetry.model, clock=sim_clock, faults=setup.telemetry.faults, state_path=args.sim_state_file)
+        recover_stale_lock(gpu)  # a sweep killed with SIGKILL left this simulated GPU's state file locked
         meter_opts = MeterOptions(poll_interval_s=topts.poll_interval_ms / 1000.0, source=topts.energy_source, keep_trace=topts.power_trace)
         setup.close()
         setup = TelemetrySetup(topts, gpu, sim_meter(gpu, meter_opts, virtual), setup.freq_spec, setup.freqs_mhz, setup.cooldown)

@@ -30,7 +30,7 @@ from sdsuite.telemetry.sim import ManualClock, SimFaults, SimulatedGpu
 SIM_CLOCKS = ("virtual", "real")
 # Relative time per UNet evaluation at each card's maximum clock (public SD1.5 tables: A100 ~1.5-2.0 s,
 # V100 ~2.7 s, H100 ~1.4 s for 50 steps): loose, like the simulated power figures.
-GPU_SPEED_FACTOR = {"v100": 1.5, "a100": 1.0, "h100": 0.8}
+GPU_SPEED_FACTOR = {"v100": 1.5, "a100": 1.0, "h100": 0.8, "h200": 0.75}
 # In virtual time the counter can publish as often as we like; the window's energy is integrated from
 # the model's power, which is constant inside a window, so polled power integrates it exactly.
 VIRTUAL_COUNTER_PERIOD_S = 1e-3

@@ -124,7 +124,9 @@ def run_task(spec_path: str, index: int) -> int:
         rc = exc.exit_code
     finally:
         merge_tasks(spec.out)  # even a failing task keeps what it finished
-    return rc
+    from sdsuite.cli import _restore_verdict
+
+    return _restore_verdict(rc)
 
 
 def _spread_over_gpus(spec: LaunchSpec, task: TaskSpec, n_gpus: int) -> int:
@@ -150,4 +152,7 @@ def _spread_over_gpus(spec: LaunchSpec, task: TaskSpec, n_gpus: int) -> int:
 if __name__ == "__main__":  # pragma: no cover - exercised through the launchers
     if len(sys.argv) != 3:
         sys.exit("usage: python -m sdsuite.launch.worker SPEC TASK_INDEX")
+    from sdsuite.launch.local import die_with_parent
+
+    die_with_parent()
     sys.exit(run_task(sys.argv[1], int(sys.argv[2])))

@@ -7,6 +7,7 @@ device, the energy meter, the resolved frequency axis and a factory for clock se
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from sdsuite.errors import UsageError
@@ -78,41 +79,78 @@ def open_telemetry(
         return SimulatedGpu(gpu_model or "a100", faults=parse_sim_faults(sim_faults))
     from sdsuite.telemetry.nvml import NvmlTelemetry, nvml_available
 
+    on_cpu = device_type != "cuda" and backend == "nvml" and nvml_on_cpu_allowed()
     if backend == "auto":
         if device_type != "cuda":
             return None  # a CPU run draws no GPU energy worth measuring
         ok, _ = nvml_available()
         if not ok:
             return None
-    elif device_type != "cuda":
+    elif device_type != "cuda" and not on_cpu:
         raise UsageError(
             f"--telemetry nvml measures the GPU, but the cases run on {device_type!r}; use --device cuda, or --telemetry sim for a dry run."
         )
     try:
-        return NvmlTelemetry(_nvml_index(device_index))
+        index = device_index if on_cpu else nvml_index_of_cuda_device(device_index)
+        tel = NvmlTelemetry(index)
     except TelemetryError as exc:
         raise UsageError(f"--telemetry nvml: {exc} Use --telemetry none, or install the NVIDIA driver and nvidia-ml-py.") from None
+    if on_cpu:
+        tel.device_mismatch = True  # every record says so, and none can become a baseline
+    if tel.info().mig_mode:
+        tel.close()
+        raise UsageError(_MIG_MESSAGE.format(what=f"NVML GPU {index} is in MIG mode"))
+    return tel
 
 
-def _nvml_index(cuda_index: int) -> int:
-    """NVML index of a torch CUDA device: match by UUID (CUDA_VISIBLE_DEVICES and PCI order can differ)."""
-    try:
-        import pynvml
-        import torch
+NVML_ON_CPU_ENV = "SDSUITE_NVML_ON_CPU"
+_MIG_MESSAGE = (
+    "{what}: NVML energy and power are per physical GPU, so they cannot be attributed to one MIG instance; "
+    "measure on a GPU without MIG (nvidia-smi -mig 0, by an administrator), or use --telemetry none."
+)
 
-        uuid = str(torch.cuda.get_device_properties(cuda_index).uuid)
-        pynvml.nvmlInit()
-        try:
-            for i in range(pynvml.nvmlDeviceGetCount()):
-                nv = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))
-                nv = nv.decode() if isinstance(nv, bytes) else nv
-                if nv.removeprefix("GPU-") == uuid.removeprefix("GPU-"):
-                    return i
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # older torch without .uuid, or NVML trouble: fall back to the same index
-        pass
-    return cuda_index
+
+def nvml_on_cpu_allowed() -> bool:
+    """Test-only switch: SDSUITE_NVML_ON_CPU=1 lets --telemetry nvml measure while the cases run on the CPU.
+
+    It exists so the real NVML path runs end to end against a fake libnvidia-ml in CI; every record it
+    produces says ``telemetry.device_mismatch: true`` and can never become a baseline.
+    """
+    return os.environ.get(NVML_ON_CPU_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def nvml_index_of_cuda_device(cuda_index: int) -> int:
+    """NVML index of a torch CUDA device, matched by UUID (CUDA_VISIBLE_DEVICES and PCI order can differ).
+
+    Never guesses: a MIG instance, or a UUID NVML does not list, is refused with one message (UsageError),
+    since falling back to the same index could measure another GPU, or the whole physical GPU.
+    """
+    import torch
+
+    from sdsuite.telemetry.nvml import nvml_devices
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if "MIG-" in visible:
+        raise UsageError(_MIG_MESSAGE.format(what=f"CUDA_VISIBLE_DEVICES={visible} selects a MIG instance"))
+    uuid = str(getattr(torch.cuda.get_device_properties(cuda_index), "uuid", "") or "")
+    if not uuid:
+        raise UsageError(
+            f"cannot match CUDA device {cuda_index} to an NVML GPU: this torch build reports no device UUID; "
+            "upgrade torch, or use --telemetry none."
+        )
+    if uuid.startswith("MIG-"):
+        raise UsageError(_MIG_MESSAGE.format(what=f"CUDA device {cuda_index} ({uuid}) is a MIG instance"))
+    devices = nvml_devices()
+    for index, nv_uuid, mig in devices:
+        if nv_uuid.removeprefix("GPU-") == uuid.removeprefix("GPU-"):
+            if mig:
+                raise UsageError(_MIG_MESSAGE.format(what=f"CUDA device {cuda_index} is NVML GPU {index}, which is in MIG mode"))
+            return index
+    listed = ", ".join(f"{i}: {u}" for i, u, _ in devices) or "none"
+    raise UsageError(
+        f"CUDA device {cuda_index} has UUID {uuid}, which NVML does not list (NVML GPUs: {listed}); "
+        "the driver and the CUDA runtime disagree about this GPU, so its energy cannot be attributed: use --telemetry none."
+    )
 
 
 def describe_telemetry(backend: str = "auto", gpu_model: str | None = None) -> dict:
@@ -125,7 +163,7 @@ def describe_telemetry(backend: str = "auto", gpu_model: str | None = None) -> d
     from sdsuite.telemetry.nvml import discover_nvml_devices
 
     try:
-        devices = discover_nvml_devices()
+        devices = discover_nvml_devices(measure_counter=backend == "nvml")
     except TelemetryError as exc:
         return {"backend": "nvml", "available": False, "reason": str(exc), "devices": []}
     return {
@@ -210,6 +248,9 @@ def open_setup(opts: TelemetryOptions, device_type: str = "cpu", device_index: i
                     f"(--telemetry {opts.backend}); use --telemetry nvml on a GPU, or --telemetry sim --gpu-model a100 for a dry run."
                 )
             return TelemetrySetup(opts, None, None, spec, (None,), cooldown)
+        from sdsuite.clocks import recover_stale_lock
+
+        recover_stale_lock(tel)  # an sdsuite process that died holding this GPU's clocks: put them back first, and say so
         info = tel.info()
         mem = opts.mem_freq_mhz if opts.mem_freq_mhz is not None else info.default_memory_clock_mhz
         if opts.mem_freq_mhz is not None and opts.mem_freq_mhz not in info.supported_clocks_mhz:

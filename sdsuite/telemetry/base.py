@@ -69,6 +69,14 @@ class DeviceInfo:
     supported_clocks_mhz: Mapping[int, tuple[int, ...]]
     gpu_class: str
     simulated: bool = False
+    # Read-only state recorded with every measurement (None: unknown or not reported by the driver).
+    architecture: str | None = None
+    persistence_mode: bool | None = None
+    mig_mode: bool | None = None
+    # How power readings are made: {"method": "field_instant" | "power_usage" | "model", "averaged": bool, "note": ...}.
+    power_reading: Mapping[str, object] | None = None
+    # The energy counter's update period: {"period_s", "source": "measured" | "assumed" | "simulated", ...}.
+    counter_period: Mapping[str, object] | None = None
 
     @property
     def memory_clocks_mhz(self) -> tuple[int, ...]:
@@ -102,6 +110,11 @@ class DeviceInfo:
             "power_limit_w": self.power_limit_w,
             "gpu_class": self.gpu_class,
             "simulated": self.simulated,
+            "architecture": self.architecture,
+            "persistence_mode": self.persistence_mode,
+            "mig_mode": self.mig_mode,
+            "power_reading": dict(self.power_reading) if self.power_reading is not None else None,
+            "counter_period": dict(self.counter_period) if self.counter_period is not None else None,
             "supported_clocks_mhz": clocks,
         }
 

@@ -22,9 +22,23 @@ def energy_metrics(windows: list[dict], batch_size: int, steps: int) -> dict[str
     e_call = [w["energy_j"] / g for w, g in zip(windows, gens, strict=True)]
     t_call = [w["duration_s"] / g for w, g in zip(windows, gens, strict=True)]
     common = {"source": windows[0].get("source"), "simulated": bool(windows[0].get("simulated", False))}
+    # Each window's measurement bound (tick timing, counter resolution, edges), per pipeline call like the energy.
+    bounds = [w.get("energy_uncertainty_j") for w in windows]
+    bound = (
+        {
+            "uncertainty_j": [b / g for b, g in zip(bounds, gens, strict=True)],
+            "uncertainty_rel_max": max(b / w["energy_j"] for b, w in zip(bounds, windows, strict=True) if w["energy_j"] > 0)
+            if any(w["energy_j"] > 0 for w in windows)
+            else None,
+        }
+        if all(b is not None for b in bounds)
+        else {"uncertainty_j": None, "uncertainty_note": "no measurement bound recorded for these windows"}
+    )
     m: dict[str, dict] = {
-        "energy_j": _metric(e_call, "J", per="pipeline call", generations_per_window=gens, **common),
-        "energy_per_image_j": _metric([e / batch_size for e in e_call], "J", **common),
+        "energy_j": _metric(e_call, "J", per="pipeline call", generations_per_window=gens, **bound, **common),
+        "energy_per_image_j": _metric(
+            [e / batch_size for e in e_call], "J", uncertainty_rel_max=bound.get("uncertainty_rel_max"), **common
+        ),
         "energy_per_step_j": _metric(
             [e / steps for e in e_call], "J", note="whole call (text encoding and VAE included) / steps", **common
         ),
@@ -42,7 +56,7 @@ def energy_metrics(windows: list[dict], batch_size: int, steps: int) -> dict[str
             lo = min(w[name]["min"] for w in windows if w[name].get("min") is not None)
             hi = max(w[name]["max"] for w in windows if w[name].get("max") is not None)
             m[name] = _metric(means, "MHz", observed_min=lo, observed_max=hi, note="mean observed clock per window")
-    reasons = sorted({r for w in windows for r in w.get("throttle_reasons", [])})
+    reasons = sorted({r for w in windows for r in (w.get("throttle_reasons") or [])})
     short = sum(1 for w in windows if w.get("short_window"))
     m["energy_j"]["throttle_reasons"] = reasons
     m["energy_j"]["short_windows"] = short

@@ -27,22 +27,41 @@ class MeterOptions:
     poll_interval_s: float = 0.02
     source: str = "auto"  # auto: the counter where supported, else polled power
     keep_trace: bool = False  # save (t, W) samples with each window
+    # How often the polling thread reads the energy counter to time its updates (ticks); the tick times
+    # fix the counter-average power of a window to within about this interval over the window's length.
+    counter_poll_s: float = 0.002
 
 
 @dataclass(frozen=True)
 class PowerSample:
-    """One poll: time, power and clocks."""
+    """One poll: time, power and clocks (None where that reading failed: optional readings never void a window)."""
 
     t: float
-    power_w: float
-    sm_mhz: int
-    mem_mhz: int
-    reasons: tuple[str, ...]
+    power_w: float | None
+    sm_mhz: int | None
+    mem_mhz: int | None
+    reasons: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class CounterTick:
+    """A counter update seen by the poller: it happened within ``half_width_s`` of ``t``; ``mj`` is the new value."""
+
+    t: float
+    half_width_s: float
+    mj: int
 
 
 def trapezoid_j(samples: list[PowerSample]) -> float:
-    """Energy in joules by trapezoid integration of power over time."""
-    return sum((b.t - a.t) * (a.power_w + b.power_w) / 2 for a, b in zip(samples, samples[1:], strict=False))
+    """Energy in joules by trapezoid integration of power over time (samples without power are skipped)."""
+    pts = [s for s in samples if s.power_w is not None]
+    return sum((b.t - a.t) * (a.power_w + b.power_w) / 2 for a, b in zip(pts, pts[1:], strict=False))
+
+
+def trapezoid_bound_j(samples: list[PowerSample]) -> float:
+    """Bound on the trapezoid integral's error from the sampled power alone: half of each interval's power change times its length."""
+    pts = [s for s in samples if s.power_w is not None]
+    return sum((b.t - a.t) * abs(b.power_w - a.power_w) / 2 for a, b in zip(pts, pts[1:], strict=False))
 
 
 def _spread(values: list[float]) -> dict:
@@ -52,7 +71,14 @@ def _spread(values: list[float]) -> dict:
 
 
 class TelemetryEnergyMeter:
-    """EnergyMeter (sdsuite.meters.energy) backed by a Telemetry device."""
+    """EnergyMeter (sdsuite.meters.energy) backed by a Telemetry device.
+
+    A counter window's energy is the counter-average power between the first and the last counter
+    update seen inside the window, times the window's length: the updates' times are known to within
+    the poller's interval (``counter_poll_s``), so the quantization of a plain difference of two reads
+    (up to about two update periods' energy) is gone. Every window carries ``energy_uncertainty_j``,
+    a bound built from the tick-timing, counter-resolution and edge terms it lists.
+    """
 
     def __init__(self, telemetry: Telemetry, options: MeterOptions = MeterOptions(), *, background: bool = True):
         if options.source not in ENERGY_SOURCES:
@@ -67,10 +93,21 @@ class TelemetryEnergyMeter:
         self.reason: str | None = None
         self._use_counter = options.source != "poll"
         self._samples: list[PowerSample] = []
+        self._ticks: list[CounterTick] = []
+        self._last_read: tuple[float, int, float] | None = None  # (t, mJ, half width of the read)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start: dict[str, Any] | None = None
         self._error: str | None = None
+        self._optional_errors: dict[str, str] = {}
+        measure = getattr(telemetry, "measure_counter_period", None)
+        if measure is not None and self._use_counter and not self.simulated:
+            try:
+                measure()  # once per GPU per process (Zeus does the same for its power reading)
+            except GpuLostError:
+                raise
+            except TelemetryError:
+                pass  # recorded as assumed, with the reason, in record_info
 
     @property
     def counter_update_period_s(self) -> float:
@@ -82,21 +119,68 @@ class TelemetryEnergyMeter:
         info = self.telemetry.info().to_dict()
         info["backend"] = "sim" if self.simulated else "nvml"
         info["poll_interval_s"] = self.options.poll_interval_s
+        info["counter_poll_s"] = self.options.counter_poll_s
         info["counter_update_period_s"] = self.counter_update_period_s
+        if getattr(self.telemetry, "device_mismatch", False):
+            info["device_mismatch"] = True
+            info["device_mismatch_note"] = (
+                "SDSUITE_NVML_ON_CPU=1: NVML telemetry of a GPU while the cases ran on the CPU (a test of the NVML path); never a baseline"
+            )
         return info
 
+    def _optional(self, name: str, read: Callable[[], Any]) -> Any:
+        """An optional reading: a failure (other than a lost GPU) becomes None plus a reason, never a void window."""
+        try:
+            return read()
+        except GpuLostError:
+            raise
+        except TelemetryError as exc:
+            self._optional_errors.setdefault(name, str(exc))
+            return None
+
+    def _read_counter(self) -> None:
+        """Read the energy counter and note an update (tick) since the previous read."""
+        tel = self.telemetry
+        t_a = tel.now()
+        value = tel.energy_mj()
+        t_b = tel.now()
+        t, half = (t_a + t_b) / 2, (t_b - t_a) / 2
+        last = self._last_read
+        if last is not None and value != last[1]:
+            # The update happened between the previous read and this one.
+            self._ticks.append(CounterTick((last[0] + t) / 2, (t - last[0]) / 2 + max(last[2], half), value))
+        self._last_read = (t, value, half)
+
     def sample(self) -> None:
-        """Take one power/clock sample (the polling thread calls this every interval)."""
+        """Take one power/clock sample (the polling thread calls this every interval; by hand it also reads the counter)."""
         try:
             tel = self.telemetry
-            sm, mem = tel.clocks_mhz()
-            self._samples.append(PowerSample(tel.now(), tel.power_w(), sm, mem, tel.throttle_reasons()))
+            if not self.background and self._use_counter and self._start is not None and self._start.get("energy_mj") is not None:
+                self._read_counter()
+            clocks = self._optional("clocks", tel.clocks_mhz)
+            power = self._optional("power", tel.power_w)
+            reasons = self._optional("throttle_reasons", tel.throttle_reasons)
+            sm, mem = clocks if clocks is not None else (None, None)
+            self._samples.append(PowerSample(tel.now(), power, sm, mem, reasons))
         except TelemetryError as exc:
             self._error = self._error or str(exc)
 
     def _poll(self) -> None:
-        while not self._stop.wait(self.options.poll_interval_s):
-            self.sample()
+        interval = self.options.poll_interval_s
+        counter = self._use_counter and self._start is not None and self._start.get("energy_mj") is not None
+        step = min(self.options.counter_poll_s, interval) if counter else interval
+        next_sample = time.perf_counter() + interval
+        while not self._stop.wait(step):
+            if counter:
+                try:
+                    self._read_counter()
+                except TelemetryError as exc:
+                    self._error = self._error or str(exc)
+                    counter = False
+                    step = interval
+            if time.perf_counter() >= next_sample:
+                self.sample()
+                next_sample += interval
 
     def begin(self, busy: bool = True) -> None:
         """Open a window (the device was just synchronized): read counter and temperature, start polling.
@@ -104,16 +188,20 @@ class TelemetryEnergyMeter:
         ``busy=False`` marks an idle window (the baseline): the simulated device then draws idle power.
         """
         self._samples = []
+        self._ticks = []
+        self._last_read = None
         self._error = None
+        self._optional_errors = {}
         self._start = None
         if not self.available:
             return
         tel = self.telemetry
         try:
-            start: dict[str, Any] = {"temperature_c": tel.temperature_c(), "energy_mj": None}
+            start: dict[str, Any] = {"temperature_c": self._optional("temperature", tel.temperature_c), "energy_mj": None}
             if self._use_counter:
                 try:
-                    start["energy_mj"] = tel.energy_mj()
+                    self._read_counter()
+                    start["energy_mj"] = self._last_read[1]
                 except NotSupportedError as exc:
                     if self.options.source == "counter":
                         raise TelemetryError(f"--energy-source counter: {exc}") from None
@@ -121,11 +209,12 @@ class TelemetryEnergyMeter:
             start["t"] = tel.now()
             if busy:
                 tel.workload(True)
+            self._start = start
             self.sample()
         except TelemetryError as exc:
+            self._start = None
             self._fail(exc)
             return
-        self._start = start
         if self.background:
             self._stop.clear()
             self._thread = threading.Thread(target=self._poll, name="sdsuite-power-poll", daemon=True)
@@ -152,53 +241,115 @@ class TelemetryEnergyMeter:
             }
         tel = self.telemetry
         try:
+            self._start = start  # sample() reads the counter by hand only inside a window
             self.sample()
+            self._start = None
             tel.workload(False)
+            energy_end = None
+            if start["energy_mj"] is not None:
+                self._read_counter()
+                energy_end = self._last_read[1]
             t_end = tel.now()
-            energy_end = tel.energy_mj() if start["energy_mj"] is not None else None
-            temp_end = tel.temperature_c()
+            temp_end = self._optional("temperature", tel.temperature_c)
         except TelemetryError as exc:
+            self._start = None
             self._fail(exc)
             return {"available": False, "reason": self.reason or f"telemetry failed: {exc}", "simulated": self.simulated}
         if self._error:
             return {"available": False, "reason": f"telemetry failed during the window: {self._error}", "simulated": self.simulated}
         return self._window(start, t_end, energy_end, temp_end)
 
-    def _window(self, start: dict, t_end: float, energy_end: int | None, temp_end: float) -> dict[str, Any]:
+    def _counter_energy(self, start: dict, t_end: float, energy_end: int) -> tuple[float, dict] | None:
+        """Energy from the counter ticks inside the window, with its uncertainty terms; None with fewer than two ticks."""
+        t0 = start["t"]
+        ticks = [k for k in self._ticks if t0 <= k.t <= t_end]
+        if len(ticks) < 2:
+            return None
+        first, last = ticks[0], ticks[-1]
+        span = last.t - first.t
+        if span <= 0:
+            return None
+        power = (last.mj - first.mj) / 1000.0 / span  # the counter's own average power between two updates
+        duration = t_end - t0
+        energy = power * duration
+        edges_s = (first.t - t0) + (t_end - last.t)
+        terms = {
+            "tick_timing_j": energy * (first.half_width_s + last.half_width_s) / span,
+            "resolution_j": 2e-3 * duration / span,  # whole millijoules at both ticks
+        }
+        # The edges are charged at the counter-average power; where instantaneous power was polled there, bound the difference.
+        edge_samples = [s.power_w for s in self._samples if s.power_w is not None and (s.t < first.t or s.t > last.t)]
+        reading = (self.telemetry.info().power_reading or {}) if hasattr(self.telemetry, "info") else {}
+        if edge_samples and not reading.get("averaged"):
+            terms["edge_power_j"] = edges_s * max(abs(p - power) for p in edge_samples)
+        detail = {
+            "counter_ticks": len(ticks),
+            "counter_span_s": span,
+            "edges_s": edges_s,
+            "counter_diff_j": (energy_end - start["energy_mj"]) / 1000,
+        }
+        return energy, {"terms": terms, **detail}
+
+    def _window(self, start: dict, t_end: float, energy_end: int | None, temp_end: float | None) -> dict[str, Any]:
         samples = self._samples
         duration = t_end - start["t"]
         poll_j = trapezoid_j(samples)
         period = self.counter_update_period_s
-        short = duration < period
-        if energy_end is not None and not short:
-            source, energy = "counter", (energy_end - start["energy_mj"]) / 1000.0
+        counter = self._counter_energy(start, t_end, energy_end) if energy_end is not None else None
+        short = counter is None
+        extra: dict[str, Any] = {}
+        if counter is not None:
+            source, (energy, detail) = "counter", counter
+            terms = detail.pop("terms")
+            extra.update(detail)
         else:
-            # A window shorter than the counter's update period can read 0 or a whole extra update.
+            # Fewer than two counter updates inside the window: a plain difference of two reads can be off by a whole update.
             source, energy = "power_poll", poll_j
-        powers = [s.power_w for s in samples]
-        reasons = sorted({r for s in samples for r in s.reasons})
+            terms = {"trapezoid_j": trapezoid_bound_j(samples)}
+            first = next((s for s in samples if s.power_w is not None), None)
+            last_s = next((s for s in reversed(samples) if s.power_w is not None), None)
+            if first is not None and last_s is not None:
+                terms["edges_j"] = ((first.t - start["t"]) + (t_end - last_s.t)) * max(s.power_w for s in samples if s.power_w is not None)
+        reading = self.telemetry.info().power_reading or {}
+        powers = [s.power_w for s in samples if s.power_w is not None]
+        reasons_seen = [s.reasons for s in samples if s.reasons is not None]
+        uncertainty = sum(terms.values())
         out: dict[str, Any] = {
             "available": True,
             "simulated": self.simulated,
             "source": source,
             "energy_j": energy,
+            "energy_uncertainty_j": uncertainty,
+            "energy_uncertainty_rel": uncertainty / energy if energy > 0 else None,
+            "uncertainty_terms_j": terms,
             "energy_poll_j": poll_j,
             "avg_power_w": energy / duration if duration > 0 else None,
             "peak_power_w": max(powers) if powers else None,
+            "power_reading": dict(reading) if reading else None,
             "duration_s": duration,
             "samples": len(samples),
             "poll_interval_s": self.options.poll_interval_s,
-            "sm_clock_mhz": _spread([s.sm_mhz for s in samples]),
-            "mem_clock_mhz": _spread([s.mem_mhz for s in samples]),
-            "throttle_reasons": reasons,
+            "sm_clock_mhz": _spread([s.sm_mhz for s in samples if s.sm_mhz is not None]),
+            "mem_clock_mhz": _spread([s.mem_mhz for s in samples if s.mem_mhz is not None]),
+            "throttle_reasons": sorted({r for rs in reasons_seen for r in rs}) if reasons_seen else None,
             "temperature_c": {"start": start["temperature_c"], "end": temp_end},
             "counter_update_period_s": period,
             "short_window": short,
+            **extra,
         }
-        if short:
-            out["note"] = f"window of {duration * 1e3:.1f} ms is shorter than the energy counter's {period * 1e3:.0f} ms update period"
+        if self._optional_errors:
+            out["unavailable"] = dict(self._optional_errors)  # optional readings that failed, with the reasons
+        if source == "power_poll" and reading.get("averaged"):
+            out["uncertainty_note"] = "power readings are a ~1 s moving average: the bound does not cover the averaging lag"
+        if short and energy_end is not None:
+            why = (
+                f"is shorter than the energy counter's {period * 1e3:.0f} ms update period"
+                if duration < period
+                else f"saw fewer than two updates of the energy counter (period {period * 1e3:.0f} ms)"
+            )
+            out["note"] = f"window of {duration * 1e3:.1f} ms {why}: integrated polled power instead"
         if self.options.keep_trace:
-            out["trace"] = [[round(s.t - start["t"], 6), round(s.power_w, 3)] for s in samples]
+            out["trace"] = [[round(s.t - start["t"], 6), round(s.power_w, 3)] for s in samples if s.power_w is not None]
         return out
 
 

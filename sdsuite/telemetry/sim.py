@@ -16,15 +16,15 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 
 from sdsuite.errors import UsageError
-from sdsuite.telemetry.base import ClockState, DeviceInfo, GpuLostError, NotSupportedError, PermissionDeniedError
+from sdsuite.telemetry.base import ClockState, DeviceInfo, GpuLostError, NotSupportedError, PermissionDeniedError, TelemetryError
 
-SIM_MODELS = ("v100", "a100", "h100")
-SIM_FAULTS = ("permission-denied", "gpu-lost", "no-counter")
+SIM_MODELS = ("v100", "a100", "h100", "h200")
+SIM_FAULTS = ("permission-denied", "gpu-lost", "no-counter", "restore-fails")
 _COUNTER_OFFSET_MJ = 987_654_321  # NVML counts since driver load; never start at 0 so code must use differences
 # Several simulated GPUs (scale-out dry runs): SDSUITE_SIM_GPUS=N says how many the "machine" has, and
 # CUDA_VISIBLE_DEVICES picks which one a process sees, as the driver does for real GPUs.
@@ -79,9 +79,10 @@ class PowerModel:
 
 # Loose, plausible figures per model (idle and full-load board power); the clock tables are real.
 _MODEL_DATA = {
-    "v100": {"idle_w": 30.0, "max_w": 225.0, "cc": "7.0", "memory_bytes": 32 * 1024**3, "mem_lock": False},
-    "a100": {"idle_w": 40.0, "max_w": 235.0, "cc": "8.0", "memory_bytes": 40 * 1024**3, "mem_lock": True},
-    "h100": {"idle_w": 60.0, "max_w": 370.0, "cc": "9.0", "memory_bytes": 95830 * 1024**2, "mem_lock": True},
+    "v100": {"idle_w": 30.0, "max_w": 225.0, "cc": "7.0", "memory_bytes": 32 * 1024**3, "mem_lock": False, "arch": "volta"},
+    "a100": {"idle_w": 40.0, "max_w": 235.0, "cc": "8.0", "memory_bytes": 40 * 1024**3, "mem_lock": True, "arch": "ampere"},
+    "h100": {"idle_w": 60.0, "max_w": 370.0, "cc": "9.0", "memory_bytes": 95830 * 1024**2, "mem_lock": True, "arch": "hopper"},
+    "h200": {"idle_w": 75.0, "max_w": 650.0, "cc": "9.0", "memory_bytes": 143771 * 1024**2, "mem_lock": True, "arch": "hopper"},
 }
 AMBIENT_C = 30.0
 THERMAL_RESISTANCE_C_PER_W = 0.15
@@ -102,22 +103,25 @@ class SimFaults:
     permission_denied: bool = False
     gpu_lost_at_workload: int | None = None
     no_counter: bool = False
+    restore_fails_at: int | None = None  # the N-th reset call fails (NVML_ERROR_UNKNOWN), once
 
 
 def parse_sim_faults(values: Iterable[str] | None) -> SimFaults:
-    """Parse ``--sim-fault`` values: ``permission-denied``, ``gpu-lost[:N]`` (N-th window, default 1), ``no-counter``."""
+    """Parse ``--sim-fault`` values: ``permission-denied``, ``gpu-lost[:N]`` (N-th window, default 1), ``no-counter``,
+    ``restore-fails[:N]`` (the N-th clock reset fails once, default 1)."""
     faults = SimFaults()
     for raw in values or ():
         for item in (x.strip() for x in str(raw).split(",") if x.strip()):
             name, _, arg = item.partition(":")
             if name == "permission-denied" and not arg:
-                faults = SimFaults(True, faults.gpu_lost_at_workload, faults.no_counter)
+                faults = replace(faults, permission_denied=True)
             elif name == "no-counter" and not arg:
-                faults = SimFaults(faults.permission_denied, faults.gpu_lost_at_workload, True)
-            elif name == "gpu-lost" and (not arg or arg.isdigit()) and int(arg or 1) >= 1:
-                faults = SimFaults(faults.permission_denied, int(arg or 1), faults.no_counter)
+                faults = replace(faults, no_counter=True)
+            elif name in ("gpu-lost", "restore-fails") and (not arg or arg.isdigit()) and int(arg or 1) >= 1:
+                field = "gpu_lost_at_workload" if name == "gpu-lost" else "restore_fails_at"
+                faults = replace(faults, **{field: int(arg or 1)})
             else:
-                raise UsageError(f"unknown --sim-fault {item!r}; valid: permission-denied, gpu-lost[:N], no-counter.")
+                raise UsageError(f"unknown --sim-fault {item!r}; valid: permission-denied, gpu-lost[:N], no-counter, restore-fails[:N].")
     return faults
 
 
@@ -174,6 +178,11 @@ class SimulatedGpu:
             supported_clocks_mhz=clocks,
             gpu_class=model,
             simulated=True,
+            architecture=data["arch"],
+            persistence_mode=True,
+            mig_mode=False,
+            power_reading={"method": "model", "averaged": False, "note": "the simulated power model, read instantaneously"},
+            counter_period={"period_s": counter_update_period_s, "source": "simulated"},
         )
         self.mem_max_mhz = max(clocks)
         self.f_max_mhz = max(clocks[self.mem_max_mhz])
@@ -184,12 +193,14 @@ class SimulatedGpu:
         self._state = ClockState()
         self._load = 0.0
         self._workloads = 0
+        self._resets = 0
         self._lost = False
         self._t0 = self._t_last = clock()
         self._energy_j = 0.0
         self._counter_j = 0.0
         self._temp_c = AMBIENT_C + THERMAL_RESISTANCE_C_PER_W * self.power_model.idle_w
         self._state_path = os.fspath(state_path) if state_path else None
+        self._load_state()  # a state file outlives the process, like a real GPU's settings
         self._save_state()
 
     # -- physics -------------------------------------------------------------------------------
@@ -233,6 +244,28 @@ class SimulatedGpu:
             raise GpuLostError(f"simulated {self._info.name} was lost (fault injected); nothing more can be read.")
         self._advance()
 
+    @property
+    def state_path(self) -> str | None:
+        """The file this GPU's clock settings persist in (None: in memory only)."""
+        return self._state_path
+
+    def _load_state(self) -> None:
+        if not self._state_path or not os.path.exists(self._state_path):
+            return
+        try:
+            with open(self._state_path, encoding="utf-8") as f:
+                data = json.load(f)
+            self._state = ClockState(
+                **{
+                    k: tuple(int(x) for x in data[k]) if data.get(k) else None
+                    for k in ("locked_sm_mhz", "locked_mem_mhz", "applications_mhz")
+                }
+            )
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise UsageError(
+                f"--sim-state-file {self._state_path}: unreadable simulated GPU state ({exc}); remove it or pass another path."
+            ) from None
+
     def _save_state(self) -> None:
         if not self._state_path:
             return
@@ -247,6 +280,10 @@ class SimulatedGpu:
         self._check()
         if self.faults.permission_denied:
             raise PermissionDeniedError(f"simulated {self._info.name}: NVML_ERROR_NO_PERMISSION (fault injected).")
+        if all(v is None for v in changes.values()):  # a reset
+            self._resets += 1
+            if self._resets == self.faults.restore_fails_at:
+                raise TelemetryError(f"simulated {self._info.name}: reset failed with NVML_ERROR_UNKNOWN (fault injected).")
         fields = {"locked_sm_mhz": self._state.locked_sm_mhz, "locked_mem_mhz": self._state.locked_mem_mhz}
         fields["applications_mhz"] = self._state.applications_mhz
         fields.update(changes)

@@ -97,7 +97,7 @@ def test_a_lost_gpu_cannot_be_restored_and_says_so_without_raising(capsys):
     gpu = SimulatedGpu("a100", faults=SimFaults(gpu_lost_at_workload=1))
     with ClockLock(gpu, 1005, allowed=True):
         gpu.workload(True)  # the GPU falls off the bus mid-run
-    assert "could not restore GPU clocks" in capsys.readouterr().err
+    assert "could not restore the clocks of GPU 0" in capsys.readouterr().err
     assert clocks._ACTIVE == []
 
 
