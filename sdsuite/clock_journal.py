@@ -160,14 +160,16 @@ class Journal:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
-    def stale(self) -> dict | None:
-        """The journal of a dead process (to restore), None when there is none or it is ours.
+    def stale(self, *, held_here: bool = False) -> dict | None:
+        """The journal of a process that ended without restoring (to restore), None when there is none or a lock here holds it.
 
         A journal of another live process is refused: two processes locking one GPU undo each other.
         """
         entry = self.read()
-        if entry is None or entry.get("pid") == os.getpid():
+        if entry is None:
             return None
+        if entry.get("pid") == os.getpid():
+            return None if held_here else entry  # an earlier command in this process failed to restore
         if not entry.get("unreadable") and _alive(entry):
             gpu = entry.get("gpu") or {}
             raise UsageError(

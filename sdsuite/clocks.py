@@ -146,7 +146,9 @@ def recover_stale_lock(tel: Telemetry) -> dict | None:
     from sdsuite.clock_journal import Journal, state_from_dict
 
     journal = Journal(tel)
-    entry = journal.stale()
+    with _REGISTRY_LOCK:
+        held = any(Journal(lock.telemetry).key == journal.key for lock in _ACTIVE) if journal.key else False
+    entry = journal.stale(held_here=held)
     if entry is None:
         return None
     info = tel.info()
@@ -157,9 +159,10 @@ def recover_stale_lock(tel: Telemetry) -> dict | None:
     with _SignalsDeferred():
         errors, left = put_back(tel, saved, set(changes))
     who = f"sdsuite process {entry.get('pid')}" if not entry.get("unreadable") else "an sdsuite process"
+    who += ", which ended without restoring them"
     if errors:
         msg = (
-            f"GPU {info.index} ({info.name}, {info.uuid}) was left with changed clocks by {who}, which died, and restoring them failed: "
+            f"GPU {info.index} ({info.name}, {info.uuid}) was left with changed clocks by {who}, and restoring them failed: "
             f"{'; '.join(errors)}. Reset it with: {_reset_command(info.index, sorted(left))}"
         )
         _FAILED_RESTORES[_gpu_key(tel)] = msg
@@ -167,8 +170,8 @@ def recover_stale_lock(tel: Telemetry) -> dict | None:
         return {"restored": False, "errors": errors, "journal": entry}
     journal.drop()
     print(
-        f"sdsuite: GPU {info.index} ({info.name}) was left with changed clocks ({', '.join(sorted(changes)) or 'none'}) by {who}, "
-        f"which died; restored them to what that process found at its start.",
+        f"sdsuite: GPU {info.index} ({info.name}) was left with changed clocks ({', '.join(sorted(changes)) or 'none'}) by {who}; "
+        f"restored them to what that process found at its start.",
         file=sys.stderr,
     )
     return {"restored": True, "changes": sorted(changes), "journal": entry}

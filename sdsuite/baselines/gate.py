@@ -15,7 +15,7 @@ from sdsuite.baselines.keys import hardware_key, is_portable_key
 from sdsuite.baselines.store import BaselineStore
 from sdsuite.baselines.tolerance import ToleranceRules
 from sdsuite.calibration import Calibration
-from sdsuite.errors import UsageError
+from sdsuite.errors import InputFileError, UsageError
 
 MISSING_POLICIES = ("fail", "skip")
 
@@ -132,6 +132,11 @@ def gate_record(
     ``entry`` replaces the entry built from ``record`` (e.g. several sessions pooled).
     InputFileError propagates for corrupt baseline files (which are left untouched).
     """
+    if (record.get("telemetry") or {}).get("device_mismatch"):
+        raise InputFileError(
+            f"record {record.get('case_id')!r} was measured with SDSUITE_NVML_ON_CPU=1 (GPU telemetry while the case ran on the CPU, "
+            "a test of the NVML path): it can never be a baseline or be compared with one."
+        )
     rec = dict(record, simulated=is_simulated(record))
     key = hardware_key(rec, env, cfg.scope)
     case_id = rec["case_id"]

@@ -52,7 +52,9 @@ def _pct(v: float | None, sign: bool = True) -> str:
 
 
 def print_optima(analysis: DvfsAnalysis, console: Console) -> None:
-    """One table per series: each objective's clock, energy saving and slowdown vs the reference."""
+    """One table per series: each objective's clock, energy saving and slowdown vs the reference (+- combined uncertainty, n.s.)."""
+    from sdsuite.dvfs.report import pm_cell
+
     for s in analysis.series:
         if len(s.points) < 2:  # e.g. the records of a plain `sdsuite run`: nothing to trade off
             only = s.points[0].freq_label if s.points else "none"
@@ -69,7 +71,13 @@ def print_optima(analysis: DvfsAnalysis, console: Console) -> None:
             flags = ", ".join(
                 x for x in ("suspicious: faster than reference" if o.suspicious else "", "within noise" if o.within_noise else "") if x
             )
-            t.add_row(o.title, o.freq_label, _pct(o.energy_saving_pct, False), _pct(o.slowdown_pct), flags)
+            t.add_row(
+                o.title,
+                o.freq_label,
+                pm_cell(o.energy_saving_pct, o.energy_saving_uncertainty_pct, o.energy_saving_significant, False),
+                pm_cell(o.slowdown_pct, o.slowdown_uncertainty_pct, o.slowdown_significant),
+                flags,
+            )
         console.print(t)
         for n in s.notes:
             console.print(f"[dim]note: {n}[/dim]", highlight=False)

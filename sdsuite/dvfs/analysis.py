@@ -13,6 +13,7 @@ not speed SD up, so it usually means the reference was disturbed (thermal state,
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -73,6 +74,14 @@ class PointStats:
     energy_within_noise: bool | None = None
     time_within_noise: bool | None = None
     faster_than_reference: bool = False
+    # Measurement bound of the point's energy windows, relative (largest of its runs; None: not recorded).
+    energy_bound_rel: float | None = None
+    # Combined uncertainty of the saving and the slowdown (percentage points) and whether each exceeds it
+    # (None: one run per point, so the run-to-run spread is unknown).
+    energy_saving_uncertainty_pct: float | None = None
+    slowdown_uncertainty_pct: float | None = None
+    energy_saving_significant: bool | None = None
+    slowdown_significant: bool | None = None
 
     @property
     def freq_label(self) -> str:
@@ -94,6 +103,8 @@ class PointStats:
             out.append("suspicious: faster than reference" + (" (within noise)" if self.time_within_noise else ""))
         if not self.is_reference and self.energy_within_noise:
             out.append("energy within noise of reference")
+        if not self.is_reference and self.energy_saving_significant is False:
+            out.append(f"energy difference not significant (±{self.energy_saving_uncertainty_pct:.2g} pp)")
         return tuple(out)
 
 
@@ -110,6 +121,10 @@ class Optimum:
     slowdown_pct: float | None
     within_noise: bool | None
     suspicious: bool
+    energy_saving_uncertainty_pct: float | None = None
+    slowdown_uncertainty_pct: float | None = None
+    energy_saving_significant: bool | None = None
+    slowdown_significant: bool | None = None
 
     @property
     def freq_label(self) -> str:
@@ -162,7 +177,9 @@ def _point_stats(p: PointRecord) -> PointStats:
     runs = p.runs
     metrics = {name: spread([getattr(r, name) for r in runs if getattr(r, name) is not None]) for name in METRICS}
     sms = [r.observed_sm_mhz for r in runs if r.observed_sm_mhz is not None]
+    bounds = [r.energy_bound_rel for r in runs if r.energy_bound_rel is not None]
     return PointStats(
+        energy_bound_rel=max(bounds) if bounds and len(bounds) == len(runs) else None,
         freq_mhz=p.freq_mhz,
         status=p.status,
         reason=p.reason,
@@ -194,6 +211,20 @@ def pick_reference(points: Sequence[PointStats], rule: str) -> tuple[PointStats 
     return None, "none (no usable point)"
 
 
+def _rel_spread(s: Spread | None) -> float | None:
+    """Run-to-run spread of a point relative to its median (half the IQR); None with fewer than two runs."""
+    if s is None or s.n < 2 or not s.median:
+        return None
+    return (s.q3 - s.q1) / 2 / abs(s.median)
+
+
+def ratio_uncertainty_pct(ratio: float, *rel: float | None) -> float | None:
+    """Uncertainty in percentage points of ``(ratio - 1) * 100`` from independent relative uncertainties (None if any is unknown)."""
+    if any(r is None for r in rel):
+        return None
+    return abs(ratio) * math.sqrt(sum(r * r for r in rel)) * 100
+
+
 def _compare(p: PointStats, ref: PointStats | None) -> PointStats:
     if ref is None or p.status != "ok":
         return p
@@ -203,6 +234,12 @@ def _compare(p: PointStats, ref: PointStats | None) -> PointStats:
     slow = (t.median / tr.median - 1) * 100 if t and tr and tr.median else None
     save = (1 - e.median / er.median) * 100 if e and er and er.median else None
     time_noise = t.overlaps(tr) if t and tr else None
+    u_save = u_slow = None
+    if save is not None and not is_ref:
+        # Each point's energy: its run-to-run spread and its windows' measurement bound, combined with the reference's.
+        u_save = ratio_uncertainty_pct(e.median / er.median, _rel_spread(e), _rel_spread(er), p.energy_bound_rel, ref.energy_bound_rel)
+    if slow is not None and not is_ref:
+        u_slow = ratio_uncertainty_pct(t.median / tr.median, _rel_spread(t), _rel_spread(tr))
     return replace(
         p,
         is_reference=is_ref,
@@ -211,6 +248,10 @@ def _compare(p: PointStats, ref: PointStats | None) -> PointStats:
         energy_within_noise=e.overlaps(er) if e and er else None,
         time_within_noise=time_noise,
         faster_than_reference=bool(not is_ref and t and tr and t.median < tr.median),
+        energy_saving_uncertainty_pct=u_save,
+        slowdown_uncertainty_pct=u_slow,
+        energy_saving_significant=None if u_save is None else abs(save) > u_save,
+        slowdown_significant=None if u_slow is None else abs(slow) > u_slow,
     )
 
 
@@ -238,6 +279,10 @@ def _optima(points: Sequence[PointStats], ref: PointStats | None, max_slowdown_p
             slowdown_pct=best.slowdown_pct,
             within_noise=None if best.is_reference else best.energy_within_noise,
             suspicious=best.faster_than_reference,
+            energy_saving_uncertainty_pct=best.energy_saving_uncertainty_pct,
+            slowdown_uncertainty_pct=best.slowdown_uncertainty_pct,
+            energy_saving_significant=best.energy_saving_significant,
+            slowdown_significant=best.slowdown_significant,
         )
     return out
 

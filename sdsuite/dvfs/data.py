@@ -82,6 +82,7 @@ class RunRow:
     edp_js: float | None
     ed2p_js2: float | None
     observed_sm_mhz: float | None
+    energy_bound_rel: float | None = None  # the window's measurement bound relative to its energy (None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,9 @@ def run_rows(record: Mapping[str, Any], series: SeriesKey) -> tuple[RunRow, ...]
             t, e = w["duration_s"] / g, w["energy_j"] / g
             src = "energy_window"
             sm = (w.get("sm_clock_mhz") or {}).get("mean")
+            bound = w.get("energy_uncertainty_rel")
         else:
-            t, e, src, sm = lat[i], None, "latency", None
+            t, e, src, sm, bound = lat[i], None, "latency", None, None
         rows.append(
             RunRow(
                 series=series,
@@ -165,6 +167,7 @@ def run_rows(record: Mapping[str, Any], series: SeriesKey) -> tuple[RunRow, ...]
                 edp_js=e * t if e is not None else None,
                 ed2p_js2=e * t * t if e is not None else None,
                 observed_sm_mhz=sm,
+                energy_bound_rel=float(bound) if bound is not None else None,
             )
         )
     return tuple(rows)

@@ -86,6 +86,11 @@ def points_csv(analysis: DvfsAnalysis) -> str:
         "energy_within_noise",
         "time_within_noise",
         "suspicious_faster_than_reference",
+        "energy_bound_rel",
+        "energy_saving_uncertainty_pct",
+        "energy_saving_significant",
+        "slowdown_uncertainty_pct",
+        "slowdown_significant",
         "optimum_for",
     ]
     rows = []
@@ -117,6 +122,11 @@ def points_csv(analysis: DvfsAnalysis) -> str:
                 p.energy_within_noise,
                 p.time_within_noise,
                 p.faster_than_reference,
+                p.energy_bound_rel,
+                p.energy_saving_uncertainty_pct,
+                p.energy_saving_significant,
+                p.slowdown_uncertainty_pct,
+                p.slowdown_significant,
                 opt_for,
             ]
             rows.append(row)
@@ -133,6 +143,10 @@ def _optimum_dict(o: Optimum) -> dict:
         "slowdown_pct": o.slowdown_pct,
         "within_noise_of_reference": o.within_noise,
         "suspicious_faster_than_reference": o.suspicious,
+        "energy_saving_uncertainty_pct": o.energy_saving_uncertainty_pct,
+        "energy_saving_significant": o.energy_saving_significant,
+        "slowdown_uncertainty_pct": o.slowdown_uncertainty_pct,
+        "slowdown_significant": o.slowdown_significant,
     }
 
 
@@ -150,6 +164,11 @@ def _point_dict(p: PointStats) -> dict:
         "energy_within_noise": p.energy_within_noise,
         "time_within_noise": p.time_within_noise,
         "suspicious_faster_than_reference": p.faster_than_reference,
+        "energy_bound_rel": p.energy_bound_rel,
+        "energy_saving_uncertainty_pct": p.energy_saving_uncertainty_pct,
+        "energy_saving_significant": p.energy_saving_significant,
+        "slowdown_uncertainty_pct": p.slowdown_uncertainty_pct,
+        "slowdown_significant": p.slowdown_significant,
         "record_id": p.record_id,
     }
 
@@ -166,6 +185,11 @@ def summary_dict(analysis: DvfsAnalysis) -> dict:
             "reference": analysis.reference_rule,
             "max_slowdown_pct": analysis.max_slowdown_pct,
             "within_noise": "the interquartile ranges of the point and the reference overlap",
+            "significance": (
+                "a saving or slowdown is significant when it exceeds its combined uncertainty: the run-to-run spread "
+                "(half IQR / median) of the point and of the reference, and for energy each one's measurement bound "
+                "(energy_uncertainty_rel of its windows), added in quadrature; unknown (null) with one run per point"
+            ),
             "suspicious": "a point faster than the reference (a lower clock should not speed SD up)",
             "ties": "the higher clock wins",
         },
@@ -197,11 +221,21 @@ def _num(v: float | None, unit: str = "") -> str:
     return "n/a" if v is None else f"{v:.4g}{(' ' + unit) if unit else ''}"
 
 
+def pm_cell(value: float | None, u: float | None, significant: bool | None, sign: bool = True) -> str:
+    """``6.2% ±0.4`` and ``(n.s.)`` when the difference does not exceed its uncertainty."""
+    text = _pct(value, sign)
+    if value is None or u is None:
+        return text
+    return f"{text} ±{u:.1f}" + (" (n.s.)" if significant is False else "")
+
+
 def _opt_cell(o: Optimum | None) -> str:
     if o is None:
         return "n/a"
     flag = " (suspicious)" if o.suspicious else (" (within noise)" if o.within_noise else "")
-    return f"{o.freq_label}: saves {_pct(o.energy_saving_pct, False)}, time {_pct(o.slowdown_pct)}{flag}"
+    saving = pm_cell(o.energy_saving_pct, o.energy_saving_uncertainty_pct, o.energy_saving_significant, False)
+    time = pm_cell(o.slowdown_pct, o.slowdown_uncertainty_pct, o.slowdown_significant)
+    return f"{o.freq_label}: saves {saving}, time {time}{flag}"
 
 
 def _series_md(s: SeriesAnalysis, plots: bool) -> list[str]:
@@ -225,13 +259,16 @@ def _series_md(s: SeriesAnalysis, plots: bool) -> list[str]:
                 for x in (
                     "suspicious: faster than reference" if o.suspicious else "",
                     "within noise of reference" if o.within_noise else "",
+                    "saving not significant" if o.energy_saving_significant is False else "",
                 )
                 if x
             )
             or ""
         )
         lines.append(
-            f"| {o.title} | {o.freq_label} | {o.value:.4g} {o.unit} | {_pct(o.energy_saving_pct, False)} | {_pct(o.slowdown_pct)} | {flags} |"
+            f"| {o.title} | {o.freq_label} | {o.value:.4g} {o.unit} "
+            f"| {pm_cell(o.energy_saving_pct, o.energy_saving_uncertainty_pct, o.energy_saving_significant, False)} "
+            f"| {pm_cell(o.slowdown_pct, o.slowdown_uncertainty_pct, o.slowdown_significant)} | {flags} |"
         )
     suspicious = [p.freq_label for p in s.points if p.faster_than_reference]
     if suspicious:
@@ -250,7 +287,8 @@ def _series_md(s: SeriesAnalysis, plots: bool) -> list[str]:
         lines.append(
             f"| {p.freq_label} | {t.n if t else 0} | {_num(t.median if t else None, 's')} [{_num(t.q1 if t else None)}, {_num(t.q3 if t else None)}] "
             f"| {_num(e.median if e else None, 'J')} | {_num(pw.median if pw else None, 'W')} | {_num(edp.median if edp else None)} "
-            f"| {_pct(p.energy_saving_pct, False) if not p.is_reference else '-'} | {_pct(p.slowdown_pct) if not p.is_reference else '-'} | {', '.join(p.flags)} |"
+            f"| {pm_cell(p.energy_saving_pct, p.energy_saving_uncertainty_pct, p.energy_saving_significant, False) if not p.is_reference else '-'} "
+            f"| {pm_cell(p.slowdown_pct, p.slowdown_uncertainty_pct, p.slowdown_significant) if not p.is_reference else '-'} | {', '.join(p.flags)} |"
         )
     return lines + [""]
 

@@ -18,6 +18,8 @@ from sdsuite.errors import UsageError
 from sdsuite.telemetry.base import GpuLostError, NotSupportedError, Telemetry, TelemetryError
 
 ENERGY_SOURCES = ("auto", "counter", "poll")
+# A window's counter-timing term must stay within 0.5% of its energy: the runner repeats the generation until it does.
+TARGET_TICK_REL = 0.005
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,19 @@ class TelemetryEnergyMeter:
             self._stop.clear()
             self._thread = threading.Thread(target=self._poll, name="sdsuite-power-poll", daemon=True)
             self._thread.start()
+
+    def precise_enough(self, target_rel: float = TARGET_TICK_REL) -> bool:
+        """True when the open window's counter ticks already time its energy to ``target_rel`` (the runner repeats until then).
+
+        Windows without a counter (polled power, the virtual clock) have nothing to wait for.
+        """
+        start = self._start
+        if start is None or start.get("energy_mj") is None:
+            return True
+        ticks = [k for k in list(self._ticks) if k.t >= start["t"]]
+        if len(ticks) < 2 or ticks[-1].t <= ticks[0].t:
+            return False
+        return (ticks[0].half_width_s + ticks[-1].half_width_s) / (ticks[-1].t - ticks[0].t) <= target_rel
 
     def _fail(self, exc: Exception) -> None:
         if isinstance(exc, GpuLostError):
