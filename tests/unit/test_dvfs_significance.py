@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from test_dvfs import one_set, record  # rootdir-relative (rootdir conftest, no packages)
 
 from sdsuite.dvfs import analyze
 from sdsuite.dvfs.analysis import ratio_uncertainty_pct
 from sdsuite.dvfs.report import points_csv, summary_dict
-
-from test_dvfs import one_set, record  # rootdir-relative (rootdir conftest, no packages)
 
 
 def _with_bound(rec: dict, rel: float) -> dict:
