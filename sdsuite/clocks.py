@@ -57,7 +57,7 @@ def permission_message(device: str, *, application_clocks: bool | None = None) -
         else "have an administrator open application clocks to users (`nvidia-smi -acp UNRESTRICTED`), "
     )
     return (
-        f"the driver refused to change the clocks of {device} (NVML: no permission): run as root (e.g. sudo -E), "
+        f"the driver refused to change the clocks of {device} (NVML: no permission): run as root (sudo -E), "
         f"{app}use a privileged daemon such as Zeus's zeusd, or measure at the default clocks with --freq default."
     )
 

@@ -67,3 +67,36 @@ def tiny_sdxl_pipe():
 def cpu() -> torch.device:
     """The CPU device."""
     return torch.device("cpu")
+
+
+# -- The fake NVML (tests/fakenvml): a libnvidia-ml.so.1 built from C that the real nvidia-ml-py loads ------------
+
+
+@pytest.fixture(scope="session")
+def fake_nvml_libs(request, tmp_path_factory):
+    """{"r535": dir, "r470": dir} holding the fake libnvidia-ml.so.1; built once and cached (by source hash)
+    under .pytest_cache, shared by xdist workers. Skips when there is no C compiler."""
+    from fakenvml.build import CompilerNotFound, build_fake_nvml
+
+    cache = getattr(request.config, "cache", None)
+    out = cache.mkdir("fakenvml") if cache is not None else tmp_path_factory.getbasetemp().parent / "fakenvml"
+    try:
+        return build_fake_nvml(out)
+    except CompilerNotFound as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def fake_nvml(fake_nvml_libs, tmp_path):
+    """A fresh fake-NVML controller (one a100 unless configured) in tmp_path; undoes any in-process loading."""
+    from fakenvml import FakeNvml
+
+    fake = FakeNvml(fake_nvml_libs, tmp_path / "fakenvml")
+    yield fake
+    fake.unload()
+
+
+@pytest.fixture(autouse=True)
+def _private_gpu_lock_journal(tmp_path, monkeypatch):
+    """Every test (and its subprocesses) keeps its GPU lock journals in its own directory, never /var/tmp."""
+    monkeypatch.setenv("SDSUITE_LOCK_DIR", str(tmp_path / "gpu-locks"))

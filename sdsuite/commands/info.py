@@ -120,8 +120,29 @@ def cmd_env(args: argparse.Namespace) -> int:
             f"Telemetry ({tel['backend']}){sim} GPU {d['index']}: {d['name']} (class {d['gpu_class']}, uuid {d['uuid']}, "
             f"sm {d['compute_capability']}, {fmt_bytes(d['memory_bytes'])}, driver {d['driver']}, power limit {d['power_limit_w']} W; {clocks or 'no clock table'})"
         )
+        c.print("  " + _measurement_line(d), highlight=False)
     if not tel["devices"]:
         c.print(f"Telemetry: none ({tel.get('reason')}); try `sdsuite env --telemetry sim --gpu-model a100` for the simulated device.")
     if env["git_commit"]:
         c.print(f"git commit: {env['git_commit']}")
     return 0
+
+
+def _yes_no(v) -> str:
+    return "unknown" if v is None else ("on" if v else "off")
+
+
+def _measurement_line(d: dict) -> str:
+    """Persistence, MIG, how power is read and the energy counter's period (measured or assumed) of one GPU."""
+    period = d.get("counter_period") or {}
+    if period.get("period_s") is None:
+        counter = "energy counter period unknown"
+    elif period.get("source") == "measured":
+        spread = f", {period['min_s'] * 1e3:.1f}-{period['max_s'] * 1e3:.1f} ms" if period.get("min_s") is not None else ""
+        counter = f"energy counter updates every {period['period_s'] * 1e3:.1f} ms (measured, n={period.get('n')}{spread})"
+    else:
+        why = (period.get("measurement") or {}).get("reason")
+        counter = f"energy counter period {period['period_s'] * 1e3:.0f} ms ({period.get('source')}{': ' + why if why else ''})"
+    reading = d.get("power_reading") or {}
+    power = f"power: {reading.get('method', 'unknown')}{' (~1 s average)' if reading.get('averaged') else ''}"
+    return f"persistence mode {_yes_no(d.get('persistence_mode'))}, MIG {_yes_no(d.get('mig_mode'))}, {power}, {counter}"
