@@ -167,19 +167,32 @@ class TelemetryEnergyMeter:
         except TelemetryError as exc:
             self._error = self._error or str(exc)
 
+    def _near_tick(self) -> bool:
+        """True while the counter's next update may come: until the first tick of the window is seen, then from shortly
+        before each expected update (last tick + period) until it is seen. Between updates the poller sleeps, so a
+        window costs ~10 counter reads per update period instead of one every ``counter_poll_s``."""
+        ticks = self._ticks
+        if not ticks:
+            return True
+        period = self.counter_update_period_s
+        return self.telemetry.now() >= ticks[-1].t + period - max(0.005, 0.15 * period)
+
     def _poll(self) -> None:
         interval = self.options.poll_interval_s
         counter = self._use_counter and self._start is not None and self._start.get("energy_mj") is not None
-        step = min(self.options.counter_poll_s, interval) if counter else interval
+        fast = min(self.options.counter_poll_s, interval)
         next_sample = time.perf_counter() + interval
-        while not self._stop.wait(step):
-            if counter:
+        while True:
+            wait = next_sample - time.perf_counter()
+            near = counter and self._near_tick()
+            if self._stop.wait(max(min(wait, fast) if near else wait, 0.0)):
+                break
+            if near:
                 try:
                     self._read_counter()
                 except TelemetryError as exc:
                     self._error = self._error or str(exc)
                     counter = False
-                    step = interval
             if time.perf_counter() >= next_sample:
                 self.sample()
                 next_sample += interval
@@ -280,10 +293,13 @@ class TelemetryEnergyMeter:
         ticks = [k for k in self._ticks if t0 <= k.t <= t_end]
         if len(ticks) < 2:
             return None
-        first, last = ticks[0], ticks[-1]
-        span = last.t - first.t
-        if span <= 0:
+        # The pair of updates that times the window best: a tick seen only by a late read (e.g. the read at the window's
+        # end, long after the poller last looked) has a wide half-width; an earlier, sharply seen one gives a tighter bound.
+        pairs = [(a, b) for a in ticks[:3] for b in ticks[-3:] if b.t > a.t]
+        if not pairs:
             return None
+        first, last = min(pairs, key=lambda ab: (ab[0].half_width_s + ab[1].half_width_s) / (ab[1].t - ab[0].t))
+        span = last.t - first.t
         power = (last.mj - first.mj) / 1000.0 / span  # the counter's own average power between two updates
         duration = t_end - t0
         energy = power * duration
