@@ -43,9 +43,12 @@ def fmt_flops(f: float | None) -> str:
 
 
 def _spread(metric: dict) -> str:
+    """`` ±1.8%`` (half the IQR over the median), or `` (n=1)``: one sample has no spread to show."""
     if not metric or not metric.get("available") or "iqr" not in metric:
         return ""
-    return f" ±{metric['iqr'] / 2 / metric['median'] * 100:.1f}%" if metric.get("median") else ""
+    if (metric.get("n") or len(metric.get("samples") or ())) < 2:
+        return " (n=1)"
+    return f" ±{max(metric['iqr'], 0.0) / 2 / metric['median'] * 100:.1f}%" if metric.get("median") else ""
 
 
 def records_table(records: Sequence[dict], title: str = "sdsuite results") -> Table:

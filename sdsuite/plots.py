@@ -47,6 +47,16 @@ def load_pyplot():
     return plt
 
 
+def _bars(spreads) -> list[list[float]]:
+    """Lower and upper error-bar lengths (median - q1, q3 - median) of ``spreads``, never negative and never NaN:
+    the plots do not trust their input (an older record may hold a rounding-negative IQR)."""
+
+    def length(v: float) -> float:
+        return v if v == v and v > 0 else 0.0  # NaN and negative -> 0
+
+    return [[length(s.median - s.q1) for s in spreads], [length(s.q3 - s.median) for s in spreads]]
+
+
 def _x(p: PointStats) -> float | None:
     # A default-clock point sits at the clock it was observed running at, if known.
     return float(p.freq_mhz) if p.freq_mhz is not None else p.observed_sm_mhz
@@ -108,10 +118,7 @@ def _metric_plot(plt, analysis: DvfsAnalysis, metric: str, ylabel: str, title: s
         color = colors[i % len(colors)]
         xs = [_x(p) for p in pts]
         med = [p.metrics[metric].median for p in pts]
-        err = [
-            [m - p.metrics[metric].q1 for m, p in zip(med, pts, strict=True)],
-            [p.metrics[metric].q3 - m for m, p in zip(med, pts, strict=True)],
-        ]
+        err = _bars([p.metrics[metric] for p in pts])
         ax.errorbar(
             xs,
             med,
@@ -179,8 +186,8 @@ def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
         ax.errorbar(
             [x.median for x in t],
             [y.median for y in e],
-            xerr=[[x.median - x.q1 for x in t], [x.q3 - x.median for x in t]],
-            yerr=[[y.median - y.q1 for y in e], [y.q3 - y.median for y in e]],
+            xerr=_bars(t),
+            yerr=_bars(e),
             fmt="o",
             ms=3,
             alpha=0.45,

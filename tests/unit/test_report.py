@@ -127,3 +127,13 @@ def test_a_single_clock_gets_one_line_not_trivial_optima(tmp_path, capsys):
     assert main(["report", str(tmp_path / "r"), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
     printed = capsys.readouterr().out
     assert "one clock measured (default); DVFS optima need several" in printed and "minimum EDP" not in printed
+
+
+def test_plots_draw_rounding_negative_and_nan_spreads_as_zero_bars(tmp_path):
+    # An older record's IQR can be -3.55e-15 (float rounding); matplotlib refuses negative yerr: the plots never trust it
+    from sdsuite.dvfs.analysis import Spread
+    from sdsuite.plots import _bars
+
+    bad = [Spread(1.0, 1.0 + 3.55e-15, 1.0 - 1e-15, 2), Spread(2.0, float("nan"), 2.5, 2)]
+    lo, hi = _bars(bad)
+    assert lo == [0.0, 0.0] and hi == [0.0, 0.5]
