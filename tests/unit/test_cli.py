@@ -94,3 +94,41 @@ def test_the_main_job_prints_no_import_noise(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
+
+
+BAD_CHOICES = [
+    (["sweep", "--telemetry", "magic"], "'auto', 'nvml', 'sim', 'none'"),
+    (["sweep", "--gpu-model", "z900"], "'v100', 'a100', 'h100'"),
+    (["sweep", "--order", "sideways"], "'descending', 'ascending', 'shuffled'"),
+    (["run", "--guidance-scale", "high"], "invalid float value: 'high'"),
+    (["frob"], "commands: run, list, env"),
+    ([], "commands: run, list, env"),
+]
+
+
+@pytest.mark.parametrize("argv, choices", BAD_CHOICES)
+def test_a_bad_choice_is_one_line_naming_the_choices_without_a_usage_dump(argv, choices, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert err.startswith("sdsuite: error: ") and err.count("\n") == 1 and "usage:" not in err, err
+    assert choices in err
+
+
+def test_every_subcommand_reports_a_bad_flag_in_one_line(capsys):
+    from sdsuite.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name in sub.choices:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--no-such-flag"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1 and "usage:" not in err, (name, err)
+
+
+def test_help_texts_show_plain_backticks(capsys):
+    for name in ("report", "sweep", "run"):
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        assert "``" not in capsys.readouterr().out
