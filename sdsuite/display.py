@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from sdsuite.console import console as make_console
+from sdsuite.console import readable
 from sdsuite.runner import metric_center
 
 
@@ -88,8 +90,8 @@ def records_table(records: Sequence[dict], title: str = "sdsuite results") -> Ta
 
 def print_records(records: Sequence[dict], console: Console | None = None, notes: bool = True) -> None:
     """Print the table plus the reasons metrics were unavailable (once each)."""
-    console = console or Console()
-    console.print(records_table(records))
+    console = console or make_console()
+    console.print(readable(records_table(records), "case"))
     if not notes:
         return
     reasons = {}
@@ -103,4 +105,4 @@ def print_records(records: Sequence[dict], console: Console | None = None, notes
     if any(r.get("simulated") for r in records):
         reasons.setdefault("(sim) values come from the simulated GPU (--telemetry sim): a dry run, not a measurement", []).append("energy")
     for reason, names in reasons.items():
-        console.print(f"[dim]note: {', '.join(sorted(set(names)))}: {reason}[/dim]")
+        console.print(f"note: {', '.join(sorted(set(names)))}: {reason}", style="dim")

@@ -15,6 +15,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from sdsuite.console import console as make_console
+from sdsuite.console import readable
 from sdsuite.dvfs.analysis import DEFAULT_MAX_SLOWDOWN_PCT, OBJECTIVES, REFERENCES, DvfsAnalysis
 
 EXIT_NO_PLOTS = 2
@@ -70,14 +72,14 @@ def print_optima(analysis: DvfsAnalysis, console: Console) -> None:
                 x for x in ("suspicious: faster than reference" if o.suspicious else "", "within noise" if o.within_noise else "") if x
             )
             t.add_row(o.title, o.freq_label, _pct(o.energy_saving_pct, False), _pct(o.slowdown_pct), flags)
-        console.print(t)
+        console.print(readable(t, "objective", "clock"))
         for n in s.notes:
-            console.print(f"[dim]note: {n}[/dim]", highlight=False)
+            console.print(f"note: {n}", style="dim")
         suspicious = [p.freq_label for p in s.points if p.faster_than_reference]
         if suspicious:
             console.print(f"suspicious (faster than the reference): {', '.join(suspicious)}", highlight=False)
     for n in analysis.notes:
-        console.print(f"[dim]note: {n}[/dim]", highlight=False)
+        console.print(f"note: {n}", style="dim")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -94,7 +96,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         print_json(summary_dict(analysis))
     else:
-        console = Console() if sys.stdout.isatty() else Console(width=160)
+        console = make_console()
         print_optima(analysis, console)
         console.print(f"wrote {', '.join(p.name for p in files.files + files.plots)} to {files.directory}", highlight=False)
     if files.plots_error:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sdsuite.commands.common import add_case_arguments, grid_from_args, new_run_id, run_options_from_args, telemetry_options_from_args
+from sdsuite.console import console as make_console
 from sdsuite.display import print_records
 from sdsuite.engine import run_grid
 from sdsuite.errors import UsageError
@@ -97,7 +98,7 @@ def print_launched(args: argparse.Namespace, out, chosen: list[dict]) -> None:
 
         print_json(chosen)
     else:
-        out_console = Console() if sys.stdout.isatty() else Console(width=200)
+        out_console = make_console()
         if chosen:
             print_records(chosen, out_console)
             if args.compare_options:
@@ -109,19 +110,17 @@ def print_launched(args: argparse.Namespace, out, chosen: list[dict]) -> None:
 
 
 def _print_effects(records: list[dict], console: Console) -> None:
-    from rich.markup import escape
-
     from sdsuite.effects import effect_notes, effects_table
 
     console.print(effects_table(records))
     for note in effect_notes(records):
-        console.print(f"[dim]note: {escape(note)}[/dim]")
+        console.print(f"note: {note}", style="dim")
 
 
 def _run(args: argparse.Namespace, cases: list, device, out, telemetry: TelemetrySetup, keys: dict | None = None) -> int:
     opts = run_options_from_args(args, device)
     run_id = new_run_id()
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     show_progress = not args.no_progress and err.is_terminal
     total_runs = len(cases) * opts.runs
     records: list[dict] = []
@@ -147,7 +146,7 @@ def _run(args: argparse.Namespace, cases: list, device, out, telemetry: Telemetr
 
         print_json(records)
     else:
-        out_console = Console() if sys.stdout.isatty() else Console(width=200)
+        out_console = make_console()
         print_records(records, out_console)
         if args.compare_options:
             _print_effects(records, out_console)
