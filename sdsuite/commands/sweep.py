@@ -35,7 +35,7 @@ from sdsuite.errors import UsageError
 from sdsuite.hardware import resolve_device
 from sdsuite.images import IMAGE_MODES, ImageSaver, images_root, run_dir_name, sample_selection
 from sdsuite.launch.cli import scaleout_annotation, scaleout_identity, scaleout_plan
-from sdsuite.pipelines.build import validate_weights
+from sdsuite.pipelines.build import require_weights, validate_weights
 from sdsuite.pipelines.cache import PIPELINES
 from sdsuite.results import ResultsDir, check_writable_dir
 from sdsuite.runner import RunOptions
@@ -164,6 +164,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     grid = grid_from_args(args)
     device = resolve_device(args.device)
     validate_weights(args.weights)
+    require_weights(grid.variants, args.weights)  # absent weights: refused before measuring, one message, exit 2
     out = check_writable_dir(args.out)
     sim_clock = _sim_clock(args)
     virtual = sim_clock == "virtual"

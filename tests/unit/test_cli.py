@@ -132,3 +132,15 @@ def test_help_texts_show_plain_backticks(capsys):
         with pytest.raises(SystemExit):
             main([name, "--help"])
         assert "``" not in capsys.readouterr().out
+
+
+def test_a_sweep_of_absent_weights_is_refused_before_measuring(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    out = tmp_path / "o"
+    argv = ["sweep", "--variant", "sd-v1.4", "--telemetry", "sim", "--gpu-model", "h100", "--freq", "sample:8", "--allow-clock-control"]
+    assert main([*argv, "--out", str(out)]) == 2
+    cap = capsys.readouterr()
+    assert cap.err.count("\n") == 1 and cap.err.startswith("sdsuite: error: weights for sd-v1.4 were not found"), cap.err
+    assert "--weights random" in cap.err and "--weights PATH" in cap.err and "CompVis/stable-diffusion-v1-4" in cap.err
+    assert cap.out == "" and not out.exists()  # no plan, no records, no plots
