@@ -242,6 +242,21 @@ def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
     return path
 
 
+def nothing_to_plot(analysis: DvfsAnalysis) -> str | None:
+    """Why no figure would show anything (no series has two measured clocks), or None when there is something to draw."""
+    if any(len(_usable(s, "time_s")) >= 2 for s in analysis.series):
+        return None
+    points = [p for s in analysis.series for p in s.points]
+    ok = [p for p in points if p.status == "ok"]
+    if not points:
+        why = "no records"
+    elif not ok:
+        why = f"all {len(points)} point(s) failed"
+    else:
+        why = "one clock per series (a plain `sdsuite run`, or a sweep of one clock)"
+    return f"nothing to plot: {why}; the plots need a sweep over two or more clocks (`sdsuite sweep`)"
+
+
 def write_plots(analysis: DvfsAnalysis, out_dir: str | Path) -> list[Path]:
     """Write the five PNGs into ``out_dir``; PlotsUnavailable when matplotlib is missing."""
     plt = load_pyplot()

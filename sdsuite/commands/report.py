@@ -99,6 +99,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         console = make_console()
         print_optima(analysis, console)
         console.print(f"wrote {', '.join(p.name for p in files.files + files.plots)} to {files.directory}", highlight=False)
+    if files.empty:
+        print(f"sdsuite: error: {files.empty} (or pass --no-plots for the tables alone); no plot was written.", file=sys.stderr)
+        return EXIT_NO_PLOTS
     if files.plots_error:
         print(f"sdsuite: error: {files.plots_error}", file=sys.stderr)
         return EXIT_NO_PLOTS

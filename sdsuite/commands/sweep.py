@@ -436,6 +436,7 @@ def _report(args, out: Path, info: Console) -> None:
     files = write_report(analysis, sets, out / "report")
     if args.format != "json":
         print_optima(analysis, info)
-    info.print(f"report: {files.directory / 'dvfs_report.md'} ({len(files.plots)} plot(s))", highlight=False, markup=False)
+    plots = f"{len(files.plots)} plot(s)" if not files.empty else f"no plots: {files.empty}"
+    info.print(f"report: {files.directory / 'dvfs_report.md'} ({plots})", highlight=False, markup=False)
     if files.plots_error:
         print(f"sdsuite: note: {files.plots_error}", file=sys.stderr)

@@ -137,3 +137,38 @@ def test_plots_draw_rounding_negative_and_nan_spreads_as_zero_bars(tmp_path):
     bad = [Spread(1.0, 1.0 + 3.55e-15, 1.0 - 1e-15, 2), Spread(2.0, float("nan"), 2.5, 2)]
     lo, hi = _bars(bad)
     assert lo == [0.0, 0.0] and hi == [0.0, 0.5]
+
+
+def test_a_report_with_nothing_to_plot_says_so_writes_no_png_and_exits_2(tmp_path, capsys):
+    run = ["run", "--telemetry", "sim", "--runs", "1", "--warmup", "0", "--steps", "1", "--no-flops", "--no-spans", "--no-progress"]
+    assert main([*run, "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "r"), "--out", str(tmp_path / "rep")]) == 2
+    cap = capsys.readouterr()
+    assert "nothing to plot: one clock per series" in cap.err and cap.err.count("\n") == 1
+    assert not list((tmp_path / "rep").glob("*.png")) and "plot(s)" not in cap.out
+
+
+def test_an_all_failed_sweep_has_nothing_to_plot(tmp_path):
+    from sdsuite.dvfs import analyze
+    from sdsuite.dvfs.data import ResultSet
+    from sdsuite.plots import nothing_to_plot
+
+    def record(freq, times, status="ok"):
+        windows = [
+            {"available": True, "duration_s": t, "energy_j": 10 * t, "generations": 1, "sm_clock_mhz": {"mean": freq}} for t in times
+        ]
+        return {
+            "schema_version": 1, "record_id": f"r{freq}", "run_id": "run", "case_id": f"tiny-sd/default/fp32/f{freq}/64x64/s4/b1",
+            "case": {"variant": "tiny-sd", "freq_mhz": freq, "batch_size": 1, "images_per_prompt": 1}, "status": status,
+            "reason": "boom" if status != "ok" else None, "simulated": True, "telemetry": {"name": "GPU"},
+            "metrics": {"latency_s": {"samples": list(times)}}, "energy_windows": windows, "finished_at": "2030-01-01T00:00:00",
+        }  # fmt: skip
+
+    def one_set(recs):
+        return [ResultSet(path=tmp_path, label="r", records=tuple(recs))]
+
+    failed = [record(f, [], status="failed") for f in (1410, 1200, 990)]
+    assert "all 3 point(s) failed" in nothing_to_plot(analyze(one_set(failed)))
+    ok = [record(f, [1.0, 1.1]) for f in (1410, 1200)]
+    assert nothing_to_plot(analyze(one_set(ok))) is None
