@@ -69,7 +69,9 @@ def records_table(records: Sequence[dict], title: str = "sdsuite results") -> Ta
         t.add_column(col, **kw)
     for r in records:
         m = r.get("metrics") or {}
-        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason') or ''}"[:80]
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason') or ''}"
+        if r.get("timing_warning"):
+            status += " (noisy: see warning)"
         e = m.get("energy_per_image_j") or {}
         energy = f"{metric_center(e):.2f} J" if e.get("available") else "unavailable"
         if e.get("available") and r.get("simulated"):
@@ -102,6 +104,18 @@ def print_records(records: Sequence[dict], console: Console | None = None, notes
         mem = (r.get("metrics") or {}).get("peak_memory_bytes") or {}
         if mem.get("kind") == "process_peak_rss":
             reasons.setdefault("peak mem is the process's peak resident set (CPU run), not device memory", []).append("peak_memory_bytes")
+    for r in records:
+        if r.get("timing_warning"):
+            console.print(f"warning: {r['case_id']}: {r['timing_warning']}", style="yellow")
+    untimed = [r.get("untimed_s") or {} for r in records]
+    if any(untimed):
+        total = {k: sum(u.get(k, 0.0) for u in untimed) for k in ("load", "first_call_and_warmup", "flop_count", "spans_and_checks")}
+        console.print(
+            "outside the timed runs: "
+            + ", ".join(f"{k.replace('_', ' ')} {fmt_seconds(v)}" for k, v in total.items() if v)
+            + " (--no-flops and --no-spans skip the FLOP count and the profiled generation)",
+            style="dim",
+        )
     if any(r.get("simulated") for r in records):
         reasons.setdefault("(sim) values come from the simulated GPU (--telemetry sim): a dry run, not a measurement", []).append("energy")
     for reason, names in reasons.items():

@@ -19,7 +19,7 @@ from sdsuite.console import console as make_console
 from sdsuite.display import print_records
 from sdsuite.engine import run_grid
 from sdsuite.errors import UsageError
-from sdsuite.hardware import resolve_device
+from sdsuite.hardware import apply_threads, resolve_device
 from sdsuite.pipelines.build import validate_weights
 from sdsuite.results import check_writable_dir
 from sdsuite.telemetry import TelemetrySetup, open_setup
@@ -47,6 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "(`sdsuite sweep` resumes by itself)."
         )
     grid = grid_from_args(args)
+    apply_threads(args.threads)
     device = resolve_device(args.device)
     validate_weights(args.weights)
     out = check_writable_dir(args.out)

@@ -32,7 +32,7 @@ from sdsuite.display import fmt_bytes, fmt_seconds
 from sdsuite.dvfs.analysis import DEFAULT_MAX_SLOWDOWN_PCT, REFERENCES
 from sdsuite.dvfs.simtime import SIM_CLOCKS, SimTimeModel, VirtualTimeCache, open_sim_device, record_note, sim_meter
 from sdsuite.errors import UsageError
-from sdsuite.hardware import resolve_device
+from sdsuite.hardware import apply_threads, resolve_device
 from sdsuite.images import IMAGE_MODES, ImageSaver, images_root, run_dir_name, sample_selection
 from sdsuite.launch.cli import scaleout_annotation, scaleout_identity, scaleout_plan
 from sdsuite.pipelines.build import require_weights, validate_weights
@@ -162,6 +162,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.max_slowdown < 0:
         raise UsageError(f"--max-slowdown must be >= 0 percent, got {args.max_slowdown:g}.")
     grid = grid_from_args(args)
+    apply_threads(args.threads)
     device = resolve_device(args.device)
     validate_weights(args.weights)
     require_weights(grid.variants, args.weights)  # absent weights: refused before measuring, one message, exit 2
