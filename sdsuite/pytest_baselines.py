@@ -209,7 +209,14 @@ def _cpu_samples(item: pytest.Item) -> list[float] | None:
     """
     bench = getattr(item, "funcargs", {}).get("benchmark")
     request = getattr(item, "_request", None)
-    if bench is None and request is not None and "sd_benchmark" in getattr(item, "fixturenames", ()):
+    from sdsuite.pytest_plugin import benchmark_disabled
+
+    if (
+        bench is None
+        and request is not None
+        and "sd_benchmark" in getattr(item, "fixturenames", ())
+        and not benchmark_disabled(item.config)
+    ):
         # sd_benchmark requests `benchmark` dynamically, so it is not in funcargs; this returns the cached instance.
         try:
             bench = request.getfixturevalue("benchmark")
