@@ -125,6 +125,19 @@ def _run(args: argparse.Namespace, cases: list, device, out, telemetry: Telemetr
     show_progress = not args.no_progress and err.is_terminal
     total_runs = len(cases) * opts.runs
     records: list[dict] = []
+
+    def on_record(rec: dict) -> None:
+        """Keep the record; without a progress bar (piped, --no-progress) print one line per finished case on stderr."""
+        records.append(rec)
+        if not show_progress:
+            from sdsuite.display import fmt_seconds
+            from sdsuite.runner import metric_center
+
+            status = rec["status"] if rec["status"] == "ok" else f"{rec['status']}: {rec.get('reason')}"
+            lat = metric_center((rec.get("metrics") or {}).get("latency_s"))
+            took = f", latency {fmt_seconds(lat)}" if lat is not None else ""
+            err.print(f"[{len(records)}/{len(cases)}] {rec['case_id']}: {status}{took}")
+
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, disable=not show_progress
     ) as progress:
@@ -139,7 +152,7 @@ def _run(args: argparse.Namespace, cases: list, device, out, telemetry: Telemetr
             clock_session=telemetry.clock_session(),
             on_case_start=lambda c: progress.update(task, description=c.case_id),
             on_run=lambda i: progress.advance(task),
-            on_record=records.append,
+            on_record=on_record,
             annotate=_annotator(args, keys),
         )
     if args.format == "json":
