@@ -1,7 +1,7 @@
 """``sdsuite report RESULTS_DIR...``: DVFS analysis, report and plots of one or more results directories.
 
 Writes dvfs_runs.csv (one row per run), dvfs_points.csv (one per clock), dvfs_summary.json,
-dvfs_report.md and five PNGs into --out. Several directories (other variants, other GPUs) are
+dvfs_report.md and six PNGs into --out. Several directories (other variants, other GPUs) are
 compared side by side: one series per case, GPU and directory, in the same tables and figures.
 Without matplotlib the CSV/JSON/Markdown are still written and the command exits 2 saying so.
 """
