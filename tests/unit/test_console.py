@@ -71,3 +71,14 @@ def test_list_arguments_have_help(capsys):
         main(["list", "--help"])
     out = capsys.readouterr().out
     assert "which registry to list" in out and "one line per row when piped" in out
+
+
+def test_text_in_a_narrow_terminal_wraps_at_words_not_inside_them(capsys, terminal80):
+    # the sweep plan used to be printed unwrapped (soft wrap): the terminal then split words at column 80
+    from sdsuite.console import console
+
+    line = "  estimated duration: 0 s known (settle, cooldown, energy windows) + 8 x 5 generations of unknown length (no earlier record)"
+    console().print(line)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) > 1 and all(len(o) <= 80 for o in out)
+    assert set(" ".join(out).split()) == set(line.split())  # every word whole

@@ -35,6 +35,7 @@ def test_run_threads_1_is_recorded_and_keyed(tmp_path, capsys, restore_threads):
     assert hardware_key(rec, env).endswith("-1t") and hardware_key(rec, env, "portable") == "cpu-portable-1t"
     assert hardware_key({**rec, "torch_threads": 2}, env, "portable") == "cpu-portable-2t"  # the record's own count wins
     assert set(rec["untimed_s"]) >= {"load", "first_call_and_warmup"}  # what the run spent outside its timed windows
+    assert "outside the timed runs: load " in capsys.readouterr().out  # and says so under the table
 
 
 def test_threads_below_one_is_one_line_exit_2(tmp_path, capsys, restore_threads):
