@@ -341,7 +341,12 @@ class GateReporter:
         for s in self.collected:
             by_status[s["status"]] = by_status.get(s["status"], 0) + 1
         counts = ", ".join(f"{n} {k}" for k, n in sorted(by_status.items()))
-        tr.write_line(f"{len(self.collected)} record(s) against {self.gate.directory}: {counts}")
+        cases = len({s["case_id"] for s in self.collected})
+        # `sdsuite compare` (the gate's summary) compares the latest record of each case: say how many cases these are
+        distinct = (
+            f" of {cases} case(s) (a case measured by two tests is gated twice, compared once)" if cases != len(self.collected) else ""
+        )
+        tr.write_line(f"{len(self.collected)} record(s){distinct} against {self.gate.directory}: {counts}")
         if set(by_status) == {Status.OTHER_KEY.value}:
             from sdsuite.baselines.gate import portable_hint
 
