@@ -32,9 +32,18 @@ COMMAND_MODULES = [
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one clear line, exit 2 (argparse's own convention too)
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"sdsuite: error: {message}\n")
+    """One line per usage error (no usage dump: the line names the valid choices), exit 2; plain backticks in help."""
+
+    def error(self, message: str):
+        if "required: COMMAND" in message or "argument COMMAND: invalid choice" in message:
+            sub = next(a for a in self._actions if isinstance(a, argparse._SubParsersAction))
+            message = message.split(" (choose from")[0] + f" (commands: {', '.join(sub.choices)}; sdsuite --help)"
+        elif self.prog != "sdsuite":
+            message = f"{message} (`{self.prog} --help` lists the flags)"
+        self.exit(EXIT_USAGE, f"sdsuite: error: {' '.join(message.split())}\n")
+
+    def format_help(self) -> str:  # module docstrings are reStructuredText: ``x`` reads as `x` in a terminal
+        return super().format_help().replace("``", "`")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from sdsuite.console import console as make_console
+from sdsuite.console import readable
 from sdsuite.runner import metric_center
 
 
@@ -43,9 +45,12 @@ def fmt_flops(f: float | None) -> str:
 
 
 def _spread(metric: dict) -> str:
+    """`` ±1.8%`` (half the IQR over the median), or `` (n=1)``: one sample has no spread to show."""
     if not metric or not metric.get("available") or "iqr" not in metric:
         return ""
-    return f" ±{metric['iqr'] / 2 / metric['median'] * 100:.1f}%" if metric.get("median") else ""
+    if (metric.get("n") or len(metric.get("samples") or ())) < 2:
+        return " (n=1)"
+    return f" ±{max(metric['iqr'], 0.0) / 2 / metric['median'] * 100:.1f}%" if metric.get("median") else ""
 
 
 def records_table(records: Sequence[dict], title: str = "sdsuite results") -> Table:
@@ -64,7 +69,9 @@ def records_table(records: Sequence[dict], title: str = "sdsuite results") -> Ta
         t.add_column(col, **kw)
     for r in records:
         m = r.get("metrics") or {}
-        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason') or ''}"[:80]
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason') or ''}"
+        if r.get("timing_warning"):
+            status += " (noisy: see warning)"
         e = m.get("energy_per_image_j") or {}
         energy = f"{metric_center(e):.2f} J" if e.get("available") else "unavailable"
         if e.get("available") and r.get("simulated"):
@@ -85,8 +92,8 @@ def records_table(records: Sequence[dict], title: str = "sdsuite results") -> Ta
 
 def print_records(records: Sequence[dict], console: Console | None = None, notes: bool = True) -> None:
     """Print the table plus the reasons metrics were unavailable (once each)."""
-    console = console or Console()
-    console.print(records_table(records))
+    console = console or make_console()
+    console.print(readable(records_table(records), "case"))
     if not notes:
         return
     reasons = {}
@@ -97,7 +104,19 @@ def print_records(records: Sequence[dict], console: Console | None = None, notes
         mem = (r.get("metrics") or {}).get("peak_memory_bytes") or {}
         if mem.get("kind") == "process_peak_rss":
             reasons.setdefault("peak mem is the process's peak resident set (CPU run), not device memory", []).append("peak_memory_bytes")
+    for r in records:
+        if r.get("timing_warning"):
+            console.print(f"warning: {r['case_id']}: {r['timing_warning']}", style="yellow")
+    untimed = [r.get("untimed_s") or {} for r in records]
+    if any(untimed):
+        total = {k: sum(u.get(k, 0.0) for u in untimed) for k in ("load", "first_call_and_warmup", "flop_count", "spans_and_checks")}
+        console.print(
+            "outside the timed runs: "
+            + ", ".join(f"{k.replace('_', ' ')} {fmt_seconds(v)}" for k, v in total.items() if v)
+            + " (--no-flops and --no-spans skip the FLOP count and the profiled generation)",
+            style="dim",
+        )
     if any(r.get("simulated") for r in records):
         reasons.setdefault("(sim) values come from the simulated GPU (--telemetry sim): a dry run, not a measurement", []).append("energy")
     for reason, names in reasons.items():
-        console.print(f"[dim]note: {', '.join(sorted(set(names)))}: {reason}[/dim]")
+        console.print(f"note: {', '.join(sorted(set(names)))}: {reason}", style="dim")

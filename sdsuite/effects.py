@@ -259,15 +259,16 @@ def is_reference_record(rec: dict) -> bool:
 
 def effects_table(records: Sequence[dict], title: str = "optimization effects (vs attn=eager of the same case)"):
     """Rich table of :func:`effect_rows`."""
-    from rich.markup import escape
     from rich.table import Table
+
+    from sdsuite.console import readable
 
     t = Table(title=title, title_justify="left")
     for col in EFFECT_COLUMNS:
         t.add_column(col, justify="left" if col in ("case", "options", "status", "fidelity") else "right")
     for row in effect_rows(records):
-        t.add_row(*(escape(c) for c in row))
-    return t
+        t.add_row(*row)  # the sdsuite console prints text verbatim (markup off)
+    return readable(t, "case", "options")
 
 
 def effects_markdown(records: Sequence[dict]) -> str:

@@ -142,6 +142,11 @@ def table() -> tuple[Flag, ...]:
         Flag("--runs", "measurement", "measured runs per case (default: 5)", type=int, default=5, pytest_name="--sdsuite-runs"),
         Flag("--warmup", "measurement", "warm-up runs per case, not measured (default: 1)", type=int, default=1, pytest_name="--sdsuite-warmup"),
         Flag("--device", "measurement", "auto (default), cpu, cuda, cuda:<i>", default="auto"),
+        Flag(
+            "--threads", "measurement", "torch CPU threads (default: torch's, one per core; under pytest-xdist the cores split "
+            "between workers); 1 gives steady CPU timings on a shared machine; recorded and part of a CPU baseline key (-1t)",
+            type=int, metavar="N", pytest_name="--sdsuite-threads",
+        ),
         Flag("--weights", "measurement", "auto (local path / HF cache, offline), random (real architecture), or PATH", default="auto"),
         Flag("--no-flops", "measurement", "skip the extra FLOP-counting generation", **switch, **cli),
         Flag(

@@ -25,6 +25,15 @@ def gpu_class(name: str | None) -> str | None:
     return "other"
 
 
+def apply_threads(n: int | None, flag: str = "--threads") -> None:
+    """Set torch's intra-op CPU threads (``--threads N``; None keeps torch's choice). UsageError below 1."""
+    if n is None:
+        return
+    if n < 1:
+        raise UsageError(f"{flag} must be >= 1, got {n} (1 gives the steadiest CPU timings).")
+    torch.set_num_threads(n)
+
+
 def resolve_device(spec: str) -> torch.device:
     """``auto`` -> the first CUDA device when there is one, else the CPU; validate ``cuda[:i]``."""
     spec = (spec or "auto").strip().lower()

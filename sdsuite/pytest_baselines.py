@@ -209,7 +209,14 @@ def _cpu_samples(item: pytest.Item) -> list[float] | None:
     """
     bench = getattr(item, "funcargs", {}).get("benchmark")
     request = getattr(item, "_request", None)
-    if bench is None and request is not None and "sd_benchmark" in getattr(item, "fixturenames", ()):
+    from sdsuite.pytest_plugin import benchmark_disabled
+
+    if (
+        bench is None
+        and request is not None
+        and "sd_benchmark" in getattr(item, "fixturenames", ())
+        and not benchmark_disabled(item.config)
+    ):
         # sd_benchmark requests `benchmark` dynamically, so it is not in funcargs; this returns the cached instance.
         try:
             bench = request.getfixturevalue("benchmark")
@@ -300,6 +307,7 @@ def _summary(result: GateResult) -> dict:
         "status": result.status.value,
         "file": str(result.baseline_path) if result.baseline_path else None,
         "failed": result.failed,
+        "other_keys": list(result.other_keys),
         "improvements": [
             f"{r.metric} {r.delta_rel * 100:+.1f}%: {r.note}" for r in (comp.improvements if comp else []) if r.delta_rel is not None
         ],
@@ -333,7 +341,17 @@ class GateReporter:
         for s in self.collected:
             by_status[s["status"]] = by_status.get(s["status"], 0) + 1
         counts = ", ".join(f"{n} {k}" for k, n in sorted(by_status.items()))
-        tr.write_line(f"{len(self.collected)} record(s) against {self.gate.directory}: {counts}")
+        cases = len({s["case_id"] for s in self.collected})
+        # `sdsuite compare` (the gate's summary) compares the latest record of each case: say how many cases these are
+        distinct = (
+            f" of {cases} case(s) (a case measured by two tests is gated twice, compared once)" if cases != len(self.collected) else ""
+        )
+        tr.write_line(f"{len(self.collected)} record(s){distinct} against {self.gate.directory}: {counts}")
+        if set(by_status) == {Status.OTHER_KEY.value}:
+            from sdsuite.baselines.gate import portable_hint
+
+            others = sorted({k for s in self.collected for k in s.get("other_keys") or ()})
+            tr.write_line(f"nothing was gated: no baseline for this hardware{portable_hint(others) or ''}")
         for s in sorted(self.collected, key=lambda s: s["case_id"]):
             if s["status"] in (Status.CREATED.value, Status.UPDATED.value):
                 tr.write_line(f"  {s['status']}: {s['case_id']} in {s['file']}")

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from sdsuite.clocks import ClockControlNotAllowed, ClockLock, ClockPermissionErr
 from sdsuite.commands.common import new_run_id
 from sdsuite.errors import SdsuiteError, UsageError
 from sdsuite.flags import add_pytest_options
-from sdsuite.hardware import device_gpu_class, resolve_device
+from sdsuite.hardware import apply_threads, device_gpu_class, resolve_device
 from sdsuite.pipelines.build import validate_weights
 from sdsuite.pipelines.cache import PIPELINES
 from sdsuite.pipelines.registry import SCHEDULERS, VARIANTS
@@ -167,6 +168,10 @@ def pytest_configure(config: pytest.Config) -> None:
         # N xdist workers each running torch's default (one thread per core) oversubscribe the CPU and
         # busy-waiting OpenMP threads slow every worker down several-fold: split the cores instead.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workerinput.get("workercount", 1))))
+    try:
+        apply_threads(config.getoption("sdsuite_threads"), "--sdsuite-threads")  # an explicit count wins
+    except SdsuiteError as exc:
+        raise pytest.UsageError(str(exc)) from None
     run_id = workerinput.get("sdsuite_run_id") or new_run_id()
     config.stash[CONFIG_KEY] = SdsuiteConfig(
         device=device,
@@ -219,6 +224,26 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         cfg.telemetry.close()
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Under pytest-xdist (controller only) after benchmarks ran: say how they were measured."""
+    if getattr(config, "workerinput", None) is not None or config.getoption("dist", "no") == "no" or not benchmark_disabled(config):
+        return
+    cfg = config.stash.get(CONFIG_KEY, None)
+    if cfg is None:
+        return
+    path = Path(cfg.out) / "results.jsonl"
+    try:
+        n = sum(1 for line in path.read_text().splitlines() if f'"run_id": "{cfg.run_id}"' in line) if path.is_file() else 0
+    except OSError:
+        n = 0
+    if n:
+        terminalreporter.write_line(
+            f"sdsuite: pytest-benchmark is off under pytest-xdist; the {n} benchmark case(s) were measured with sdsuite's own "
+            f"timing (every run, records in {path}); run without -n for pytest-benchmark's table and --benchmark-json, and for "
+            "timings no other worker disturbs."
+        )
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:
     """xdist controller: every worker writes its records under the same run id."""
@@ -269,6 +294,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     reason = _skip_reason(item, item.config.stash[CONFIG_KEY])
     if reason:
         pytest.skip(reason)
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
+    """--benchmark-json: a case parameter as its case id and fields (not ``UNSERIALIZABLE[Case(...)]``)."""
+    for bench in output_json.get("benchmarks", []):
+        params = bench.get("params") or {}
+        for key, value in list(params.items()):
+            if isinstance(value, Case):  # json.dump would write it as UNSERIALIZABLE[Case(...)]
+                params[key] = (bench.get("extra_info") or {}).get("case_id") or value.case_id
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
@@ -417,11 +451,59 @@ def sd_run_case(request: pytest.FixtureRequest, sdsuite_config: SdsuiteConfig, s
     return run
 
 
+def benchmark_disabled(config: pytest.Config) -> bool:
+    """True where pytest-benchmark does not measure: under pytest-xdist (it switches itself off there), with
+    --benchmark-disable, or when it is not installed."""
+    session = getattr(config, "_benchmarksession", None)
+    return session is None or bool(getattr(session, "disabled", True))
+
+
+class Unbenchmarked:
+    """Stand-in for pytest-benchmark's fixture where it does not measure (see benchmark_disabled).
+
+    The sdsuite benchmarks time every run themselves (synchronized, in the record), so they keep measuring: this
+    runs ``pedantic``'s warm-up and rounds as asked, instead of the disabled fixture's single call. Nothing reaches
+    pytest-benchmark's table or --benchmark-json here; requesting the real, disabled fixture would only print
+    "Benchmark fixture was not used" for every test."""
+
+    disabled = True
+
+    def __init__(self) -> None:
+        self.extra_info: dict = {}
+        self.group: str | None = None
+
+    def pedantic(self, target, args=(), kwargs=None, setup=None, rounds=1, warmup_rounds=0, iterations=1):
+        result = None
+        for _ in range(warmup_rounds + rounds):
+            call_args, call_kwargs = setup() if setup else (args, kwargs or {})
+            for _ in range(iterations):
+                result = target(*call_args, **(call_kwargs or {}))
+        return result
+
+    def __call__(self, function, *args, **kwargs):
+        return function(*args, **kwargs)
+
+
+@pytest.fixture
+def sd_pytest_benchmark(request: pytest.FixtureRequest):
+    """pytest-benchmark's ``benchmark`` where it measures, else an Unbenchmarked stand-in (same pedantic/extra_info)."""
+    if benchmark_disabled(request.config):
+        return Unbenchmarked()
+    return request.getfixturevalue("benchmark")
+
+
+def case_family(case: Case) -> str:
+    """pytest-benchmark group of a case: its variant and task (schedulers, precisions and options compare within)."""
+    return case.variant + ("" if case.task in (None, "text-to-image") else f" {case.task}")
+
+
 @pytest.fixture
 def sd_benchmark(request: pytest.FixtureRequest, sdsuite_config: SdsuiteConfig, sdsuite_results: ResultsDir):
     """Factory: measure a case through pytest-benchmark's ``pedantic`` (our timing inside), append the
-    record, copy the metric medians into ``extra_info`` and fail/skip the test with the case's reason."""
-    benchmark = request.getfixturevalue("benchmark")
+    record, copy the metric medians into ``extra_info`` (numbers, or null with the reason under ``unavailable``),
+    group the benchmark by case family and fail/skip the test with the case's reason. Where pytest-benchmark is
+    off (pytest-xdist) the case is measured all the same, by sdsuite's own timing, without requesting the fixture."""
+    benchmark = request.getfixturevalue("sd_pytest_benchmark")
 
     def run(case: Case) -> dict:
         opts = sdsuite_config.options()
@@ -438,18 +520,20 @@ def sd_benchmark(request: pytest.FixtureRequest, sdsuite_config: SdsuiteConfig, 
             ) as run,
         ):
             if run.ready:
-                if getattr(benchmark, "disabled", False):  # e.g. under xdist: still measure, ourselves
-                    for _ in range(opts.runs):
-                        run.measure_once()
-                else:
-                    benchmark.pedantic(run.measure_once, rounds=opts.runs, iterations=1, warmup_rounds=0)
+                benchmark.group = benchmark.group or case_family(case)
+                benchmark.pedantic(run.measure_once, rounds=opts.runs, iterations=1, warmup_rounds=0)
         rec = point.annotate(run.record)
         sdsuite_results.append(rec)
         benchmark.extra_info["case_id"] = rec["case_id"]
         benchmark.extra_info["status"] = rec["status"]
+        unavailable = {}
         for name, metric in (rec.get("metrics") or {}).items():
             value = metric_center(metric)
-            benchmark.extra_info[name] = value if value is not None else f"unavailable: {metric.get('reason')}"
+            benchmark.extra_info[name] = value  # a number, or None (JSON null)
+            if value is None:
+                unavailable[name] = metric.get("reason")
+        if unavailable:
+            benchmark.extra_info["unavailable"] = unavailable
         request.node.user_properties.append(("sdsuite_record_id", rec["record_id"]))
         _outcome(rec)
         request.config.hook.pytest_sdsuite_record(record=rec, item=request.node, config=request.config)

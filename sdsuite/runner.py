@@ -28,6 +28,7 @@ from sdsuite.meters.clock import Timeline, synchronize
 from sdsuite.meters.energy import EnergyMeter, default_energy_meter
 from sdsuite.meters.flops import count_flops
 from sdsuite.meters.memory import PeakMemoryMeter
+from sdsuite.noise import timing_warning
 from sdsuite.optimizations import UnsupportedOptimization, apply_optimizations, options_record, supported
 from sdsuite.pipelines.build import weights_kind
 from sdsuite.pipelines.cache import PIPELINES, LoadedPipeline, PipelineCache
@@ -344,6 +345,7 @@ def _base_record(case: Case, opts: RunOptions, device: torch.device, run_id: str
         "case_id": case.case_id,
         "case": case.to_dict(),
         "device": device_record(device),
+        "torch_threads": torch.get_num_threads(),  # --threads N; part of a CPU baseline key (cpu-...-1t)
         "weights": {"source": opts.weights, "kind": "embedded" if spec.embedded and kind != "path" else kind},
         "settings": {
             "runs": opts.runs,
@@ -356,6 +358,8 @@ def _base_record(case: Case, opts: RunOptions, device: torch.device, run_id: str
         },
         "status": "ok",
         "reason": None,
+        "timing_warning": None,
+        "untimed_s": {},
         "metrics": {},
         "image": None,
         "params": {},
@@ -429,7 +433,9 @@ class CaseRun:
             return self
         try:
             self._prepare_reference()
+            t0 = time.perf_counter()
             loaded = self.cache.get(c.variant, self.opts.weights, c.precision, self.device, options=c.options)
+            self.record["untimed_s"]["load"] = time.perf_counter() - t0  # ~0 when the pipeline was cached
             self.record["params"] = loaded.param_counts
             self._loaded_here, self._weight_applied = loaded.uses == 1, loaded.applied
             # Reversible options go on before CaseMeasurement wraps encode_prompt / vae.decode; undone on exit.
@@ -438,8 +444,10 @@ class CaseRun:
             self.record["task"]["pipeline"] = type(pipe).__name__
             self.measurement = CaseMeasurement(c, loaded, self.device, self.meter, min_window_s=self.opts.min_energy_window_s, pipe=pipe)
             self.measurement.__enter__()
+            t0 = time.perf_counter()
             self.measurement.first_call()
             self.measurement.warmup(max(self.opts.warmup - 1, 0))  # the first call is the first warm-up run
+            self.record["untimed_s"]["first_call_and_warmup"] = time.perf_counter() - t0
         except KeyboardInterrupt:
             self._close_measurement()
             raise
@@ -487,8 +495,11 @@ class CaseRun:
         img = m.image_summary()
         rec["image"] = img
         rec["energy_windows"] = [x.energy for x in m.samples]
+        rec["timing_warning"] = timing_warning(rec["metrics"].get("latency_s"), threads=torch.get_num_threads())
         if self.opts.count_flops:
+            t0 = time.perf_counter()
             flops = count_flops(m.generate)
+            rec["untimed_s"]["flop_count"] = time.perf_counter() - t0
             rec["metrics"]["flops_per_image"] = value_metric(flops / self.case.batch_size, "FLOP")
         else:
             rec["metrics"]["flops_per_image"] = unavailable_metric("FLOP", "FLOP counting switched off (--no-flops)")
@@ -500,7 +511,9 @@ class CaseRun:
             problem = sanity_check(m.last_images())
             if bad or problem:
                 rec.update(status="failed", reason="output images are invalid: " + ": ".join(x for x in (", ".join(bad), problem) if x))
+        t0 = time.perf_counter()
         self._post_measure()
+        rec["untimed_s"]["spans_and_checks"] = time.perf_counter() - t0  # profiled generation (--no-spans skips it), fidelity
 
     # -- optimizations, quality and profiling (issue 6) ------------------------------------------
 

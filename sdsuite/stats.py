@@ -27,6 +27,25 @@ def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float
     return xs[best - 1], xs[n - best]
 
 
+def quartiles(samples: Sequence[float]) -> tuple[float, float, float]:
+    """(q1, median, q3) with inclusive quartiles, ordered ``min <= q1 <= median <= q3 <= max``.
+
+    ``statistics.quantiles`` interpolates with float weights, so two nearly equal samples can give q1 a few ulps
+    above q3 (a negative IQR such as -1.4e-17). The spread is clamped here, at the source, so no summary, record or
+    plot ever sees a negative one.
+    """
+    xs = sorted(float(x) for x in samples)
+    if not xs:
+        raise ValueError("quartiles of no samples")
+    med = statistics.median(xs)
+    if len(xs) == 1:
+        return xs[0], med, xs[0]
+    q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    q1 = min(max(q1, xs[0]), med)
+    q3 = max(min(q3, xs[-1]), med)
+    return q1, med, q3
+
+
 def summarize(samples: Sequence[float]) -> dict[str, float | int | list[float] | None]:
     """median, mean, stdev, IQR, min, max, CV and 95% CI of the median (None where undefined)."""
     xs = [float(x) for x in samples]
@@ -35,14 +54,11 @@ def summarize(samples: Sequence[float]) -> dict[str, float | int | list[float] |
         return {"n": 0}
     mean = statistics.fmean(xs)
     stdev = statistics.stdev(xs) if n > 1 else 0.0
-    if n > 1:
-        q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
-    else:
-        q1 = q3 = xs[0]
+    q1, med, q3 = quartiles(xs)
     ci = median_ci(xs)
     return {
         "n": n,
-        "median": statistics.median(xs),
+        "median": med,
         "mean": mean,
         "stdev": stdev,
         "iqr": q3 - q1,

@@ -90,7 +90,7 @@ class GateResult:
         if self.status is Status.OTHER_KEY:
             return (
                 f"baseline for {self.case_id} exists only for hardware key(s) {', '.join(self.other_keys)}; "
-                f"this run is {self.hardware_key}, and numbers from other hardware are never compared"
+                f"this run is {self.hardware_key}, and numbers from other hardware are never compared" + portable_hint(self.other_keys)
             )
         if self.status is Status.MISSING:
             return f"no baseline for {self.case_id} under hardware key {self.hardware_key} (looked in {self.baseline_path})"
@@ -189,3 +189,16 @@ def _hardware_summary(record: dict, env: dict | None, key: str) -> dict:
 
 
 __all__ = ["GateConfig", "GateResult", "Status", "UpdateMode", "gate_record"]
+
+
+def portable_hint(other_keys) -> str:
+    """Where the other keys include portable ones: how to gate on them (any CPU can)."""
+    from sdsuite.baselines.keys import is_portable_key
+
+    portable = [k for k in other_keys if is_portable_key(k)]
+    if not portable:
+        return ""
+    return (
+        f"; the portable baselines ({', '.join(portable)}) gate any CPU: add --baseline-key portable "
+        "--benchmark-timer time.process_time --sdsuite-threads 1, without -n (as .ci/gate does)"
+    )

@@ -47,9 +47,12 @@ def _gpu_memory_bytes(env: dict, name: str | None) -> int | None:
     return None
 
 
-def _threads(env: dict) -> int | None:
-    t = env.get("torch_threads")
-    return int(t) if isinstance(t, int) and t > 0 else None
+def _threads(record: dict, env: dict) -> int | None:
+    """The record's own torch thread count (``--threads``), else its run's (older records)."""
+    for t in (record.get("torch_threads"), env.get("torch_threads")):
+        if isinstance(t, int) and not isinstance(t, bool) and t > 0:
+            return t
+    return None
 
 
 def hardware_key(record: dict, env: dict | None, scope: str = "auto") -> str:
@@ -59,7 +62,7 @@ def hardware_key(record: dict, env: dict | None, scope: str = "auto") -> str:
     env = env or {}
     device = record.get("device") or {}
     dtype = slug(device.get("type") or "unknown")
-    threads = _threads(env)
+    threads = _threads(record, env)
     if scope == "portable":
         # Thread count stays in the key: how a workload scales with threads differs between workloads,
         # so calibrated timings at 1 and 2 threads are different numbers.

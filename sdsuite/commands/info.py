@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
 from rich.table import Table
 
+from sdsuite.console import console as make_console
+from sdsuite.console import readable
 from sdsuite.display import fmt_bytes
 from sdsuite.envinfo import environment
 from sdsuite.pipelines.registry import DEFAULT_SCHEDULER, PRECISIONS, SCHEDULERS, VARIANTS
@@ -17,15 +18,21 @@ WHAT = ("variants", "schedulers", "precisions")
 def register(sub) -> None:
     """Add ``list`` and ``env``."""
     p = sub.add_parser("list", help="variants, schedulers and precisions, with details")
-    p.add_argument("what", nargs="?", choices=WHAT + ("all",), default="all")
+    p.add_argument(
+        "what",
+        nargs="?",
+        choices=WHAT + ("all",),
+        default="all",
+        help="which registry to list: variants, schedulers, precisions or all (default)",
+    )
     from sdsuite.flags import FORMATS
     from sdsuite.telemetry import BACKENDS
     from sdsuite.telemetry.sim import SIM_MODELS
 
-    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--format", choices=FORMATS, default="table", help="table (default; one line per row when piped) or json")
     p.set_defaults(handler=cmd_list)
     e = sub.add_parser("env", help="environment and GPU information")
-    e.add_argument("--format", choices=FORMATS, default="table")
+    e.add_argument("--format", choices=FORMATS, default="table", help="text (default) or json")
     e.add_argument("--telemetry", choices=BACKENDS, default="auto", help="telemetry device to describe (default: NVML if present)")
     e.add_argument("--gpu-model", choices=SIM_MODELS, default=None, help="simulated GPU to describe (implies --telemetry sim)")
     e.set_defaults(handler=cmd_env)
@@ -50,6 +57,50 @@ def _variants_data() -> list[dict]:
     ]
 
 
+def cell(column: str, value) -> str:
+    """A table cell in words, never a Python repr: ``None`` is said, ``True`` is yes, dicts are ``key=value``."""
+    if value is None:
+        return "(embedded: none)" if column == "hub_id" else "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in value.items()) or "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "any"
+    return str(value)
+
+
+# Columns a narrow terminal drops first (the name, hub id and description always stay).
+DROP_ORDER = (
+    "prediction_type",
+    "approx_vram_gb",
+    "embedded",
+    "default_guidance",
+    "pipeline",
+    "gpu_classes",
+    "default_steps",
+    "default_resolution",
+    "overrides",
+)
+
+
+def fit_columns(cols: list[str], cells: list[dict], width: int) -> tuple[list[str], list[str]]:
+    """The columns that fit ``width`` at their natural widths (long descriptions may wrap to 30), and the ones left out."""
+
+    def need(cs: list[str]) -> int:
+        natural = {c: max(len(c), *(len(r[c]) for r in cells)) for c in cs}
+        return sum(min(w, 30) if c == "description" else w for c, w in natural.items()) + 3 * len(cs) + 1
+
+    shown, hidden = list(cols), []
+    for c in DROP_ORDER:
+        if need(shown) <= width:
+            break
+        if c in shown:
+            shown.remove(c)
+            hidden.append(c)
+    return shown, hidden
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """Print the registries."""
     data = {
@@ -71,16 +122,22 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         print_json({k: data[k] for k in keys})
         return 0
-    console = Console()
+    console = make_console()
     for k in keys:
         rows = data[k]
+        cells = [{c: cell(c, v) for c, v in r.items()} for r in rows]
+        cols, hidden = fit_columns(list(rows[0]), cells, console.width)
         t = Table(title=k, title_justify="left")
-        cols = list(rows[0])
         for c in cols:
-            t.add_column(c)
-        for r in rows:
-            t.add_row(*[", ".join(map(str, r[c])) if isinstance(r[c], list) else str(r[c]) for c in cols])
-        console.print(t)
+            t.add_column(c.replace("_", " "))
+        for r in cells:
+            t.add_row(*[r[c] for c in cols])
+        console.print(readable(t, "name", "hub id", "class", "dtype"))
+        if hidden:
+            console.print(
+                f"{len(hidden)} column(s) left out at {console.width} columns: {', '.join(hidden)}; a wider terminal, a pipe or --format json shows them",
+                style="dim",
+            )
     return 0
 
 
@@ -95,8 +152,8 @@ def cmd_env(args: argparse.Namespace) -> int:
 
         print_json(env)
         return 0
-    c = Console()
-    c.print(f"[bold]sdsuite[/bold] {env['packages']['sdsuite']}  fingerprint {env['fingerprint']}")
+    c = make_console()
+    c.print(f"sdsuite {env['packages']['sdsuite']}  fingerprint {env['fingerprint']}")
     c.print(f"CPU: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores, {fmt_bytes(env['cpu']['memory_bytes'])})")
     c.print(f"Python {env['python']} on {env['platform']['system']} {env['platform']['release']} ({env['platform']['machine']})")
     c.print("Packages: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in env["packages"].items()))

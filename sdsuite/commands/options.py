@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from sdsuite.console import console as make_console
+from sdsuite.console import readable
 from sdsuite.errors import UsageError
 
 
@@ -54,23 +54,24 @@ def cmd_options(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     dtype = getattr(torch, get_precision(args.precision))
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console = make_console()
     t = Table(title=f"optimization tokens (join with +; comma lists make a grid) on {device}, {args.precision}", title_justify="left")
     for col in ("token", "what", "mutates weights", "runs here"):
         t.add_column(col)
     for token, what, mutates in _catalogue():
         reason = supported(parse_optimization_set(token), device, dtype)
-        t.add_row(token, escape(what), mutates, "yes" if reason is None else escape(f"no: {reason}"))
-    console.print(t)
+        t.add_row(token, what, mutates, "yes" if reason is None else f"no: {reason}")
+    console.print(readable(t, "token"))
     p = Table(title="presets (--recipe)", title_justify="left")
     for col in ("preset", "set", "runs here"):
         p.add_column(col)
     for name, s in PRESETS.items():
         reason = supported(s, device, dtype)
-        p.add_row(name, s.id, "yes" if reason is None else escape(f"no: {reason}"))
-    console.print(p)
+        p.add_row(name, s.id, "yes" if reason is None else f"no: {reason}")
+    console.print(readable(p, "preset", "set"))
     console.print(
-        "[dim]effects of each set are measured against attn=eager (the baseline preset) of the same case: sdsuite run ... --compare-options[/dim]"
+        "effects of each set are measured against attn=eager (the baseline preset) of the same case: sdsuite run ... --compare-options",
+        style="dim",
     )
     return 0
 
@@ -95,8 +96,8 @@ def _report(args: argparse.Namespace) -> int:
     if args.markdown:
         sys.stdout.write(effects_markdown(records))
         return 0
-    console = Console() if sys.stdout.isatty() else Console(width=200)
-    console.print(effects_table(records))
+    console = make_console()
+    console.print(readable(effects_table(records), "case", "options"))
     for note in effect_notes(records):
-        console.print(f"[dim]note: {escape(note)}[/dim]")
+        console.print(f"note: {note}", style="dim")
     return 0

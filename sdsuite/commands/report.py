@@ -1,7 +1,7 @@
 """``sdsuite report RESULTS_DIR...``: DVFS analysis, report and plots of one or more results directories.
 
 Writes dvfs_runs.csv (one row per run), dvfs_points.csv (one per clock), dvfs_summary.json,
-dvfs_report.md and five PNGs into --out. Several directories (other variants, other GPUs) are
+dvfs_report.md and six PNGs into --out. Several directories (other variants, other GPUs) are
 compared side by side: one series per case, GPU and directory, in the same tables and figures.
 Without matplotlib the CSV/JSON/Markdown are still written and the command exits 2 saying so.
 """
@@ -15,6 +15,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from sdsuite.console import console as make_console
+from sdsuite.console import readable
 from sdsuite.dvfs.analysis import DEFAULT_MAX_SLOWDOWN_PCT, OBJECTIVES, REFERENCES, DvfsAnalysis
 
 EXIT_NO_PLOTS = 2
@@ -78,14 +80,14 @@ def print_optima(analysis: DvfsAnalysis, console: Console) -> None:
                 pm_cell(o.slowdown_pct, o.slowdown_uncertainty_pct, o.slowdown_significant),
                 flags,
             )
-        console.print(t)
+        console.print(readable(t, "objective", "clock"))
         for n in s.notes:
-            console.print(f"[dim]note: {n}[/dim]", highlight=False)
+            console.print(f"note: {n}", style="dim")
         suspicious = [p.freq_label for p in s.points if p.faster_than_reference]
         if suspicious:
             console.print(f"suspicious (faster than the reference): {', '.join(suspicious)}", highlight=False)
     for n in analysis.notes:
-        console.print(f"[dim]note: {n}[/dim]", highlight=False)
+        console.print(f"note: {n}", style="dim")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -102,9 +104,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         print_json(summary_dict(analysis))
     else:
-        console = Console() if sys.stdout.isatty() else Console(width=160)
+        console = make_console()
         print_optima(analysis, console)
         console.print(f"wrote {', '.join(p.name for p in files.files + files.plots)} to {files.directory}", highlight=False)
+    if files.empty:
+        print(f"sdsuite: error: {files.empty} (or pass --no-plots for the tables alone); no plot was written.", file=sys.stderr)
+        return EXIT_NO_PLOTS
     if files.plots_error:
         print(f"sdsuite: error: {files.plots_error}", file=sys.stderr)
         return EXIT_NO_PLOTS

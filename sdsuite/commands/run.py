@@ -15,10 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sdsuite.commands.common import add_case_arguments, grid_from_args, new_run_id, run_options_from_args, telemetry_options_from_args
+from sdsuite.console import console as make_console
 from sdsuite.display import print_records
 from sdsuite.engine import run_grid
 from sdsuite.errors import UsageError
-from sdsuite.hardware import resolve_device
+from sdsuite.hardware import apply_threads, resolve_device
 from sdsuite.pipelines.build import validate_weights
 from sdsuite.results import check_writable_dir
 from sdsuite.telemetry import TelemetrySetup, open_setup
@@ -46,6 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "(`sdsuite sweep` resumes by itself)."
         )
     grid = grid_from_args(args)
+    apply_threads(args.threads)
     device = resolve_device(args.device)
     validate_weights(args.weights)
     out = check_writable_dir(args.out)
@@ -97,7 +99,7 @@ def print_launched(args: argparse.Namespace, out, chosen: list[dict]) -> None:
 
         print_json(chosen)
     else:
-        out_console = Console() if sys.stdout.isatty() else Console(width=200)
+        out_console = make_console()
         if chosen:
             print_records(chosen, out_console)
             if args.compare_options:
@@ -109,22 +111,33 @@ def print_launched(args: argparse.Namespace, out, chosen: list[dict]) -> None:
 
 
 def _print_effects(records: list[dict], console: Console) -> None:
-    from rich.markup import escape
-
     from sdsuite.effects import effect_notes, effects_table
 
     console.print(effects_table(records))
     for note in effect_notes(records):
-        console.print(f"[dim]note: {escape(note)}[/dim]")
+        console.print(f"note: {note}", style="dim")
 
 
 def _run(args: argparse.Namespace, cases: list, device, out, telemetry: TelemetrySetup, keys: dict | None = None) -> int:
     opts = run_options_from_args(args, device)
     run_id = new_run_id()
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     show_progress = not args.no_progress and err.is_terminal
     total_runs = len(cases) * opts.runs
     records: list[dict] = []
+
+    def on_record(rec: dict) -> None:
+        """Keep the record; without a progress bar (piped, --no-progress) print one line per finished case on stderr."""
+        records.append(rec)
+        if not show_progress:
+            from sdsuite.display import fmt_seconds
+            from sdsuite.runner import metric_center
+
+            status = rec["status"] if rec["status"] == "ok" else f"{rec['status']}: {rec.get('reason')}"
+            lat = metric_center((rec.get("metrics") or {}).get("latency_s"))
+            took = f", latency {fmt_seconds(lat)}" if lat is not None else ""
+            err.print(f"[{len(records)}/{len(cases)}] {rec['case_id']}: {status}{took}")
+
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, disable=not show_progress
     ) as progress:
@@ -139,7 +152,7 @@ def _run(args: argparse.Namespace, cases: list, device, out, telemetry: Telemetr
             clock_session=telemetry.clock_session(),
             on_case_start=lambda c: progress.update(task, description=c.case_id),
             on_run=lambda i: progress.advance(task),
-            on_record=records.append,
+            on_record=on_record,
             annotate=_annotator(args, keys),
         )
     if args.format == "json":
@@ -147,7 +160,7 @@ def _run(args: argparse.Namespace, cases: list, device, out, telemetry: Telemetr
 
         print_json(records)
     else:
-        out_console = Console() if sys.stdout.isatty() else Console(width=200)
+        out_console = make_console()
         print_records(records, out_console)
         if args.compare_options:
             _print_effects(records, out_console)

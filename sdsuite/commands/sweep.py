@@ -26,14 +26,16 @@ from rich.table import Table
 
 from sdsuite import __version__
 from sdsuite.commands.common import add_case_arguments, grid_from_args, new_run_id, run_options_from_args, telemetry_options_from_args
+from sdsuite.console import console as make_console
+from sdsuite.console import readable
 from sdsuite.display import fmt_bytes, fmt_seconds
 from sdsuite.dvfs.analysis import DEFAULT_MAX_SLOWDOWN_PCT, REFERENCES
 from sdsuite.dvfs.simtime import SIM_CLOCKS, SimTimeModel, VirtualTimeCache, open_sim_device, record_note, sim_meter
 from sdsuite.errors import UsageError
-from sdsuite.hardware import resolve_device
+from sdsuite.hardware import apply_threads, resolve_device
 from sdsuite.images import IMAGE_MODES, ImageSaver, images_root, run_dir_name, sample_selection
 from sdsuite.launch.cli import scaleout_annotation, scaleout_identity, scaleout_plan
-from sdsuite.pipelines.build import validate_weights
+from sdsuite.pipelines.build import require_weights, validate_weights
 from sdsuite.pipelines.cache import PIPELINES
 from sdsuite.results import ResultsDir, check_writable_dir
 from sdsuite.runner import RunOptions
@@ -161,8 +163,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.max_slowdown < 0:
         raise UsageError(f"--max-slowdown must be >= 0 percent, got {args.max_slowdown:g}.")
     grid = grid_from_args(args)
+    apply_threads(args.threads)
     device = resolve_device(args.device)
     validate_weights(args.weights)
+    require_weights(grid.variants, args.weights)  # absent weights: refused before measuring, one message, exit 2
     out = check_writable_dir(args.out)
     sim_clock = _sim_clock(args)
     virtual = sim_clock == "virtual"
@@ -295,9 +299,9 @@ def _sweep(args: argparse.Namespace, cases: list, device, out: Path, setup: Tele
         earlier=existing,
         gpu_name=dev.get("name"),
     )
-    info = Console(stderr=args.format == "json", width=None if sys.stdout.isatty() else 160)
+    info = make_console(stderr=args.format == "json")
     for line in _plan_lines(plan, est, setup=setup, sim_clock=sim_clock, out=out, saver=saver, args=args):
-        info.print(line, highlight=False, markup=False, soft_wrap=True)
+        info.print(line)
     if est.free_bytes is not None and est.image_bytes > est.free_bytes:
         raise UsageError(
             f"the images need up to {fmt_bytes(est.image_bytes)} but {out} has {fmt_bytes(est.free_bytes)} free; use --save-images sample or none."
@@ -331,7 +335,7 @@ def _execute(args, plan, opts, device, out, results, run_id, setup, sim_clock, v
         extra["scaleout"] = placed  # which submission, task and GPU measured the point
     extra = extra or None
     cache = VirtualTimeCache(setup.telemetry, vclock, model) if virtual else PIPELINES
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     show = not args.no_progress and err.is_terminal
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -408,7 +412,7 @@ def _finish(args, outcome, plan, out: Path, wall_s: float, info: Console) -> int
                 f"{e:.3f} J" if e is not None else "n/a",
                 f"{pw:.1f} W" if pw is not None else "n/a",
             )
-        info.print(t)
+        info.print(readable(t, "clock", "case"))
         info.print(f"records appended to {out / 'results.jsonl'}", highlight=False, markup=False)
     if outcome.overheads_s:
         med = sorted(outcome.overheads_s)[len(outcome.overheads_s) // 2]
@@ -435,6 +439,7 @@ def _report(args, out: Path, info: Console) -> None:
     files = write_report(analysis, sets, out / "report")
     if args.format != "json":
         print_optima(analysis, info)
-    info.print(f"report: {files.directory / 'dvfs_report.md'} ({len(files.plots)} plot(s))", highlight=False, markup=False)
+    plots = f"{len(files.plots)} plot(s)" if not files.empty else f"no plots: {files.empty}"
+    info.print(f"report: {files.directory / 'dvfs_report.md'} ({plots})", highlight=False, markup=False)
     if files.plots_error:
         print(f"sdsuite: note: {files.plots_error}", file=sys.stderr)

@@ -253,11 +253,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _print(report: dict, windows) -> None:
-    from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    from sdsuite.console import console as make_console
+    from sdsuite.console import readable
+
+    console = make_console()
     imgs = report["images"]
     title = f"validate {report['case_id']} over {report['prompt_set']['n']} prompts ({report['prompt_set']['name']})"
     t = Table(title=title, title_justify="left")
@@ -272,15 +273,15 @@ def _print(report: dict, windows) -> None:
             else f"[{'-inf' if window.low is None else f'{window.low:g}'}, {'inf' if window.high is None else f'{window.high:g}'}]"
         )
         if not m.get("available"):
-            t.add_row(name, escape(f"unavailable: {m['reason']}"), escape(wtxt), "unchecked" if window is not None else "-")
+            t.add_row(name, f"unavailable: {m['reason']}", wtxt, "unchecked" if window is not None else "-")
         else:
             verdict = "-" if window is None else ("FAIL" if name in violations else "ok")
-            t.add_row(name, f"{m['value']:.4f}", escape(wtxt), verdict)
-    console.print(t)
+            t.add_row(name, f"{m['value']:.4f}", wtxt, verdict)
+    console.print(readable(t, "metric"))
     if imgs is None:
         console.print("no images were generated: none of the metrics can be computed here")
     elif imgs["sanity"]:
-        console.print(f"[bold red]images failed the sanity check: {escape(imgs['sanity'])}[/bold red]")
+        console.print(f"images failed the sanity check: {imgs['sanity']}", style="bold red")
     else:
         console.print(
             f"{imgs['n']} images {'x'.join(map(str, imgs['shape']))} generated in {imgs['generation_s']:.2f} s; sanity check passed"
@@ -288,10 +289,8 @@ def _print(report: dict, windows) -> None:
     acc = report["acceptance"]
     if acc is not None:
         state = {True: "ACCEPTED", False: "REJECTED", None: "NOT ACCEPTED (metrics unchecked)"}[acc["accepted"]]
-        console.print(
-            escape(f"acceptance {acc['preset']}: {state}" + (f"; unchecked: {', '.join(acc['unchecked'])}" if acc["unchecked"] else ""))
-        )
+        console.print(f"acceptance {acc['preset']}: {state}" + (f"; unchecked: {', '.join(acc['unchecked'])}" if acc["unchecked"] else ""))
         for v in acc["violations"]:
-            console.print(f"  {escape(v)}")
+            console.print(f"  {v}")
         if report["acceptance_note"]:
-            console.print(f"[dim]{escape(report['acceptance_note'])}[/dim]")
+            console.print(report["acceptance_note"], style="dim")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 from sdsuite.dvfs.data import PointRecord, ResultSet, SeriesKey, collect_points
 from sdsuite.errors import UsageError
+from sdsuite.stats import quartiles
 
 REFERENCES = ("max", "default")
 DEFAULT_MAX_SLOWDOWN_PCT = 3.0
@@ -51,10 +52,8 @@ def spread(values: Sequence[float]) -> Spread | None:
     xs = [float(v) for v in values if v is not None]
     if not xs:
         return None
-    if len(xs) == 1:
-        return Spread(xs[0], xs[0], xs[0], 1)
-    q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
-    return Spread(statistics.median(xs), q1, q3, len(xs))
+    q1, med, q3 = quartiles(xs)  # never a negative IQR (float rounding is clamped there)
+    return Spread(med, q1, q3, len(xs))
 
 
 @dataclass(frozen=True)

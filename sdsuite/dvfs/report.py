@@ -342,6 +342,7 @@ class ReportFiles:
     files: tuple[Path, ...]
     plots: tuple[Path, ...]
     plots_error: str | None
+    empty: str | None = None  # why there was nothing to plot (then no PNG is written)
 
 
 def write_report(analysis: DvfsAnalysis, sets: Sequence[ResultSet], out_dir: str | Path, *, plots: bool = True) -> ReportFiles:
@@ -358,15 +359,18 @@ def write_report(analysis: DvfsAnalysis, sets: Sequence[ResultSet], out_dir: str
     ):
         _write(out / name, text)
         files.append(out / name)
+    from sdsuite.plots import nothing_to_plot
+
     made: list[Path] = []
     error = None
-    if plots:
+    empty = nothing_to_plot(analysis) if plots else None
+    if plots and empty is None:
         try:
             made = write_plots(analysis, out)
         except PlotsUnavailable as exc:
             error = str(exc)
     _write(out / REPORT_MD, markdown(analysis, [str(p) for p in made] if made else ()))
     files.append(out / REPORT_MD)
-    if plots and error is None:
+    if plots and error is None and empty is None:
         assert len(made) == len(PLOT_FILES)
-    return ReportFiles(out, tuple(files), tuple(made), error)
+    return ReportFiles(out, tuple(files), tuple(made), error, empty)

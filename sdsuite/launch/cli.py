@@ -299,7 +299,7 @@ def _report_and_exit(ns: argparse.Namespace, out: Path, codes: list[int], plan_k
 def _command_report(ns: argparse.Namespace, out: Path, chosen: list, *, missing: int, complete: bool) -> None:
     """What the command prints after its own run: run's table (or JSON) of its cases, failed ones too; the sweep's
     DVFS report once every point is finished, and its records under --format json."""
-    from rich.console import Console
+    from sdsuite.console import console as make_console
 
     json_out = getattr(ns, "format", "table") == "json"
     if getattr(ns, "launch_command", "sweep") == "run":
@@ -310,7 +310,7 @@ def _command_report(ns: argparse.Namespace, out: Path, chosen: list, *, missing:
     if complete and not getattr(ns, "no_report", False):
         from sdsuite.commands.sweep import _report
 
-        _report(ns, out, Console(stderr=json_out))
+        _report(ns, out, make_console(stderr=json_out))
     if json_out:
         from sdsuite.cli import print_json
 

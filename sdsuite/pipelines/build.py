@@ -158,12 +158,41 @@ def load_pretrained(spec: VariantSpec, source: str, torch_dtype: torch.dtype):
             return pipe
         except (OSError, ValueError) as exc:  # not in cache / not a pipeline dir
             errors.append(f"{cand}: {str(exc).splitlines()[0][:120]}")
+    raise WeightsNotFoundError(missing_weights_message([spec], source, details="; ".join(errors)))
+
+
+def missing_weights_message(specs, source: str, details: str = "") -> str:
+    """The one message for absent weights (``sdsuite run`` records it, ``sdsuite sweep`` refuses with it)."""
+    names = ", ".join(s.name for s in specs)
     where = f"the Hugging Face cache ({_hf_cache_hint()})" if source == WEIGHTS_AUTO else f"{source!r}"
-    raise WeightsNotFoundError(
-        f"weights for {spec.name} were not found in {where} ({'; '.join(errors)}). "
-        f"Either put a local copy there and pass --weights PATH (e.g. a diffusers directory of {spec.hub_id}), "
+    hubs = ", ".join(s.hub_id for s in specs if s.hub_id)
+    return (
+        f"weights for {names} were not found in {where}{f' ({details})' if details else ''}. "
+        f"Either put a local copy there and pass --weights PATH (e.g. a diffusers directory of {hubs}), "
         f"or run the real architecture with random weights: --weights random."
     )
+
+
+def _weights_present(spec: VariantSpec, weights: str) -> bool:
+    """Whether load_pretrained would find a pipeline, by its model_index.json, without loading anything."""
+    kind = weights_kind(weights)
+    if kind == WEIGHTS_RANDOM or (kind == WEIGHTS_AUTO and spec.embedded):
+        return True
+    if kind == "path":
+        return (Path(weights) / "model_index.json").is_file()
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(h, "model_index.json"), str) for h in (spec.hub_id, *spec.alt_hub_ids) if h)
+
+
+def require_weights(variant_names, weights: str) -> None:
+    """UsageError (exit 2, before any measurement) naming every variant whose weights are absent, with the remedies."""
+    from sdsuite.pipelines.registry import get_variant
+
+    specs = [get_variant(n) for n in dict.fromkeys(variant_names)]
+    missing = [spec for spec in specs if not _weights_present(spec, weights)]
+    if missing:
+        raise UsageError(missing_weights_message(missing, weights))
 
 
 def load_pipeline(spec: VariantSpec, weights: str, torch_dtype: torch.dtype, device: str = "cpu"):

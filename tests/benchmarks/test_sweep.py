@@ -55,7 +55,8 @@ def test_dvfs_point(sd_case, sdsuite_config, sdsuite_results, request):
 
 
 @pytest.mark.quick
-def test_sweep_harness_overhead_per_point(benchmark, tmp_path, sdsuite_device):
+def test_sweep_harness_overhead_per_point(sd_pytest_benchmark, tmp_path, sdsuite_device):
+    benchmark = sd_pytest_benchmark  # pytest-benchmark, or a stand-in that measures where it is off (xdist)
     gpu = SimulatedGpu("a100")  # on the wall clock: the overhead is real time
     meter = TelemetryEnergyMeter(gpu, MeterOptions())
     freqs = resolve_freqs("sample:20", gpu.info().graphics_clocks_mhz())
@@ -85,10 +86,7 @@ def test_sweep_harness_overhead_per_point(benchmark, tmp_path, sdsuite_device):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the overhead is outside the generations; one thread keeps them quick on a busy CPU
     try:
-        if getattr(benchmark, "disabled", False):  # pytest-benchmark switches itself off under xdist
-            sweep()
-        else:
-            benchmark.pedantic(sweep, rounds=1, iterations=1)
+        benchmark.pedantic(sweep, rounds=1, iterations=1)
     finally:
         torch.set_num_threads(threads)
     outcome = outcomes[-1]

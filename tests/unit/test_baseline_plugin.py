@@ -228,3 +228,11 @@ def test_xdist_workers_share_one_baseline_file(pytester):
     r.assert_outcomes(passed=4)
     (path,) = baseline_files(pytester)
     assert set(json.loads(path.read_text())["entries"]) == set(cases)
+
+
+def test_summary_counts_cases_when_two_tests_gate_one_case(pytester):
+    # .ci/gate said "14 compared" while sdsuite compare's summary (latest record per case) said 13
+    write_bench(pytester, cases=(CASE, CASE, OTHER))
+    run(pytester, "--update-baselines")
+    r = run(pytester)
+    r.stdout.fnmatch_lines(["*3 record(s) of 2 case(s) (a case measured by two tests is gated twice, compared once)*compared*"])

@@ -280,3 +280,12 @@ def test_a_corrupt_baseline_stops_the_gate_and_stays_untouched(tmp_path):
     with pytest.raises(InputFileError, match="bench.json"):
         gate_record(make_record(), CPU_ENV, gate(tmp_path, UpdateMode.ALL), file_name="bench")
     assert bad.read_text() == '{"schema": "sdsuite-baselines"'
+
+
+def test_other_key_skips_name_the_portable_key_when_it_exists():
+    # the README's gate command on a fresh machine skipped every record as other-key without naming --baseline-key portable
+    from sdsuite.baselines.gate import portable_hint
+
+    hint = portable_hint(["cpu-amd-epyc-1t", "cpu-portable-1t"])
+    assert "--baseline-key portable" in hint and "cpu-portable-1t" in hint and "--benchmark-timer time.process_time" in hint
+    assert portable_hint(["cuda-nvidia-a100-80gib"]) == ""

@@ -18,6 +18,7 @@ BOTH = [f for f in table() if f.in_cli and f.in_pytest]
 # The plugin reads these through config.getoption("sdsuite_..."): renaming one breaks it and every user's command line.
 SDSUITE_PREFIXED = {
     "--sdsuite-runs",
+    "--sdsuite-threads",
     "--sdsuite-warmup",
     "--sdsuite-out",
     "--sdsuite-min-energy-window",

@@ -1,4 +1,4 @@
-"""``sdsuite report``: CSV/JSON/Markdown and the five plots, several result sets side by side, bad input."""
+"""``sdsuite report``: CSV/JSON/Markdown and the six plots, several result sets side by side, bad input."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def sweeps(tmp_path_factory):
     return root
 
 
-def test_report_writes_tidy_csv_json_markdown_and_five_plots(sweeps, tmp_path, capsys):
+def test_report_writes_tidy_csv_json_markdown_and_six_plots(sweeps, tmp_path, capsys):
     out = tmp_path / "rep"
     assert main(["report", str(sweeps / "a100"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -48,6 +48,7 @@ def test_report_writes_tidy_csv_json_markdown_and_five_plots(sweeps, tmp_path, c
     assert series["reference"]["freq_mhz"] == 1410
     md = (out / "dvfs_report.md").read_text()
     assert "**SIMULATED**" in md and "| minimum ED2P |" in md and "slowdown <= 3%" in md
+    assert len(PLOT_FILES) == 6 and "ed2p" in PLOT_FILES  # ED2P has a plot of its own
     for name in PLOT_FILES.values():
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name})" in md
@@ -67,7 +68,7 @@ def test_several_directories_are_compared_side_by_side(sweeps, tmp_path, monkeyp
     assert {s["reference"]["freq_mhz"] for s in summary["series"]} == {1410, 1785}
     md = (out / "dvfs_report.md").read_text()
     assert md.count("| tiny-sd/default/fp32/64x64/s1/b1 on NVIDIA") == 2  # one summary row each
-    assert len(list(out.glob("*.png"))) == 5
+    assert len(list(out.glob("*.png"))) == len(PLOT_FILES)
 
 
 def test_without_matplotlib_the_tables_are_written_and_the_exit_is_2(sweeps, tmp_path, monkeypatch, capsys):
@@ -127,3 +128,108 @@ def test_a_single_clock_gets_one_line_not_trivial_optima(tmp_path, capsys):
     assert main(["report", str(tmp_path / "r"), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
     printed = capsys.readouterr().out
     assert "one clock measured (default); DVFS optima need several" in printed and "minimum EDP" not in printed
+
+
+def test_plots_draw_rounding_negative_and_nan_spreads_as_zero_bars(tmp_path):
+    # An older record's IQR can be -3.55e-15 (float rounding); matplotlib refuses negative yerr: the plots never trust it
+    from sdsuite.dvfs.analysis import Spread
+    from sdsuite.plots import _bars
+
+    bad = [Spread(1.0, 1.0 + 3.55e-15, 1.0 - 1e-15, 2), Spread(2.0, float("nan"), 2.5, 2)]
+    lo, hi = _bars(bad)
+    assert lo == [0.0, 0.0] and hi == [0.0, 0.5]
+
+
+def test_a_report_with_nothing_to_plot_says_so_writes_no_png_and_exits_2(tmp_path, capsys):
+    run = ["run", "--telemetry", "sim", "--runs", "1", "--warmup", "0", "--steps", "1", "--no-flops", "--no-spans", "--no-progress"]
+    assert main([*run, "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "r"), "--out", str(tmp_path / "rep")]) == 2
+    cap = capsys.readouterr()
+    assert "nothing to plot: one clock per series" in cap.err and cap.err.count("\n") == 1
+    assert not list((tmp_path / "rep").glob("*.png")) and "plot(s)" not in cap.out
+
+
+def test_an_all_failed_sweep_has_nothing_to_plot(tmp_path):
+    from sdsuite.dvfs import analyze
+    from sdsuite.dvfs.data import ResultSet
+    from sdsuite.plots import nothing_to_plot
+
+    def record(freq, times, status="ok"):
+        windows = [
+            {"available": True, "duration_s": t, "energy_j": 10 * t, "generations": 1, "sm_clock_mhz": {"mean": freq}} for t in times
+        ]
+        return {
+            "schema_version": 1, "record_id": f"r{freq}", "run_id": "run", "case_id": f"tiny-sd/default/fp32/f{freq}/64x64/s4/b1",
+            "case": {"variant": "tiny-sd", "freq_mhz": freq, "batch_size": 1, "images_per_prompt": 1}, "status": status,
+            "reason": "boom" if status != "ok" else None, "simulated": True, "telemetry": {"name": "GPU"},
+            "metrics": {"latency_s": {"samples": list(times)}}, "energy_windows": windows, "finished_at": "2030-01-01T00:00:00",
+        }  # fmt: skip
+
+    def one_set(recs):
+        return [ResultSet(path=tmp_path, label="r", records=tuple(recs))]
+
+    failed = [record(f, [], status="failed") for f in (1410, 1200, 990)]
+    assert "all 3 point(s) failed" in nothing_to_plot(analyze(one_set(failed)))
+    ok = [record(f, [1.0, 1.1]) for f in (1410, 1200)]
+    assert nothing_to_plot(analyze(one_set(ok))) is None
+
+
+def _figures(monkeypatch, analysis, tmp_path) -> dict:
+    """The figures write_plots draws, kept open, by file name."""
+    import matplotlib.pyplot as plt
+
+    from sdsuite.plots import write_plots
+
+    plt.close("all")
+    monkeypatch.setattr(plt, "close", lambda fig=None: None)
+    paths = write_plots(analysis, tmp_path)
+    return {p.name: plt.figure(n) for p, n in zip(paths, plt.get_fignums(), strict=True)}
+
+
+def test_plots_draw_the_bound_mark_optima_and_keep_the_reference_visible(sweeps, tmp_path, monkeypatch):
+    from sdsuite.dvfs import analyze, load_result_sets
+
+    analysis = analyze(load_result_sets([sweeps / "a100"]), reference="max", max_slowdown_pct=3.0)
+    (s,) = analysis.series
+    figs = _figures(monkeypatch, analysis, tmp_path)
+    ax = figs["time_vs_freq.png"].axes[0]
+    bound = s.reference.value("time_s") * 1.03
+    assert any(list(line.get_ydata()) == [bound, bound] for line in ax.get_lines())  # the slowdown bound is drawn
+    labels = ax.get_legend_handles_labels()[1]
+    assert "max saving within slowdown bound" in labels and any(lb.startswith("slowdown bound") for lb in labels)
+    assert [a.get_ylabel() for a in ax.child_axes] == ["slowdown vs reference (%)"]
+    assert [a.get_ylabel() for a in figs["energy_vs_freq.png"].axes[0].child_axes] == ["energy saving vs reference (%)"]
+    energy = figs["energy_vs_freq.png"].axes[0]
+    squares = [ln for ln in energy.get_lines() if ln.get_marker() == "s" and len(ln.get_xdata()) == 1]
+    optima = [ln for ln in energy.get_lines() if ln.get_marker() in ("*", "P") and len(ln.get_xdata()) == 1]
+    assert squares and optima and min(ln.get_zorder() for ln in squares) > max(ln.get_zorder() for ln in optima)
+    assert squares[0].get_markersize() > max(ln.get_markersize() for ln in optima)
+
+
+def test_multi_series_legends_use_neutral_optimum_symbols(sweeps, tmp_path, monkeypatch):
+    from matplotlib.colors import to_rgba
+
+    from sdsuite.dvfs import analyze, load_result_sets
+
+    analysis = analyze(load_result_sets([sweeps / "a100", sweeps / "h100"]), reference="max", max_slowdown_pct=3.0)
+    figs = _figures(monkeypatch, analysis, tmp_path)
+    for name in ("energy_vs_freq.png", "pareto.png"):
+        handles, labels = figs[name].axes[0].get_legend_handles_labels()
+        by_label = dict(zip(labels, handles, strict=True))
+        assert to_rgba(by_label["min energy"].get_color()) == to_rgba("0.85"), name  # not series 1's blue
+
+
+def test_an_optimum_at_the_edge_of_the_swept_range_is_flagged():
+    from sdsuite.dvfs.analysis import PointStats
+    from sdsuite.plots import _optimum_label, at_edge
+
+    pts = tuple(PointStats(f, "ok", None, {}, None, f"r{f}") for f in (510, 900, 1410))
+
+    class S:
+        points, reference = pts, pts[-1]
+
+    assert at_edge(S, pts[0]) and at_edge(S, pts[2]) and not at_edge(S, pts[1])
+    assert _optimum_label(S, "min_energy", pts[0]) == "510 MHz (edge of swept range)"
+    assert _optimum_label(S, "min_energy", pts[1]) == "900 MHz"
+    assert "= reference" in _optimum_label(S, "max_saving_within_slowdown", pts[2])

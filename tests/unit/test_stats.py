@@ -1,3 +1,4 @@
+import math
 import statistics
 
 import numpy as np
@@ -5,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdsuite.stats import median_ci, summarize
+from sdsuite.dvfs.analysis import spread
+from sdsuite.stats import median_ci, quartiles, summarize
 
 floats = st.floats(min_value=1e-6, max_value=1e3, allow_nan=False, allow_infinity=False)
 
@@ -43,3 +45,30 @@ def test_cv_and_spread_of_a_known_sample():
 def test_single_sample_has_zero_spread():
     s = summarize([2.0])
     assert s["stdev"] == 0 and s["iqr"] == 0 and s["ci95_median"] is None
+
+
+near_equal = st.builds(lambda x, k: [x] + [math.nextafter(x, math.inf)] * k, floats, st.integers(1, 5))
+
+
+@given(st.one_of(near_equal, st.lists(floats, min_size=1, max_size=60)))
+def test_quartiles_are_ordered_and_the_iqr_is_never_negative(xs):
+    # statistics.quantiles gives q1 > q3 by an ulp for [0.1, nextafter(0.1)]: a negative IQR that crashed the plots
+    q1, med, q3 = quartiles(xs)
+    assert min(xs) <= q1 <= med <= q3 <= max(xs)
+    assert summarize(xs)["iqr"] >= 0
+    s = spread(xs)
+    assert s.q1 <= s.median <= s.q3
+
+
+def test_two_nearly_equal_samples_have_zero_not_negative_iqr():
+    xs = [0.1, math.nextafter(0.1, 1.0)]
+    assert summarize(xs)["iqr"] >= 0
+    assert spread(xs).q3 - spread(xs).q1 >= 0
+
+
+def test_one_sample_shows_n1_not_a_zero_spread():
+    from sdsuite.display import _spread
+
+    one = {"available": True, **summarize([0.5])}
+    assert _spread(one) == " (n=1)"
+    assert _spread({"available": True, **summarize([1.0, 1.1, 1.2])}).startswith(" ±")

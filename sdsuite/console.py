@@ -1,0 +1,79 @@
+"""The one console policy of every command's human-readable output (rich).
+
+- Width: the terminal's own in a terminal; unlimited when piped or redirected (no hard wrap at 80 columns, so
+  ``sdsuite list | grep sd-v`` finds every row and a long case id stays on one line).
+- Nothing a user greps for is cut: no ellipsis anywhere; id and name columns keep their text whole and the other
+  columns wrap first (``readable``); in a narrow terminal an id that still does not fit folds onto the next line.
+- Text is printed verbatim: markup is off, so ``pip install 'sdsuite[gpu]'`` keeps its brackets. Style goes through
+  ``style=`` instead of inline markup.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+UNLIMITED_WIDTH = 100_000  # "no wrapping" for rich, which needs a number
+
+
+def is_terminal(stderr: bool = False) -> bool:
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def console(stderr: bool = False) -> Console:
+    """The console of a command's output (stdout, or stderr for progress and notes)."""
+    if is_terminal(stderr):
+        return Console(stderr=stderr, markup=False, highlight=False)
+    return Console(stderr=stderr, markup=False, highlight=False, width=UNLIMITED_WIDTH, soft_wrap=True)
+
+
+class ReadableTable(Table):
+    """A rich Table under the policy: no cell ever ends in an ellipsis (long words fold), the ``keep_whole`` columns
+    (ids, names) do not wrap, and when those columns plus the other columns' longest words do not fit the console,
+    each row is printed as a block instead (its id on a line of its own, then ``header: value`` pairs), so an id is
+    never cut or folded."""
+
+    def __init__(self, table: Table, keep_whole: tuple[str, ...]):
+        self.__dict__.update(table.__dict__)
+        self.keep_whole = keep_whole
+        for col in self.columns:
+            col.overflow = "fold"
+            col.no_wrap = str(col.header) in keep_whole
+
+    def _texts(self, col) -> list[str]:
+        return [str(c) for c in col._cells]
+
+    def fits(self, width: int) -> bool:
+        need = 3 * len(self.columns) + 1
+        for col in self.columns:
+            texts = [str(col.header), *self._texts(col)]
+            if col.no_wrap:
+                need += max(len(t) for t in texts)
+            else:
+                need += max((len(w) for t in texts for w in t.split()), default=1)
+        return need <= width
+
+    def __rich_console__(self, console, options):
+        if self.fits(options.max_width) or not self.keep_whole:
+            yield from super().__rich_console__(console, options)
+            return
+        from rich.text import Text
+
+        if self.title:
+            yield Text(str(self.title), style="italic")
+        keys = [c for c in self.columns if str(c.header) in self.keep_whole]
+        rest = [c for c in self.columns if c not in keys]
+        for i in range(self.row_count):
+            yield Text("  ".join(self._texts(c)[i] for c in keys), style="bold", overflow="fold")
+            yield Text("  " + "; ".join(f"{str(c.header)}: {self._texts(c)[i]}" for c in rest), overflow="fold")
+
+
+def readable(table: Table, *keep_whole: str) -> Table:
+    """The table under the console policy (see ReadableTable)."""
+    return ReadableTable(table, keep_whole)
