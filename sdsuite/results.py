@@ -23,6 +23,9 @@ LOCK_FILE = ".results.lock"
 REQUIRED_KEYS = ("schema_version", "case", "case_id", "status", "metrics")
 
 
+_write = os.write  # the one write of an append (tests replace it to simulate a full disk)
+
+
 class ResultsWriteError(SdsuiteError):
     """Results could not be written (full disk, quota, I/O error); what was written before is kept."""
 
@@ -128,13 +131,22 @@ def _json_type(value: Any) -> str:
 
 def read_text_file(path: Path, what: str = "file") -> str:
     """A UTF-8 text file sdsuite wrote: InputFileError naming the path for a directory, unreadable bytes, a BOM or a NUL."""
+    return decode_text(read_bytes_file(path, what), Path(path), what)
+
+
+def read_bytes_file(path: Path, what: str = "file") -> bytes:
+    """The bytes of ``path``; InputFileError for a directory or an unreadable file."""
     path = Path(path)
     if path.is_dir():
         raise InputFileError(f"{path}: is a directory, not a {what}; point at the file or move the directory away.")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise InputFileError(f"{path}: cannot read the {what}: {exc.strerror or exc}.") from None
+
+
+def decode_text(data: bytes, path: Path, what: str = "file") -> str:
+    """``data`` as UTF-8 text; InputFileError naming ``path`` (and the line) for a BOM, a NUL byte or invalid UTF-8."""
     if data.startswith(b"\xef\xbb\xbf"):
         raise InputFileError(f"{path}: starts with a byte-order mark; sdsuite writes plain UTF-8 (remove the BOM). Left untouched.")
     if b"\0" in data:
@@ -147,6 +159,27 @@ def read_text_file(path: Path, what: str = "file") -> str:
         raise InputFileError(
             f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); the {what} is corrupt and was left untouched."
         ) from None
+
+
+def parse_records(text: str, path: Path, complete: bool = False) -> list[dict]:
+    """Validated records of a results file's text; ``complete``: the text ends at a line boundary by construction."""
+    out = []
+    lines = text.split("\n")
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{i}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if i == len(lines) and not complete:  # no newline after it: an interrupted write
+                raise InputFileError(
+                    f"{where}: last line is incomplete (an interrupted write); the next `sdsuite run` or `sdsuite sweep` "
+                    "on this --out repairs it. Left untouched."
+                ) from None
+            raise InputFileError(f"{where}: not valid JSON ({exc.msg}); the file is corrupt and was left untouched.") from None
+        out.append(validate_record(rec, where))
+    return out
 
 
 class ResultsDir:
@@ -169,8 +202,8 @@ class ResultsDir:
 
     def prepare(self) -> None:
         """Before a command writes here: remove temp files older sdsuite versions left (a kill between fsync and
-        rename), repair a torn last line (an interrupted append: truncated back to the last complete line, with a
-        one-line notice), then validate every record (InputFileError, file untouched, before anything is measured)."""
+        rename), validate every complete record (InputFileError, file untouched, before anything is measured), then
+        repair a torn last line (an interrupted append: truncated back to the last complete line, with a one-line notice)."""
         if not self.path.is_dir():
             return
         with self._locked():
@@ -179,48 +212,32 @@ class ResultsDir:
                     with contextlib.suppress(OSError):
                         if tmp.is_file() and not tmp.is_symlink():
                             tmp.unlink()
-            self._repair_torn_tail()
-        self.records()
-
-    def _repair_torn_tail(self) -> None:
-        p = self.results_path
-        if p.is_symlink() or not p.is_file():
-            return
-        with open(p, "rb+") as f:
-            size = f.seek(0, os.SEEK_END)
-            if size == 0:
+            p = self.results_path
+            if not p.exists() and not p.is_symlink():
                 return
-            f.seek(size - 1)
-            if f.read(1) == b"\n":
+            if p.is_symlink():
+                raise InputFileError(f"{p}: is a symlink; sdsuite appends only to a regular file it owns. Replace the link with the file.")
+            data = read_bytes_file(p, "results file")
+            cut = data.rfind(b"\n") + 1
+            head, tail = data[:cut], data[cut:]
+            parse_records(decode_text(head, p, "results file"), p, complete=True)
+            if not tail:
                 return
-            # Find the start of the last line (scan back in blocks: O(length of the last line)).
-            pos, start = size, 0
-            while pos > 0:
-                step = min(65536, pos)
-                pos -= step
-                f.seek(pos)
-                block = f.read(step)
-                i = block.rfind(b"\n")
-                if i >= 0:
-                    start = pos + i + 1
-                    break
-            f.seek(start)
-            tail = f.read()
             try:
                 validate_record(json.loads(tail.decode("utf-8")), f"{p}:last line")
             except (ValueError, InputFileError):
-                f.truncate(start)
-                f.flush()
-                os.fsync(f.fileno())
+                with open(p, "rb+") as f:
+                    f.truncate(cut)
+                    os.fsync(f.fileno())
                 print(
                     f"sdsuite: notice: {p}: removed a torn last line ({len(tail)} bytes, an interrupted write); every complete record is kept.",
                     file=sys.stderr,
                 )
                 return
-            f.seek(size)
-            f.write(b"\n")  # a complete record that only lacked its newline
-            f.flush()
-            os.fsync(f.fileno())
+            with open(p, "ab") as f:  # a complete record that only lacked its newline
+                f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
 
     def append(self, record: dict) -> None:
         """Append one record: one O_APPEND write of the whole line, then fsync (O(1) per record). A failed or
@@ -240,7 +257,7 @@ class ResultsDir:
                     f"{self.results_path}: last line is incomplete; the next `sdsuite run` or `sdsuite sweep` on this --out repairs it. Left untouched."
                 )
             try:
-                written = os.write(fd, data)
+                written = _write(fd, data)
                 if written != len(data):
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 os.fsync(fd)
@@ -256,24 +273,7 @@ class ResultsDir:
         """All records, validated; a corrupt line raises InputFileError with path and line number."""
         if not self.results_path.exists() and not self.results_path.is_symlink():
             return []
-        text = read_text_file(self.results_path, "results file")
-        out = []
-        lines = text.split("\n")
-        for i, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{self.results_path}:{i}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                if i == len(lines):  # no newline after it: an interrupted write
-                    raise InputFileError(
-                        f"{where}: last line is incomplete (an interrupted write); the next `sdsuite run` or `sdsuite sweep` "
-                        "on this --out repairs it. Left untouched."
-                    ) from None
-                raise InputFileError(f"{where}: not valid JSON ({exc.msg}); the file is corrupt and was left untouched.") from None
-            out.append(validate_record(rec, where))
-        return out
+        return parse_records(read_text_file(self.results_path, "results file"), self.results_path)
 
     def write_run_info(self, run_id: str, info: dict) -> None:
         """Add this run's environment fingerprint to run.json (``{"runs": {run_id: info}}``), atomically."""

@@ -155,7 +155,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from sdsuite.launch.cli import launch, wants_launch
     from sdsuite.validate import check_flags
 
-    check_flags(lambda name: getattr(args, name), dests=("max_throttle", "max_slowdown", "sim_beta", "shuffle_seed", "clock_settle"))
+    check_flags(
+        lambda name: getattr(args, name),
+        lambda dest: "--settle/--clock-settle" if dest == "clock_settle" else "--" + dest.replace("_", "-"),
+        dests=("max_throttle", "max_slowdown", "sim_beta", "shuffle_seed", "clock_settle"),
+    )
     if wants_launch(args):  # several GPUs or SLURM: the launcher plans through this command, then runs workers
         return launch(args)
     grid = grid_from_args(args)
