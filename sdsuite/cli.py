@@ -94,8 +94,41 @@ def quiet_third_party_imports() -> None:
             logger.addFilter(_DropMessages(prefixes))
 
 
+EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE: what a shell shows for a tool whose reader went away (``sdsuite report | head``)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sdsuite`` script."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _stdout_gone()
+    except SystemExit as exc:  # rich answers a broken pipe by pointing stdout at /dev/null and exiting 1
+        if exc.code == 1 and _stdout_is_devnull():
+            return EXIT_BROKEN_PIPE
+        raise
+
+
+def _stdout_is_devnull() -> bool:
+    try:
+        out, null = os.fstat(sys.stdout.fileno()), os.stat(os.devnull)
+    except (OSError, ValueError):
+        return False
+    return (out.st_dev, out.st_ino) == (null.st_dev, null.st_ino)
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout went away: exit quietly, as ``head`` expects (no traceback, nothing more on stdout)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     quiet_third_party_imports()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -37,8 +37,11 @@ class ClockPermissionError(UsageError):
 
 
 def clock_control_allowed(flag: bool = False) -> bool:
-    """True when the user opted in by flag or by SDSUITE_ALLOW_CLOCK_CONTROL=1."""
-    return bool(flag) or os.environ.get(ENV_ALLOW, "").strip().lower() in ("1", "true", "yes", "on")
+    """True when the user opted in by flag or by SDSUITE_ALLOW_CLOCK_CONTROL=1 (an unknown value is a UsageError)."""
+    from sdsuite.validate import env_flag
+
+    allowed = env_flag(ENV_ALLOW)  # checked even with the flag: a typo in the environment is never silently "no"
+    return bool(flag) or allowed
 
 
 def not_allowed_message(what: str) -> str:

@@ -155,6 +155,10 @@ def table() -> tuple[Flag, ...]:
         ),
         Flag("--format", "measurement", "output format (default: table)", choices=FORMATS, default="table", **cli),
         Flag("--no-progress", "measurement", "no progress bar", **switch, **cli),
+        Flag(
+            "--allow-large", "measurement", "lift the plan-time limits on steps, resolution, batch size and runs (or SDSUITE_ALLOW_LARGE=1)",
+            **switch, **cli,
+        ),
         # optimizations
         Flag("--attention", "optimizations", "attention kernel: sdpa (default), eager, sliced, xformers", metavar="K", **grid),
         Flag("--kv-cache", "optimizations", "cross-attention K/V cache computed once per generation", metavar="on|off", **grid),

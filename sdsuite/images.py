@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import math
 import os
 import re
 import stat
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from sdsuite.case import Case
 from sdsuite.errors import UsageError
+from sdsuite.results import default_file_mode
 
 IMAGES_DIR = "images"
 MARKER = ".sdsuite-images"
@@ -119,7 +121,7 @@ def write_png(image, path: Path, text: Mapping[str, str]) -> None:
     os.close(fd)
     try:
         Image.fromarray(arr, "RGB").save(tmp, format="PNG", pnginfo=info)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; images are meant to be looked at
+        os.chmod(tmp, default_file_mode())  # mkstemp makes it private; the umask decides, as for any new file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -173,7 +175,12 @@ def parse_size(text: str) -> int:
     unit = m.group(2).lower() if m else None
     if not m or unit not in _UNITS:
         raise UsageError(f"--max-size {text!r} is not a size; use e.g. 500M, 2G, 1.5GiB or a number of bytes.")
-    return int(float(m.group(1)) * _UNITS[unit])
+    from sdsuite.validate import SIZE_BYTES
+
+    value = float(m.group(1)) * _UNITS[unit]
+    if not math.isfinite(value) or value > SIZE_BYTES.hi:
+        raise UsageError(f"--max-size {text!r} is too large; the most is {SIZE_BYTES.hi} bytes (4 EiB).")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -289,8 +296,10 @@ def plan_clean(
     until the root holds at most ``max_size_bytes`` (deleting only among the ``--job`` files if given)."""
     if job is None and older_than_days is None and max_size_bytes is None:
         raise UsageError("say what to clean: --job ID, --older-than DAYS and/or --max-size SIZE (add --dry-run to preview).")
-    if older_than_days is not None and older_than_days < 0:
-        raise UsageError(f"--older-than must be >= 0 days, got {older_than_days:g}.")
+    if older_than_days is not None:
+        from sdsuite.validate import FLAG_RANGES
+
+        FLAG_RANGES["older_than"].check(older_than_days, "--older-than")
     if max_size_bytes is not None and max_size_bytes < 0:
         raise UsageError("--max-size must be >= 0.")
     base_root = check_images_root(root)
@@ -321,8 +330,20 @@ def plan_clean(
     return CleanPlan(base_root, chosen, kept, tuple(refused))
 
 
+def check_archive_dir(root: Path) -> Path:
+    """``<root>/_archive``, refused when it is a symlink or not a directory (archives are written inside the root only)."""
+    adir = root / ARCHIVE_DIR
+    if adir.is_symlink():
+        raise UsageError(
+            f"{adir} is a symlink; archives are only written inside the images root. Remove the link, or clean without --archive."
+        )
+    if adir.exists() and not adir.is_dir():
+        raise UsageError(f"{adir} is not a directory; move it away, or clean without --archive.")
+    return adir
+
+
 def _archive(plan: CleanPlan) -> Path:
-    adir = plan.root / ARCHIVE_DIR
+    adir = check_archive_dir(plan.root)
     adir.mkdir(exist_ok=True)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = adir / f"images-{stamp}.tar.gz"
@@ -331,6 +352,7 @@ def _archive(plan: CleanPlan) -> Path:
         n += 1
         target = adir / f"images-{stamp}-{n}.tar.gz"
     fd, tmp = tempfile.mkstemp(prefix=".archive.", suffix=".tmp", dir=adir)
+    os.fchmod(fd, default_file_mode())
     os.close(fd)
     try:
         with tarfile.open(tmp, "w:gz") as tar:
@@ -349,6 +371,8 @@ def apply_clean(plan: CleanPlan, *, archive: bool = False, dry_run: bool = False
 
     Nothing is deleted unless the archive was written completely; a dry run touches nothing.
     """
+    if archive:
+        check_archive_dir(plan.root)  # before anything, dry run included
     if dry_run or not plan.selected:
         return CleanResult(plan, dry_run, tuple(f.rel for f in plan.selected), None, ())
     target = _archive(plan) if archive else None

@@ -436,6 +436,9 @@ def run_sweep(
             outcome.overheads_s.append(overhead)
             if on_point_done:
                 on_point_done(PointDone(index, pt, rec, overhead))
+            if rec.get("error_type") == GpuLostError.__name__:  # lost inside the point: no later point can be measured
+                outcome.stopped = f"the GPU was lost at {pt.case.case_id}: {rec.get('reason')}"
+                break
             if energy_meter is not None and getattr(energy_meter, "available", True) is False:
                 outcome.stopped = f"telemetry stopped working at {pt.case.case_id}: {energy_meter.reason}"
                 break

@@ -25,7 +25,8 @@ from sdsuite.results import atomic_write_text
 SCHEMA = "sdsuite-baselines"
 SCHEMA_VERSION = 1
 OBTAINED_SUFFIX = ".obtained.json"
-FILE_MODE = 0o644  # committed, shared files: the temp file behind the atomic replace is created 0600
+TOP_KEYS = {"schema", "schema_version", "hardware_key", "entries", "hardware", "tolerances", "obtained"}
+METRIC_KEYS = {"unit", "value", "median", "iqr", "n", "samples", "kind"}
 ENTRY_KEYS = {"metrics", "date", "sdsuite_version", "env_fingerprint", "simulated", "calibration", "tolerances"}
 
 
@@ -36,6 +37,11 @@ def _is_number(x: object) -> bool:
 def _validate_metric(m: object, where: str) -> None:
     if not isinstance(m, dict):
         raise InputFileError(f"{where}: expected an object, got {type(m).__name__}.")
+    unknown = set(m) - METRIC_KEYS
+    if unknown:
+        raise InputFileError(
+            f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; a metric has {', '.join(sorted(METRIC_KEYS))}."
+        )
     if not isinstance(m.get("unit"), str):
         raise InputFileError(f"{where}: 'unit' must be a string.")
     if "value" in m:
@@ -50,6 +56,8 @@ def _validate_metric(m: object, where: str) -> None:
     samples = m.get("samples")
     if samples is not None and (not isinstance(samples, list) or not all(_is_number(s) for s in samples)):
         raise InputFileError(f"{where}: 'samples' must be a list of finite numbers.")
+    if samples is not None and len(samples) != n:
+        raise InputFileError(f"{where}: 'n' is {n} but there are {len(samples)} samples; fix the file or regenerate the entry.")
     if "iqr" in m and not _is_number(m["iqr"]):
         raise InputFileError(f"{where}: 'iqr' must be a finite number.")
 
@@ -94,6 +102,11 @@ def parse_baseline(doc: object, path: Path, expected_key: str | None = None) -> 
     where = str(path)
     if not isinstance(doc, dict):
         raise InputFileError(f"{where}: expected a JSON object, got {type(doc).__name__}; not an sdsuite baseline file.")
+    unknown = set(doc) - TOP_KEYS
+    if unknown and doc.get("schema") == SCHEMA:
+        raise InputFileError(
+            f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; a baseline file has {', '.join(sorted(TOP_KEYS))}."
+        )
     if doc.get("schema") != SCHEMA:
         raise InputFileError(f"{where}: 'schema' is {doc.get('schema')!r}, expected {SCHEMA!r}; not an sdsuite baseline file.")
     if doc.get("schema_version") != SCHEMA_VERSION:
@@ -145,10 +158,9 @@ def parse_baseline(doc: object, path: Path, expected_key: str | None = None) -> 
 def load_baseline_file(path: Path, expected_key: str | None = None) -> BaselineFile:
     """Read and validate one baseline file (InputFileError naming it; the file is never modified)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot read ({exc.strerror or exc}).") from None
+    from sdsuite.results import read_text_file
+
+    text = read_text_file(path, "baseline file")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -254,8 +266,7 @@ class BaselineStore:
             if hardware:
                 doc_hw.update(hardware)
             out = BaselineFile(path, key, merged, doc_tol, doc_hw)
-            atomic_write_text(path, dumps(out.to_json()))
-            os.chmod(path, FILE_MODE)
+            atomic_write_text(path, dumps(out.to_json()))  # umask respected
             return path
 
     def write_obtained(self, key: str, name: str, entries: Mapping[str, dict]) -> Path:
@@ -266,12 +277,11 @@ class BaselineStore:
             if path.exists():
                 try:
                     current = json.loads(path.read_text(encoding="utf-8")).get("entries", {})
-                except (json.JSONDecodeError, AttributeError):
+                except (ValueError, AttributeError, OSError):
                     current = {}  # our own scratch output: a broken one is simply replaced
             current.update(entries)
             doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "hardware_key": key, "entries": current, "obtained": True}
             atomic_write_text(path, dumps(doc))
-            os.chmod(path, FILE_MODE)
             return path
 
 

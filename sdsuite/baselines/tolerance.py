@@ -92,6 +92,9 @@ class ToleranceOverride:
     direction: Direction | None = None
 
 
+MAX_TOLERANCE = 10**12  # beyond it a tolerance accepts anything and overflows a float
+
+
 def _number(text: str, what: str, where: str) -> Fraction:
     text = text.strip()
     try:
@@ -100,6 +103,10 @@ def _number(text: str, what: str, where: str) -> Fraction:
         raise UsageError(f"{where}: {what} {text!r} is not a number or a percentage (write e.g. 5%, 0.5% or 0.05).") from None
     if value < 0:
         raise UsageError(f"{where}: {what} {text!r} is negative; tolerances are magnitudes (use direction= for the sign).")
+    if value > MAX_TOLERANCE:
+        raise UsageError(
+            f"{where}: {what} {text!r} is too large; a tolerance is at most {MAX_TOLERANCE:g} (rtol {MAX_TOLERANCE:g} = {MAX_TOLERANCE * 100:g}%)."
+        )
     return value
 
 
@@ -197,6 +204,16 @@ def layer_from_cli(specs: Iterable[str]) -> ToleranceLayer:
             raise UsageError(f"--tolerance {s!r}: expected METRIC=SPEC, e.g. latency_s=7.5% or 'latency_*=rtol=0.1,atol=0.001'.")
         items.append((metric.strip(), parse_tolerance(spec, f"--tolerance {s}")))
     return ToleranceLayer("command line", tuple(items))
+
+
+def check_layer_metrics(layer: ToleranceLayer | None, known: Iterable[str]) -> None:
+    """Each metric (or glob) of ``layer`` must name a metric in ``known``: a typo would silently change nothing."""
+    names = sorted(set(known))
+    for pattern, _ in layer.overrides if layer else ():
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            from sdsuite.errors import unknown_choice
+
+            raise unknown_choice("metric in --tolerance", pattern, names)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from sdsuite.baselines.gate import MISSING_POLICIES, GateConfig, GateResult, Sta
 from sdsuite.baselines.keys import SCOPES, hardware_key
 from sdsuite.baselines.report import markdown, text_table
 from sdsuite.baselines.store import BaselineStore, default_file_name
-from sdsuite.baselines.tolerance import ToleranceRules, layer_from_cli, load_tolerances_file
+from sdsuite.baselines.tolerance import ToleranceRules, check_layer_metrics, layer_from_cli, load_tolerances_file
 from sdsuite.calibration import load_calibrations
 from sdsuite.errors import UsageError
 from sdsuite.results import ResultsDir
@@ -129,11 +129,26 @@ def _gate_config(args: argparse.Namespace, update: UpdateMode, missing: str) -> 
 
 def _run(args: argparse.Namespace, cfg: GateConfig, file_name: str, pool: bool = False) -> list[GateResult]:
     loaded = _load_results(args)
+    store = Path(args.baselines)
+    if cfg.update is UpdateMode.NONE and not store.is_dir():  # compare reads the store: a typo must not pass or "regress"
+        raise UsageError(
+            f"--baselines {args.baselines!r} {'is not a directory' if store.exists() else 'does not exist'}; "
+            "give the baseline store (DIR/<hardware-key>/*.json), or create it with `sdsuite baseline update`."
+        )
 
     def inputs(rec: dict) -> dict:
         run_id = (rec.get("env") or {}).get("run_id") or rec.get("run_id")
         calib, cpu = loaded.calibrations.get(rec.get("record_id"), (None, None)) if cfg.portable else (None, None)
         return {"env": loaded.envs.get(run_id), "calibration": calib, "cpu_samples": cpu}
+
+    if cfg.rules.command_line is not None and cfg.rules.command_line.overrides:  # a mistyped metric is an error, before anything is written
+        known = set()
+        for rec in loaded.records:
+            i = inputs(rec)
+            known |= set(rec["metrics"]) | set(
+                obtained_entry(rec, portable=cfg.portable, calibration=i["calibration"], cpu_samples=i["cpu_samples"])["metrics"]
+            )
+        check_layer_metrics(cfg.rules.command_line, known)
 
     out = []
     for rec in sorted(loaded.records, key=lambda r: r["case_id"]):

@@ -7,7 +7,7 @@ import datetime as _dt
 import uuid
 from typing import TYPE_CHECKING
 
-from sdsuite.case import GridSpec, parse_int_list, parse_resolution, split_list
+from sdsuite.case import GridSpec, parse_resolution, split_list
 from sdsuite.errors import UsageError
 from sdsuite.flags import FORMATS as FORMATS  # re-exported: --format's choices
 from sdsuite.flags import add_argparse_flags
@@ -64,20 +64,17 @@ def option_sets_from(get) -> list:
     )
 
 
-def task_axes_from(get) -> dict:
+def task_axes_from(get, large: bool = False) -> dict:
     """GridSpec fields of the task axes (tasks, strengths, images per prompt) from flag values."""
     from sdsuite.tasks import TEXT_TO_IMAGE, validate_task
 
     tasks = [validate_task(t) for t in split_list(get("task"))] or [TEXT_TO_IMAGE]
-    strengths: list[float | None] = []
-    for x in split_list(get("strength")):
-        try:
-            strengths.append(float(x))
-        except ValueError:
-            raise UsageError(f"--strength must be a number in (0, 1], got {x!r}.") from None
+    from sdsuite.validate import STRENGTH, int_list
+
+    strengths: list[float | None] = [STRENGTH.parse(x, "--strength") for x in split_list(get("strength"))]
     if strengths and tasks == [TEXT_TO_IMAGE]:
         raise UsageError("--strength applies to --task image-to-image or inpainting.")
-    ipp = parse_int_list(get("images_per_prompt"), "--images-per-prompt") or [1]
+    ipp = int_list(get("images_per_prompt"), "images_per_prompt", large=large) or [1]
     return {"tasks": tasks, "strengths": strengths or [None], "images_per_prompt": ipp}
 
 
@@ -128,10 +125,9 @@ def telemetry_options_from(get, flag_of=lambda name: "--" + name.replace("_", "-
     """TelemetryOptions from flag values, ``get(dest)`` reading a flag by its CLI dest (argparse, or the pytest plugin
     through sdsuite.flags.pytest_getter); ``flag_of(dest)`` names the flag in an error message."""
     from sdsuite.telemetry import TelemetryOptions
+    from sdsuite.validate import check_flags
 
-    window = get("min_energy_window")
-    if window is not None and window < 0:
-        raise UsageError(f"{flag_of('min_energy_window')} must be >= 0 seconds, got {window:g}.")
+    check_flags(get, flag_of, dests=("freq_floor", "mem_freq", "clock_settle", "poll_interval_ms", "min_energy_window", "idle_baseline"))
     return TelemetryOptions(
         backend=get("telemetry"),
         gpu_model=get("gpu_model"),
@@ -166,28 +162,36 @@ def run_options_from_args(args: argparse.Namespace, device) -> RunOptions:
 
 def grid_from_args(args: argparse.Namespace) -> GridSpec:
     """Build (and validate) the case grid from parsed flags."""
+    from sdsuite import validate
     from sdsuite.case import DEFAULT_PROMPT
 
-    if args.runs < 1:
-        raise UsageError(f"--runs must be >= 1, got {args.runs}.")
-    if args.warmup < 0:
-        raise UsageError(f"--warmup must be >= 0, got {args.warmup}.")
-    steps = parse_int_list(args.steps, "--steps") or [None]
-    for s in steps:
-        if s is not None and s < 1:
-            raise UsageError(f"--steps must be >= 1, got {s}.")
+    large = validate.allow_large(getattr(args, "allow_large", False))
+    validate.check_flags(lambda name: getattr(args, name), large=large, dests=("runs", "warmup", "guidance_scale", "num_prompts"))
+    if args.prompt is not None and not args.prompt.strip():
+        raise UsageError("--prompt is empty; give the prompt text, or leave the flag out for the default prompt.")
+    if args.negative_prompt is not None and not args.negative_prompt.strip():
+        raise UsageError("--negative-prompt is empty; give the text, or leave the flag out for none.")
+    steps = validate.int_list(args.steps, "steps", large=large) or [None]
+    resolutions = [parse_resolution(r) for r in split_list(args.resolution)] or [None]
+    for text, res in zip(split_list(args.resolution), resolutions, strict=False):
+        validate.check_resolution(*res, text, large=large)
+    batch_sizes = validate.int_list(args.batch_size, "batch_size", large=large) or [1]
+    axes = task_axes_from(lambda name: getattr(args, name, None), large=large)
+    biggest = max((r[0] * r[1] for r in resolutions if r), default=0)
+    if biggest:
+        validate.check_pixels_per_call(biggest * max(batch_sizes) * max(axes["images_per_prompt"]), "the largest case", large=large)
     return GridSpec(
         variants=split_list(args.variant) or ["tiny-sd"],
         schedulers=split_list(args.scheduler) or [DEFAULT_SCHEDULER],
         precisions=split_list(args.precision) or ["fp32"],
         steps=steps,
-        resolutions=[parse_resolution(r) for r in split_list(args.resolution)] or [None],
-        batch_sizes=parse_int_list(args.batch_size, "--batch-size") or [1],
-        seeds=parse_int_list(args.seed, "--seed") or [0],
+        resolutions=resolutions,
+        batch_sizes=batch_sizes,
+        seeds=validate.int_list(args.seed, "seed") or [0],
         guidance_scale=args.guidance_scale,
         prompt=args.prompt or DEFAULT_PROMPT,
         negative_prompt=args.negative_prompt,
-        **task_axes_from(lambda name: getattr(args, name, None)),
+        **axes,
         prompts=prompt_axis_from(getattr(args, "prompts", None), getattr(args, "num_prompts", None), args.prompt),
         options=_with_reference(option_sets_from(lambda name: getattr(args, name, None)), getattr(args, "compare_options", False)),
     )

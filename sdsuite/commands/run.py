@@ -21,7 +21,7 @@ from sdsuite.engine import run_grid
 from sdsuite.errors import UsageError
 from sdsuite.hardware import apply_threads, resolve_device
 from sdsuite.pipelines.build import validate_weights
-from sdsuite.results import check_writable_dir
+from sdsuite.results import ResultsDir, check_writable_dir
 from sdsuite.telemetry import TelemetrySetup, open_setup
 
 
@@ -51,6 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     validate_weights(args.weights)
     out = check_writable_dir(args.out)
+    ResultsDir(out).prepare()  # validated before anything is measured (a corrupt file: exit 2, untouched)
     # Opens the telemetry device and resolves --freq against its supported clocks (exit 2 on bad input).
     telemetry = open_setup(telemetry_options_from_args(args), device.type, device.index or 0)
     try:

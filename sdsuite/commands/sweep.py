@@ -155,13 +155,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Validate everything (exit 2 before any work), print the plan, sweep, then report."""
     from sdsuite.clocks import recover_stale_lock
     from sdsuite.launch.cli import launch, wants_launch
+    from sdsuite.validate import check_flags
 
+    check_flags(
+        lambda name: getattr(args, name),
+        lambda dest: "--settle/--clock-settle" if dest == "clock_settle" else "--" + dest.replace("_", "-"),
+        dests=("max_throttle", "max_slowdown", "sim_beta", "shuffle_seed", "clock_settle"),
+    )
     if wants_launch(args):  # several GPUs or SLURM: the launcher plans through this command, then runs workers
         return launch(args)
-    if args.max_throttle <= 0:
-        raise UsageError(f"--max-throttle must be > 0 percent, got {args.max_throttle:g}.")
-    if args.max_slowdown < 0:
-        raise UsageError(f"--max-slowdown must be >= 0 percent, got {args.max_slowdown:g}.")
     grid = grid_from_args(args)
     apply_threads(args.threads)
     device = resolve_device(args.device)
@@ -266,11 +268,23 @@ def _plan_lines(
 
 
 def _sweep(args: argparse.Namespace, cases: list, device, out: Path, setup: TelemetrySetup, sim_clock: str | None, vclock) -> int:
+    # The lock is taken before planning: a second sweep on this --out must not plan points the first is measuring.
+    with contextlib.nullcontext() if args.plan_only else _exclusive(out):
+        return _plan_and_execute(args, cases, device, out, setup, sim_clock, vclock)
+
+
+def _plan_and_execute(
+    args: argparse.Namespace, cases: list, device, out: Path, setup: TelemetrySetup, sim_clock: str | None, vclock
+) -> int:
     opts = run_options_from_args(args, device)
     model = SimTimeModel(beta=args.sim_beta)
     run_id = new_run_id()
     results = ResultsDir(out)
-    existing = results.records()  # a corrupt file stops here (exit 2), untouched
+    if args.plan_only:
+        existing = results.records()  # a corrupt file stops here (exit 2), untouched
+    else:
+        results.prepare()  # temp files of older versions removed, a torn last line repaired, every record validated
+        existing = results.records()
     settings = _settings(args, setup, opts, sim_clock, model)
     identity = scaleout_identity(args, device_identity(setup.describe(), device))
     plan = build_plan(
@@ -306,10 +320,22 @@ def _sweep(args: argparse.Namespace, cases: list, device, out: Path, setup: Tele
         raise UsageError(
             f"the images need up to {fmt_bytes(est.image_bytes)} but {out} has {fmt_bytes(est.free_bytes)} free; use --save-images sample or none."
         )
+    need = est.to_run * _record_bytes(existing)
+    if est.free_bytes is not None and need > est.free_bytes:
+        raise UsageError(
+            f"the records need about {fmt_bytes(need)} but {out} has {fmt_bytes(est.free_bytes)} free; free some space or use another --out."
+        )
     if args.plan_only:
         return 0
-    with _exclusive(out):
-        return _execute(args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings)
+    return _execute(args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings)
+
+
+def _record_bytes(existing: list[dict]) -> int:
+    """Disk space one more record takes: twice the largest earlier one, at least 64 KiB (power traces, images' names)."""
+    import json
+
+    largest = max((len(json.dumps(r, default=str)) for r in existing[-50:]), default=0)
+    return max(2 * largest, 64 * 1024)
 
 
 def _execute(args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,8 +329,7 @@ def markdown(analysis: DvfsAnalysis, plot_files: Sequence[str] = ()) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
-    os.chmod(path, 0o644)  # the temp file behind the atomic write is private; a report is for sharing
+    atomic_write_text(path, text)  # the mode a plain open() gives (umask respected)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from sdsuite.launch.gpus import gpu_count, parse_gpus
 from sdsuite.launch.merge import finished_point_keys, merge_tasks
 from sdsuite.launch.slurm import SlurmOptions, parse_extra_flags, require_submitit, sbatch_script, submit_array
 from sdsuite.launch.tasks import PointRef, tasks_per_chunk, tasks_per_gpu
-from sdsuite.launch.worker import LaunchSpec, save_spec
+from sdsuite.launch.worker import SPEC_FILE, LaunchSpec, save_spec
 
 LAUNCHERS = ("local", "slurm")
 LAUNCH_DIR = "launch"
@@ -204,7 +204,7 @@ def launch(args: argparse.Namespace) -> int:
     tasks = tasks_per_gpu(todo, gpus) if gpus else tasks_per_chunk(todo, args.points_per_task)
     submission = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     sub_dir = out / LAUNCH_DIR / submission
-    spec_path = sub_dir / "spec.pkl"
+    spec_path = sub_dir / SPEC_FILE
     gpus_per_task = sopts.gpus_per_node if sopts else 1
     save_spec(LaunchSpec(ns, str(out), submission, tuple(tasks), gpus_per_task=max(gpus_per_task, 1)), spec_path)
     manifest = {

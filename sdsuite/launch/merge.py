@@ -80,8 +80,7 @@ def merge_tasks(out: Path | str) -> MergeResult:
             info = task.run_info() or {}
             runs.update(info.get("runs", {}))
         if new_lines:
-            old = merged.results_path.read_text(encoding="utf-8") if merged.results_path.exists() else ""
-            atomic_write_text(merged.results_path, old + "".join(new_lines))
+            merged._append_locked(new_lines)
             appended = len(new_lines)
         if runs:
             data = merged.run_info() or {"schema_version": 1, "runs": {}}

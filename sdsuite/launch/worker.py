@@ -11,15 +11,25 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import math
 import os
-import pickle
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sdsuite.errors import SdsuiteError
+from sdsuite.errors import InputFileError, SdsuiteError
 from sdsuite.launch.merge import TASKS_DIR, merge_tasks
-from sdsuite.launch.tasks import TaskSpec
+from sdsuite.launch.tasks import PointRef, TaskSpec
+
+SPEC_FILE = "spec.json"
+SPEC_SCHEMA = "sdsuite-launch-spec"
+SPEC_VERSION = 1
+# The command handlers a spec may name (a spec is data: it never names code to import).
+HANDLERS = {"run": ("sdsuite.commands.run", "cmd_run"), "sweep": ("sdsuite.commands.sweep", "cmd_sweep")}
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -33,15 +43,136 @@ class LaunchSpec:
     gpus_per_task: int = 1  # SLURM --gpus-per-node: a task with several spreads its points over them
 
 
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as JSON data (None, bool, int, finite float, str, lists and string-keyed objects of them)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value!r} is not a finite number")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _plain(v, f"{where}.{k}") for k, v in value.items()}
+    raise ValueError(f"{where}: {type(value).__name__} is not JSON data")
+
+
+def spec_to_json(spec: LaunchSpec) -> dict:
+    """The spec as a JSON document: the arguments as plain values, the handler by command name."""
+    args = dict(vars(spec.args))
+    handler = args.pop("handler", None)
+    command = next(
+        (c for c, (mod, fn) in HANDLERS.items() if handler is not None and handler.__module__ == mod and handler.__name__ == fn), None
+    )
+    if handler is not None and command is None:
+        raise ValueError(f"handler {handler!r} is not one of {', '.join(HANDLERS)}")
+    return {
+        "schema": SPEC_SCHEMA,
+        "schema_version": SPEC_VERSION,
+        "command": command,
+        "args": {k: _plain(v, f"args.{k}") for k, v in args.items()},
+        "out": spec.out,
+        "submission": spec.submission,
+        "gpus_per_task": spec.gpus_per_task,
+        "tasks": [
+            {
+                "index": t.index,
+                "gpu": t.gpu,
+                "points": [
+                    {"key": p.key, "case_id": p.case_id, "variant": p.variant, "freq_mhz": p.freq_mhz, "group": p.group} for p in t.points
+                ],
+            }
+            for t in spec.tasks
+        ],
+    }
+
+
 def save_spec(spec: LaunchSpec, path: Path) -> None:
-    """Pickle the spec next to the submission's manifest (read by every task)."""
+    """Write the spec as JSON next to the submission's manifest (read by every task; never pickled: a shared --out
+    must not be a way to run code)."""
+    from sdsuite.results import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(spec))
+    atomic_write_text(Path(path), json.dumps(spec_to_json(spec), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _need(cond: bool, path: Path, what: str) -> None:
+    if not cond:
+        raise InputFileError(f"{path}: {what}; not a launch spec this sdsuite wrote. Relaunch the command (it replans from --out).")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def spec_from_json(doc: Any, path: Path) -> LaunchSpec:
+    """Validate a decoded spec document against the schema; InputFileError naming ``path`` otherwise."""
+    import importlib
+
+    _need(isinstance(doc, dict), path, "expected a JSON object")
+    _need(
+        doc.get("schema") == SPEC_SCHEMA and doc.get("schema_version") == SPEC_VERSION,
+        path,
+        f"schema must be {SPEC_SCHEMA!r} version {SPEC_VERSION}",
+    )
+    _need(
+        set(doc) == {"schema", "schema_version", "command", "args", "out", "submission", "gpus_per_task", "tasks"},
+        path,
+        "unexpected or missing fields",
+    )
+    _need(doc["command"] in HANDLERS, path, f"command must be one of {', '.join(HANDLERS)}")
+    args = doc["args"]
+    _need(
+        isinstance(args, dict) and all(isinstance(k, str) and k.isidentifier() for k in args),
+        path,
+        "'args' must be an object of flag values",
+    )
+    try:
+        _plain(args, "args")
+    except ValueError as exc:
+        _need(False, path, str(exc))
+    _need(isinstance(doc["out"], str) and bool(doc["out"]), path, "'out' must be a directory path")
+    _need(isinstance(doc["submission"], str) and bool(_SAFE.fullmatch(doc["submission"])), path, "'submission' must be a plain name")
+    _need(_is_int(doc["gpus_per_task"]) and doc["gpus_per_task"] >= 1, path, "'gpus_per_task' must be a positive integer")
+    _need(isinstance(doc["tasks"], list), path, "'tasks' must be a list")
+    tasks = []
+    for t in doc["tasks"]:
+        _need(isinstance(t, dict) and set(t) == {"index", "gpu", "points"}, path, "a task has index, gpu and points")
+        _need(
+            _is_int(t["index"]) and t["index"] >= 0 and (t["gpu"] is None or (_is_int(t["gpu"]) and t["gpu"] >= 0)),
+            path,
+            "bad task index or gpu",
+        )
+        _need(isinstance(t["points"], list), path, "a task's points must be a list")
+        points = []
+        for p in t["points"]:
+            _need(
+                isinstance(p, dict) and set(p) == {"key", "case_id", "variant", "freq_mhz", "group"},
+                path,
+                "a point has key, case_id, variant, freq_mhz, group",
+            )
+            _need(all(isinstance(p[k], str) for k in ("key", "case_id", "variant")), path, "a point's key, case_id and variant are strings")
+            _need(p["freq_mhz"] is None or _is_int(p["freq_mhz"]), path, "a point's freq_mhz is an integer or null")
+            _need(p["group"] is None or isinstance(p["group"], str), path, "a point's group is a string or null")
+            points.append(PointRef(p["key"], p["case_id"], p["variant"], p["freq_mhz"], p["group"]))
+        tasks.append(TaskSpec(t["index"], tuple(points), t["gpu"]))
+    module, name = HANDLERS[doc["command"]]
+    ns = argparse.Namespace(**args, handler=getattr(importlib.import_module(module), name))
+    return LaunchSpec(ns, doc["out"], doc["submission"], tuple(tasks), gpus_per_task=doc["gpus_per_task"])
 
 
 def load_spec(path: str | os.PathLike) -> LaunchSpec:
-    """The spec a launcher wrote (trusted: written by sdsuite into the user's own --out)."""
-    return pickle.loads(Path(path).read_bytes())
+    """The spec a launcher wrote, validated against the schema (anything else is refused with its path)."""
+    from sdsuite.results import read_text_file
+
+    path = Path(path)
+    text = read_text_file(path, "launch spec")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputFileError(f"{path}: not valid JSON ({exc.msg}); not a launch spec this sdsuite wrote. Relaunch the command.") from None
+    return spec_from_json(doc, path)
 
 
 def task_dir_name(spec: LaunchSpec, task: TaskSpec, env: dict | None = None) -> str:
@@ -138,7 +269,7 @@ def _spread_over_gpus(spec: LaunchSpec, task: TaskSpec, n_gpus: int) -> int:
     subtasks = tuple(tasks_per_gpu(task.points, range(n_gpus)))
     sub = LaunchSpec(spec.args, spec.out, f"{spec.submission}-task{task.index}", subtasks, gpus_per_task=1)
     sub_dir = Path(spec.out) / TASKS_DIR / f"{parent}-launch"
-    sub_path = sub_dir / "spec.pkl"
+    sub_path = sub_dir / SPEC_FILE
     save_spec(sub, sub_path)
     threads = max(1, task_cpus() // len(subtasks)) if str(getattr(spec.args, "device", "auto")) in ("cpu", "auto") else None
     print(f"sdsuite task {task.index}: {len(task.keys)} point(s) over {len(subtasks)} GPU(s); logs in {sub_dir}", flush=True)
@@ -155,4 +286,8 @@ if __name__ == "__main__":  # pragma: no cover - exercised through the launchers
     from sdsuite.launch.local import die_with_parent
 
     die_with_parent()
-    sys.exit(run_task(sys.argv[1], int(sys.argv[2])))
+    try:
+        sys.exit(run_task(sys.argv[1], int(sys.argv[2])))
+    except SdsuiteError as exc:  # a spec that is not one sdsuite wrote: one line, exit 2
+        print(f"sdsuite: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -116,7 +116,9 @@ def nvml_on_cpu_allowed() -> bool:
     It exists so the real NVML path runs end to end against a fake libnvidia-ml in CI; every record it
     produces says ``telemetry.device_mismatch: true`` and can never become a baseline.
     """
-    return os.environ.get(NVML_ON_CPU_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    from sdsuite.validate import env_flag
+
+    return env_flag(NVML_ON_CPU_ENV)
 
 
 def nvml_index_of_cuda_device(cuda_index: int) -> int:

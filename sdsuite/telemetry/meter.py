@@ -411,19 +411,17 @@ def parse_cooldown(text: str | None) -> Cooldown:
     """``--cooldown``: ``30`` / ``30s`` (seconds) or ``temp:60`` (until below 60 °C, at most 10 minutes)."""
     if not text or text.strip() in ("0", "none", "off"):
         return Cooldown()
+    from sdsuite.validate import COOLDOWN_C, COOLDOWN_S
+
     t = text.strip().lower()
     try:
         if t.startswith("temp:"):
             value = float(t[5:].rstrip("c"))
-            if value <= 0:
-                raise ValueError
-            return Cooldown(below_c=value)
+            return Cooldown(below_c=COOLDOWN_C.check(value, f"--cooldown {text!r}: the temperature"))
         value = float(t.rstrip("s"))
-        if value < 0:
-            raise ValueError
-        return Cooldown(seconds=value)
     except ValueError:
         raise UsageError(f"--cooldown {text!r} is not SECONDS (e.g. 30) or temp:CELSIUS (e.g. temp:60).") from None
+    return Cooldown(seconds=COOLDOWN_S.check(value, f"--cooldown {text!r}: the wait"))
 
 
 def cool_down(tel: Telemetry, cooldown: Cooldown, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:

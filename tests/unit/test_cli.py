@@ -33,10 +33,10 @@ def test_run_json_format_is_machine_readable(tmp_path, capsys):
         (["--variant", "sd-v9"], "unknown variant 'sd-v9'; valid choices: tiny-sd, tiny-sdxl, sd-v1.4"),
         (["--scheduler", "eulerr"], "unknown scheduler 'eulerr'; valid choices: default, ddim"),
         (["--resolution", "500x512"], "multiples of 8"),
-        (["--steps", "0"], "--steps must be >= 1"),
+        (["--steps", "0"], "--steps must be an integer in [1, 1000]"),
         (["--precision", "fp8"], "unknown precision"),
         (["--device", "tpu"], "unknown device"),
-        (["--runs", "0"], "--runs must be >= 1"),
+        (["--runs", "0"], "--runs must be an integer in [1, 1000]"),
         (["--weights", "/no/such/dir"], "--weights '/no/such/dir' is neither"),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from test_baselines import make_record  # tests/unit is on sys.path (pytest rootdir-relative "prepend" import mode)
@@ -69,7 +70,9 @@ def test_json_and_markdown_formats(tmp_path, store, capsys):
 
 
 def test_missing_baseline_exits_1_or_is_skipped(tmp_path, store, capsys):
+    """A store without this case's entry: exit 1 (or skipped); a missing store directory is a usage error (test_hostile_input)."""
     res = results_dir(tmp_path / "r1")
+    Path(store).mkdir()
     assert main(["compare", res, "--baselines", store]) == 1
     assert main(["compare", res, "--baselines", store, "--missing", "skip"]) == 0
     assert "no baseline for" in capsys.readouterr().out

@@ -152,7 +152,7 @@ def test_a_results_directory_is_accepted_for_its_images_root(tmp_path, capsys):
         ([], "say what to clean"),
         (["--job", "9"], "no job_9 under"),
         (["--max-size", "lots"], "is not a size"),
-        (["--older-than", "-1"], ">= 0 days"),
+        (["--older-than", "-1"], "in [0, 1000000] days"),
     ],
 )
 def test_bad_clean_input_exits_2_with_one_line(tmp_path, capsys, args, message):

@@ -119,7 +119,7 @@ def test_sbatch_script_has_the_options(tmp_path):
     opts = SlurmOptions(
         partition="gpu", account="lab", time_min=30, gpus_per_node=1, constraint="h100", extra=parse_extra_flags(["qos=high"])
     )
-    text = sbatch_script(tmp_path / "spec.pkl", 5, tmp_path, opts)
+    text = sbatch_script(tmp_path / "spec.json", 5, tmp_path, opts)
     for line in ("--array=0-4%64", "--partition=gpu", "--account=lab", "--time=30", "--gpus-per-node=1", "--constraint=h100", "--qos=high"):
         assert f"#SBATCH {line}" in text
     assert "sdsuite.launch.worker" in text and "$SLURM_ARRAY_TASK_ID" in text
@@ -381,7 +381,7 @@ def test_a_task_planned_for_another_device_fails_loudly(tmp_path, capsys):
     from sdsuite.launch.worker import run_task
 
     assert main([*RUN_SIM, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh"), "--device", "cpu"]) == 0
-    spec_path = next((tmp_path / "launch").glob("*/spec.pkl"))
+    spec_path = next((tmp_path / "launch").glob("*/spec.json"))
     from sdsuite.launch.worker import load_spec, save_spec
 
     spec = load_spec(spec_path)

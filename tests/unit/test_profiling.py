@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 
 import pytest
 import torch
@@ -51,8 +52,12 @@ def test_span_peak_memory_sees_an_allocation_and_carries_to_the_parent():
     size = 64 * 1024 * 1024
     with rec.span("outer"):
         with rec.span("inner"):
-            x = torch.ones(size // 4, dtype=torch.float32)  # touched pages count in RSS
-            del x
+            # Fresh anonymous pages, touched: RSS grows by ``size`` whatever the worker ran before (a heap allocation
+            # could reuse pages an earlier test freed but the allocator kept resident, and then RSS would not grow).
+            x = mmap.mmap(-1, size)
+            for offset in range(0, size, mmap.PAGESIZE):
+                x[offset] = 1
+            x.close()  # unmapped: RSS drops again before "after"
         with rec.span("after"):
             pass
     by = {s.name: s for s in rec.spans}

@@ -124,7 +124,7 @@ def test_slurm_task_with_two_gpus_spreads_its_points(tmp_path):
         "cpu",
     ]
     _cli(*sweep, "--points-per-task", "4")
-    spec = next((out / "launch").glob("*/spec.pkl"))
+    spec = next((out / "launch").glob("*/spec.json"))
     env = {**_env(), "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "0", "SLURM_JOB_ID": "78"}  # what sbatch sets
     res = subprocess.run(
         [sys.executable, "-m", "sdsuite.launch.worker", str(spec), "0"], capture_output=True, text=True, env=env, timeout=600

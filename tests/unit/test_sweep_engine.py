@@ -199,8 +199,8 @@ def test_a_lost_gpu_stops_the_sweep_with_the_reason(tmp_path, capsys):
     ("extra", "message"),
     [
         (["--telemetry", "none", "--sim-clock", "virtual"], "add --telemetry sim"),
-        (["--sim-beta", "1.5"], "--sim-beta must be in [0, 1]"),
-        (["--max-throttle", "0"], "--max-throttle must be > 0"),
+        (["--sim-beta", "1.5"], "--sim-beta must be a finite number in [0, 1]"),
+        (["--max-throttle", "0"], "--max-throttle must be a finite number in (0, 1000]"),
         (["--freq", "sample:3", "--cooldown", "soon"], "--cooldown 'soon' is not SECONDS"),
     ],
 )
