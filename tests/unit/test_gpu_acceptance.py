@@ -146,9 +146,9 @@ def test_bootstrap_ratio_of_medians(acc):
     assert r["value"] == pytest.approx(2.0) and r["ci95"][0] <= 2.0 <= r["ci95"][1] and r["n"] == 4
 
 
-def _run_dry(out: Path, env: dict, budget_s: int = 120) -> subprocess.CompletedProcess:
+def _run_dry(out: Path, env: dict, budget_s: int = 120, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), "--budget-s", str(budget_s)],
+        [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), "--budget-s", str(budget_s), *extra],
         env=env,
         capture_output=True,
         text=True,
@@ -238,9 +238,12 @@ def test_dry_run_against_the_fake_nvml_calls_no_setter(fake_nvml, tmp_path):
     fake_nvml.configure(gpus=["h100"])
     env = fake_nvml.env({**os.environ, "SDSUITE_NVML_ON_CPU": "1", "SDSUITE_ALLOW_CLOCK_CONTROL": "1", "OMP_NUM_THREADS": "1"})
     out = tmp_path / "acc"
-    proc = _run_dry(out, env, budget_s=150)
+    # The sections that read NVML (the full dry run is test_dry_run_...; fewer sections keep this one robust on a loaded machine).
+    proc = _run_dry(out, env, 150, "--sections", "env,counter,sd15")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    doc = _check_shape(out)
+    doc = json.loads((out / "acceptance.json").read_text())
+    assert doc["safety"]["read_only"] is True and doc["safety"]["refused_calls"] == []
+    assert {n for n, sec in doc["sections"].items() if sec["status"] == "ok"} >= {"env", "counter", "sd15"}
     assert fake_nvml.setter_log() == []
     assert doc["safety"]["gpu_state_unchanged"] is True
     counter = doc["sections"]["counter"]
