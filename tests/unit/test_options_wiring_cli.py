@@ -52,7 +52,7 @@ def _isolated():
         (["--compile", "fastest"], "unknown torch.compile mode 'fastest'; valid choices: default, reduce-overhead"),
         (["--task", "txt2img"], "unknown task 'txt2img'; valid choices: text-to-image, image-to-image, inpainting."),
         (["--strength", "0.5"], "--strength applies to --task image-to-image or inpainting."),
-        (["--task", "inpainting", "--strength", "strong"], "--strength must be a number"),
+        (["--task", "inpainting", "--strength", "strong"], "--strength must be a finite number in (0, 1]"),
         (["--num-prompts", "3"], "--num-prompts needs --prompts"),
         (["--prompts", "builtin", "--num-prompts", "99"], "asked for 99 prompts but the built-in set holds only 16"),
     ],
