@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 
-from sdsuite.case import Case, GridSpec, parse_int_list, parse_resolution, split_list
+from sdsuite.case import Case, GridSpec, parse_resolution, split_list
 from sdsuite.clocks import ClockControlNotAllowed, ClockLock, ClockPermissionError, clock_control_allowed
 from sdsuite.commands.common import new_run_id
 from sdsuite.errors import SdsuiteError, UsageError
@@ -28,6 +28,7 @@ from sdsuite.pipelines.cache import PIPELINES
 from sdsuite.pipelines.registry import SCHEDULERS, VARIANTS
 from sdsuite.results import ResultsDir
 from sdsuite.runner import CaseRun, RunOptions, metric_center, run_case
+from sdsuite.validate import allow_large, check_resolution, int_list
 
 GPU_CLASS_MARKERS = ("v100", "a100", "h100")
 MARKERS = {
@@ -105,6 +106,13 @@ def _marks_for(case: Case, cfg_device: torch.device, device_explicit: bool) -> t
     return tuple(marks)
 
 
+def _checked_resolution(text: str) -> tuple[int, int]:
+    """``--resolution`` parsed and within the plan-time limit (SDSUITE_ALLOW_LARGE=1 raises it)."""
+    h, w = parse_resolution(text)
+    check_resolution(h, w, text, large=allow_large())
+    return h, w
+
+
 def _build_cases(config: pytest.Config, device: torch.device, device_explicit: bool) -> tuple[list, bool]:
     opt = config.getoption
     explicit = any(opt(n) for n in ("variant", "scheduler", "precision", "steps", "resolution"))
@@ -117,8 +125,8 @@ def _build_cases(config: pytest.Config, device: torch.device, device_explicit: b
                 variants=variants,
                 schedulers=schedulers,
                 precisions=split_list(opt("precision")) or ["fp32"],
-                steps=parse_int_list(opt("steps"), "--steps") or [None],
-                resolutions=[parse_resolution(r) for r in split_list(opt("resolution"))] or [None],
+                steps=int_list(opt("steps"), "steps", large=allow_large()) or [None],
+                resolutions=[_checked_resolution(r) for r in split_list(opt("resolution"))] or [None],
             )
         )
     else:
