@@ -264,12 +264,14 @@ class NvmlTelemetry:
     def measure_counter_period(self) -> dict:
         """Measure the energy counter's update period (once per GPU per process) and use it from now on."""
         uuid = self.info().uuid
-        if uuid not in _MEASURED_PERIODS:
+        measured = _MEASURED_PERIODS.get(uuid)
+        if measured is None:
             try:
-                _MEASURED_PERIODS[uuid] = infer_counter_update_period(self.energy_mj, self.now)
+                measured = infer_counter_update_period(self.energy_mj, self.now)
             except NotSupportedError as exc:
-                _MEASURED_PERIODS[uuid] = {"period_s": None, "source": "measured", "reason": str(exc)}
-        measured = _MEASURED_PERIODS[uuid]
+                measured = {"period_s": None, "source": "measured", "reason": str(exc)}
+            if measured.get("period_s"):
+                _MEASURED_PERIODS[uuid] = measured  # a failed measurement is tried again by the next meter
         if measured.get("period_s"):
             self.counter_update_period_s = float(measured["period_s"])
             self.counter_period = dict(measured)

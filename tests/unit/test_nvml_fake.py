@@ -24,8 +24,12 @@ pytest.importorskip("pynvml")
 @pytest.fixture
 def nvml(fake_nvml):
     """The fake loaded into this process's pynvml (one a100 unless a test reconfigures it first)."""
+    from sdsuite.telemetry import nvml as mod
+
+    mod._MEASURED_PERIODS.clear()  # measured once per GPU per process: each test is a new "machine"
     fake_nvml.load_in_process()
-    return fake_nvml
+    yield fake_nvml
+    mod._MEASURED_PERIODS.clear()
 
 
 def _tel(index: int = 0):
