@@ -49,10 +49,6 @@ def register(sub) -> None:
     p.set_defaults(handler=cmd_report)
 
 
-def _pct(v: float | None, sign: bool = True) -> str:
-    return "n/a" if v is None else (f"{v:+.1f}%" if sign else f"{v:.1f}%")
-
-
 def print_optima(analysis: DvfsAnalysis, console: Console) -> None:
     """One table per series: each objective's clock, energy saving and slowdown vs the reference (+- combined uncertainty, n.s.)."""
     from sdsuite.dvfs.report import pm_cell
