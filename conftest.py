@@ -1,3 +1,3 @@
 """Activates the sdsuite pytest plugin in this repository (it is also a pytest11 entry point)."""
 
-pytest_plugins = ["sdsuite.pytest_plugin", "sdsuite.pytest_baselines"]
+pytest_plugins = ["sdsuite.plugin.hooks", "sdsuite.plugin.baseline_hooks"]

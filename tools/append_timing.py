@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sdsuite.results import ResultsDir
+from sdsuite.store.results import ResultsDir
 
 
 def record(i: int, size: int) -> dict:

@@ -21,7 +21,7 @@ SAFETY (read-only, enforced in code, in every process this script starts):
 * pynvml itself is guarded: every module function and every C symbol that is not a getter
   (``...Get...``, init/shutdown, error strings) raises :class:`ReadOnlyViolation` before reaching the driver;
 * ``SDSUITE_ALLOW_CLOCK_CONTROL`` is removed from this process's environment and every child's, and
-  ``sdsuite.clocks.clock_control_allowed`` is forced to False;
+  ``sdsuite.gpu.clocks.clock_control_allowed`` is forced to False;
 * command lines are checked: ``--allow-clock-control``, ``--mem-freq`` and any ``--freq`` but ``default`` are refused;
   cases are built with the default clocks only (``freq_mhz`` None);
 * the GPU's settings (persistence, compute mode, power limits, application clocks, MIG, ECC) are read
@@ -271,11 +271,11 @@ def check_argv(argv: list[str]) -> list[str]:
 def disarm_clock_control() -> str:
     """Force sdsuite's opt-in check to False in this process (the environment variable is gone too)."""
     try:
-        import sdsuite.clocks as clocks
+        import sdsuite.gpu.clocks as clocks
     except Exception as exc:  # another engineer's edit in progress must not stop the run
-        return f"sdsuite.clocks not importable ({type(exc).__name__}: {exc}); environment opt-in removed"
+        return f"sdsuite.gpu.clocks not importable ({type(exc).__name__}: {exc}); environment opt-in removed"
     clocks.clock_control_allowed = lambda flag=False: False
-    return "sdsuite.clocks.clock_control_allowed forced to False"
+    return "sdsuite.gpu.clocks.clock_control_allowed forced to False"
 
 
 def install_guards() -> dict:
@@ -340,7 +340,7 @@ def read_json(path: Path) -> Any:
 
 
 def summarize(samples: list[float]) -> dict:
-    """n, median, IQR, min, max, mean, stdev (the same statistics as sdsuite.stats, without importing it)."""
+    """n, median, IQR, min, max, mean, stdev (the same statistics as sdsuite.core.stats, without importing it)."""
     xs = [float(x) for x in samples]
     n = len(xs)
     if n == 0:
@@ -588,9 +588,9 @@ class WorkerContext:
 
     def _open_telemetry(self):
         try:
-            from sdsuite.telemetry.nvml import NvmlTelemetry, nvml_available
+            from sdsuite.gpu.nvml import NvmlTelemetry, nvml_available
         except Exception as exc:
-            return None, f"sdsuite.telemetry.nvml not importable: {type(exc).__name__}: {exc}"
+            return None, f"sdsuite.gpu.nvml not importable: {type(exc).__name__}: {exc}"
         try:
             ok, why = nvml_available()
         except Exception as exc:
@@ -612,7 +612,7 @@ class WorkerContext:
         return ReadOnly(tel), None
 
     def _nvml_index(self) -> int:
-        import sdsuite.telemetry as st
+        import sdsuite.gpu.telemetry as st
 
         for name in ("nvml_index_of_cuda_device", "_nvml_index"):
             fn = getattr(st, name, None)
@@ -623,10 +623,10 @@ class WorkerContext:
     def meter(self):
         """A fresh energy meter for one case: read-only NVML telemetry, or the engine's 'unavailable' meter."""
         if self.telemetry is not None:
-            from sdsuite.telemetry.meter import MeterOptions, TelemetryEnergyMeter
+            from sdsuite.gpu.telemetry_meter import MeterOptions, TelemetryEnergyMeter
 
             return TelemetryEnergyMeter(self.telemetry, MeterOptions(**self.meter_options()))
-        from sdsuite.meters.energy import UnavailableEnergyMeter, default_energy_meter
+        from sdsuite.measure.meters.energy import UnavailableEnergyMeter, default_energy_meter
 
         if self.device.type == "cuda":
             return UnavailableEnergyMeter(f"NVML unavailable: {self.telemetry_reason}")
@@ -636,7 +636,7 @@ class WorkerContext:
         """The engine's defaults on a GPU; lighter polling in a dry run (the fake NVML shares 2 CPU cores with the models)."""
         if not self.dry_run:
             return {}
-        from sdsuite.telemetry.meter import MeterOptions
+        from sdsuite.gpu.telemetry_meter import MeterOptions
 
         fields = getattr(MeterOptions, "__dataclass_fields__", {})
         return {k: v for k, v in (("poll_interval_s", 0.05), ("counter_poll_s", 0.01)) if k in fields}
@@ -728,7 +728,7 @@ def _vm_hwm_bytes() -> int | None:
 
 
 def make_case(p: dict, **kw: Any):
-    from sdsuite.case import Case
+    from sdsuite.spec.case import Case
 
     case = Case(p["variant"], precision=p["precision"], steps=p["steps"], height=p["res"], width=p["res"], batch_size=1, **kw)
     if case.freq_mhz is not None:
@@ -737,8 +737,8 @@ def make_case(p: dict, **kw: Any):
 
 
 def measure_case(sec: Section, ctx: WorkerContext, label: str, case, p: dict, *, fidelity: str = "off") -> dict:
-    """One case through the engine (sdsuite.runner.CaseRun), stopping early (>= min_runs) when the section's time runs out."""
-    from sdsuite.runner import CaseRun, RunOptions
+    """One case through the engine (sdsuite.measure.runner.CaseRun), stopping early (>= min_runs) when the section's time runs out."""
+    from sdsuite.measure.runner import CaseRun, RunOptions
 
     if case.freq_mhz is not None:
         refuse(f"a case with freq_mhz={case.freq_mhz}")
@@ -851,11 +851,11 @@ def library_counter_period(tel: Any) -> dict:
     """sdsuite's own measurement, whichever signature it has (telemetry, or read/now callables)."""
     import inspect
 
-    import sdsuite.telemetry.nvml as nv
+    import sdsuite.gpu.nvml as nv
 
     fn = getattr(nv, "infer_counter_update_period", None)
     if fn is None:
-        return {"available": False, "reason": "sdsuite.telemetry.nvml has no infer_counter_update_period"}
+        return {"available": False, "reason": "sdsuite.gpu.nvml has no infer_counter_update_period"}
     params = [
         p
         for p in inspect.signature(fn).parameters.values()
@@ -1146,7 +1146,7 @@ def _effect_figure(eff: dict | None, n: int) -> dict:
 
 
 def section_fast(sec: Section, ctx: WorkerContext) -> None:
-    from sdsuite.optimizations import BASELINE, parse_optimization_set
+    from sdsuite.optimizations.sets import BASELINE, parse_optimization_set
 
     p = ctx.plan["fast"]
     ctx.release_pipelines()
@@ -1233,9 +1233,9 @@ def section_fast(sec: Section, ctx: WorkerContext) -> None:
 
 def section_overhead(sec: Section, ctx: WorkerContext) -> None:
     """Interleaved bare / harness (/ harness + NVML meter) calls with the same inputs, as tests/benchmarks/test_overhead.py."""
-    from sdsuite.meters.energy import UnavailableEnergyMeter
+    from sdsuite.measure.meters.energy import UnavailableEnergyMeter
+    from sdsuite.measure.runner import CaseMeasurement
     from sdsuite.pipelines.cache import PIPELINES
-    from sdsuite.runner import CaseMeasurement
 
     torch = ctx.torch
     p = ctx.plan["overhead"]
@@ -1340,7 +1340,7 @@ def worker_main(args: argparse.Namespace) -> int:
     names = [n for n in args.worker.split(",") if n]
     ready_path = out / "sections" / "_worker.json"
     try:
-        from sdsuite.cli import quiet_third_party_imports
+        from sdsuite.cli.main import quiet_third_party_imports
 
         quiet_third_party_imports()
     except Exception:
@@ -1965,7 +1965,7 @@ def cli_main(argv: list[str]) -> int:
     install_guards()
     check_argv(argv)
     disarm_clock_control()
-    from sdsuite.cli import main
+    from sdsuite.cli.main import main
 
     return int(main(argv) or 0)
 

@@ -2,7 +2,7 @@
 
 record -> hardware key (keys) -> obtained entry (entries) -> baseline entry (store)
        -> per-metric verdicts (compare, kinds, tolerance) -> table (report); gate ties them together
-for both front ends (sdsuite.pytest_baselines and sdsuite.commands.baseline).
+for both front ends (sdsuite.plugin.baseline_hooks and sdsuite.cli.baseline).
 """
 
 from sdsuite.baselines.compare import CaseComparison, MetricComparison, Significance, Verdict, classify, compare_entry, compare_metric

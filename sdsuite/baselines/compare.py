@@ -16,7 +16,7 @@ from fractions import Fraction
 
 from sdsuite.baselines.kinds import kind_for
 from sdsuite.baselines.tolerance import Direction, Tolerance, ToleranceLayer, ToleranceRules, exact
-from sdsuite.errors import UsageError
+from sdsuite.core.errors import UsageError
 
 SIGNIFICANCE_METHODS = ("auto", "mannwhitney", "bootstrap", "none")
 

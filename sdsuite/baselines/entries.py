@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sdsuite import __version__
 from sdsuite.baselines.kinds import kind_for
-from sdsuite.calibration import Calibration
+from sdsuite.measure.calibration import Calibration
 
 CALIBRATED_METRIC = "latency_cpu_calibrated"
 
@@ -22,9 +22,9 @@ def calibrated_metrics(record: dict, calibration: Calibration, cpu_samples: list
     """Per-run CPU time divided by the calibration's CPU median, in the record's metric form.
 
     Only CPU time is calibrated: wall time on a shared machine carries the neighbours' load, which
-    no calibration measured a moment earlier can cancel (see sdsuite.calibration).
+    no calibration measured a moment earlier can cancel (see sdsuite.measure.calibration).
     """
-    from sdsuite.stats import summarize
+    from sdsuite.core.stats import summarize
 
     samples = cpu_latency_samples(record, cpu_samples)
     if not samples or not calibration.cpu_median_s:
@@ -70,7 +70,7 @@ def pool_entries(entries: list[dict]) -> dict:
     single values and provenance from the latest entry. A baseline pooled over sessions is less at the
     mercy of one session's load than any single session."""
     from sdsuite.baselines.kinds import kind_for
-    from sdsuite.stats import summarize
+    from sdsuite.core.stats import summarize
 
     if not entries:
         raise ValueError("nothing to pool")

@@ -14,8 +14,8 @@ from sdsuite.baselines.entries import obtained_entry
 from sdsuite.baselines.keys import hardware_key, is_portable_key
 from sdsuite.baselines.store import BaselineStore
 from sdsuite.baselines.tolerance import ToleranceRules
-from sdsuite.calibration import Calibration
-from sdsuite.errors import InputFileError, UsageError
+from sdsuite.core.errors import InputFileError, UsageError
+from sdsuite.measure.calibration import Calibration
 
 MISSING_POLICIES = ("fail", "skip")
 
@@ -179,7 +179,7 @@ def _hardware_summary(record: dict, env: dict | None, key: str) -> dict:
     env = env or {}
     device = record.get("device") or {}
     if is_portable_key(key):
-        from sdsuite.calibration import WORKLOAD
+        from sdsuite.measure.calibration import WORKLOAD
 
         return {"device_type": device.get("type"), "torch_threads": env.get("torch_threads"), "calibration_workload": WORKLOAD}
     if device.get("type") == "cuda":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from sdsuite.errors import UsageError
+from sdsuite.core.errors import UsageError
 
 SCOPES = ("auto", "portable")
 SIM_PREFIX = "sim-"
@@ -85,7 +85,7 @@ def hardware_key(record: dict, env: dict | None, scope: str = "auto") -> str:
 
 def check_key_accepts(key: str, simulated: bool, where: str) -> None:
     """Refuse simulated numbers under a real key and real numbers under a simulated one (InputFileError)."""
-    from sdsuite.errors import InputFileError
+    from sdsuite.core.errors import InputFileError
 
     if simulated and not is_simulated_key(key):
         raise InputFileError(

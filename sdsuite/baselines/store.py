@@ -19,8 +19,8 @@ from pathlib import Path
 
 from sdsuite.baselines.keys import check_key_accepts, validate_key
 from sdsuite.baselines.tolerance import ToleranceLayer, layer_from_mapping
-from sdsuite.errors import InputFileError, UsageError
-from sdsuite.results import atomic_write_text
+from sdsuite.core.errors import InputFileError, UsageError
+from sdsuite.store.results import atomic_write_text
 
 SCHEMA = "sdsuite-baselines"
 SCHEMA_VERSION = 1
@@ -158,7 +158,7 @@ def parse_baseline(doc: object, path: Path, expected_key: str | None = None) -> 
 def load_baseline_file(path: Path, expected_key: str | None = None) -> BaselineFile:
     """Read and validate one baseline file (InputFileError naming it; the file is never modified)."""
     path = Path(path)
-    from sdsuite.results import read_text_file
+    from sdsuite.store.results import read_text_file
 
     text = read_text_file(path, "baseline file")
     try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from sdsuite.errors import UsageError
+from sdsuite.core.errors import UsageError
 
 
 class Direction(str, enum.Enum):
@@ -211,7 +211,7 @@ def check_layer_metrics(layer: ToleranceLayer | None, known: Iterable[str]) -> N
     names = sorted(set(known))
     for pattern, _ in layer.overrides if layer else ():
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-            from sdsuite.errors import unknown_choice
+            from sdsuite.core.errors import unknown_choice
 
             raise unknown_choice("metric in --tolerance", pattern, names)
 
@@ -239,7 +239,7 @@ def load_tolerances_file(path: str) -> tuple[ToleranceLayer, ...]:
     import json
     from pathlib import Path
 
-    from sdsuite.errors import InputFileError
+    from sdsuite.core.errors import InputFileError
 
     p = Path(path)
     try:

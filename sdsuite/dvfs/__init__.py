@@ -2,7 +2,7 @@
 
 ``data`` turns records into tidy per-run rows grouped in series (case without clock x GPU x result
 set); ``analysis`` aggregates per clock and picks optima against a stated reference; ``report``
-writes CSV, JSON and Markdown (and, through sdsuite.plots, the PNGs); ``simtime`` is the time model
+writes CSV, JSON and Markdown (and, through sdsuite.dvfs.plots, the PNGs); ``simtime`` is the time model
 and virtual clock of simulated sweeps.
 """
 
@@ -17,7 +17,7 @@ from sdsuite.dvfs.analysis import (
     analyze,
 )
 from sdsuite.dvfs.data import ResultSet, load_result_sets
-from sdsuite.dvfs.report import ReportFiles, write_report
+from sdsuite.dvfs.summary import ReportFiles, write_report
 
 __all__ = [
     "DEFAULT_MAX_SLOWDOWN_PCT",

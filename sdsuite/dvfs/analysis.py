@@ -18,9 +18,9 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from sdsuite.core.errors import UsageError
+from sdsuite.core.stats import quartiles
 from sdsuite.dvfs.data import PointRecord, ResultSet, SeriesKey, collect_points
-from sdsuite.errors import UsageError
-from sdsuite.stats import quartiles
 
 REFERENCES = ("max", "default")
 DEFAULT_MAX_SLOWDOWN_PCT = 3.0

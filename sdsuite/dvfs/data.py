@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdsuite.errors import InputFileError, UsageError
-from sdsuite.results import RESULTS_FILE, ResultsDir
+from sdsuite.core.errors import InputFileError, UsageError
+from sdsuite.store.results import RESULTS_FILE, ResultsDir
 
 
 @dataclass(frozen=True)

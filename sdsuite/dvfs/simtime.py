@@ -1,6 +1,6 @@
 """A time model for the simulated GPU, and the virtual clock that makes simulated sweeps exact and fast.
 
-The simulated device (sdsuite.telemetry.sim) models power, but the work itself runs on the CPU,
+The simulated device (sdsuite.gpu.sim) models power, but the work itself runs on the CPU,
 whose speed does not follow the simulated clock. With ``--sim-clock virtual`` (the sweep's default
 on ``--telemetry sim``) the device runs on a virtual clock instead of the wall clock: device time
 advances only by
@@ -23,9 +23,9 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sdsuite.gpu.sim import ManualClock, SimFaults, SimulatedGpu
+from sdsuite.gpu.telemetry_meter import MeterOptions, TelemetryEnergyMeter
 from sdsuite.pipelines.cache import PIPELINES, LoadedPipeline, PipelineCache, PipelineKey
-from sdsuite.telemetry.meter import MeterOptions, TelemetryEnergyMeter
-from sdsuite.telemetry.sim import ManualClock, SimFaults, SimulatedGpu
 
 SIM_CLOCKS = ("virtual", "real")
 # Relative time per UNet evaluation at each card's maximum clock (public SD1.5 tables: A100 ~1.5-2.0 s,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from sdsuite.errors import UsageError
+from sdsuite.core.errors import UsageError
 
 
 def outer_visible(env: Mapping[str, str] | None = None) -> list[int] | None:
@@ -23,7 +23,7 @@ def gpu_count(simulated: bool) -> int:
     """GPUs this process can see: the simulated machine's (SDSUITE_SIM_GPUS, default 1) or torch's CUDA count."""
     visible = outer_visible()
     if simulated:
-        from sdsuite.telemetry.sim import sim_gpu_count
+        from sdsuite.gpu.sim import sim_gpu_count
 
         total = sim_gpu_count() or 1
         return len([g for g in visible if g < total]) if visible is not None else total

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sdsuite.launch.gpus import worker_env
-from sdsuite.launch.tasks import TaskSpec
+from sdsuite.launch.shards import TaskSpec
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _PR_SET_PDEATHSIG = 1

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdsuite.errors import UsageError
+from sdsuite.core.errors import UsageError
 
 INSTALL_HINT = "pip install 'sdsuite[slurm]'"
 

@@ -20,15 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdsuite.errors import InputFileError, SdsuiteError
+from sdsuite.core.errors import InputFileError, SdsuiteError
 from sdsuite.launch.merge import TASKS_DIR, merge_tasks
-from sdsuite.launch.tasks import PointRef, TaskSpec
+from sdsuite.launch.shards import PointRef, TaskSpec
 
 SPEC_FILE = "spec.json"
 SPEC_SCHEMA = "sdsuite-launch-spec"
 SPEC_VERSION = 1
 # The command handlers a spec may name (a spec is data: it never names code to import).
-HANDLERS = {"run": ("sdsuite.commands.run", "cmd_run"), "sweep": ("sdsuite.commands.sweep", "cmd_sweep")}
+HANDLERS = {"run": ("sdsuite.cli.run", "cmd_run"), "sweep": ("sdsuite.cli.sweep", "cmd_sweep")}
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -91,7 +91,7 @@ def spec_to_json(spec: LaunchSpec) -> dict:
 def save_spec(spec: LaunchSpec, path: Path) -> None:
     """Write the spec as JSON next to the submission's manifest (read by every task; never pickled: a shared --out
     must not be a way to run code)."""
-    from sdsuite.results import atomic_write_text
+    from sdsuite.store.results import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(path), json.dumps(spec_to_json(spec), indent=2, sort_keys=True, allow_nan=False) + "\n")
@@ -164,7 +164,7 @@ def spec_from_json(doc: Any, path: Path) -> LaunchSpec:
 
 def load_spec(path: str | os.PathLike) -> LaunchSpec:
     """The spec a launcher wrote, validated against the schema (anything else is refused with its path)."""
-    from sdsuite.results import read_text_file
+    from sdsuite.store.results import read_text_file
 
     path = Path(path)
     text = read_text_file(path, "launch spec")
@@ -233,7 +233,7 @@ def _cap_cpu_threads() -> None:
 
 def run_task(spec_path: str, index: int) -> int:
     """Measure task ``index`` of the spec, then merge every finished task into the shared --out; the command's exit code."""
-    from sdsuite.cli import quiet_third_party_imports
+    from sdsuite.cli.main import quiet_third_party_imports
 
     quiet_third_party_imports()
     _cap_cpu_threads()
@@ -255,7 +255,7 @@ def run_task(spec_path: str, index: int) -> int:
         rc = exc.exit_code
     finally:
         merge_tasks(spec.out)  # even a failing task keeps what it finished
-    from sdsuite.cli import _restore_verdict
+    from sdsuite.cli.main import _restore_verdict
 
     return _restore_verdict(rc)
 
@@ -263,7 +263,7 @@ def run_task(spec_path: str, index: int) -> int:
 def _spread_over_gpus(spec: LaunchSpec, task: TaskSpec, n_gpus: int) -> int:
     """A task holding several GPUs: one local worker per GPU on its share of the points (each locks and restores its own GPU)."""
     from sdsuite.launch.local import run_local
-    from sdsuite.launch.tasks import tasks_per_gpu
+    from sdsuite.launch.shards import tasks_per_gpu
 
     parent = task_dir_name(spec, task)
     subtasks = tuple(tasks_per_gpu(task.points, range(n_gpus)))

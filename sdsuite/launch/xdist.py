@@ -16,7 +16,7 @@ WORKER_GPU_KEY = "sdsuite_gpu"
 def visible_gpus(simulated: bool) -> int:
     """GPUs the controller may hand out: simulated ones only when SDSUITE_SIM_GPUS says there are several."""
     if simulated:
-        from sdsuite.telemetry.sim import sim_gpu_count
+        from sdsuite.gpu.sim import sim_gpu_count
 
         return gpu_count(True) if sim_gpu_count() else 0
     try:

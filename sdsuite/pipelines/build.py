@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from sdsuite.errors import UsageError, WeightsNotFoundError
+from sdsuite.core.errors import UsageError, WeightsNotFoundError
 from sdsuite.pipelines.registry import VariantSpec
 
 TOKENIZER_DIR = "assets/tiny_clip_tokenizer"

@@ -38,7 +38,7 @@ class LoadedPipeline:
     base_scheduler_class: type
     uses: int = 0
     param_counts: dict[str, int] = field(default_factory=dict)
-    applied: Any = None  # sdsuite.optimizations.AppliedOptimizations of the weight-mutating options, if any
+    applied: Any = None  # sdsuite.optimizations.apply.AppliedOptimizations of the weight-mutating options, if any
 
     def set_scheduler(self, name: str) -> None:
         """Install the named scheduler via ``from_config`` (``default``: the checkpoint's own)."""
@@ -93,7 +93,7 @@ class PipelineCache:
         param_counts = _param_counts(pipe)
         applied = None
         if weight_part is not None:
-            from sdsuite.optimizations import apply_optimizations
+            from sdsuite.optimizations.apply import apply_optimizations
 
             # Raises (skip reason or error) before the entry exists: a half-mutated pipeline is never cached.
             applied = apply_optimizations(pipe, weight_part, device)

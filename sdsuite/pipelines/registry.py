@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdsuite.errors import unknown_choice
+from sdsuite.core.errors import unknown_choice
 from sdsuite.pipelines import architectures as arch
 
 

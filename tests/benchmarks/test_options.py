@@ -18,11 +18,13 @@ import time
 import pytest
 import torch
 
-from sdsuite.case import Case
-from sdsuite.meters.energy import default_energy_meter
-from sdsuite.optimizations import OptimizationSet, apply_optimizations, count_generation_flops, cross_attention_kv_flops
+from sdsuite.measure.meters.energy import default_energy_meter
+from sdsuite.measure.meters.flops import count_flops, cross_attention_kv_flops
+from sdsuite.measure.runner import CaseMeasurement
+from sdsuite.optimizations.apply import apply_optimizations
+from sdsuite.optimizations.sets import OptimizationSet
 from sdsuite.pipelines.cache import PIPELINES
-from sdsuite.runner import CaseMeasurement
+from sdsuite.spec.case import Case
 
 MATRIX = ["attn=eager", "attn=eager+kv-cache", "attn=sdpa", "attn=sdpa+kv-cache", "attn=sliced", "attn=sliced+kv-cache"]
 KV_ROUNDS = 5
@@ -103,7 +105,7 @@ def test_kv_cache_saving_in_flops_and_wall_time(sd_pytest_benchmark, attention, 
     for kv in (False, True):
         applied = apply_optimizations(pipe, OptimizationSet(attention=attention, kv_cache=kv), sdsuite_device)
         try:
-            flops[kv] = count_generation_flops(lambda: pipe(**m.call_kwargs()))
+            flops[kv] = count_flops(lambda: pipe(**m.call_kwargs()))
         finally:
             applied.undo()
     uncached, _ = run_with(False)

@@ -11,10 +11,10 @@ import time
 import pytest
 import torch
 
-from sdsuite.case import Case
-from sdsuite.meters.energy import default_energy_meter
+from sdsuite.measure.meters.energy import default_energy_meter
+from sdsuite.measure.runner import CaseMeasurement
 from sdsuite.pipelines.cache import PIPELINES
-from sdsuite.runner import CaseMeasurement
+from sdsuite.spec.case import Case
 
 ROUNDS = 20
 

@@ -1,4 +1,4 @@
-"""DVFS sweeps through pytest, on the engine ``sdsuite sweep`` uses (sdsuite.sweep.measure_point / run_sweep).
+"""DVFS sweeps through pytest, on the engine ``sdsuite sweep`` uses (sdsuite.dvfs.sweep_engine.measure_point / run_sweep).
 
 One sweep point per ``sd_case`` x ``--freq`` value; the records go to --sdsuite-out, where
 ``sdsuite report`` reads them like a sweep directory:
@@ -17,14 +17,14 @@ import uuid
 import pytest
 import torch
 
-from sdsuite.case import Case
-from sdsuite.clocks import ClockControlNotAllowed, ClockPermissionError, ClockSession
-from sdsuite.freqspec import resolve_freqs
-from sdsuite.results import ResultsDir
-from sdsuite.runner import RunOptions
-from sdsuite.sweep import SleepMeter, build_plan, measure_point, run_sweep
-from sdsuite.telemetry.meter import MeterOptions, TelemetryEnergyMeter
-from sdsuite.telemetry.sim import SimulatedGpu
+from sdsuite.dvfs.sweep_engine import SleepMeter, build_plan, measure_point, run_sweep
+from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockPermissionError, ClockSession
+from sdsuite.gpu.freqspec import resolve_freqs
+from sdsuite.gpu.sim import SimulatedGpu
+from sdsuite.gpu.telemetry_meter import MeterOptions, TelemetryEnergyMeter
+from sdsuite.measure.runner import RunOptions
+from sdsuite.spec.case import Case
+from sdsuite.store.results import ResultsDir
 
 GOAL_S = 0.5
 

@@ -31,7 +31,7 @@ GENERATOR_VERSION = 1
 # Per-profile board data. The clock tables, names, default power limits and default drivers come from
 # supported_clocks.json; the rest are published specs (compute capability, architecture id from nvml.h,
 # memory, power-limit range, PCI device id) or plausible model figures (idle/max board power), as in
-# sdsuite/telemetry/sim.py. "average_field": NVML_FI_DEV_POWER_AVERAGE is supported (nvml.h: "Ampere
+# sdsuite/gpu/sim.py. "average_field": NVML_FI_DEV_POWER_AVERAGE is supported (nvml.h: "Ampere
 # (except GA100) or newer"); NVML_FI_DEV_POWER_INSTANT is "supported on all architectures".
 PROFILES: dict[str, dict] = {
     "v100": {
@@ -56,7 +56,7 @@ PROFILES: dict[str, dict] = {
     },
 }  # fmt: skip
 
-# The power model (the same formula as sdsuite.telemetry.sim.PowerModel, implemented again in C).
+# The power model (the same formula as sdsuite.gpu.sim.PowerModel, implemented again in C).
 V_MIN_RATIO = 0.65
 MEM_SHARE = 0.15
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sdsuite.case import Case
-from sdsuite.runner import RunOptions, run_case
+from sdsuite.measure.runner import RunOptions, run_case
+from sdsuite.spec.case import Case
 
 pytestmark = pytest.mark.gpu
 
@@ -30,7 +30,7 @@ class ReadOnly:
 @pytest.fixture(scope="module")
 def nvml():
     pytest.importorskip("pynvml")
-    from sdsuite.telemetry.nvml import NvmlTelemetry
+    from sdsuite.gpu.nvml import NvmlTelemetry
 
     tel = NvmlTelemetry(0)
     yield ReadOnly(tel)
@@ -48,7 +48,7 @@ def test_discovery_reports_the_gpu(nvml):
 
 
 def test_counter_energy_of_a_real_generation_and_observed_clocks(nvml):
-    from sdsuite.telemetry.meter import MeterOptions, TelemetryEnergyMeter
+    from sdsuite.gpu.telemetry_meter import MeterOptions, TelemetryEnergyMeter
 
     meter = TelemetryEnergyMeter(nvml, MeterOptions())
     opts = RunOptions(runs=3, warmup=1, device="cuda", count_flops=False, min_energy_window_s=1.0)

@@ -44,7 +44,7 @@ def _cluster_reason() -> str | None:
 
 def _sdsuite(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sdsuite.cli", *args],
+        [sys.executable, "-m", "sdsuite.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

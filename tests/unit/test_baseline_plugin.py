@@ -13,12 +13,12 @@ import pytest
 
 # Imported here so pytester's in-process runs find them in sys.modules instead of re-importing
 # diffusers and scipy for every run (pytester restores sys.modules after each run).
-import sdsuite.pytest_baselines  # noqa: F401
-import sdsuite.pytest_plugin  # noqa: F401
+import sdsuite.plugin.baseline_hooks  # noqa: F401
+import sdsuite.plugin.hooks  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
-CONFTEST = 'pytest_plugins = ["sdsuite.pytest_plugin", "sdsuite.pytest_baselines"]\n'
+CONFTEST = 'pytest_plugins = ["sdsuite.plugin.hooks", "sdsuite.plugin.baseline_hooks"]\n'
 
 BENCH = """
 import pytest

@@ -13,8 +13,8 @@ from sdsuite.baselines.gate import GateConfig, Status, UpdateMode, gate_record
 from sdsuite.baselines.keys import hardware_key, slug
 from sdsuite.baselines.kinds import KINDS, CalibratedTimeKind, FlopsKind, LatencyKind, MetricKind, kind_for, register
 from sdsuite.baselines.store import BaselineStore, dumps, load_baseline_file
-from sdsuite.calibration import Calibration
-from sdsuite.errors import InputFileError, UsageError
+from sdsuite.core.errors import InputFileError, UsageError
+from sdsuite.measure.calibration import Calibration
 
 CPU_ENV = {"cpu": {"model": "AMD EPYC 7B13"}, "torch_threads": 2, "cuda": {"gpus": []}}
 GPU_ENV = {"cpu": {"model": "x"}, "torch_threads": 8, "cuda": {"gpus": [{"name": "NVIDIA A100-SXM4-80GB", "memory_bytes": 85_899_345_920}]}}

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdsuite.calibration import (
+from sdsuite.core.errors import InputFileError
+from sdsuite.measure.calibration import (
     CALIBRATION_FILE,
     WORKLOAD,
     Calibration,
@@ -15,7 +16,6 @@ from sdsuite.calibration import (
     load_calibrations,
     measure_calibration,
 )
-from sdsuite.errors import InputFileError
 
 
 def test_measure_returns_the_median_of_its_windows():

@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdsuite.case import Case, GridSpec, parse_int_list, parse_resolution, split_list
-from sdsuite.errors import UsageError
+from sdsuite.core.errors import UsageError
+from sdsuite.spec.case import Case, GridSpec, parse_int_list, parse_resolution, split_list
 
 
 @given(st.integers(1, 512), st.integers(1, 512))

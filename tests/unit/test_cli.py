@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from sdsuite.cli import main
-from sdsuite.results import ResultsDir
+from sdsuite.cli.main import main
+from sdsuite.store.results import ResultsDir
 
 
 def test_run_writes_records_and_prints_a_table(tmp_path, capsys):
@@ -82,9 +82,9 @@ def test_list_and_env(capsys, monkeypatch):
 
 @pytest.mark.slow  # several seconds: kept out of `pytest -m quick`
 def test_unknown_subcommand_and_flag_exit_2():
-    r = subprocess.run([sys.executable, "-m", "sdsuite.cli", "frobnicate"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "sdsuite.cli.main", "frobnicate"], capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "sdsuite.cli", "run", "--bogus"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "sdsuite.cli.main", "run", "--bogus"], capture_output=True, text=True)
     assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr
 
 
@@ -93,7 +93,7 @@ def test_the_main_job_prints_no_import_noise(tmp_path):
     """`sdsuite run` (the README's main job) keeps stderr to what the user asked for: no import-time warnings from
     diffusers, transformers or torchao (all installed by the test extra)."""
     env = {k: v for k, v in os.environ.items() if k not in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY")}
-    cmd = [sys.executable, "-m", "sdsuite.cli", "run", "--runs", "1", "--steps", "1", "--no-progress", "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "sdsuite.cli.main", "run", "--runs", "1", "--steps", "1", "--no-progress", "--out", str(tmp_path)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     # only the progress line a piped run prints per case
@@ -121,7 +121,7 @@ def test_a_bad_choice_is_one_line_naming_the_choices_without_a_usage_dump(argv, 
 
 
 def test_every_subcommand_reports_a_bad_flag_in_one_line(capsys):
-    from sdsuite.cli import build_parser
+    from sdsuite.cli.main import build_parser
 
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     for name in sub.choices:

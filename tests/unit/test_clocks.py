@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sdsuite import clocks
-from sdsuite.clocks import ClockControlNotAllowed, ClockLock, ClockPermissionError, ClockSession
-from sdsuite.errors import UsageError
-from sdsuite.telemetry.base import ClockState
-from sdsuite.telemetry.meter import Cooldown, MeterOptions, TelemetryEnergyMeter
-from sdsuite.telemetry.sim import ManualClock, SimFaults, SimulatedGpu
+from sdsuite.core.errors import UsageError
+from sdsuite.gpu import clocks
+from sdsuite.gpu.base import ClockState
+from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockLock, ClockPermissionError, ClockSession
+from sdsuite.gpu.sim import ManualClock, SimFaults, SimulatedGpu
+from sdsuite.gpu.telemetry_meter import Cooldown, MeterOptions, TelemetryEnergyMeter
 
 main_thread_only = pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="signal handlers can only be installed in the main thread"
@@ -256,8 +256,8 @@ CHILD = textwrap.dedent(
     """
     import signal, sys, time
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in an interactive shell
-    from sdsuite.clocks import ClockLock
-    from sdsuite.telemetry.sim import SimulatedGpu
+    from sdsuite.gpu.clocks import ClockLock
+    from sdsuite.gpu.sim import SimulatedGpu
 
     gpu = SimulatedGpu("a100", state_path=sys.argv[1])
     ClockLock(gpu, 1005, allowed=True).__enter__()  # never exited on purpose

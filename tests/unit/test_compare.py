@@ -18,7 +18,7 @@ from sdsuite.baselines.tolerance import (
     layer_from_mapping,
     parse_tolerance,
 )
-from sdsuite.errors import UsageError
+from sdsuite.core.errors import UsageError
 
 DIRECTIONS = st.sampled_from(list(Direction))
 # Decimal numbers with at most 12 significant digits: their shortest float repr is the decimal itself,

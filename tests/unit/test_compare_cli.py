@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from test_baselines import make_record  # tests/unit is on sys.path (pytest rootdir-relative "prepend" import mode)
 
-from sdsuite.calibration import Calibration, append_calibration
-from sdsuite.cli import main
-from sdsuite.results import ResultsDir
+from sdsuite.cli.main import main
+from sdsuite.measure.calibration import Calibration, append_calibration
+from sdsuite.store.results import ResultsDir
 
 ENV = {"cpu": {"model": "AMD EPYC 7B13"}, "torch_threads": 1, "cuda": {"gpus": []}, "fingerprint": "abc123"}
 CASES = ("tiny-sd/euler/fp32/fdefault/64x64/s4/b1", "tiny-sdxl/euler/fp32/fdefault/64x64/s4/b1")

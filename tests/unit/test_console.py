@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-import sdsuite.console
-from sdsuite.cli import main
+import sdsuite.core.console
+from sdsuite.cli.main import main
 from sdsuite.pipelines.registry import VARIANTS
 
 LONG_ID = "tiny-sdxl/dpm++2m-sde-karras/fp32/fdefault/64x64/s4/b1"
@@ -15,7 +15,7 @@ LONG_ID = "tiny-sdxl/dpm++2m-sde-karras/fp32/fdefault/64x64/s4/b1"
 
 @pytest.fixture
 def terminal80(monkeypatch):
-    monkeypatch.setattr(sdsuite.console, "is_terminal", lambda stderr=False: True)
+    monkeypatch.setattr(sdsuite.core.console, "is_terminal", lambda stderr=False: True)
     monkeypatch.setenv("COLUMNS", "80")
 
 
@@ -43,7 +43,7 @@ def test_list_in_80_columns_keeps_names_and_hub_ids_whole(capsys, terminal80):
 
 
 def test_the_run_table_never_cuts_a_case_id(capsys, terminal80):
-    from sdsuite.display import print_records
+    from sdsuite.measure.display import print_records
 
     rec = {"case_id": LONG_ID, "status": "ok", "metrics": {"latency_s": {"available": True, "median": 0.05, "iqr": 0.001, "n": 5}}}
     print_records([rec])
@@ -54,7 +54,7 @@ def test_the_run_table_never_cuts_a_case_id(capsys, terminal80):
 
 
 def test_piped_output_is_not_wrapped_at_80_columns(capsys):
-    from sdsuite.display import print_records
+    from sdsuite.measure.display import print_records
 
     reason = "failed: " + "x" * 150
     print_records([{"case_id": LONG_ID, "status": "failed", "reason": reason, "metrics": {}}])
@@ -78,7 +78,7 @@ def test_list_arguments_have_help(capsys):
 
 def test_text_in_a_narrow_terminal_wraps_at_words_not_inside_them(capsys, terminal80):
     # the sweep plan used to be printed unwrapped (soft wrap): the terminal then split words at column 80
-    from sdsuite.console import console
+    from sdsuite.core.console import console
 
     line = "  estimated duration: 0 s known (settle, cooldown, energy windows) + 8 x 5 generations of unknown length (no earlier record)"
     console().print(line)

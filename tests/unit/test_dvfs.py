@@ -10,11 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdsuite.cli import main
+from sdsuite.cli.main import main
 from sdsuite.dvfs import analyze, load_result_sets
 from sdsuite.dvfs.data import ResultSet
 from sdsuite.dvfs.simtime import GPU_SPEED_FACTOR, SimTimeModel
-from sdsuite.telemetry.sim import SimulatedGpu
+from sdsuite.gpu.sim import SimulatedGpu
 
 
 def record(

@@ -7,7 +7,7 @@ from test_dvfs import one_set, record  # rootdir-relative (rootdir conftest, no 
 
 from sdsuite.dvfs import analyze
 from sdsuite.dvfs.analysis import ratio_uncertainty_pct
-from sdsuite.dvfs.report import points_csv, summary_dict
+from sdsuite.dvfs.summary import points_csv, summary_dict
 
 
 def _with_bound(rec: dict, rel: float) -> dict:
@@ -59,7 +59,7 @@ def test_ratio_uncertainty_adds_relative_terms_in_quadrature():
 def test_the_sweep_report_and_the_optima_table_mark_it(tmp_path, capsys):
     import json
 
-    from sdsuite.cli import main
+    from sdsuite.cli.main import main
 
     recs = [
         _with_bound(record(1400, [1.0, 1.0, 1.0], [100.0, 100.2, 99.8]), 0.01),

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from sdsuite.case import Case
-from sdsuite.meters.energy import UnavailableEnergyMeter
+from sdsuite.measure.meters.energy import UnavailableEnergyMeter
+from sdsuite.measure.runner import CaseMeasurement
 from sdsuite.pipelines.cache import PipelineCache
-from sdsuite.runner import CaseMeasurement
+from sdsuite.spec.case import Case
 
 
 @pytest.mark.parametrize("variant, scheduler", [("tiny-sd", "euler"), ("tiny-sd", "euler-a"), ("tiny-sdxl", "dpm++2m-karras")])

@@ -523,7 +523,7 @@ def test_bad_config_fails_init_with_a_message(fake_nvml):
 
 
 def test_sdsuite_nvml_telemetry_reads_the_fake(nvml):
-    from sdsuite.telemetry.nvml import NvmlTelemetry
+    from sdsuite.gpu.nvml import NvmlTelemetry
 
     p, fake = nvml(gpus="h200")
     tel = NvmlTelemetry(0)

@@ -1,4 +1,4 @@
-"""sdsuite.flags: the one option table behind ``sdsuite run``/``sdsuite sweep`` and the pytest plugin."""
+"""sdsuite.spec.flags: the one option table behind ``sdsuite run``/``sdsuite sweep`` and the pytest plugin."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdsuite.commands.common import add_case_arguments
-from sdsuite.errors import UsageError
-from sdsuite.flags import GROUPS, PYTEST_GROUPS, Flag, cli_flags, pytest_flags, table
+from sdsuite.cli.args import add_case_arguments
+from sdsuite.core.errors import UsageError
+from sdsuite.spec.flags import GROUPS, PYTEST_GROUPS, Flag, cli_flags, pytest_flags, table
 
 pytest_plugins = ["pytester"]
 
@@ -38,7 +38,7 @@ def cli() -> argparse.ArgumentParser:
 
 @pytest.fixture
 def config(pytester: pytest.Pytester) -> pytest.Config:
-    return pytester.parseconfig("-p", "sdsuite.pytest_plugin")
+    return pytester.parseconfig("-p", "sdsuite.plugin.hooks")
 
 
 def _pytest_actions(config: pytest.Config) -> dict[str, argparse.Action]:
@@ -73,9 +73,9 @@ def test_the_cli_parser_holds_exactly_the_cli_entries(cli):
 
 
 def test_choices_and_defaults_come_from_the_checking_modules():
-    from sdsuite.freqspec import DEFAULT_FLOOR_MHZ
-    from sdsuite.telemetry import BACKENDS
-    from sdsuite.telemetry.sim import SIM_MODELS
+    from sdsuite.gpu.freqspec import DEFAULT_FLOOR_MHZ
+    from sdsuite.gpu.sim import SIM_MODELS
+    from sdsuite.gpu.telemetry import BACKENDS
 
     by_name = {f.name: f for f in table()}
     assert by_name["--telemetry"].choices == BACKENDS
@@ -137,8 +137,8 @@ def test_both_front_ends_parse_the_same_command_lines(cli, config):
 
 
 def test_one_function_builds_telemetry_options_from_either_front_end(pytester):
-    from sdsuite.commands.common import telemetry_options_from
-    from sdsuite.flags import pytest_flag_name, pytest_getter
+    from sdsuite.cli.args import telemetry_options_from
+    from sdsuite.spec.flags import pytest_flag_name, pytest_getter
 
     config = pytester.parseconfig("--telemetry", "sim", "--freq", "1410", "--sdsuite-poll-interval-ms", "5")
     opts = telemetry_options_from(pytest_getter(config), pytest_flag_name)

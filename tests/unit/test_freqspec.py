@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdsuite.errors import UsageError
-from sdsuite.freqspec import freq_id, nearest_clocks, parse_freq_spec, resolve_freqs
-from sdsuite.telemetry.sim import SimulatedGpu
+from sdsuite.core.errors import UsageError
+from sdsuite.gpu.freqspec import freq_id, nearest_clocks, parse_freq_spec, resolve_freqs
+from sdsuite.gpu.sim import SimulatedGpu
 
 
 def _table(model: str) -> tuple[int, ...]:

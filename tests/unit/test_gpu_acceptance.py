@@ -207,7 +207,7 @@ def test_guards_keep_setters_from_reaching_the_fake_nvml(fake_nvml):
         spec = importlib.util.spec_from_file_location("acc", {str(SCRIPT)!r})
         acc = importlib.util.module_from_spec(spec); spec.loader.exec_module(acc)
         restore = acc.guard_pynvml()
-        from sdsuite.telemetry.nvml import NvmlTelemetry
+        from sdsuite.gpu.nvml import NvmlTelemetry
         tel = acc.ReadOnly(NvmlTelemetry(0))
         assert tel.energy_mj() > 0
         refused = 0

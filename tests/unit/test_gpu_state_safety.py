@@ -18,12 +18,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sdsuite.cli import main
-from sdsuite.clocks import ClockSession, restore_failure_message
-from sdsuite.telemetry.sim import SimFaults, SimulatedGpu
+from sdsuite.cli.main import main
+from sdsuite.gpu.clocks import ClockSession, restore_failure_message
+from sdsuite.gpu.sim import SimFaults, SimulatedGpu
 
 UNLOCKED = {"locked_sm_mhz": None, "locked_mem_mhz": None, "applications_mhz": None}
-CHILD = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); from sdsuite.cli import main; sys.exit(main(sys.argv[1:]))"
+CHILD = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); from sdsuite.cli.main import main; sys.exit(main(sys.argv[1:]))"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -111,8 +111,8 @@ def test_after_a_sigkill_the_next_run_finds_the_stale_lock_restores_it_and_says_
 
 
 def test_a_live_sdsuite_process_holding_the_gpu_is_refused(tmp_path, monkeypatch):
-    from sdsuite.clock_journal import Journal
-    from sdsuite.errors import UsageError
+    from sdsuite.core.errors import UsageError
+    from sdsuite.gpu.clock_journal import Journal
 
     monkeypatch.setenv("SDSUITE_LOCK_DIR", str(tmp_path))
     gpu = SimulatedGpu("a100", state_path=tmp_path / "gpu.json")
@@ -122,7 +122,7 @@ def test_a_live_sdsuite_process_holding_the_gpu_is_refused(tmp_path, monkeypatch
         entry = json.loads(next(tmp_path.glob("sim-*.json")).read_text())
         entry.update(pid=holder.pid, proc_start=psutil_start(holder.pid))
         next(tmp_path.glob("sim-*.json")).write_text(json.dumps(entry))
-        from sdsuite.clocks import recover_stale_lock
+        from sdsuite.gpu.clocks import recover_stale_lock
 
         with pytest.raises(UsageError, match=f"controlled by sdsuite process {holder.pid}"):
             recover_stale_lock(gpu)

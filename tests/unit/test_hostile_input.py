@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from test_compare_cli import results_dir  # tests/unit is on sys.path (pytest rootdir-relative "prepend" import mode)
 
-from sdsuite.cli import main
-from sdsuite.results import ResultsDir
+from sdsuite.cli.main import main
+from sdsuite.store.results import ResultsDir
 
 FAST = ["--steps", "1", "--runs", "1", "--no-flops", "--no-spans", "--no-progress", "--save-images", "none", "--no-report"]
 SWEEP = ["sweep", "--telemetry", "sim", "--gpu-model", "a100", "--allow-clock-control", "--freq", "sample:2", *FAST]
@@ -268,7 +268,7 @@ def test_a_torn_last_line_is_repaired_on_the_next_start_and_old_temp_files_remov
 
 
 def test_prepare_repairs_nothing_when_the_rest_of_the_file_is_corrupt(tmp_path):
-    from sdsuite.errors import InputFileError
+    from sdsuite.core.errors import InputFileError
 
     d = Path(results_dir(tmp_path / "r", calibrate=False))
     p = d / "results.jsonl"
@@ -280,7 +280,7 @@ def test_prepare_repairs_nothing_when_the_rest_of_the_file_is_corrupt(tmp_path):
 
 
 def test_a_full_disk_is_one_line_and_no_half_record(tmp_path, monkeypatch):
-    import sdsuite.results as results
+    import sdsuite.store.results as results
 
     d = Path(results_dir(tmp_path / "r", calibrate=False))
     before = (d / "results.jsonl").read_bytes()
@@ -297,7 +297,7 @@ def test_a_full_disk_is_one_line_and_no_half_record(tmp_path, monkeypatch):
 
 
 def test_a_full_disk_during_a_sweep_keeps_the_data_and_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
-    import sdsuite.results as results
+    import sdsuite.store.results as results
 
     monkeypatch.setattr(results, "_write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
     out = tmp_path / "s"
@@ -311,7 +311,7 @@ def test_a_full_disk_during_a_sweep_keeps_the_data_and_exits_1_with_one_line(tmp
 def test_a_sweep_checks_free_disk_space_before_measuring(tmp_path, capsys, monkeypatch):
     import shutil
 
-    import sdsuite.sweep as sweep
+    import sdsuite.dvfs.sweep_engine as sweep
 
     monkeypatch.setattr(sweep.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     err = None
@@ -420,7 +420,7 @@ class _Boom:
 
 
 def test_a_launch_spec_is_json_and_anything_else_is_refused_with_its_path(tmp_path):
-    from sdsuite.errors import InputFileError
+    from sdsuite.core.errors import InputFileError
     from sdsuite.launch.worker import load_spec
 
     spec = tmp_path / "spec.json"
@@ -451,7 +451,7 @@ def test_a_broken_stdout_pipe_exits_quietly(tmp_path):
     os.close(r)  # the reader went away (``sdsuite list variants | head -0``)
     try:
         res = subprocess.run(
-            [sys.executable, "-m", "sdsuite.cli", "list", "variants"], stdout=w, stderr=subprocess.PIPE, text=True, timeout=300
+            [sys.executable, "-m", "sdsuite.cli.main", "list", "variants"], stdout=w, stderr=subprocess.PIPE, text=True, timeout=300
         )
     finally:
         os.close(w)

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from sdsuite.case import Case
-from sdsuite.cli import main
-from sdsuite.errors import UsageError
-from sdsuite.images import MARKER, ImageSaver, apply_clean, parse_size, plan_clean, run_dir_name, sample_selection
+from sdsuite.cli.main import main
+from sdsuite.core.errors import UsageError
+from sdsuite.spec.case import Case
+from sdsuite.store.image_files import MARKER, ImageSaver, apply_clean, parse_size, plan_clean, run_dir_name, sample_selection
 
 NOW = time.time()  # files are aged relative to the real clock, which the CLI uses
 DAY = 86400.0

@@ -9,16 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdsuite.cli import main
-from sdsuite.errors import UsageError
+from sdsuite.cli.main import main
+from sdsuite.core.errors import UsageError
+from sdsuite.gpu.sim import SimulatedGpu
 from sdsuite.launch.gpus import outer_visible, parse_gpus, physical_gpu, worker_env
 from sdsuite.launch.merge import merge_tasks
+from sdsuite.launch.shards import PointRef, TaskSpec, split_even, tasks_per_chunk, tasks_per_gpu
 from sdsuite.launch.slurm import SlurmOptions, parse_extra_flags, sbatch_script
-from sdsuite.launch.tasks import PointRef, TaskSpec, split_even, tasks_per_chunk, tasks_per_gpu
 from sdsuite.launch.worker import LaunchSpec, task_dir_name
 from sdsuite.launch.xdist import apply_worker_gpu, assign_worker_gpu, workers_share_gpus
-from sdsuite.results import ResultsDir
-from sdsuite.telemetry.sim import SimulatedGpu
+from sdsuite.store.results import ResultsDir
 
 SIM = ["sweep", "--telemetry", "sim", "--freq", "sample:4", "--allow-clock-control", "--no-progress"]
 
@@ -283,7 +283,7 @@ def test_task_gpus_caps_at_what_the_task_sees(monkeypatch):
 
 
 def test_record_point_key_reads_sweep_and_run_records():
-    from sdsuite.sweep import finished_keys, record_point_key
+    from sdsuite.dvfs.sweep_engine import finished_keys, record_point_key
 
     recs = [
         {"status": "ok", "sweep": {"point_key": "s1"}},
@@ -298,7 +298,7 @@ def test_record_point_key_reads_sweep_and_run_records():
 def test_print_launched_shows_the_finished_record_of_each_case(tmp_path, capsys):
     from argparse import Namespace
 
-    from sdsuite.commands.run import print_launched
+    from sdsuite.cli.run import print_launched
     from sdsuite.launch.merge import latest_per_point
 
     def rec(key, status, run):
@@ -313,7 +313,7 @@ def test_print_launched_shows_the_finished_record_of_each_case(tmp_path, capsys)
 def test_records_name_host_and_slurm_job(monkeypatch):
     import torch
 
-    from sdsuite.hardware import device_record
+    from sdsuite.measure.hardware import device_record
 
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
@@ -354,7 +354,7 @@ def test_gpu_records_name_the_physical_gpu(monkeypatch):
     """On a GPU the record holds torch's index, the NVML-style UUID and the CUDA_VISIBLE_DEVICES it ran under (no GPU here: faked)."""
     import torch
 
-    from sdsuite.hardware import device_record
+    from sdsuite.measure.hardware import device_record
 
     class Props:
         uuid = "5f3e8a1c-0000-4000-8000-a10000000001"  # torch's spelling, without "GPU-"

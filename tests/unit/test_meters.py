@@ -1,9 +1,9 @@
 import torch
 
-from sdsuite.meters.clock import Timeline
-from sdsuite.meters.flops import count_flops
-from sdsuite.meters.memory import PeakMemoryMeter
-from sdsuite.runner import image_fingerprint
+from sdsuite.measure.meters.flops import count_flops
+from sdsuite.measure.meters.memory import PeakMemoryMeter
+from sdsuite.measure.meters.timing import Timeline
+from sdsuite.measure.runner import image_fingerprint
 
 
 def test_timeline_marks_are_ordered_and_inside_the_window(cpu):
@@ -30,7 +30,7 @@ def test_flops_count_cpu_sdpa_like_eager_attention():
 
 
 def test_peak_rss_window_sees_a_large_allocation(cpu):
-    from sdsuite.meters.memory import _read_status_kb
+    from sdsuite.measure.meters.memory import _read_status_kb
 
     meter = PeakMemoryMeter(cpu)
     meter.reset()

@@ -1,4 +1,4 @@
-"""sdsuite's real NVML path (sdsuite/telemetry/nvml.py, the real-clock paths of sdsuite/clocks.py) against the fake
+"""sdsuite's real NVML path (sdsuite/gpu/nvml.py, the real-clock paths of sdsuite/gpu/clocks.py) against the fake
 libnvidia-ml of tests/fakenvml, loaded by the real nvidia-ml-py: in this process (coverage) and through the CLI.
 
 Each defect the review of issue 11 found has a test here that failed before its fix.
@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from sdsuite.clocks import ClockLock, ClockPermissionError, ClockSession
-from sdsuite.errors import InputFileError, UsageError
-from sdsuite.telemetry import open_telemetry
-from sdsuite.telemetry.meter import MeterOptions, TelemetryEnergyMeter
+from sdsuite.core.errors import InputFileError, UsageError
+from sdsuite.gpu.clocks import ClockLock, ClockPermissionError, ClockSession
+from sdsuite.gpu.telemetry import open_telemetry
+from sdsuite.gpu.telemetry_meter import MeterOptions, TelemetryEnergyMeter
 
 pytest.importorskip("pynvml")
 
@@ -24,7 +24,7 @@ pytest.importorskip("pynvml")
 @pytest.fixture
 def nvml(fake_nvml):
     """The fake loaded into this process's pynvml (one a100 unless a test reconfigures it first)."""
-    from sdsuite.telemetry import nvml as mod
+    from sdsuite.gpu import nvml as mod
 
     mod._MEASURED_PERIODS.clear()  # measured once per GPU per process: each test is a new "machine"
     fake_nvml.load_in_process()
@@ -33,7 +33,7 @@ def nvml(fake_nvml):
 
 
 def _tel(index: int = 0):
-    from sdsuite.telemetry.nvml import NvmlTelemetry
+    from sdsuite.gpu.nvml import NvmlTelemetry
 
     return NvmlTelemetry(index)
 
@@ -42,7 +42,7 @@ def _tel(index: int = 0):
 
 
 def test_discovery_records_architecture_persistence_mig_power_reading_and_the_measured_counter_period(nvml):
-    from sdsuite.telemetry.nvml import discover_nvml_devices, nvml_available, nvml_devices
+    from sdsuite.gpu.nvml import discover_nvml_devices, nvml_available, nvml_devices
 
     nvml.configure(gpus="h100,a100", persistence={1: 1}, counter_period_ms={1: 50})
     assert nvml_available() == (True, None)
@@ -156,8 +156,8 @@ def test_mig_is_refused_with_one_message(nvml, monkeypatch):
 def test_cuda_devices_are_matched_to_nvml_by_uuid_and_a_mismatch_or_mig_uuid_is_refused(nvml, monkeypatch):
     import torch
 
-    from sdsuite.telemetry import nvml_index_of_cuda_device
-    from sdsuite.telemetry.nvml import nvml_devices
+    from sdsuite.gpu.nvml import nvml_devices
+    from sdsuite.gpu.telemetry import nvml_index_of_cuda_device
 
     nvml.configure(gpus="a100,h100")
     uuids = [u for _i, u, _m in nvml_devices()]
@@ -258,7 +258,7 @@ def test_a_failed_nvml_restore_falls_back_to_the_state_found_at_start(nvml, caps
 
 # -- the CLI, end to end ---------------------------------------------------------------------------------
 
-CLI = "import sys; from sdsuite.cli import main; sys.exit(main(sys.argv[1:]))"
+CLI = "import sys; from sdsuite.cli.main import main; sys.exit(main(sys.argv[1:]))"
 RUN = ["--steps", "1", "--runs", "2", "--warmup", "0", "--no-flops", "--no-spans"]
 
 
@@ -363,7 +363,7 @@ def test_discovery_survives_every_optional_query_failing_and_says_unknown(nvml):
             )
         ),
     )
-    from sdsuite.telemetry import nvml as mod
+    from sdsuite.gpu import nvml as mod
 
     mod._MEASURED_PERIODS.clear()  # measured once per GPU per process: forget earlier tests' GPUs
     tel = _tel()
@@ -389,7 +389,7 @@ def test_memory_clock_lock_and_restore(nvml):
 
 
 def test_nvml_unavailable_is_a_reason_not_a_crash(nvml, monkeypatch):
-    from sdsuite.telemetry import nvml as mod
+    from sdsuite.gpu import nvml as mod
 
     nvml.configure(bogus_key=1)  # the fake's nvmlInit fails on a bad config, as a broken driver would
     ok, reason = mod.nvml_available()

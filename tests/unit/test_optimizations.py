@@ -9,26 +9,24 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdsuite import optimizations as opt
-from sdsuite.errors import UsageError
-from sdsuite.optimizations import (
+from sdsuite.core.errors import UsageError
+from sdsuite.measure.meters.flops import count_flops, cross_attention_kv_flops
+from sdsuite.optimizations import support
+from sdsuite.optimizations.apply import apply_optimizations
+from sdsuite.optimizations.attention import KVCache, SdsuiteAttnProcessor
+from sdsuite.optimizations.sets import (
     ATTENTION_KERNELS,
     COMPILE_MODES,
     OFFLOAD_MODES,
     PRESETS,
     QUANTIZATIONS,
-    KVCache,
     OptimizationSet,
-    SdsuiteAttnProcessor,
     UnsupportedOptimization,
-    apply_optimizations,
-    count_generation_flops,
-    cross_attention_kv_flops,
     option_grid,
     parse_optimization_set,
     parse_optimization_sets,
-    supported,
 )
+from sdsuite.optimizations.support import supported
 from sdsuite.pipelines.build import build_in_code
 from sdsuite.pipelines.registry import get_variant
 
@@ -201,11 +199,11 @@ def test_xformers_skip_reason_names_the_missing_piece():
 
 
 def test_missing_packages_are_skip_reasons(monkeypatch):
-    monkeypatch.setattr(opt, "_has", lambda name: False)
+    monkeypatch.setattr(support, "_has", lambda name: False)
     assert "sdsuite[quant]" in supported(OptimizationSet(quantization="int8wo"), CPU)
     assert "accelerate" in supported(OptimizationSet(offload="model"), CPU)
     assert "xformers is not installed" in supported(OptimizationSet(attention="xformers"), CPU)
-    monkeypatch.setattr(opt, "_cxx_compiler", lambda: None)
+    monkeypatch.setattr(support, "_cxx_compiler", lambda: None)
     assert "C++ compiler" in supported(OptimizationSet(compile_mode="default"), CPU)
 
 
@@ -352,7 +350,7 @@ def test_kv_cache_saves_exactly_the_cross_attention_projection_flops(tiny_sd):
     for kv in (False, True):
         applied = apply_optimizations(tiny_sd, OptimizationSet(kv_cache=kv), CPU)
         try:
-            flops[kv] = count_generation_flops(lambda: _generate(tiny_sd))
+            flops[kv] = count_flops(lambda: _generate(tiny_sd))
         finally:
             applied.undo()
     text_tokens = tiny_sd.tokenizer.model_max_length
@@ -414,7 +412,7 @@ def test_fused_qkv_mutates_structure_and_refuses_undo(fresh_tiny_sd, tiny_sd):
 @pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao is not installed (extra: quant)")
 @pytest.mark.parametrize("scheme", ["int8wo", "int8dq"])
 def test_int8_quantization_replaces_every_unet_linear_and_stays_close(fresh_tiny_sd, tiny_sd, scheme):
-    from sdsuite.quality import psnr
+    from sdsuite.quality.fidelity import psnr
 
     reference = _generate(tiny_sd)
     applied = apply_optimizations(fresh_tiny_sd, OptimizationSet(quantization=scheme), CPU)

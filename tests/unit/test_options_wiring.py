@@ -11,22 +11,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdsuite import optimizations as opt_mod
-from sdsuite.case import Case, GridSpec
-from sdsuite.effects import REFERENCE, REFERENCES
-from sdsuite.engine import order_for_loading
-from sdsuite.errors import UsageError
-from sdsuite.optimizations import (
-    ATTENTION_KERNELS,
-    DEFAULT,
-    QUANTIZATIONS,
-    OptimizationSet,
-    SdsuiteAttnProcessor,
-    UnsupportedOptimization,
-    option_grid,
-)
+from sdsuite.core.errors import UsageError
+from sdsuite.measure.engine import order_for_loading
+from sdsuite.measure.runner import RunOptions, run_case
+from sdsuite.optimizations import apply as opt_apply
+from sdsuite.optimizations import attention as opt_attention
+from sdsuite.optimizations.attention import SdsuiteAttnProcessor
+from sdsuite.optimizations.sets import ATTENTION_KERNELS, DEFAULT, QUANTIZATIONS, OptimizationSet, UnsupportedOptimization, option_grid
 from sdsuite.pipelines.cache import PipelineCache
-from sdsuite.runner import RunOptions, run_case
+from sdsuite.quality.effects import REFERENCE, REFERENCES
+from sdsuite.spec.case import Case, GridSpec
 
 CPU = torch.device("cpu")
 FAST = RunOptions(runs=2, warmup=0, count_flops=False)
@@ -163,7 +157,7 @@ def test_a_skip_found_only_when_applying_is_a_skip_and_nothing_is_cached(monkeyp
     def refuse(pipe, opts, device=None):
         raise UnsupportedOptimization("quantization int8wo: torchao left every nn.Linear of the UNet unquantized on cpu")
 
-    monkeypatch.setattr(opt_mod, "apply_optimizations", refuse)
+    monkeypatch.setattr(opt_apply, "apply_optimizations", refuse)
     cache = PipelineCache()
     rec = run_case(tiny(options="int8wo"), RunOptions(runs=1, warmup=0, count_flops=False, fidelity="off"), CPU, cache=cache)
     assert rec["status"] == "skipped" and "unquantized" in rec["reason"]
@@ -230,7 +224,7 @@ def test_an_option_that_ruins_images_fails_the_case_with_the_reason(cache, monke
     def ruined(q, k, v, mask, attn, slice_size):  # an injected broken kernel: attention output replaced by noise
         return torch.randn(q.shape, generator=torch.Generator().manual_seed(0), dtype=q.dtype) * 3
 
-    monkeypatch.setattr(opt_mod, "_sliced_attention", ruined)
+    monkeypatch.setattr(opt_attention, "_sliced_attention", ruined)
     rec = run_case(tiny(options="attn=sliced"), FAST, CPU, cache=cache)
     assert rec["status"] == "failed"
     assert rec["reason"].startswith("fidelity vs attn=eager: output differs from the baseline beyond tolerance:")
@@ -310,7 +304,7 @@ def test_spans_and_trace_are_recorded(cache, tmp_path):
     st.floats(1e-3, 10.0), st.floats(1e-3, 10.0), st.floats(1e6, 1e10), st.floats(1e6, 1e10), st.floats(0.1, 100.0), st.floats(0.1, 100.0)
 )
 def test_effect_ratios_are_formed_from_the_medians(lat, ref_lat, mem, ref_mem, energy, ref_energy):
-    from sdsuite.effects import ReferenceResult, speed_memory_energy
+    from sdsuite.quality.effects import ReferenceResult, speed_memory_energy
 
     def m(lat, mem, energy):
         return {

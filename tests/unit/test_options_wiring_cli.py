@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from sdsuite.cli import main
-from sdsuite.effects import REFERENCES
-from sdsuite.results import ResultsDir
+from sdsuite.cli.main import main
+from sdsuite.quality.effects import REFERENCES
+from sdsuite.store.results import ResultsDir
 
 QUICK = [
     "--variant",
@@ -156,7 +156,7 @@ VALIDATE = ["validate", "--scheduler", "euler", "--steps", "2", "--resolution", 
 
 
 def test_validate_computes_clip_and_fid_with_local_files_and_judges_windows(tmp_path, capsys, monkeypatch, tiny_clip_dir):
-    from sdsuite import quality
+    from sdsuite.quality import distribution as quality
 
     extractor = _TinyFeatures().eval()
     monkeypatch.setattr(quality, "load_inception", lambda path, feature="2048": (extractor, None))

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from sdsuite.case import Case
-from sdsuite.errors import WeightsNotFoundError
+from sdsuite.core.errors import WeightsNotFoundError
+from sdsuite.measure.runner import RunOptions, run_case
 from sdsuite.pipelines.build import load_pipeline
 from sdsuite.pipelines.cache import PipelineCache
 from sdsuite.pipelines.registry import VARIANTS
-from sdsuite.runner import RunOptions, run_case
+from sdsuite.spec.case import Case
 
 
 @pytest.mark.parametrize("variant", ["tiny-sd", "tiny-sdxl"])

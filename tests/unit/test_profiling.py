@@ -8,10 +8,10 @@ import mmap
 import pytest
 import torch
 
-from sdsuite.errors import UsageError
+from sdsuite.core.errors import UsageError
+from sdsuite.measure.profiling import DECODE, DENOISE, TEXT_ENCODE, SpanRecorder, instrument_pipeline, trace
 from sdsuite.pipelines.build import build_in_code
 from sdsuite.pipelines.registry import get_variant
-from sdsuite.profiling import DECODE, DENOISE, TEXT_ENCODE, SpanRecorder, instrument_pipeline, trace
 
 SIZE = 32
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdsuite.errors import InputFileError, UsageError
-from sdsuite.prompts import STANDARD_PROMPTS, builtin_prompts, load_coco_captions, load_prompt_set, load_text_prompts
+from sdsuite.core.errors import InputFileError, UsageError
+from sdsuite.spec.prompts import STANDARD_PROMPTS, builtin_prompts, load_coco_captions, load_prompt_set, load_text_prompts
 
 N_IMAGES = 30
 

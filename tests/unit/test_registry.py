@@ -1,7 +1,7 @@
 import diffusers
 import pytest
 
-from sdsuite.errors import UsageError
+from sdsuite.core.errors import UsageError
 from sdsuite.pipelines.cache import PipelineCache
 from sdsuite.pipelines.registry import SCHEDULERS, VARIANTS, get_precision, get_scheduler, get_variant
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from sdsuite.cli import main
-from sdsuite.plots import PLOT_FILES
+from sdsuite.cli.main import main
+from sdsuite.dvfs.plots import PLOT_FILES
 
 SWEEP = ["sweep", "--telemetry", "sim", "--allow-clock-control", "--freq", "sample:6", "--steps", "1", "--runs", "3"]
 SWEEP += ["--no-flops", "--no-spans", "--no-progress", "--save-images", "none", "--no-report"]
@@ -133,7 +133,7 @@ def test_a_single_clock_gets_one_line_not_trivial_optima(tmp_path, capsys):
 def test_plots_draw_rounding_negative_and_nan_spreads_as_zero_bars(tmp_path):
     # An older record's IQR can be -3.55e-15 (float rounding); matplotlib refuses negative yerr: the plots never trust it
     from sdsuite.dvfs.analysis import Spread
-    from sdsuite.plots import _bars
+    from sdsuite.dvfs.plots import _bars
 
     bad = [Spread(1.0, 1.0 + 3.55e-15, 1.0 - 1e-15, 2), Spread(2.0, float("nan"), 2.5, 2)]
     lo, hi = _bars(bad)
@@ -153,7 +153,7 @@ def test_a_report_with_nothing_to_plot_says_so_writes_no_png_and_exits_2(tmp_pat
 def test_an_all_failed_sweep_has_nothing_to_plot(tmp_path):
     from sdsuite.dvfs import analyze
     from sdsuite.dvfs.data import ResultSet
-    from sdsuite.plots import nothing_to_plot
+    from sdsuite.dvfs.plots import nothing_to_plot
 
     def record(freq, times, status="ok"):
         windows = [
@@ -179,7 +179,7 @@ def _figures(monkeypatch, analysis, tmp_path) -> dict:
     """The figures write_plots draws, kept open, by file name."""
     import matplotlib.pyplot as plt
 
-    from sdsuite.plots import write_plots
+    from sdsuite.dvfs.plots import write_plots
 
     plt.close("all")
     monkeypatch.setattr(plt, "close", lambda fig=None: None)
@@ -222,7 +222,7 @@ def test_multi_series_legends_use_neutral_optimum_symbols(sweeps, tmp_path, monk
 
 def test_an_optimum_at_the_edge_of_the_swept_range_is_flagged():
     from sdsuite.dvfs.analysis import PointStats
-    from sdsuite.plots import _optimum_label, at_edge
+    from sdsuite.dvfs.plots import _optimum_label, at_edge
 
     pts = tuple(PointStats(f, "ok", None, {}, None, f"r{f}") for f in (510, 900, 1410))
 

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from sdsuite.errors import InputFileError, UsageError
-from sdsuite.results import SCHEMA_VERSION, ResultsDir, check_writable_dir
+from sdsuite.core.errors import InputFileError, UsageError
+from sdsuite.store.results import SCHEMA_VERSION, ResultsDir, check_writable_dir
 
 
 def _rec(i: int) -> dict:

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from sdsuite.case import Case
+from sdsuite.measure.runner import RunOptions, metric_center, run_case
 from sdsuite.pipelines.cache import PipelineCache
-from sdsuite.runner import RunOptions, metric_center, run_case
+from sdsuite.spec.case import Case
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_nan_output_fails_the_case(cache, cpu, monkeypatch):
 
 
 def test_unsupported_precision_is_skipped_with_reason(monkeypatch, cache):
-    from sdsuite import runner
+    from sdsuite.measure import runner
 
     monkeypatch.setattr(runner, "precision_support", lambda device, p: "bf16 is not supported natively by TestGPU")
     rec = run_case(Case("tiny-sd", precision="bf16"), RunOptions(runs=1), torch.device("cpu"), cache=cache)

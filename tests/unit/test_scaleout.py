@@ -29,7 +29,7 @@ def _case_ids(out: Path) -> Counter:
 
 
 def _sweep(out: Path, *extra: str) -> None:
-    cmd = [sys.executable, "-m", "sdsuite.cli", "sweep", "--telemetry", "sim", "--freq", "sample:4", "--allow-clock-control", *SMALL]
+    cmd = [sys.executable, "-m", "sdsuite.cli.main", "sweep", "--telemetry", "sim", "--freq", "sample:4", "--allow-clock-control", *SMALL]
     cmd += ["--no-flops", "--save-images", "none", "--no-report", "--no-progress", "--out", str(out), *extra]
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -90,7 +90,7 @@ def _records(out: Path) -> list[dict]:
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "sdsuite.cli", *args], capture_output=True, text=True, env=env or _env(), timeout=600)
+    res = subprocess.run([sys.executable, "-m", "sdsuite.cli.main", *args], capture_output=True, text=True, env=env or _env(), timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     return res
 
@@ -142,7 +142,7 @@ def test_launched_run_reports_and_exits_like_a_plain_run(tmp_path):
     whatever the split over workers; the failure reasons and --compare-options effects reach the user's terminal."""
     base = ["run", "--telemetry", "sim", "--runs", "1", "--warmup", "0", "--steps", "1", "--no-flops", "--no-spans", "--no-progress"]
     mixed = subprocess.run(
-        [sys.executable, "-m", "sdsuite.cli", *base, "--variant", "tiny-sd,sd-v1.5", "--compare-options", "--attention", "sliced"]
+        [sys.executable, "-m", "sdsuite.cli.main", *base, "--variant", "tiny-sd,sd-v1.5", "--compare-options", "--attention", "sliced"]
         + ["--gpus", "0,1", "--out", str(tmp_path / "mixed")],
         capture_output=True, text=True, env=_env(), timeout=600,
     )  # fmt: skip
@@ -150,7 +150,7 @@ def test_launched_run_reports_and_exits_like_a_plain_run(tmp_path):
     assert "optimization effects" in mixed.stdout and "fix the input" in mixed.stdout
     assert "sdsuite: case sd-v1.5/" in mixed.stderr and "failed" in mixed.stderr
     none = subprocess.run(
-        [sys.executable, "-m", "sdsuite.cli", *base, "--variant", "sd-v1.5,sd-v2.1", "--gpus", "0,1", "--out", str(tmp_path / "none")],
+        [sys.executable, "-m", "sdsuite.cli.main", *base, "--variant", "sd-v1.5,sd-v2.1", "--gpus", "0,1", "--out", str(tmp_path / "none")],
         capture_output=True, text=True, env=_env(), timeout=600,
     )  # fmt: skip
     assert none.returncode == 2, none.stdout + none.stderr

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sdsuite.core.stats import median_ci, quartiles, summarize
 from sdsuite.dvfs.analysis import spread
-from sdsuite.stats import median_ci, quartiles, summarize
 
 floats = st.floats(min_value=1e-6, max_value=1e3, allow_nan=False, allow_infinity=False)
 
@@ -67,7 +67,7 @@ def test_two_nearly_equal_samples_have_zero_not_negative_iqr():
 
 
 def test_one_sample_shows_n1_not_a_zero_spread():
-    from sdsuite.display import _spread
+    from sdsuite.measure.display import _spread
 
     one = {"available": True, **summarize([0.5])}
     assert _spread(one) == " (n=1)"

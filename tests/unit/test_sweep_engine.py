@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdsuite import sweep as sweep_mod
-from sdsuite.case import Case
-from sdsuite.cli import main
-from sdsuite.results import ResultsDir
-from sdsuite.sweep import ORDERS, build_plan, finished_keys, order_freqs, point_identity, point_key, point_problem
+from sdsuite.cli.main import main
+from sdsuite.dvfs import sweep_engine as sweep_mod
+from sdsuite.dvfs.sweep_engine import ORDERS, build_plan, finished_keys, order_freqs, point_identity, point_key, point_problem
+from sdsuite.spec.case import Case
+from sdsuite.store.results import ResultsDir
 
 FAST = ["--steps", "1", "--runs", "1", "--no-flops", "--no-spans", "--no-progress", "--save-images", "none", "--no-report"]
 SIM = ["sweep", "--telemetry", "sim", "--gpu-model", "a100", "--allow-clock-control"]

@@ -12,12 +12,12 @@ import time
 import pytest
 import torch
 
-from sdsuite.cli import main
+from sdsuite.cli.main import main
 
 UNLOCKED = {"locked_sm_mhz": None, "locked_mem_mhz": None, "applications_mhz": None}
 # The child restores Python's own SIGINT handler first: a process started from a pytest-xdist worker
 # may inherit SIGINT as ignored, and then Ctrl-C would never reach it.
-CHILD = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); from sdsuite.cli import main; sys.exit(main(sys.argv[1:]))"
+CHILD = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); from sdsuite.cli.main import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _lines(path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdsuite.cli import main
+from sdsuite.cli.main import main
 
 pytest_plugins = ["pytester"]
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "test_sweep.py"

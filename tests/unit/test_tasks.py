@@ -7,11 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdsuite.errors import UsageError
+from sdsuite.core.errors import UsageError
 from sdsuite.pipelines.build import build_in_code
 from sdsuite.pipelines.registry import get_variant
-from sdsuite.quality import sanity_check
-from sdsuite.tasks import (
+from sdsuite.quality.sanity import sanity_check
+from sdsuite.spec.tasks import (
     IMAGE_TO_IMAGE,
     INPAINTING,
     TASKS,

@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdsuite.errors import UsageError
-from sdsuite.telemetry import TelemetryOptions, open_setup, open_telemetry
-from sdsuite.telemetry.base import GpuLostError, NotSupportedError, throttle_names
-from sdsuite.telemetry.derived import energy_metrics
-from sdsuite.telemetry.meter import Cooldown, MeterOptions, TelemetryEnergyMeter, cool_down, measure_idle_power, parse_cooldown
-from sdsuite.telemetry.sim import ManualClock, SimFaults, SimulatedGpu, parse_sim_faults
+from sdsuite.core.errors import UsageError
+from sdsuite.gpu.base import GpuLostError, NotSupportedError, throttle_names
+from sdsuite.gpu.derived import energy_metrics
+from sdsuite.gpu.sim import ManualClock, SimFaults, SimulatedGpu, parse_sim_faults
+from sdsuite.gpu.telemetry import TelemetryOptions, open_setup, open_telemetry
+from sdsuite.gpu.telemetry_meter import Cooldown, MeterOptions, TelemetryEnergyMeter, cool_down, measure_idle_power, parse_cooldown
 
 
 @pytest.mark.parametrize(

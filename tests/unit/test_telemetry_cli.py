@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from sdsuite.case import Case
-from sdsuite.cli import main
-from sdsuite.runner import RunOptions, run_case
+from sdsuite.cli.main import main
+from sdsuite.measure.runner import RunOptions, run_case
+from sdsuite.spec.case import Case
 
 FAST = ["--runs", "1", "--warmup", "0", "--steps", "2", "--no-flops", "--no-progress", "--min-energy-window", "0.1"]
 

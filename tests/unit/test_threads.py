@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from sdsuite.baselines.keys import hardware_key
-from sdsuite.cli import main
-from sdsuite.noise import CV_LIMIT, timing_warning
-from sdsuite.results import ResultsDir
+from sdsuite.cli.main import main
+from sdsuite.measure.noise import CV_LIMIT, timing_warning
+from sdsuite.store.results import ResultsDir
 
 pytest_plugins = ["pytester"]
 
@@ -63,7 +63,7 @@ def test_high_cv_or_load_warns_naming_the_remedy():
 
 
 def test_the_table_shows_the_warning(capsys):
-    from sdsuite.display import print_records
+    from sdsuite.measure.display import print_records
 
     w = timing_warning({"available": True, "n": 5, "cv": 0.3}, load=0.1, cores=2)
     print_records([{"case_id": "tiny-sd/x", "status": "ok", "timing_warning": w, "metrics": {}}])

@@ -19,8 +19,8 @@ pytestmark = [
 SCRIPT = r"""
 import json, time
 import pynvml
-from sdsuite.telemetry.meter import TelemetryEnergyMeter
-from sdsuite.telemetry.nvml import NvmlTelemetry
+from sdsuite.gpu.telemetry_meter import TelemetryEnergyMeter
+from sdsuite.gpu.nvml import NvmlTelemetry
 from zeus.monitor import ZeusMonitor
 
 def after_tick(h):

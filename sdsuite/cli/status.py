@@ -1,0 +1,91 @@
+"""``sdsuite status OUT``: progress of a scale-out sweep or run (local ``--gpus`` or SLURM array), merging finished tasks first."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from sdsuite.core.errors import UsageError
+from sdsuite.spec.flags import FORMATS
+
+
+def register(sub) -> None:
+    """Add the ``status`` subcommand."""
+    p = sub.add_parser("status", help="progress of a scale-out sweep or run directory (merges finished tasks)", description=__doc__)
+    p.add_argument("out", metavar="OUT", help="the --out directory of a launched sweep or run")
+    p.add_argument("--no-merge", action="store_true", help="only read; do not merge task directories into OUT/results.jsonl")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    p.set_defaults(handler=cmd_status)
+
+
+def status_of(out: Path, merge: bool = True) -> dict:
+    """Points planned, finished and missing for the latest submission, and each task's progress and SLURM state."""
+    from sdsuite.launch.merge import finished_point_keys, merge_tasks, task_dirs
+    from sdsuite.launch.scaleout import LAUNCH_DIR, MANIFEST
+    from sdsuite.launch.slurm import queued_tasks
+    from sdsuite.store.results import ResultsDir
+
+    if merge:
+        merge_tasks(out)
+    records = ResultsDir(out).records()
+    done = finished_point_keys(records)
+    manifests = sorted((out / LAUNCH_DIR).glob(f"*/{MANIFEST}")) if (out / LAUNCH_DIR).is_dir() else []
+    if not manifests:
+        return {
+            "out": str(out),
+            "submissions": 0,
+            "planned": None,
+            "finished": len(done),
+            "missing": None,
+            "tasks": [],
+            "task_dirs": len(task_dirs(out)),
+        }
+    latest = json.loads(manifests[-1].read_text(encoding="utf-8"))
+    queued = queued_tasks(str(latest.get("job_id") or ""))
+    tasks = []
+    for t in latest.get("tasks", []):
+        n_done = sum(1 for k in t["keys"] if k in done)
+        state = queued.get(str(t["index"])) or ("done" if n_done == len(t["keys"]) else "incomplete")
+        tasks.append({"index": t["index"], "gpu": t.get("gpu"), "points": len(t["keys"]), "finished": n_done, "state": state})
+    planned = latest.get("planned_keys", [])
+    missing = [k for k in planned if k not in done]
+    return {
+        "out": str(out),
+        "submissions": len(manifests),
+        "submission": latest.get("submission"),
+        "launcher": latest.get("launcher"),
+        "command": latest.get("command", "sweep"),
+        "job_id": latest.get("job_id"),
+        "planned": len(planned),
+        "finished": len(planned) - len(missing),
+        "missing": len(missing),
+        "tasks": tasks,
+        "task_dirs": len(task_dirs(out)),
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the progress; exit 0 (2 when OUT is not a results directory)."""
+    out = Path(args.out)
+    if not (out / "results.jsonl").exists() and not (out / "launch").is_dir() and not (out / "tasks").is_dir():
+        raise UsageError(f"{str(out)!r} holds no sdsuite results; give the --out of a sweep or of a launched run.")
+    st = status_of(out, merge=not args.no_merge)
+    if args.format == "json":
+        from sdsuite.cli.main import print_json
+
+        print_json(st)
+        return 0
+    if st["planned"] is None:
+        print(f"{out}: {st['finished']} finished point(s); no scale-out submission recorded")
+        return 0
+    job = f", SLURM job {st['job_id']}" if st.get("job_id") else ""
+    print(
+        f"{out}: {st['finished']}/{st['planned']} point(s) finished, {st['missing']} missing (submission {st['submission']}, {st['launcher']}{job})"
+    )
+    for t in st["tasks"]:
+        gpu = f" gpu {t['gpu']}" if t["gpu"] is not None else ""
+        print(f"  task {t['index']}{gpu}: {t['finished']}/{t['points']} {t['state']}")
+    if st["missing"]:
+        print(f"  resubmit the missing points: rerun the same sdsuite {st['command']} command with --resume")
+    return 0

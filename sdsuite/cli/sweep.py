@@ -1,0 +1,471 @@
+"""``sdsuite sweep``: measure each case at each SM clock (DVFS), resumable, then report the optima.
+
+Each point: lock the clock, settle, one warm-up run (dropped), N measured runs with energy windows;
+the clocks are restored at the end, on Ctrl-C and on any error. Records are appended as each point
+finishes; running the same command again on the same --out skips the finished points.
+--freq defaults to ``all`` here (every supported clock >= --freq-floor). On ``--telemetry sim`` the
+device runs on a virtual clock by default (--sim-clock): settle and cooldown cost no real time, the
+time of the work follows a model of the clock, and --min-energy-window defaults to 0 (1 s otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from sdsuite import __version__
+from sdsuite.cli.args import add_case_arguments, grid_from_args, new_run_id, run_options_from_args, telemetry_options_from_args
+from sdsuite.core.console import console as make_console
+from sdsuite.core.console import readable
+from sdsuite.core.errors import UsageError
+from sdsuite.dvfs.analysis import DEFAULT_MAX_SLOWDOWN_PCT, REFERENCES
+from sdsuite.dvfs.simtime import SIM_CLOCKS, SimTimeModel, VirtualTimeCache, open_sim_device, record_note, sim_meter
+from sdsuite.dvfs.sweep_engine import (
+    DEFAULT_MAX_THROTTLE_PCT,
+    ORDERS,
+    PlanEstimate,
+    PointDone,
+    SleepMeter,
+    SweepPlan,
+    build_plan,
+    device_identity,
+    estimate_plan,
+    point_key,
+    run_sweep,
+)
+from sdsuite.gpu.telemetry import TelemetrySetup, open_setup
+from sdsuite.gpu.telemetry_meter import MeterOptions
+from sdsuite.launch.scaleout import scaleout_annotation, scaleout_identity, scaleout_plan
+from sdsuite.measure.display import fmt_bytes, fmt_seconds
+from sdsuite.measure.hardware import apply_threads, resolve_device
+from sdsuite.measure.runner import RunOptions
+from sdsuite.pipelines.build import require_weights, validate_weights
+from sdsuite.pipelines.cache import PIPELINES
+from sdsuite.store.image_files import IMAGE_MODES, ImageSaver, images_root, run_dir_name, sample_selection
+from sdsuite.store.results import ResultsDir, check_writable_dir
+
+SWEEP_LOCK = ".sweep.lock"
+
+
+def register(sub) -> None:
+    """Add the ``sweep`` subcommand."""
+    p = sub.add_parser("sweep", help="DVFS sweep: every case at every SM clock, resumable, with optima", description=__doc__)
+    add_case_arguments(p)
+    s = p.add_argument_group("sweep")
+    s.add_argument(
+        "--settle",
+        dest="clock_settle",
+        type=float,
+        default=None,
+        metavar="S",
+        help="wait after each clock change (default: 2 s; virtual on the simulated device)",
+    )
+    s.add_argument("--order", choices=ORDERS, default="descending", help="order of the clocks (default: descending)")
+    s.add_argument("--shuffle-seed", type=int, default=0, metavar="N", help="seed of --order shuffled (default: 0)")
+    s.add_argument(
+        "--save-images",
+        choices=IMAGE_MODES,
+        default="sample",
+        help="PNGs to keep: none, sample (lowest/middle/highest clock; default), all",
+    )
+    s.add_argument(
+        "--max-throttle",
+        type=float,
+        default=DEFAULT_MAX_THROTTLE_PCT,
+        metavar="PCT",
+        help="fail a point whose observed SM clock is off the lock by more than PCT%% (default: 5)",
+    )
+    s.add_argument(
+        "--max-slowdown",
+        type=float,
+        default=DEFAULT_MAX_SLOWDOWN_PCT,
+        metavar="PCT",
+        help="slowdown bound of the energy-saving optimum (default: 3)",
+    )
+    s.add_argument(
+        "--reference",
+        choices=REFERENCES,
+        default="max",
+        help="savings relative to the maximum locked clock (default) or the default-clock point",
+    )
+    s.add_argument("--no-report", action="store_true", help="do not write <out>/report after the sweep")
+    s.add_argument("--plan-only", action="store_true", help="print the plan and exit")
+    sim = p.add_argument_group("simulated device (--telemetry sim)")
+    sim.add_argument(
+        "--sim-clock",
+        choices=SIM_CLOCKS,
+        default=None,
+        help="virtual (default: modelled time, instant settle) or real (wall clock, CPU time)",
+    )
+    sim.add_argument(
+        "--sim-beta",
+        type=float,
+        default=SimTimeModel.beta,
+        metavar="B",
+        help=f"share of the work that scales with the clock in the time model (default: {SimTimeModel.beta})",
+    )
+    sim.add_argument(
+        "--sim-state-file",
+        default=None,
+        metavar="PATH",
+        help="write the simulated GPU's clock settings to PATH on every change (to check restores)",
+    )
+    from sdsuite.launch.scaleout import add_scaleout_arguments
+
+    add_scaleout_arguments(p, "sweep")  # --gpus, --launcher slurm, --emit-sbatch (sdsuite.launch)
+    p.set_defaults(handler=cmd_sweep, freq="all", out="sdsuite-sweep", min_energy_window=None)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """One sweep at a time per results directory (two would measure the same points twice)."""
+    with open(out / SWEEP_LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UsageError(f"another sdsuite sweep is writing to {str(out)!r}; wait for it or use another --out.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _sim_clock(args: argparse.Namespace) -> str | None:
+    if args.telemetry != "sim":
+        if args.sim_clock is not None or args.sim_state_file:
+            raise UsageError("--sim-clock and --sim-state-file apply to the simulated device; add --telemetry sim.")
+        return None
+    if not 0.0 <= args.sim_beta <= 1.0:
+        raise UsageError(f"--sim-beta must be in [0, 1] (1: all work scales with the clock), got {args.sim_beta:g}.")
+    return args.sim_clock or "virtual"
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Validate everything (exit 2 before any work), print the plan, sweep, then report."""
+    from sdsuite.gpu.clocks import recover_stale_lock
+    from sdsuite.launch.scaleout import launch, wants_launch
+    from sdsuite.spec.limits import check_flags
+
+    check_flags(
+        lambda name: getattr(args, name),
+        lambda dest: "--settle/--clock-settle" if dest == "clock_settle" else "--" + dest.replace("_", "-"),
+        dests=("max_throttle", "max_slowdown", "sim_beta", "shuffle_seed", "clock_settle"),
+    )
+    if wants_launch(args):  # several GPUs or SLURM: the launcher plans through this command, then runs workers
+        return launch(args)
+    grid = grid_from_args(args)
+    apply_threads(args.threads)
+    device = resolve_device(args.device)
+    validate_weights(args.weights)
+    require_weights(grid.variants, args.weights)  # absent weights: refused before measuring, one message, exit 2
+    out = check_writable_dir(args.out)
+    sim_clock = _sim_clock(args)
+    virtual = sim_clock == "virtual"
+    if args.min_energy_window is None:
+        # On the virtual clock the energy is integrated exactly; repeating generations buys nothing.
+        args.min_energy_window = 0.0 if virtual else 1.0
+    topts = telemetry_options_from_args(args)
+    if virtual and topts.settle_s is None:
+        topts = dataclasses.replace(topts, settle_s=2.0)  # the methodology's ~2 s, at no real cost
+    setup = open_setup(topts, device.type, device.index or 0)
+    vclock = None
+    if setup.simulated:
+        gpu, vclock = open_sim_device(setup.telemetry.model, clock=sim_clock, faults=setup.telemetry.faults, state_path=args.sim_state_file)
+        recover_stale_lock(gpu)  # a sweep killed with SIGKILL left this simulated GPU's state file locked
+        meter_opts = MeterOptions(poll_interval_s=topts.poll_interval_ms / 1000.0, source=topts.energy_source, keep_trace=topts.power_trace)
+        setup.close()
+        setup = TelemetrySetup(topts, gpu, sim_meter(gpu, meter_opts, virtual), setup.freq_spec, setup.freqs_mhz, setup.cooldown)
+    try:
+        return _sweep(args, grid.expand(), device, out, setup, sim_clock, vclock)
+    finally:
+        setup.close()
+
+
+def _settings(args: argparse.Namespace, setup: TelemetrySetup, opts: RunOptions, sim_clock: str | None, model: SimTimeModel) -> dict:
+    tel = setup.telemetry
+    settle = setup.options.settle_s if setup.options.settle_s is not None else (tel.default_settle_s if tel is not None else 0.0)
+    settings = {
+        "runs": opts.runs,
+        "warmup": opts.warmup,
+        "min_energy_window_s": opts.min_energy_window_s,
+        "weights": opts.weights,
+        "energy_source": setup.options.energy_source,
+        "mem_freq_mhz": setup.options.mem_freq_mhz,
+        "settle_s": settle,
+        "cooldown": setup.options.cooldown,
+    }
+    if sim_clock is not None:
+        settings["sim"] = {
+            "clock": sim_clock,
+            "faults": dataclasses.asdict(tel.faults),
+            "time_model": model.to_dict() if sim_clock == "virtual" else None,
+        }
+    return settings
+
+
+def fmt_duration(seconds: float) -> str:
+    """``45 s``, ``3 min 20 s``, ``2 h 05 min``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _plan_lines(
+    plan: SweepPlan, est: PlanEstimate, *, setup: TelemetrySetup, sim_clock: str | None, out: Path, saver: ImageSaver | None, args
+) -> list[str]:
+    freqs = sorted({p.case.freq_mhz for p in plan.points if p.case.freq_mhz is not None})
+    n_cases = len({dataclasses.replace(p.case, freq_mhz=None) for p in plan.points})
+    dev = setup.describe() or {}
+    where = dev.get("name", "no GPU telemetry")
+    if sim_clock:
+        where += f" (SIMULATED, {sim_clock} clock)"
+    span = f"{freqs[0]}..{freqs[-1]} MHz" if freqs else "default clocks"
+    virtual = sim_clock == "virtual"
+    tel = setup.telemetry
+    settle = setup.options.settle_s if setup.options.settle_s is not None else (tel.default_settle_s if tel is not None else 0.0)
+    lines = [
+        f"Sweep plan: {len(plan.points)} point(s) = {n_cases} case(s) x {len(set(p.case.freq_mhz for p in plan.points))} clock(s) ({span}, {plan.order}) on {where}",
+        f"  resume: {plan.already_done} point(s) already done in {out}, {est.to_run} to run",
+        f"  per point: lock, settle {settle:g} s{' (virtual)' if virtual else ''}, warm-up {max(args.warmup, 1)} (dropped), "
+        f"{args.runs} measured run(s) with energy windows; cooldown between clocks: {args.cooldown or 'none'}{' (virtual)' if virtual and args.cooldown else ''}",
+    ]
+    if est.to_run == 0:
+        lines.append("  estimated duration: nothing to run (every point is done; delete the records or use another --out to measure again)")
+    elif est.duration_s is not None:
+        lines.append(
+            f"  estimated duration: ~{fmt_duration(est.duration_s)} ({est.generations_per_point} generations per point at "
+            f"~{fmt_seconds(est.generation_s)}, from earlier records of these cases)"
+        )
+    else:
+        lines.append(
+            f"  estimated duration: {fmt_duration(est.fixed_s)} known (settle, cooldown, energy windows) + {est.to_run} x "
+            f"{est.generations_per_point} generations of unknown length (no earlier record of these cases; the progress bar shows an ETA)"
+        )
+    if est.cooldown_s is None and est.to_run:
+        lines.append(f"  cooldown {args.cooldown}: waits until the GPU is cool enough, a length unknown in advance")
+    free = fmt_bytes(est.free_bytes) if est.free_bytes is not None else "unknown"
+    if saver is None:
+        lines.append(f"  images: none (--save-images none); free disk at {out}: {free}")
+    else:
+        lines.append(
+            f"  images: {args.save_images}: {est.images} PNG(s), <= {fmt_bytes(est.image_bytes)} into {saver.directory}; free disk at {out}: {free}"
+        )
+    return lines
+
+
+def _sweep(args: argparse.Namespace, cases: list, device, out: Path, setup: TelemetrySetup, sim_clock: str | None, vclock) -> int:
+    # The lock is taken before planning: a second sweep on this --out must not plan points the first is measuring.
+    with contextlib.nullcontext() if args.plan_only else _exclusive(out):
+        return _plan_and_execute(args, cases, device, out, setup, sim_clock, vclock)
+
+
+def _plan_and_execute(
+    args: argparse.Namespace, cases: list, device, out: Path, setup: TelemetrySetup, sim_clock: str | None, vclock
+) -> int:
+    opts = run_options_from_args(args, device)
+    model = SimTimeModel(beta=args.sim_beta)
+    run_id = new_run_id()
+    results = ResultsDir(out)
+    if args.plan_only:
+        existing = results.records()  # a corrupt file stops here (exit 2), untouched
+    else:
+        results.prepare()  # temp files of older versions removed, a torn last line repaired, every record validated
+        existing = results.records()
+    settings = _settings(args, setup, opts, sim_clock, model)
+    identity = scaleout_identity(args, device_identity(setup.describe(), device))
+    plan = build_plan(
+        cases, setup.freqs_mhz, device=identity, settings=settings, order=args.order, seed=args.shuffle_seed, existing=existing
+    )
+    plan = scaleout_plan(args, plan)  # a launcher takes the plan here; a worker keeps only its points
+    if plan is None:
+        return 0
+    dev = setup.describe() or {}
+    saver = None
+    if args.save_images != "none":
+        selected = sample_selection([p.case for p in plan.points], args.save_images)
+        extra = {"gpu": dev.get("name", str(device)), "simulated": setup.simulated, "run_id": run_id, "version": __version__}
+        saver = ImageSaver(images_root(out), run_dir_name(run_id), args.save_images, frozenset(selected), extra)
+    virtual = sim_clock == "virtual"
+    # Real seconds only: on the virtual clock settling and cooling down cost nothing.
+    cooldown_s = 0.0 if virtual else (setup.cooldown.seconds if setup.cooldown.below_c is None else None)
+    est = estimate_plan(
+        plan,
+        opts,
+        settle_s=0.0 if virtual else settings["settle_s"],
+        cooldown_s=cooldown_s,
+        images_selected=sorted(saver.selected, key=lambda c: c.case_id) if saver else [],
+        image_mode=args.save_images,
+        out=out,
+        earlier=existing,
+        gpu_name=dev.get("name"),
+    )
+    info = make_console(stderr=args.format == "json")
+    for line in _plan_lines(plan, est, setup=setup, sim_clock=sim_clock, out=out, saver=saver, args=args):
+        info.print(line)
+    if est.free_bytes is not None and est.image_bytes > est.free_bytes:
+        raise UsageError(
+            f"the images need up to {fmt_bytes(est.image_bytes)} but {out} has {fmt_bytes(est.free_bytes)} free; use --save-images sample or none."
+        )
+    need = est.to_run * _record_bytes(existing)
+    if est.free_bytes is not None and need > est.free_bytes:
+        raise UsageError(
+            f"the records need about {fmt_bytes(need)} but {out} has {fmt_bytes(est.free_bytes)} free; free some space or use another --out."
+        )
+    if args.plan_only:
+        return 0
+    return _execute(args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings)
+
+
+def _record_bytes(existing: list[dict]) -> int:
+    """Disk space one more record takes: twice the largest earlier one, at least 64 KiB (power traces, images' names)."""
+    import json
+
+    largest = max((len(json.dumps(r, default=str)) for r in existing[-50:]), default=0)
+    return max(2 * largest, 64 * 1024)
+
+
+def _execute(args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings) -> int:
+    from sdsuite.measure.envinfo import environment
+
+    env = environment()
+    env["device"] = str(device)
+    env["telemetry"] = setup.describe()
+    env["sweep"] = {"order": args.order, "points": len(plan.points), "settings": settings}
+    results.write_run_info(run_id, env)
+    virtual = sim_clock == "virtual"
+    sleeps = SleepMeter(vclock.advance if virtual else time.sleep)
+    session = setup.clock_session(sleep=sleeps)
+    sweep_info = {
+        "sweep_id": point_key({"points": [p.key for p in plan.points]}),
+        "order": args.order,
+        "settle_s": settings["settle_s"],
+        "cooldown": args.cooldown,
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }
+    extra = {"sim_time": record_note(model, setup.telemetry)} if virtual else {}
+    if (placed := scaleout_annotation(args)) is not None:
+        extra["scaleout"] = placed  # which submission, task and GPU measured the point
+    extra = extra or None
+    cache = VirtualTimeCache(setup.telemetry, vclock, model) if virtual else PIPELINES
+    err = make_console(stderr=True)
+    show = not args.no_progress and err.is_terminal
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if virtual:
+            stack.enter_context(cache)  # removes the UNet time hooks from the shared pipelines
+        progress = stack.enter_context(
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                disable=not show,
+            )
+        )
+        task = progress.add_task("sweeping", total=len(plan.to_run))
+
+        def done(d: PointDone) -> None:
+            """Advance the bar; without one, print a line per point."""
+            progress.advance(task)
+            if not show:
+                r = d.record
+                status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason')}"
+                err.print(f"[{d.index + 1}/{len(plan.points)}] {d.point.case.case_id}: {status}", highlight=False, markup=False)
+
+        outcome = run_sweep(
+            plan,
+            session=session,
+            opts=opts,
+            device=device,
+            results=results,
+            run_id=run_id,
+            sweep_info=sweep_info,
+            env_fingerprint=env["fingerprint"],
+            energy_meter=setup.meter,
+            cache=cache,
+            max_throttle_pct=args.max_throttle,
+            sleeps=sleeps,
+            images=saver,
+            record_extra=extra,
+            on_point_start=lambda i, p: progress.update(task, description=p.case.case_id),
+            on_point_done=done,
+        )
+    wall = time.perf_counter() - t0
+    return _finish(args, outcome, plan, out, wall, info)
+
+
+def _finish(args, outcome, plan, out: Path, wall_s: float, info: Console) -> int:
+    recs = outcome.records
+    failed = [r for r in recs if r["status"] == "failed"]
+    if args.format == "json":
+        from sdsuite.cli.main import print_json
+
+        print_json({"records": recs, "skipped_done": outcome.skipped, "stopped": outcome.stopped})
+    else:
+        t = Table(
+            title=f"sweep: {len(recs)} point(s) measured in {fmt_seconds(wall_s)}, {outcome.skipped} already done", title_justify="left"
+        )
+        for col in ("clock", "case", "status", "time/call", "energy/image", "avg power"):
+            t.add_column(col, justify="right" if col not in ("case", "status") else "left")
+        for r in recs:
+            m = r.get("metrics") or {}
+            windows = [w for w in r.get("energy_windows") or [] if w.get("available")]
+            tcall = sorted(w["duration_s"] / max(w.get("generations", 1), 1) for w in windows)
+            e = (m.get("energy_per_image_j") or {}).get("median")
+            pw = (m.get("avg_power_w") or {}).get("median")
+            f = r["case"].get("freq_mhz")
+            t.add_row(
+                "default" if f is None else f"{f} MHz",
+                r["case_id"],
+                r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason')}"[:90],
+                fmt_seconds(tcall[len(tcall) // 2]) if tcall else "n/a",
+                f"{e:.3f} J" if e is not None else "n/a",
+                f"{pw:.1f} W" if pw is not None else "n/a",
+            )
+        info.print(readable(t, "clock", "case"))
+        info.print(f"records appended to {out / 'results.jsonl'}", highlight=False, markup=False)
+    if outcome.overheads_s:
+        med = sorted(outcome.overheads_s)[len(outcome.overheads_s) // 2]
+        info.print(
+            f"harness overhead per point (lock, verify, bookkeeping; no settle/cooldown): median {fmt_seconds(med)}",
+            highlight=False,
+            markup=False,
+        )
+    for r in failed:
+        print(f"sdsuite: point {r['case_id']} failed: {r['reason']}", file=sys.stderr)
+    if outcome.stopped:
+        print(f"sdsuite: sweep stopped: {outcome.stopped}; rerun the same command to resume.", file=sys.stderr)
+    if not args.no_report:
+        _report(args, out, info)
+    return 1 if failed or outcome.stopped else 0
+
+
+def _report(args, out: Path, info: Console) -> None:
+    from sdsuite.cli.report import print_optima
+    from sdsuite.dvfs import analyze, load_result_sets, write_report
+
+    sets = load_result_sets([out])
+    analysis = analyze(sets, reference=args.reference, max_slowdown_pct=args.max_slowdown)
+    files = write_report(analysis, sets, out / "report")
+    if args.format != "json":
+        print_optima(analysis, info)
+    plots = f"{len(files.plots)} plot(s)" if not files.empty else f"no plots: {files.empty}"
+    info.print(f"report: {files.directory / 'dvfs_report.md'} ({plots})", highlight=False, markup=False)
+    if files.plots_error:
+        print(f"sdsuite: note: {files.plots_error}", file=sys.stderr)

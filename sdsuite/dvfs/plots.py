@@ -1,0 +1,371 @@
+"""matplotlib plots of a DVFS analysis (Agg backend, the ``plots`` extra): six PNGs per report.
+
+time vs clock, energy per image vs clock, average power vs clock, EDP vs clock, ED2P vs clock, and the
+energy-time Pareto front, with the optima marked. Error bars are the interquartile range of each point's runs.
+The slowdown bound of the energy-saving optimum is drawn on the time and Pareto plots; with one series the time
+and energy plots carry a second axis in percent of the reference (slowdown, saving). An optimum at the lowest or
+highest swept clock is flagged "edge of swept range": the true optimum may lie outside it. Several series
+(variants, GPUs, result sets) share each figure, one colour per series; the legend's optimum symbols are neutral
+(their colour is the series').
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from sdsuite.core.errors import SdsuiteError
+from sdsuite.dvfs.analysis import DvfsAnalysis, PointStats, SeriesAnalysis
+
+PLOT_FILES = {
+    "time": "time_vs_freq.png",
+    "energy": "energy_vs_freq.png",
+    "power": "power_vs_freq.png",
+    "edp": "edp_vs_freq.png",
+    "ed2p": "ed2p_vs_freq.png",
+    "pareto": "pareto.png",
+}
+# objective -> (marker, label) on the plots
+OPTIMUM_MARKERS = {
+    "min_energy": ("*", "min energy"),
+    "min_edp": ("D", "min EDP"),
+    "min_ed2p": ("^", "min ED2P"),
+    "max_saving_within_slowdown": ("P", "max saving within slowdown bound"),
+}
+
+
+class PlotsUnavailable(SdsuiteError):
+    """matplotlib is not installed: exit 2 after the other outputs were written."""
+
+
+def load_pyplot():
+    """pyplot on the non-interactive Agg backend, or PlotsUnavailable with the remedy."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotsUnavailable(
+            "plots need matplotlib, which is not installed: pip install 'sdsuite[plots]' (CSV, JSON and Markdown were written)."
+        ) from None
+    return plt
+
+
+def _bars(spreads) -> list[list[float]]:
+    """Lower and upper error-bar lengths (median - q1, q3 - median) of ``spreads``, never negative and never NaN:
+    the plots do not trust their input (an older record may hold a rounding-negative IQR)."""
+
+    def length(v: float) -> float:
+        return v if v == v and v > 0 else 0.0  # NaN and negative -> 0
+
+    return [[length(s.median - s.q1) for s in spreads], [length(s.q3 - s.median) for s in spreads]]
+
+
+def _x(p: PointStats) -> float | None:
+    # A default-clock point sits at the clock it was observed running at, if known.
+    return float(p.freq_mhz) if p.freq_mhz is not None else p.observed_sm_mhz
+
+
+def _usable(s: SeriesAnalysis, metric: str) -> list[PointStats]:
+    pts = [p for p in s.points if p.status == "ok" and p.metrics.get(metric) is not None and _x(p) is not None]
+    return sorted(pts, key=_x)
+
+
+def _title(plt_ax, title: str, analysis: DvfsAnalysis) -> None:
+    if len(analysis.series) == 1:
+        sub = analysis.series[0].label  # says "(simulated)" itself
+    else:
+        sub = f"{len(analysis.series)} series" + (" (SIMULATED data included)" if analysis.simulated else "")
+    plt_ax.set_title(f"{title}\n{sub}", fontsize=10)
+
+
+def _place_labels(ax, labels: list[tuple[str, float, float, int]]) -> None:
+    """Annotate points after autoscaling, pointing the text inwards so it never leaves the axes.
+
+    ``k`` stacks labels of one point; an odd ``k`` on the Pareto plot puts the label on the other
+    side, so neighbouring optima do not write over each other.
+    """
+    ax.margins(x=0.06, y=0.08)
+    ax.autoscale_view()
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    for text, x, y, k in labels:
+        right = (x - x0) / ((x1 - x0) or 1) > 0.75
+        if k < 0:  # alternate side, same height
+            right, k = not right, 0
+        top = (y - y0) / ((y1 - y0) or 1) > 0.8
+        dx = -10 if right else 10
+        dy = (-14 - 12 * k) if top else (8 + 12 * k)
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8, ha="right" if right else "left", va="center")
+
+
+def _legend(ax, n_series: int) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    if n_series > 1:
+        # Below the axes; long series labels get one column (savefig's tight bbox keeps it all in the PNG).
+        ncol = 1 if max(len(lb) for lb in labels) > 40 else 2
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=ncol, frameon=False)
+    else:
+        ax.legend(fontsize=8, loc="best")
+
+
+def at_edge(s: SeriesAnalysis, p: PointStats) -> bool:
+    """True when ``p`` is the lowest or highest locked clock measured in its series (of at least three)."""
+    locked = sorted(q.freq_mhz for q in s.points if q.status == "ok" and q.freq_mhz is not None)
+    return len(locked) >= 3 and p.freq_mhz in (locked[0], locked[-1])
+
+
+def _optimum_label(s: SeriesAnalysis, obj: str, p: PointStats) -> str:
+    if obj == "max_saving_within_slowdown" and s.reference is not None and p.freq_mhz == s.reference.freq_mhz:
+        return f"{p.freq_label} (= reference: no lower clock within the bound)"
+    return p.freq_label + (" (edge of swept range)" if at_edge(s, p) else "")
+
+
+def _optimum_legend(ax, used: Sequence[str], reference: bool, bound_pct: float | None) -> None:
+    """Neutral legend entries for the optimum symbols and the reference (each series draws them in its colour)."""
+    from matplotlib.lines import Line2D
+
+    for obj in used:
+        marker, name = OPTIMUM_MARKERS[obj]
+        ax.add_line(Line2D([], [], marker=marker, ls="none", ms=9, color="0.85", mec="black", mew=0.8, label=name))
+    if reference:
+        ax.add_line(Line2D([], [], marker="s", ls="none", ms=10, mfc="none", mec="black", mew=1.5, label="reference"))
+    if bound_pct is not None:
+        ax.add_line(Line2D([], [], ls="--", lw=1.0, color="0.4", label=f"slowdown bound (+{bound_pct:g}% of the reference)"))
+
+
+def _pct_axis(ax, analysis: DvfsAnalysis, metric: str) -> None:
+    """One series: a right-hand axis in percent of the reference (slowdown for time, saving for energy)."""
+    if len(analysis.series) != 1:
+        return
+    ref = analysis.series[0].reference
+    base = ref.value(metric) if ref is not None else None
+    if not base:
+        return
+    if metric == "time_s":
+        fwd, inv, label = (lambda t: (t / base - 1) * 100), (lambda pct: base * (1 + pct / 100)), "slowdown vs reference (%)"
+    else:
+        fwd, inv, label = (lambda e: (1 - e / base) * 100), (lambda pct: base * (1 - pct / 100)), "energy saving vs reference (%)"
+    ax.secondary_yaxis("right", functions=(fwd, inv)).set_ylabel(label)
+
+
+def _metric_plot(
+    plt,
+    analysis: DvfsAnalysis,
+    metric: str,
+    ylabel: str,
+    title: str,
+    marks: Sequence[str],
+    path: Path,
+    *,
+    bound: bool = False,
+    pct_axis: bool = False,
+) -> Path:
+    n = len(analysis.series)
+    fig, ax = plt.subplots(figsize=(8, 5.2 if n == 1 else 6.2), dpi=120)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    labels: list[tuple[str, float, float, int]] = []
+    used: list[str] = []
+    has_ref = False
+    for i, s in enumerate(analysis.series):
+        pts = _usable(s, metric)
+        if not pts:
+            continue
+        color = colors[i % len(colors)]
+        xs = [_x(p) for p in pts]
+        med = [p.metrics[metric].median for p in pts]
+        err = _bars([p.metrics[metric] for p in pts])
+        ax.errorbar(
+            xs,
+            med,
+            yerr=err,
+            fmt="o-",
+            ms=3,
+            lw=1.2,
+            capsize=2,
+            elinewidth=0.8,
+            color=color,
+            label=s.label if n > 1 else "median (bars: IQR)",
+        )
+        ref = s.reference
+        if bound and ref is not None and ref.value(metric) is not None:
+            ax.axhline(ref.value(metric) * (1 + s.max_slowdown_pct / 100), ls="--", lw=1.0, color=color, alpha=0.8, zorder=1)
+        for j, obj in enumerate(marks):
+            opt = s.optima.get(obj)
+            p = next((q for q in pts if opt is not None and q.freq_mhz == opt.freq_mhz), None)
+            if p is None:
+                continue
+            marker, _ = OPTIMUM_MARKERS[obj]
+            y = p.metrics[metric].median
+            ax.plot([_x(p)], [y], marker, ms=13, color=color, mec="black", mew=0.8, zorder=5)
+            if obj not in used:
+                used.append(obj)
+            labels.append((_optimum_label(s, obj, p), _x(p), y, j))
+        if ref is not None and _x(ref) is not None and ref.metrics.get(metric) is not None:
+            # on top of any optimum at the same clock, and larger, so it is never hidden
+            ax.plot([_x(ref)], [ref.metrics[metric].median], "s", ms=17, mfc="none", mec=color, mew=1.8, zorder=7)
+            has_ref = True
+    _optimum_legend(ax, used, has_ref, analysis.max_slowdown_pct if bound else None)
+    if pct_axis:
+        _pct_axis(ax, analysis, metric)
+    _place_labels(ax, labels)
+    ax.set_xlabel("SM clock (MHz)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    _title(ax, title, analysis)
+    _legend(ax, n)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def pareto_front(points: Sequence[PointStats]) -> list[PointStats]:
+    """Points no other point beats on both time and energy per image, fastest first."""
+    pts = sorted(
+        (p for p in points if p.status == "ok" and p.value("time_s") is not None and p.value("energy_per_image_j") is not None),
+        key=lambda p: (p.value("time_s"), p.value("energy_per_image_j")),
+    )
+    front, best_e = [], float("inf")
+    for p in pts:
+        if p.value("energy_per_image_j") < best_e:
+            front.append(p)
+            best_e = p.value("energy_per_image_j")
+    return front
+
+
+def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
+    n = len(analysis.series)
+    fig, ax = plt.subplots(figsize=(8, 5.6 if n == 1 else 6.4), dpi=120)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    labels: list[tuple[str, float, float, int]] = []
+    used: list[str] = []
+    has_ref = False
+    for i, s in enumerate(analysis.series):
+        pts = [p for p in s.points if p.status == "ok" and p.value("time_s") is not None and p.value("energy_per_image_j") is not None]
+        if not pts:
+            continue
+        color = colors[i % len(colors)]
+        t = [p.metrics["time_s"] for p in pts]
+        e = [p.metrics["energy_per_image_j"] for p in pts]
+        ax.errorbar(
+            [x.median for x in t],
+            [y.median for y in e],
+            xerr=_bars(t),
+            yerr=_bars(e),
+            fmt="o",
+            ms=3,
+            alpha=0.45,
+            color=color,
+            elinewidth=0.6,
+            label=(s.label if n > 1 else "points"),
+        )
+        front = pareto_front(pts)
+        ax.plot(
+            [p.value("time_s") for p in front],
+            [p.value("energy_per_image_j") for p in front],
+            "-",
+            lw=1.6,
+            color=color,
+            label=("Pareto front" if n == 1 else None),
+        )
+        ref = s.reference
+        if ref is not None and ref.value("energy_per_image_j") is not None:
+            ax.plot([ref.value("time_s")], [ref.value("energy_per_image_j")], "s", ms=17, mfc="none", mec=color, mew=1.8, zorder=7)
+            ax.axvline(ref.value("time_s") * (1 + s.max_slowdown_pct / 100), ls="--", lw=1.0, color=color, alpha=0.8, zorder=1)
+            labels.append((f"{ref.freq_label} (reference)", ref.value("time_s"), ref.value("energy_per_image_j"), 0))
+            has_ref = True
+        labelled: set[int | None] = {ref.freq_mhz} if ref is not None else set()
+        side = 0
+        for obj, (marker, _name) in OPTIMUM_MARKERS.items():
+            opt = s.optima.get(obj)
+            p = next((q for q in pts if opt is not None and q.freq_mhz == opt.freq_mhz), None)
+            if p is None:
+                continue
+            x, y = p.value("time_s"), p.value("energy_per_image_j")
+            ax.plot([x], [y], marker, ms=12, color=color, mec="black", mew=0.8, zorder=5)
+            if obj not in used:
+                used.append(obj)
+            if p.freq_mhz not in labelled:  # one label per point, even when several objectives pick it
+                labelled.add(p.freq_mhz)
+                labels.append((p.freq_label + (" (edge of swept range)" if at_edge(s, p) else ""), x, y, -1 if side % 2 else 0))
+                side += 1
+    if n > 1:
+        from matplotlib.lines import Line2D
+
+        ax.add_line(Line2D([], [], ls="-", lw=1.6, color="0.4", label="Pareto front (in each series' colour)"))
+    _optimum_legend(ax, used, has_ref, analysis.max_slowdown_pct)
+    _place_labels(ax, labels)
+    ax.set_xlabel("time per pipeline call (s)")
+    ax.set_ylabel("energy per image (J)")
+    ax.grid(True, alpha=0.3)
+    _title(ax, "Energy vs time: Pareto front and optima", analysis)
+    _legend(ax, n)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def nothing_to_plot(analysis: DvfsAnalysis) -> str | None:
+    """Why no figure would show anything (no series has two measured clocks), or None when there is something to draw."""
+    if any(len(_usable(s, "time_s")) >= 2 for s in analysis.series):
+        return None
+    points = [p for s in analysis.series for p in s.points]
+    ok = [p for p in points if p.status == "ok"]
+    if not points:
+        why = "no records"
+    elif not ok:
+        why = f"all {len(points)} point(s) failed"
+    else:
+        why = "one clock per series (a plain `sdsuite run`, or a sweep of one clock)"
+    return f"nothing to plot: {why}; the plots need a sweep over two or more clocks (`sdsuite sweep`)"
+
+
+def write_plots(analysis: DvfsAnalysis, out_dir: str | Path) -> list[Path]:
+    """Write the six PNGs into ``out_dir``; PlotsUnavailable when matplotlib is missing."""
+    plt = load_pyplot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    time_label = {"energy_window": "energy-window time", "latency": "latency", "mixed": "time"}
+    src = {s.time_source for s in analysis.series}
+    tl = time_label.get(src.pop(), "time") if len(src) == 1 else "time"
+    return [
+        _metric_plot(
+            plt,
+            analysis,
+            "time_s",
+            f"time per pipeline call (s, {tl})",
+            "Time vs SM clock",
+            ("max_saving_within_slowdown", "min_energy"),
+            out / PLOT_FILES["time"],
+            bound=True,
+            pct_axis=True,
+        ),
+        _metric_plot(
+            plt,
+            analysis,
+            "energy_per_image_j",
+            "energy per image (J)",
+            "Energy per image vs SM clock",
+            ("min_energy", "max_saving_within_slowdown"),
+            out / PLOT_FILES["energy"],
+            pct_axis=True,
+        ),
+        _metric_plot(plt, analysis, "avg_power_w", "average power (W)", "Average power vs SM clock", (), out / PLOT_FILES["power"]),
+        _metric_plot(
+            plt, analysis, "edp_js", "EDP per call (J*s)", "Energy-delay product vs SM clock", ("min_edp",), out / PLOT_FILES["edp"]
+        ),
+        _metric_plot(
+            plt,
+            analysis,
+            "ed2p_js2",
+            "ED2P per call (J*s^2)",
+            "Energy-delay-squared product vs SM clock",
+            ("min_ed2p",),
+            out / PLOT_FILES["ed2p"],
+        ),
+        _pareto_plot(plt, analysis, out / PLOT_FILES["pareto"]),
+    ]

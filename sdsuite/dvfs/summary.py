@@ -1,0 +1,374 @@
+"""Report files of a DVFS analysis: tidy CSV (per run, per point), JSON summary, Markdown, and plots.
+
+``write_report`` always writes the CSV/JSON/Markdown first, then the plots; when matplotlib is
+missing it says so through ``ReportFiles.plots_error`` and the caller decides the exit code.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdsuite import __version__
+from sdsuite.dvfs.analysis import DvfsAnalysis, Optimum, PointStats, SeriesAnalysis
+from sdsuite.dvfs.data import ResultSet, collect_points
+from sdsuite.store.results import atomic_write_text
+
+RUNS_CSV = "dvfs_runs.csv"
+POINTS_CSV = "dvfs_points.csv"
+SUMMARY_JSON = "dvfs_summary.json"
+REPORT_MD = "dvfs_report.md"
+
+RUN_COLUMNS = (
+    "source", "gpu", "simulated", "series", "freq_mhz", "record_id", "run_id", "run_index", "time_s", "time_source",
+    "latency_s", "energy_j", "energy_per_image_j", "avg_power_w", "edp_js", "ed2p_js2", "observed_sm_mhz",
+)  # fmt: skip
+POINT_METRICS = ("time_s", "energy_per_image_j", "energy_j", "avg_power_w", "edp_js", "ed2p_js2")
+
+
+def _fmt(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def _csv(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow([_fmt(v) for v in r])
+    return buf.getvalue()
+
+
+def runs_csv(sets: Sequence[ResultSet]) -> str:
+    """One row per measured run."""
+    rows = []
+    for key, points in collect_points(sets).items():
+        for p in points:
+            for r in p.runs:
+                rows.append(
+                    [
+                        key.source,
+                        key.gpu,
+                        key.simulated,
+                        key.case,
+                        "default" if r.freq_mhz is None else r.freq_mhz,
+                        r.record_id,
+                        r.run_id,
+                        r.run_index,
+                    ]
+                    + [getattr(r, c) for c in RUN_COLUMNS[8:]]
+                )
+    return _csv(rows, RUN_COLUMNS)
+
+
+def points_csv(analysis: DvfsAnalysis) -> str:
+    """One row per frequency point."""
+    header = ["source", "gpu", "simulated", "series", "freq_mhz", "status", "reason", "runs"]
+    for m in POINT_METRICS:
+        header += [f"{m}_median", f"{m}_q1", f"{m}_q3"]
+    header += [
+        "observed_sm_mhz",
+        "is_reference",
+        "energy_saving_pct",
+        "slowdown_pct",
+        "energy_within_noise",
+        "time_within_noise",
+        "suspicious_faster_than_reference",
+        "energy_bound_rel",
+        "energy_saving_uncertainty_pct",
+        "energy_saving_significant",
+        "slowdown_uncertainty_pct",
+        "slowdown_significant",
+        "optimum_for",
+    ]
+    rows = []
+    for s in analysis.series:
+        picked = {}
+        for o in s.optima.values():
+            picked.setdefault(o.freq_mhz, []).append(o.objective)
+        for p in s.points:
+            t = p.metrics.get("time_s")
+            row = [
+                s.key.source,
+                s.key.gpu,
+                s.key.simulated,
+                s.key.case,
+                "default" if p.freq_mhz is None else p.freq_mhz,
+                p.status,
+                p.reason,
+                t.n if t else 0,
+            ]
+            for m in POINT_METRICS:
+                sp = p.metrics.get(m)
+                row += [sp.median, sp.q1, sp.q3] if sp else [None, None, None]
+            opt_for = ";".join(picked.get(p.freq_mhz, [])) if p.status == "ok" else ""
+            row += [
+                p.observed_sm_mhz,
+                p.is_reference,
+                p.energy_saving_pct,
+                p.slowdown_pct,
+                p.energy_within_noise,
+                p.time_within_noise,
+                p.faster_than_reference,
+                p.energy_bound_rel,
+                p.energy_saving_uncertainty_pct,
+                p.energy_saving_significant,
+                p.slowdown_uncertainty_pct,
+                p.slowdown_significant,
+                opt_for,
+            ]
+            rows.append(row)
+    return _csv(rows, header)
+
+
+def _optimum_dict(o: Optimum) -> dict:
+    return {
+        "title": o.title,
+        "freq_mhz": o.freq_mhz,
+        "value": o.value,
+        "unit": o.unit,
+        "energy_saving_pct": o.energy_saving_pct,
+        "slowdown_pct": o.slowdown_pct,
+        "within_noise_of_reference": o.within_noise,
+        "suspicious_faster_than_reference": o.suspicious,
+        "energy_saving_uncertainty_pct": o.energy_saving_uncertainty_pct,
+        "energy_saving_significant": o.energy_saving_significant,
+        "slowdown_uncertainty_pct": o.slowdown_uncertainty_pct,
+        "slowdown_significant": o.slowdown_significant,
+    }
+
+
+def _point_dict(p: PointStats) -> dict:
+    return {
+        "freq_mhz": p.freq_mhz,
+        "status": p.status,
+        "reason": p.reason,
+        "runs": (p.metrics.get("time_s").n if p.metrics.get("time_s") else 0),
+        **{m: ({"median": sp.median, "q1": sp.q1, "q3": sp.q3} if (sp := p.metrics.get(m)) else None) for m in POINT_METRICS},
+        "observed_sm_mhz": p.observed_sm_mhz,
+        "is_reference": p.is_reference,
+        "energy_saving_pct": p.energy_saving_pct,
+        "slowdown_pct": p.slowdown_pct,
+        "energy_within_noise": p.energy_within_noise,
+        "time_within_noise": p.time_within_noise,
+        "suspicious_faster_than_reference": p.faster_than_reference,
+        "energy_bound_rel": p.energy_bound_rel,
+        "energy_saving_uncertainty_pct": p.energy_saving_uncertainty_pct,
+        "energy_saving_significant": p.energy_saving_significant,
+        "slowdown_uncertainty_pct": p.slowdown_uncertainty_pct,
+        "slowdown_significant": p.slowdown_significant,
+        "record_id": p.record_id,
+    }
+
+
+def summary_dict(analysis: DvfsAnalysis) -> dict:
+    """The JSON summary: method, reference rule, per series the reference, optima, flags and points."""
+    return {
+        "sdsuite_version": __version__,
+        "sources": list(analysis.sources),
+        "simulated": analysis.simulated,
+        "method": {
+            "aggregate": "median of the measured (warm) runs per point; spread = interquartile range",
+            "time": "energy-window duration per pipeline call (the interval the energy was measured over); latency where there is no energy window",
+            "reference": analysis.reference_rule,
+            "max_slowdown_pct": analysis.max_slowdown_pct,
+            "within_noise": "the interquartile ranges of the point and the reference overlap",
+            "significance": (
+                "a saving or slowdown is significant when it exceeds its combined uncertainty: the run-to-run spread "
+                "(half IQR / median) of the point and of the reference, and for energy each one's measurement bound "
+                "(energy_uncertainty_rel of its windows), added in quadrature; unknown (null) with one run per point"
+            ),
+            "suspicious": "a point faster than the reference (a lower clock should not speed SD up)",
+            "ties": "the higher clock wins",
+        },
+        "notes": list(analysis.notes),
+        "series": [
+            {
+                "label": s.label,
+                "source": s.key.source or None,
+                "gpu": s.key.gpu,
+                "simulated": s.key.simulated,
+                "case": s.key.case,
+                "reference": {"rule": s.reference_rule, "freq_mhz": s.reference.freq_mhz if s.reference else None},
+                "time_source": s.time_source,
+                "optima": {k: _optimum_dict(o) for k, o in s.optima.items()},
+                "suspicious_points": [p.freq_mhz for p in s.points if p.faster_than_reference],
+                "notes": list(s.notes),
+                "points": [_point_dict(p) for p in s.points],
+            }
+            for s in analysis.series
+        ],
+    }
+
+
+def _pct(v: float | None, sign: bool = True) -> str:
+    return "n/a" if v is None else (f"{v:+.1f}%" if sign else f"{v:.1f}%")
+
+
+def _num(v: float | None, unit: str = "") -> str:
+    return "n/a" if v is None else f"{v:.4g}{(' ' + unit) if unit else ''}"
+
+
+def pm_cell(value: float | None, u: float | None, significant: bool | None, sign: bool = True) -> str:
+    """``6.2% ±0.4`` and ``(n.s.)`` when the difference does not exceed its uncertainty."""
+    text = _pct(value, sign)
+    if value is None or u is None:
+        return text
+    return f"{text} ±{u:.1f}" + (" (n.s.)" if significant is False else "")
+
+
+def _opt_cell(o: Optimum | None) -> str:
+    if o is None:
+        return "n/a"
+    flag = " (suspicious)" if o.suspicious else (" (within noise)" if o.within_noise else "")
+    saving = pm_cell(o.energy_saving_pct, o.energy_saving_uncertainty_pct, o.energy_saving_significant, False)
+    time = pm_cell(o.slowdown_pct, o.slowdown_uncertainty_pct, o.slowdown_significant)
+    return f"{o.freq_label}: saves {saving}, time {time}{flag}"
+
+
+def _series_md(s: SeriesAnalysis, plots: bool) -> list[str]:
+    lines = [f"## {s.label}", ""]
+    ref = s.reference
+    if ref is not None:
+        lines.append(
+            f"Reference: {s.reference_rule}: {_num(ref.value('time_s'), 's')} per call, {_num(ref.value('energy_per_image_j'), 'J')} per image, "
+            f"{_num(ref.value('avg_power_w'), 'W')}."
+        )
+    else:
+        lines.append("Reference: none (no usable point); savings and slowdowns cannot be computed.")
+    lines.append(f"Time source: {s.time_source.replace('_', ' ')}.")
+    for n in s.notes:
+        lines.append(f"- note: {n}")
+    lines += ["", "| objective | clock | value | energy saving | slowdown | flags |", "|---|---|---|---|---|---|"]
+    for o in s.optima.values():
+        flags = (
+            ", ".join(
+                x
+                for x in (
+                    "suspicious: faster than reference" if o.suspicious else "",
+                    "within noise of reference" if o.within_noise else "",
+                    "saving not significant" if o.energy_saving_significant is False else "",
+                )
+                if x
+            )
+            or ""
+        )
+        lines.append(
+            f"| {o.title} | {o.freq_label} | {o.value:.4g} {o.unit} "
+            f"| {pm_cell(o.energy_saving_pct, o.energy_saving_uncertainty_pct, o.energy_saving_significant, False)} "
+            f"| {pm_cell(o.slowdown_pct, o.slowdown_uncertainty_pct, o.slowdown_significant)} | {flags} |"
+        )
+    suspicious = [p.freq_label for p in s.points if p.faster_than_reference]
+    if suspicious:
+        lines += ["", f"Suspicious (faster than the reference): {', '.join(suspicious)}."]
+    lines += [
+        "",
+        "| clock | runs | time/call (median [IQR]) | energy/image | avg power | EDP | saving | slowdown | status / flags |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in s.points:
+        t = p.metrics.get("time_s")
+        if p.status != "ok":
+            lines.append(f"| {p.freq_label} | 0 | | | | | | | {p.status}: {p.reason or ''} |")
+            continue
+        e, pw, edp = p.metrics.get("energy_per_image_j"), p.metrics.get("avg_power_w"), p.metrics.get("edp_js")
+        lines.append(
+            f"| {p.freq_label} | {t.n if t else 0} | {_num(t.median if t else None, 's')} [{_num(t.q1 if t else None)}, {_num(t.q3 if t else None)}] "
+            f"| {_num(e.median if e else None, 'J')} | {_num(pw.median if pw else None, 'W')} | {_num(edp.median if edp else None)} "
+            f"| {pm_cell(p.energy_saving_pct, p.energy_saving_uncertainty_pct, p.energy_saving_significant, False) if not p.is_reference else '-'} "
+            f"| {pm_cell(p.slowdown_pct, p.slowdown_uncertainty_pct, p.slowdown_significant) if not p.is_reference else '-'} | {', '.join(p.flags)} |"
+        )
+    return lines + [""]
+
+
+def markdown(analysis: DvfsAnalysis, plot_files: Sequence[str] = ()) -> str:
+    """The Markdown report: method, a comparison table of all series, then each series in detail."""
+    lines = ["# DVFS report", ""]
+    lines.append(f"sdsuite {__version__}; results: {', '.join(analysis.sources)}.")
+    if analysis.simulated:
+        lines += ["", "**SIMULATED**: some or all series come from the simulated GPU; never compare them with real hardware."]
+    ref_rule = "the maximum locked clock of each series" if analysis.reference_rule == "max" else "the default-clock point of each series"
+    lines += [
+        "",
+        f"Method: per clock, the median of the measured (warm) runs, spread = interquartile range. Energy saving and slowdown are "
+        f"relative to {ref_rule}. Optima: minimum energy per image, minimum EDP (E*T), minimum ED2P (E*T^2), and the largest energy "
+        f"saving with slowdown <= {analysis.max_slowdown_pct:g}%. A point is within noise when its IQR overlaps the reference's; a point "
+        f"faster than the reference is flagged suspicious.",
+        "",
+        "## Summary",
+        "",
+        f"| series | points | reference | min energy | min EDP | min ED2P | max saving, slowdown <= {analysis.max_slowdown_pct:g}% |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in analysis.series:
+        ref = s.reference.freq_label if s.reference else "none"
+        o = s.optima
+        lines.append(
+            f"| {s.label} | {len(s.points)} | {ref} | {_opt_cell(o.get('min_energy'))} | {_opt_cell(o.get('min_edp'))} "
+            f"| {_opt_cell(o.get('min_ed2p'))} | {_opt_cell(o.get('max_saving_within_slowdown'))} |"
+        )
+    for n in analysis.notes:
+        lines.append(f"\n- note: {n}")
+    if plot_files:
+        lines += ["", "## Plots", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in plot_files]
+    lines.append("")
+    for s in analysis.series:
+        lines += _series_md(s, bool(plot_files))
+    return "\n".join(lines)
+
+
+def _write(path: Path, text: str) -> None:
+    atomic_write_text(path, text)  # the mode a plain open() gives (umask respected)
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What write_report wrote, and why the plots are missing if they are."""
+
+    directory: Path
+    files: tuple[Path, ...]
+    plots: tuple[Path, ...]
+    plots_error: str | None
+    empty: str | None = None  # why there was nothing to plot (then no PNG is written)
+
+
+def write_report(analysis: DvfsAnalysis, sets: Sequence[ResultSet], out_dir: str | Path, *, plots: bool = True) -> ReportFiles:
+    """Write CSV, JSON and Markdown (always), then the plots (unless ``plots`` is False)."""
+    from sdsuite.dvfs.plots import PLOT_FILES, PlotsUnavailable, write_plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, text in (
+        (RUNS_CSV, runs_csv(sets)),
+        (POINTS_CSV, points_csv(analysis)),
+        (SUMMARY_JSON, json.dumps(summary_dict(analysis), indent=2, default=str) + "\n"),
+    ):
+        _write(out / name, text)
+        files.append(out / name)
+    from sdsuite.dvfs.plots import nothing_to_plot
+
+    made: list[Path] = []
+    error = None
+    empty = nothing_to_plot(analysis) if plots else None
+    if plots and empty is None:
+        try:
+            made = write_plots(analysis, out)
+        except PlotsUnavailable as exc:
+            error = str(exc)
+    _write(out / REPORT_MD, markdown(analysis, [str(p) for p in made] if made else ()))
+    files.append(out / REPORT_MD)
+    if plots and error is None and empty is None:
+        assert len(made) == len(PLOT_FILES)
+    return ReportFiles(out, tuple(files), tuple(made), error, empty)

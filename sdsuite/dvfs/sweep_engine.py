@@ -1,0 +1,445 @@
+"""The DVFS sweep engine: ordered frequency points, resume, per-point failures, sampled images.
+
+``sdsuite sweep`` and the pytest frequency axis (tests/benchmarks/test_sweep.py) measure a point
+with ``measure_point``: the clock session makes the point's clock current (restoring the previous
+lock, cooling down, locking, settling), the runner measures it (warm-up dropped, N runs with energy
+windows), and the record is checked for throttling and tagged with the point's identity.
+``run_sweep`` walks a ``SweepPlan``, appending each record as soon as its point is done and skipping
+points an earlier run already finished, so an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdsuite.core.errors import UsageError
+from sdsuite.gpu.base import GpuLostError, TelemetryError
+from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockPermissionError, ClockSession
+from sdsuite.measure.engine import order_for_loading
+from sdsuite.measure.runner import RunOptions, failed_record, run_case
+from sdsuite.pipelines.cache import PIPELINES
+from sdsuite.spec.case import Case
+from sdsuite.store.image_files import ImageSaver, estimate_bytes
+from sdsuite.store.results import ResultsDir
+
+ORDERS = ("descending", "ascending", "shuffled")
+FINISHED_STATUSES = ("ok", "skipped")  # a failed point is measured again when the sweep resumes
+# Clock-event reasons that are expected while a clock is locked below the maximum, or between runs.
+BENIGN_THROTTLE_REASONS = frozenset({"gpu_idle", "applications_clocks_setting"})
+DEFAULT_MAX_THROTTLE_PCT = 5.0
+
+
+def order_freqs(freqs: Sequence[int | None], order: str, seed: int = 0) -> tuple[int | None, ...]:
+    """Frequencies in sweep order; ``default`` (None) runs first descending, last ascending."""
+    if order not in ORDERS:
+        raise UsageError(f"unknown --order {order!r}; valid choices: {', '.join(ORDERS)}.")
+    locked = sorted({f for f in freqs if f is not None}, reverse=True)
+    default = [None] if None in freqs else []
+    if order == "descending":
+        return tuple(default + locked)
+    if order == "ascending":
+        return tuple(locked[::-1] + default)
+    out = default + locked
+    random.Random(seed).shuffle(out)  # seeded: the same command shuffles the same way
+    return tuple(out)
+
+
+def point_key(identity: Mapping[str, Any]) -> str:
+    """Stable short hash of a point's identity (case, device, settings)."""
+    text = json.dumps(identity, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def point_identity(case: Case, device: Mapping[str, Any], settings: Mapping[str, Any]) -> dict:
+    """What makes two points the same measurement: every case field (prompt included), the telemetry
+    device (backend, name, UUID) and the settings that change the numbers (runs, warm-up, windows,
+    settle, cooldown, memory clock, simulated time model). Order, images and output flags are not part of it."""
+    return {"case": case.to_dict(), "device": dict(device), "settings": dict(settings)}
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One case at one frequency, with its identity key."""
+
+    case: Case
+    key: str
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """The points of a sweep in the order they run, and the keys an earlier run already finished."""
+
+    points: tuple[SweepPoint, ...]
+    done: frozenset[str] = frozenset()
+    order: str = "descending"
+
+    @property
+    def to_run(self) -> tuple[SweepPoint, ...]:
+        """Points still to measure."""
+        return tuple(p for p in self.points if p.key not in self.done)
+
+    @property
+    def already_done(self) -> int:
+        """Points skipped because a finished record exists."""
+        return len(self.points) - len(self.to_run)
+
+
+def record_point_key(rec: Mapping[str, Any]) -> str | None:
+    """The point key of a record: a sweep point's (``sweep.point_key``) or a launched run case's (``scaleout.point_key``)."""
+    for block in ("sweep", "scaleout"):
+        value = rec.get(block)
+        if isinstance(value, dict) and value.get("point_key"):
+            return str(value["point_key"])
+    return None
+
+
+def finished_keys(records: Sequence[Mapping[str, Any]]) -> frozenset[str]:
+    """Point keys of finished (ok or skipped) sweep or launched-run records."""
+    return frozenset(k for r in records if (k := record_point_key(r)) and r.get("status") in FINISHED_STATUSES)
+
+
+def device_identity(describe: Mapping[str, Any] | None, device: torch.device | str) -> dict:
+    """The device part of a point's identity: the torch device and the telemetry device (backend, name, UUID, index)."""
+    d = describe or {}
+    return {"torch_device": str(device), **{k: d.get(k) for k in ("backend", "name", "uuid", "index")}}
+
+
+def build_plan(
+    cases: Sequence[Case],
+    freqs: Sequence[int | None],
+    *,
+    device: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    order: str = "descending",
+    seed: int = 0,
+    existing: Sequence[Mapping[str, Any]] = (),
+) -> SweepPlan:
+    """Cases (without frequency) x frequencies in sweep order, grouped so each pipeline loads once."""
+    ordered = order_freqs(freqs, order, seed)
+    expanded = []
+    for f in ordered:  # frequency outer, so order_for_loading ranks frequencies in sweep order
+        expanded.extend(replace(c, freq_mhz=f) for c in cases)
+    unique = list(dict.fromkeys(expanded))
+    points = tuple(SweepPoint(c, point_key(point_identity(c, device, settings))) for c in order_for_loading(unique))
+    return SweepPlan(points, finished_keys(existing), order)
+
+
+# --- the plan as the user sees it --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanEstimate:
+    """What a sweep will cost, with every unknown left unknown (None), never guessed."""
+
+    points: int
+    to_run: int
+    clock_changes: int
+    settle_s: float  # real seconds of settling (0 on the virtual clock)
+    cooldown_s: float | None  # None: temperature-based, unknown in advance
+    generations_per_point: int
+    generation_s: float | None  # from earlier records of the same cases; None: unknown until a point finishes
+    min_window_s: float
+    runs: int
+    images: int
+    image_bytes: int
+    free_bytes: int | None
+
+    @property
+    def fixed_s(self) -> float:
+        """Seconds known in advance: settle, fixed cooldown, and the minimum length of every energy window."""
+        return (
+            self.clock_changes * self.settle_s
+            + (self.cooldown_s or 0.0) * max(self.clock_changes - 1, 0)
+            + self.to_run * self.runs * self.min_window_s
+        )
+
+    @property
+    def duration_s(self) -> float | None:
+        """Estimated total seconds, or None when the time per generation is unknown."""
+        if self.generation_s is None:
+            return None
+        per_point = (self.generations_per_point - self.runs) * self.generation_s + self.runs * max(self.generation_s, self.min_window_s)
+        return self.clock_changes * self.settle_s + (self.cooldown_s or 0.0) * max(self.clock_changes - 1, 0) + self.to_run * per_point
+
+
+def estimate_plan(
+    plan: SweepPlan,
+    opts: RunOptions,
+    *,
+    settle_s: float,
+    cooldown_s: float | None,
+    images_selected: Sequence[Case],
+    image_mode: str,
+    out: Path,
+    earlier: Sequence[Mapping[str, Any]] = (),
+    gpu_name: str | None = None,
+) -> PlanEstimate:
+    """Estimate duration and disk use of the points still to run (generation time from earlier records
+    of the same cases on the same GPU, when there are any)."""
+    todo = plan.to_run
+    changes = sum(1 for i, p in enumerate(todo) if i == 0 or p.case.freq_mhz != todo[i - 1].case.freq_mhz)
+    # Per point: the first call (= first warm-up), the other warm-ups, the measured runs, FLOP counting
+    # and the profiling-span generation where the runner does them.
+    extra = int(opts.count_flops) + int(bool(getattr(opts, "spans", False) or getattr(opts, "trace_dir", None)))
+    gens = max(opts.warmup, 1) + opts.runs + extra
+    todo_cases = {replace(p.case, freq_mhz=None) for p in todo}
+    lat = [
+        r["metrics"]["latency_s"]["median"]
+        for r in earlier
+        if r.get("status") == "ok"
+        and isinstance(r.get("case"), dict)
+        and (r.get("telemetry") or {}).get("name") == gpu_name
+        and (r.get("metrics") or {}).get("latency_s", {}).get("median") is not None
+        and any(r["case_id"].replace(f"/f{r['case'].get('freq_mhz')}/", "/fdefault/") == c.case_id for c in todo_cases)
+    ]
+    gen_s = sorted(lat)[len(lat) // 2] if lat else None
+    todo_keys = {p.key for p in todo}
+    selected = [c for c in images_selected if any(p.case == c and p.key in todo_keys for p in todo)]
+    try:
+        free = shutil.disk_usage(out if out.exists() else out.parent).free
+    except OSError:
+        free = None
+    return PlanEstimate(
+        points=len(plan.points),
+        to_run=len(todo),
+        clock_changes=changes,
+        settle_s=settle_s,
+        cooldown_s=cooldown_s,
+        generations_per_point=gens,
+        generation_s=gen_s,
+        min_window_s=opts.min_energy_window_s,
+        runs=opts.runs,
+        images=sum(c.num_images if image_mode == "all" else 1 for c in selected),
+        image_bytes=estimate_bytes(selected, image_mode),
+        free_bytes=free,
+    )
+
+
+# --- one point ---------------------------------------------------------------------------------
+
+
+class SleepMeter:
+    """Wraps a sleep function and adds up the real seconds spent in it (settle and cooldown are not overhead)."""
+
+    def __init__(self, sleep: Callable[[float], None] = time.sleep):
+        self.sleep = sleep
+        self.total_s = 0.0
+
+    def __call__(self, seconds: float) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.sleep(seconds)
+        finally:
+            self.total_s += time.perf_counter() - t0
+
+
+def point_problem(record: Mapping[str, Any], max_throttle_pct: float, telemetry: bool) -> str | None:
+    """Why an ``ok`` record is not a valid sweep point: no energy, or a clock not held within the bound."""
+    if record.get("status") != "ok":
+        return None
+    m = record.get("metrics") or {}
+    energy = m.get("energy_j") or {}
+    if telemetry and not energy.get("available"):
+        return f"energy unavailable: {energy.get('reason') or 'no energy window'}"
+    clocks = record.get("clocks") or {}
+    requested = clocks.get("requested_sm_mhz")
+    if not requested:
+        return None
+    observed = (m.get("sm_clock_mhz") or {}).get("median") or clocks.get("observed_sm_mhz")
+    if observed is None:
+        return None
+    deviation = (observed - requested) / requested * 100
+    if abs(deviation) <= max_throttle_pct:
+        return None
+    reasons = sorted(set(energy.get("throttle_reasons") or []) - BENIGN_THROTTLE_REASONS)
+    why = f" (clock-event reasons: {', '.join(reasons)})" if reasons else ""
+    kind = "throttled" if deviation < 0 else "clock not held"
+    return (
+        f"{kind}: median observed SM clock {observed:.0f} MHz is {abs(deviation):.1f}% {'below' if deviation < 0 else 'above'} "
+        f"the locked {requested} MHz, beyond --max-throttle {max_throttle_pct:g}%{why}"
+    )
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """A measured point: its record, the last images (when kept), and where the time went."""
+
+    record: dict
+    images: torch.Tensor | None
+    clock_s: float  # making the clock current, without settle/cooldown sleeps
+    measure_s: float  # the runner: load, warm-up, measured runs
+    slept_s: float  # settle, cooldown, idle baseline
+
+
+def measure_point(
+    case: Case,
+    *,
+    session: ClockSession,
+    opts: RunOptions,
+    device: torch.device,
+    run_id: str,
+    env_fingerprint: str | None = None,
+    energy_meter: Any = None,
+    cache: Any = PIPELINES,
+    max_throttle_pct: float = DEFAULT_MAX_THROTTLE_PCT,
+    sleeps: SleepMeter | None = None,
+    keep_images: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> PointResult:
+    """Lock (through ``session``), measure with the runner, annotate; a telemetry error becomes a failed record.
+
+    Opt-in and permission problems are the user's to fix and propagate (UsageError); a lost GPU
+    propagates too, since no later point could be measured.
+    """
+    slept0 = sleeps.total_s if sleeps else 0.0
+    t0 = time.perf_counter()
+    telemetry = session.telemetry is not None
+    try:
+        point = session.point(case.freq_mhz)
+    except (ClockControlNotAllowed, ClockPermissionError, GpuLostError):
+        raise
+    except TelemetryError as exc:
+        point = None
+        reason = f"setting the clock failed: {exc}"
+    t_locked = time.perf_counter()
+    slept = (sleeps.total_s if sleeps else 0.0) - slept0
+    captured: list[torch.Tensor] = []
+    if point is None:
+        rec = failed_record(case, opts, device, reason, run_id=run_id, env_fingerprint=env_fingerprint)
+        rec["simulated"] = bool(getattr(energy_meter, "simulated", False))
+        measure_s = 0.0
+    else:
+        rec = run_case(
+            case,
+            opts,
+            device,
+            run_id=run_id,
+            env_fingerprint=env_fingerprint,
+            energy_meter=energy_meter,
+            cache=cache,
+            on_images=captured.append if keep_images else None,
+        )
+        measure_s = time.perf_counter() - t_locked
+        point.annotate(rec)
+        problem = point_problem(rec, max_throttle_pct, telemetry)
+        if problem:
+            rec.update(status="failed", reason=problem)
+    if extra:
+        rec.update(extra)
+    clock_s = (t_locked - t0) - slept
+    return PointResult(rec, captured[-1] if captured else None, clock_s, measure_s, slept)
+
+
+# --- the sweep ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PointDone:
+    """Progress report of one point."""
+
+    index: int
+    point: SweepPoint
+    record: dict
+    overhead_s: float  # harness: lock, verify, annotate, append (no settle/cooldown, no measuring, no image I/O)
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep run did."""
+
+    records: list[dict] = field(default_factory=list)
+    skipped: int = 0
+    overheads_s: list[float] = field(default_factory=list)
+    stopped: str | None = None
+
+
+def run_sweep(
+    plan: SweepPlan,
+    *,
+    session: ClockSession,
+    opts: RunOptions,
+    device: torch.device,
+    results: ResultsDir,
+    run_id: str,
+    sweep_info: Mapping[str, Any],
+    env_fingerprint: str | None = None,
+    energy_meter: Any = None,
+    cache: Any = PIPELINES,
+    max_throttle_pct: float = DEFAULT_MAX_THROTTLE_PCT,
+    sleeps: SleepMeter | None = None,
+    images: ImageSaver | None = None,
+    record_extra: Mapping[str, Any] | None = None,
+    on_point_start: Callable[[int, SweepPoint], None] | None = None,
+    on_point_done: Callable[[PointDone], None] | None = None,
+) -> SweepOutcome:
+    """Measure every point not yet done, appending each record as soon as it finishes.
+
+    The session restores the clocks at the end, on Ctrl-C (its signal handlers) and on any error;
+    every point appended before that is kept. A failing point is recorded with its reason and the
+    sweep goes on; a lost GPU (or a meter that lost it) stops the sweep, since nothing more can be measured.
+    """
+    outcome = SweepOutcome(skipped=plan.already_done)
+    with session:
+        for index, pt in enumerate(plan.points):
+            if pt.key in plan.done:
+                continue
+            if on_point_start:
+                on_point_start(index, pt)
+            info = {**sweep_info, "point_key": pt.key, "index": index, "points": len(plan.points)}
+            try:
+                res = measure_point(
+                    pt.case,
+                    session=session,
+                    opts=opts,
+                    device=device,
+                    run_id=run_id,
+                    env_fingerprint=env_fingerprint,
+                    energy_meter=energy_meter,
+                    cache=cache,
+                    max_throttle_pct=max_throttle_pct,
+                    sleeps=sleeps,
+                    keep_images=images is not None and images.wants(pt.case),
+                    extra=record_extra,
+                )
+            except GpuLostError as exc:
+                rec = failed_record(pt.case, opts, device, f"the GPU is lost: {exc}", run_id=run_id, env_fingerprint=env_fingerprint)
+                rec["sweep"] = info
+                results.append(rec)
+                outcome.records.append(rec)
+                outcome.stopped = f"the GPU was lost at {pt.case.case_id}: {exc}"
+                break
+            t_book = time.perf_counter()
+            rec = res.record
+            image_s = 0.0
+            if res.images is not None and rec["status"] == "ok":
+                t_img = time.perf_counter()
+                try:
+                    rec["images_saved"] = [str(p.relative_to(results.path)) for p in images.save(pt.case, res.images)]
+                except OSError as exc:  # a full disk must not cost the measurement
+                    rec["images_saved"] = []
+                    rec["images_error"] = f"could not save images: {exc}"
+                image_s = time.perf_counter() - t_img
+            rec["sweep"] = {**info, "timing_s": {"clock": res.clock_s, "slept": res.slept_s, "measure": res.measure_s}}
+            results.append(rec)
+            overhead = res.clock_s + (time.perf_counter() - t_book) - image_s
+            outcome.records.append(rec)
+            outcome.overheads_s.append(overhead)
+            if on_point_done:
+                on_point_done(PointDone(index, pt, rec, overhead))
+            if rec.get("error_type") == GpuLostError.__name__:  # lost inside the point: no later point can be measured
+                outcome.stopped = f"the GPU was lost at {pt.case.case_id}: {rec.get('reason')}"
+                break
+            if energy_meter is not None and getattr(energy_meter, "available", True) is False:
+                outcome.stopped = f"telemetry stopped working at {pt.case.case_id}: {energy_meter.reason}"
+                break
+    return outcome

@@ -1,0 +1,102 @@
+"""Device selection and GPU classification (the classes the pytest markers gate on)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+
+import torch
+
+from sdsuite.core.errors import UsageError
+
+GPU_CLASSES = ("v100", "a100", "h100", "h200", "l40s", "l4", "a10", "t4", "other")
+_PATTERNS = [(c, re.compile(rf"\b{c}\b", re.I)) for c in GPU_CLASSES if c != "other"]
+
+
+def gpu_class(name: str | None) -> str | None:
+    """Map a GPU product name (``NVIDIA A100-SXM4-80GB``) to its class (``a100``); None for no GPU."""
+    if not name:
+        return None
+    normalized = re.sub(r"[-_]", " ", name)
+    for cls, pat in _PATTERNS:
+        if pat.search(normalized):
+            return cls
+    return "other"
+
+
+def apply_threads(n: int | None, flag: str = "--threads") -> None:
+    """Set torch's intra-op CPU threads (``--threads N``; None keeps torch's choice). UsageError below 1."""
+    if n is None:
+        return
+    if n < 1:
+        raise UsageError(f"{flag} must be >= 1, got {n} (1 gives the steadiest CPU timings).")
+    torch.set_num_threads(n)
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` -> the first CUDA device when there is one, else the CPU; validate ``cuda[:i]``."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    m = re.fullmatch(r"cuda(?::(\d+))?", spec)
+    if not m:
+        raise UsageError(f"unknown device {spec!r}; valid choices: auto, cpu, cuda, cuda:<index>.")
+    if not torch.cuda.is_available():
+        raise UsageError(f"device {spec!r} asked for, but torch sees no CUDA GPU here (torch {torch.__version__}). Use --device cpu.")
+    idx = int(m.group(1) or 0)
+    if idx >= torch.cuda.device_count():
+        raise UsageError(
+            f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) visible (cuda:0..cuda:{torch.cuda.device_count() - 1})."
+        )
+    return torch.device(f"cuda:{idx}")
+
+
+def device_gpu_class(device: torch.device) -> str | None:
+    """GPU class of a torch device (None on the CPU)."""
+    if device.type != "cuda":
+        return None
+    return gpu_class(torch.cuda.get_device_name(device))
+
+
+SLURM_ENV = {
+    "job_id": "SLURM_JOB_ID",
+    "array_job_id": "SLURM_ARRAY_JOB_ID",
+    "array_task_id": "SLURM_ARRAY_TASK_ID",
+    "node": "SLURMD_NODENAME",
+    "partition": "SLURM_JOB_PARTITION",
+}
+
+
+def device_record(device: torch.device) -> dict:
+    """Where a record was measured: device type, name, class, and on a GPU its torch index, UUID and the
+    CUDA_VISIBLE_DEVICES of the process (so a scale-out record names its physical GPU); the host; the SLURM job, if any."""
+    info: dict = {
+        "type": device.type,
+        "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "gpu_class": device_gpu_class(device),
+        "host": socket.gethostname(),
+    }
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        raw = getattr(torch.cuda.get_device_properties(index), "uuid", None)  # torch prints it without NVML's prefix
+        uuid = None if raw is None else str(raw)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if uuid is not None and not uuid.startswith(("GPU-", "MIG-")):
+            uuid = ("MIG-" if visible and "MIG-" in visible else "GPU-") + uuid  # a MIG instance is named MIG-<uuid> by NVML
+        info.update(index=index, uuid=uuid, cuda_visible_devices=visible)
+    slurm = {k: os.environ[v] for k, v in SLURM_ENV.items() if os.environ.get(v)}
+    if slurm:
+        info["slurm"] = slurm
+    return info
+
+
+def precision_support(device: torch.device, precision: str) -> str | None:
+    """None when ``precision`` runs on ``device``, else the reason it is skipped."""
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return f"bf16 is not supported natively by {torch.cuda.get_device_name(device)} (needs compute capability >= 8.0)"
+    if precision == "fp16" and device.type == "mps":  # pragma: no cover
+        return None
+    return None

@@ -1,0 +1,1 @@
+"""The pytest plugin: hooks and fixtures (``hooks``), the baseline gate's hooks (``baseline_hooks``), hook specs."""

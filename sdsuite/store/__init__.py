@@ -1,0 +1,1 @@
+"""What is kept on disk: result records (append-only, atomic) and sampled images."""
