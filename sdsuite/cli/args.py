@@ -8,8 +8,9 @@ import uuid
 from typing import TYPE_CHECKING
 
 from sdsuite.core.errors import UsageError
+from sdsuite.core.limits import split_list
 from sdsuite.pipelines.registry import DEFAULT_SCHEDULER
-from sdsuite.spec.case import GridSpec, parse_resolution, split_list
+from sdsuite.spec.case import GridSpec, parse_resolution
 from sdsuite.spec.flags import FORMATS as FORMATS  # re-exported: --format's choices
 from sdsuite.spec.flags import add_argparse_flags
 
@@ -69,7 +70,7 @@ def task_axes_from(get, large: bool = False) -> dict:
     from sdsuite.spec.tasks import TEXT_TO_IMAGE, validate_task
 
     tasks = [validate_task(t) for t in split_list(get("task"))] or [TEXT_TO_IMAGE]
-    from sdsuite.spec.limits import STRENGTH, int_list
+    from sdsuite.core.limits import STRENGTH, int_list
 
     strengths: list[float | None] = [STRENGTH.parse(x, "--strength") for x in split_list(get("strength"))]
     if strengths and tasks == [TEXT_TO_IMAGE]:
@@ -124,8 +125,8 @@ def telemetry_options_from_args(args: argparse.Namespace):
 def telemetry_options_from(get, flag_of=lambda name: "--" + name.replace("_", "-")):
     """TelemetryOptions from flag values, ``get(dest)`` reading a flag by its CLI dest (argparse, or the pytest plugin
     through sdsuite.spec.flags.pytest_getter); ``flag_of(dest)`` names the flag in an error message."""
+    from sdsuite.core.limits import check_flags
     from sdsuite.gpu.telemetry import TelemetryOptions
-    from sdsuite.spec.limits import check_flags
 
     check_flags(get, flag_of, dests=("freq_floor", "mem_freq", "clock_settle", "poll_interval_ms", "min_energy_window", "idle_baseline"))
     return TelemetryOptions(
@@ -162,7 +163,7 @@ def run_options_from_args(args: argparse.Namespace, device) -> RunOptions:
 
 def grid_from_args(args: argparse.Namespace) -> GridSpec:
     """Build (and validate) the case grid from parsed flags."""
-    from sdsuite.spec import limits as validate
+    from sdsuite.core import limits as validate
     from sdsuite.spec.case import DEFAULT_PROMPT
 
     large = validate.allow_large(getattr(args, "allow_large", False))

@@ -153,9 +153,9 @@ def _sim_clock(args: argparse.Namespace) -> str | None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Validate everything (exit 2 before any work), print the plan, sweep, then report."""
+    from sdsuite.core.limits import check_flags
     from sdsuite.gpu.clocks import recover_stale_lock
     from sdsuite.launch.scaleout import launch, wants_launch
-    from sdsuite.spec.limits import check_flags
 
     check_flags(
         lambda name: getattr(args, name),

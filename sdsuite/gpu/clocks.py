@@ -38,7 +38,7 @@ class ClockPermissionError(UsageError):
 
 def clock_control_allowed(flag: bool = False) -> bool:
     """True when the user opted in by flag or by SDSUITE_ALLOW_CLOCK_CONTROL=1 (an unknown value is a UsageError)."""
-    from sdsuite.spec.limits import env_flag
+    from sdsuite.core.limits import env_flag
 
     allowed = env_flag(ENV_ALLOW)  # checked even with the flag: a typo in the environment is never silently "no"
     return bool(flag) or allowed

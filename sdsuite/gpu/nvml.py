@@ -208,7 +208,7 @@ class NvmlTelemetry:
         """Index, name, UUID, compute capability, memory, driver, power limit, clocks, persistence, MIG, class."""
         if self._info is not None:
             return self._info
-        from sdsuite.measure.hardware import gpu_class
+        from sdsuite.gpu.classes import gpu_class
 
         p, h = self._pynvml, self.handle
         name = _text(nvml_call(p.nvmlDeviceGetName, h))

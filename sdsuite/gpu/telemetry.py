@@ -116,7 +116,7 @@ def nvml_on_cpu_allowed() -> bool:
     It exists so the real NVML path runs end to end against a fake libnvidia-ml in CI; every record it
     produces says ``telemetry.device_mismatch: true`` and can never become a baseline.
     """
-    from sdsuite.spec.limits import env_flag
+    from sdsuite.core.limits import env_flag
 
     return env_flag(NVML_ON_CPU_ENV)
 

@@ -411,7 +411,7 @@ def parse_cooldown(text: str | None) -> Cooldown:
     """``--cooldown``: ``30`` / ``30s`` (seconds) or ``temp:60`` (until below 60 °C, at most 10 minutes)."""
     if not text or text.strip() in ("0", "none", "off"):
         return Cooldown()
-    from sdsuite.spec.limits import COOLDOWN_C, COOLDOWN_S
+    from sdsuite.core.limits import COOLDOWN_C, COOLDOWN_S
 
     t = text.strip().lower()
     try:

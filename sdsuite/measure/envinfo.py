@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from sdsuite.measure.hardware import gpu_class
+from sdsuite.gpu.classes import gpu_class
 
 
 def _version(pkg: str) -> str | None:

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from sdsuite.core.errors import UsageError
+from sdsuite.core.limits import split_list
 from sdsuite.optimizations.sets import DEFAULT as DEFAULT_OPTIONS
 from sdsuite.optimizations.sets import OptimizationSet, parse_optimization_set
 from sdsuite.pipelines.registry import DEFAULT_SCHEDULER, get_precision, get_scheduler, get_variant
@@ -130,18 +131,6 @@ def parse_resolution(text: str) -> tuple[int, int]:
     if w < 8 or h < 8 or w % 8 or h % 8:
         raise UsageError(f"resolution {text!r}: width and height must be positive multiples of 8 (the VAE downsamples by 8).")
     return h, w
-
-
-def split_list(values: Iterable[str] | str | None) -> list[str]:
-    """Flatten repeatable, comma-separated flag values: ``["a,b", "c"]`` -> ``["a", "b", "c"]``."""
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    out: list[str] = []
-    for v in values:
-        out.extend(x.strip() for x in str(v).split(",") if x.strip())
-    return out
 
 
 def parse_int_list(values: Iterable[str] | str | None, name: str) -> list[int]:

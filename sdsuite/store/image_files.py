@@ -175,7 +175,7 @@ def parse_size(text: str) -> int:
     unit = m.group(2).lower() if m else None
     if not m or unit not in _UNITS:
         raise UsageError(f"--max-size {text!r} is not a size; use e.g. 500M, 2G, 1.5GiB or a number of bytes.")
-    from sdsuite.spec.limits import SIZE_BYTES
+    from sdsuite.core.limits import SIZE_BYTES
 
     value = float(m.group(1)) * _UNITS[unit]
     if not math.isfinite(value) or value > SIZE_BYTES.hi:
@@ -297,7 +297,7 @@ def plan_clean(
     if job is None and older_than_days is None and max_size_bytes is None:
         raise UsageError("say what to clean: --job ID, --older-than DAYS and/or --max-size SIZE (add --dry-run to preview).")
     if older_than_days is not None:
-        from sdsuite.spec.limits import FLAG_RANGES
+        from sdsuite.core.limits import FLAG_RANGES
 
         FLAG_RANGES["older_than"].check(older_than_days, "--older-than")
     if max_size_bytes is not None and max_size_bytes < 0:

@@ -3,7 +3,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sdsuite.core.errors import UsageError
-from sdsuite.spec.case import Case, GridSpec, parse_int_list, parse_resolution, split_list
+from sdsuite.core.limits import split_list
+from sdsuite.spec.case import Case, GridSpec, parse_int_list, parse_resolution
 
 
 @given(st.integers(1, 512), st.integers(1, 512))

@@ -164,7 +164,6 @@ def check_flags(
 
 def int_list(values, dest: str, flag: str | None = None, *, large: bool = False) -> list[int]:
     """A comma/repeat list of integers, each checked against LIST_RANGES[dest]."""
-    from sdsuite.spec.case import split_list
 
     rng = LIST_RANGES[dest]
     return [rng.parse(x, flag or _flag(dest), large) for x in split_list(values)]
@@ -191,3 +190,15 @@ def finite_json_number(value: Any, where: str, field: str, *, integer: bool = Fa
         kind = "an integer" if integer else "a finite number"
         raise InputFileError(f"{where}: {field} must be {kind}{'' if lo is None else f' >= {lo:g}'}, got {value!r}.")
     return value
+
+
+def split_list(values: Iterable[str] | str | None) -> list[str]:
+    """Flatten repeatable, comma-separated flag values: ``["a,b", "c"]`` -> ``["a", "b", "c"]``."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    out: list[str] = []
+    for v in values:
+        out.extend(x.strip() for x in str(v).split(",") if x.strip())
+    return out
