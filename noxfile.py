@@ -41,8 +41,12 @@ def gpu(session: nox.Session) -> None:
     """GPU tests and benchmarks; posargs go to pytest (`nox -s gpu -- --variant sdxl --precision fp16`)."""
     _install(session, "test,gpu")
     if not _has_cuda(session):
-        session.skip("no CUDA GPU visible to torch on this machine: the gpu session needs one (GPU tests skip elsewhere)")
-    session.run("pytest", "tests/gpu", "tests/benchmarks", "-m", "gpu or quick", "--device", "cuda", *STRICT, *session.posargs)
+        session.skip(
+            "no CUDA GPU visible to torch on this machine: the gpu session needs one (GPU tests skip elsewhere)"
+        )
+    session.run(
+        "pytest", "tests/gpu", "tests/benchmarks", "-m", "gpu or quick", "--device", "cuda", *STRICT, *session.posargs
+    )
 
 
 def _has_cuda(session: nox.Session) -> bool:
@@ -64,4 +68,13 @@ def demo(session: nox.Session) -> None:
     """The main job on the embedded tiny model, end to end."""
     _install(session, "test")
     session.run("sdsuite", "env")
-    session.run("sdsuite", "run", "--variant", "tiny-sd,tiny-sdxl", "--scheduler", "euler,dpm++2m-karras", "--out", "sdsuite-results/demo")
+    session.run(
+        "sdsuite",
+        "run",
+        "--variant",
+        "tiny-sd,tiny-sdxl",
+        "--scheduler",
+        "euler,dpm++2m-karras",
+        "--out",
+        "sdsuite-results/demo",
+    )

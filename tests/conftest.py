@@ -35,7 +35,9 @@ if _snapshot is not None and "preserve" in inspect.signature(_snapshot.__init__)
     _snapshot_init = _snapshot.__init__
 
     def _keep_native_modules(self, preserve=None) -> None:
-        _snapshot_init(self, preserve=lambda name: name.partition(".")[0] in _KEEP_LOADED or bool(preserve and preserve(name)))
+        _snapshot_init(
+            self, preserve=lambda name: name.partition(".")[0] in _KEEP_LOADED or bool(preserve and preserve(name))
+        )
 
     _snapshot.__init__ = _keep_native_modules
 

@@ -125,7 +125,9 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
 GRACE_S = {"gpu": 20.0, "dry": 10.0}  # past a section's budget before the parent kills the worker
 RESERVE_S = 4.0  # kept at the end of the global budget for the final write
 MAX_WORKERS = 3
-CUDA_STICKY = re.compile(r"CUDA error|illegal memory access|device-side assert|CUBLAS_STATUS|cudaError|unspecified launch failure", re.I)
+CUDA_STICKY = re.compile(
+    r"CUDA error|illegal memory access|device-side assert|CUBLAS_STATUS|cudaError|unspecified launch failure", re.I
+)
 
 T0 = time.time()  # replaced by --t0 in a worker, so every progress line shows the run's elapsed time
 
@@ -153,7 +155,9 @@ REFUSED: list[dict] = []  # every refused attempt in this process (reported in t
 
 def refuse(what: str) -> None:
     REFUSED.append({"call": what, "at": utcnow(), "pid": os.getpid()})
-    raise ReadOnlyViolation(f"the read-only GPU acceptance run refused {what}: it never changes GPU clocks, power, persistence or modes")
+    raise ReadOnlyViolation(
+        f"the read-only GPU acceptance run refused {what}: it never changes GPU clocks, power, persistence or modes"
+    )
 
 
 MUTATOR_PREFIXES = ("set_", "reset_")
@@ -400,7 +404,17 @@ def clip(line: str, width: int = 80) -> str:
 
 def versions() -> dict:
     out = {}
-    for pkg in ("sdsuite", "torch", "diffusers", "transformers", "accelerate", "torchao", "triton", "nvidia-ml-py", "xformers"):
+    for pkg in (
+        "sdsuite",
+        "torch",
+        "diffusers",
+        "transformers",
+        "accelerate",
+        "torchao",
+        "triton",
+        "nvidia-ml-py",
+        "xformers",
+    ):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -562,7 +576,9 @@ class Section:
         write_json(self.records_path, self.records)
 
     def finish(self, status: str, reason: str | None = None) -> None:
-        self.d.update(status=status, reason=reason, finished_at=utcnow(), wall_s=time.time() - self.start, progress="done")
+        self.d.update(
+            status=status, reason=reason, finished_at=utcnow(), wall_s=time.time() - self.start, progress="done"
+        )
         self.save()
 
 
@@ -683,7 +699,10 @@ class WorkerContext:
         torch.cuda.synchronize(self.device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(self.device)
-        return {"allocated": torch.cuda.memory_allocated(self.device), "reserved": torch.cuda.memory_reserved(self.device)}
+        return {
+            "allocated": torch.cuda.memory_allocated(self.device),
+            "reserved": torch.cuda.memory_reserved(self.device),
+        }
 
     def memory_end(self, start: dict) -> dict:
         if self.device.type != "cuda":
@@ -706,7 +725,9 @@ class WorkerContext:
             "cuda_max_reserved_bytes": fig_value(
                 int(torch.cuda.max_memory_reserved(self.device)), "B", note="torch.cuda.max_memory_reserved"
             ),
-            "allocated_at_start_bytes": fig_value(int(start.get("allocated", 0)), "B", note="already allocated when the section began"),
+            "allocated_at_start_bytes": fig_value(
+                int(start.get("allocated", 0)), "B", note="already allocated when the section began"
+            ),
             "reserved_at_start_bytes": fig_value(int(start.get("reserved", 0)), "B"),
         }
 
@@ -730,7 +751,9 @@ def _vm_hwm_bytes() -> int | None:
 def make_case(p: dict, **kw: Any):
     from sdsuite.spec.case import Case
 
-    case = Case(p["variant"], precision=p["precision"], steps=p["steps"], height=p["res"], width=p["res"], batch_size=1, **kw)
+    case = Case(
+        p["variant"], precision=p["precision"], steps=p["steps"], height=p["res"], width=p["res"], batch_size=1, **kw
+    )
     if case.freq_mhz is not None:
         refuse(f"a case with freq_mhz={case.freq_mhz}")
     return case
@@ -752,7 +775,9 @@ def measure_case(sec: Section, ctx: WorkerContext, label: str, case, p: dict, *,
         spans=False,
         fidelity=fidelity,
     )
-    sec.progress(f"{label}: load + first call ({case.variant} {case.precision} {case.width}x{case.height}/{case.steps})")
+    sec.progress(
+        f"{label}: load + first call ({case.variant} {case.precision} {case.width}x{case.height}/{case.steps})"
+    )
     runs_done, per_run = 0, None
     with CaseRun(case, opts, ctx.device, energy_meter=ctx.meter()) as run:
         if run.ready:
@@ -797,7 +822,9 @@ def metric_figure(metric: dict | None, keep: int = 32) -> dict:
 
 def latency_samples(rec: dict) -> list[float]:
     m = (rec.get("metrics") or {}).get("latency_s") or {}
-    images = max(int((rec.get("case") or {}).get("batch_size", 1)) * int((rec.get("case") or {}).get("images_per_prompt", 1)), 1)
+    images = max(
+        int((rec.get("case") or {}).get("batch_size", 1)) * int((rec.get("case") or {}).get("images_per_prompt", 1)), 1
+    )
     return [s / images for s in m.get("samples", [])]
 
 
@@ -838,7 +865,9 @@ def case_details(rec: dict) -> dict:
         "telemetry": rec.get("telemetry"),
         "device": rec.get("device"),
         "image": {
-            k: v for k, v in (rec.get("image") or {}).items() if k in ("mean", "std", "has_nan", "has_inf", "blank", "deterministic")
+            k: v
+            for k, v in (rec.get("image") or {}).items()
+            if k in ("mean", "std", "has_nan", "has_inf", "blank", "deterministic")
         },
         "options": rec.get("options"),
     }
@@ -869,7 +898,11 @@ def library_counter_period(tel: Any) -> dict:
         out = fn(tel)
     wall = time.perf_counter() - t0
     res = dict(out) if isinstance(out, dict) else {"period_s": float(out)}
-    res.update(available=res.get("period_s") is not None, wall_s=wall, function=f"{fn.__module__}.{fn.__name__}{inspect.signature(fn)}")
+    res.update(
+        available=res.get("period_s") is not None,
+        wall_s=wall,
+        function=f"{fn.__module__}.{fn.__name__}{inspect.signature(fn)}",
+    )
     return res
 
 
@@ -1042,7 +1075,9 @@ def section_counter(sec: Section, ctx: WorkerContext) -> None:
     if tel is None:
         sec.finish("unavailable", f"NVML unavailable: {ctx.telemetry_reason}")
         return
-    if ctx.device.type == "cuda":  # cuBLAS init and a first matmul now, so their power spike is averaged out before the step test
+    if (
+        ctx.device.type == "cuda"
+    ):  # cuBLAS init and a first matmul now, so their power spike is averaged out before the step test
         torch = ctx.torch
         x = torch.randn(4096, 4096, device=ctx.device, dtype=torch.float16)
         torch.mm(x, x)
@@ -1066,7 +1101,10 @@ def section_counter(sec: Section, ctx: WorkerContext) -> None:
     if local is not None:
         iv = local["intervals"]
         if len(iv) >= 2:
-            sec.fig("counter_update_period_s", fig_samples(iv, "s", method="tight-loop poll, median interval between changes"))
+            sec.fig(
+                "counter_update_period_s",
+                fig_samples(iv, "s", method="tight-loop poll, median interval between changes"),
+            )
         else:
             sec.fig(
                 "counter_update_period_s",
@@ -1076,7 +1114,10 @@ def section_counter(sec: Section, ctx: WorkerContext) -> None:
             "counter_increment_mj",
             fig_samples(local["increments_mj"], "mJ") if local["increments_mj"] else fig_unavailable("mJ", "no change"),
         )
-        sec.fig("counter_read_s", fig_samples(local["calls"], "s", keep=0, note="duration of one nvmlDeviceGetTotalEnergyConsumption"))
+        sec.fig(
+            "counter_read_s",
+            fig_samples(local["calls"], "s", keep=0, note="duration of one nvmlDeviceGetTotalEnergyConsumption"),
+        )
     sec.progress("sdsuite's infer_counter_update_period")
     try:
         lib = library_counter_period(tel)
@@ -1092,7 +1133,9 @@ def section_counter(sec: Section, ctx: WorkerContext) -> None:
         )
     else:
         sec.fig("counter_update_period_sdsuite_s", fig_unavailable("s", str(lib.get("reason"))))
-    sec.progress("power readings across a load step" if ctx.device.type == "cuda" else "power readings (no load step on the CPU)")
+    sec.progress(
+        "power readings across a load step" if ctx.device.type == "cuda" else "power readings (no load step on the CPU)"
+    )
     try:
         pa = power_averaging(sec, ctx, tel, p)
     except ReadOnlyViolation:
@@ -1103,14 +1146,24 @@ def section_counter(sec: Section, ctx: WorkerContext) -> None:
     if pa is not None:
         trace = pa.pop("trace")
         sec.add_record(
-            {"dry_run": ctx.dry_run, "kind": "power_trace", "columns": ["t_s", "power_usage_w", "instant_w", "average_w"], "trace": trace}
+            {
+                "dry_run": ctx.dry_run,
+                "kind": "power_trace",
+                "columns": ["t_s", "power_usage_w", "instant_w", "average_w"],
+                "trace": trace,
+            }
         )
         sec.d["details"]["power_averaging"] = pa
-        for key, src in (("power_usage_rise_time_s", "power_usage"), ("power_instant_rise_time_s", "power_instant_field")):
+        for key, src in (
+            ("power_usage_rise_time_s", "power_usage"),
+            ("power_instant_rise_time_s", "power_instant_field"),
+        ):
             rt = (pa.get(src) or {}).get("rise_time_s")
             sec.fig(
                 key,
-                fig_value(rt, "s", note="10->90% after a matmul load starts") if rt is not None else fig_unavailable("s", pa["verdict"]),
+                fig_value(rt, "s", note="10->90% after a matmul load starts")
+                if rt is not None
+                else fig_unavailable("s", pa["verdict"]),
             )
     sec.finish("ok")
 
@@ -1156,7 +1209,9 @@ def section_fast(sec: Section, ctx: WorkerContext) -> None:
     if ctx.dry_run and fast_set.compile_mode:
         compile_skip = f"dry run: torch.compile ({fast_set.compile_mode}) skipped to stay within ~60 s on the CPU"
         fast_set = fast_set.replace(compile_mode=None)
-    sec.d["details"].update(fast_options=fast_set.id, requested_options=ctx.args.fast_options, reference_options=BASELINE.id)
+    sec.d["details"].update(
+        fast_options=fast_set.id, requested_options=ctx.args.fast_options, reference_options=BASELINE.id
+    )
     base = measure_case(sec, ctx, "baseline", make_case(p, options=BASELINE), p, fidelity="off")
     sec.d["figures"].update(case_figures(base, "baseline_"))
     sec.d["details"]["baseline"] = case_details(base)
@@ -1183,7 +1238,9 @@ def section_fast(sec: Section, ctx: WorkerContext) -> None:
     figs["energy_ratio"] = (
         {"unit": "1", "available": True, **er, "definition": "fast energy per image / baseline energy per image"}
         if er
-        else fig_unavailable("1", (fast.get("metrics") or {}).get("energy_per_image_j", {}).get("reason") or "energy not measured")
+        else fig_unavailable(
+            "1", (fast.get("metrics") or {}).get("energy_per_image_j", {}).get("reason") or "energy not measured"
+        )
     )
     eff = fast.get("effects") or {}
     for k in ("speedup", "peak_memory_reduction", "energy_change"):
@@ -1193,7 +1250,9 @@ def section_fast(sec: Section, ctx: WorkerContext) -> None:
     sec.d["details"]["effects"] = eff
     for k in ("max_abs_diff", "psnr_db", "ssim", "lpips"):
         mk = (fid.get("metrics") or {}).get(k)
-        figs[f"fidelity_{k}"] = {**mk, "n": 1} if mk else fig_unavailable("1", fid.get("reason") or "fidelity not checked")
+        figs[f"fidelity_{k}"] = (
+            {**mk, "n": 1} if mk else fig_unavailable("1", fid.get("reason") or "fidelity not checked")
+        )
     fm = fast.get("metrics") or {}
     first = (fm.get("first_call_s") or {}).get("value")
     lat_med = statistics.median(fl) if fl else None
@@ -1203,7 +1262,10 @@ def section_fast(sec: Section, ctx: WorkerContext) -> None:
         figs["compile_time_s"] = fig_unavailable("s", f"{fast_set.id} does not compile")
     elif first is not None and lat_med is not None:
         figs["compile_time_s"] = fig_value(
-            first - lat_med, "s", first_call_s=first, method="first call (compile + one generation) minus the median measured latency"
+            first - lat_med,
+            "s",
+            first_call_s=first,
+            method="first call (compile + one generation) minus the median measured latency",
         )
     else:
         figs["compile_time_s"] = fig_unavailable("s", fast.get("reason") or "the fast case did not run")
@@ -1214,7 +1276,12 @@ def section_fast(sec: Section, ctx: WorkerContext) -> None:
     same = (sd15.get("details") or {}).get("case_id") == make_case(p).resolved().case_id
     vs = bootstrap_ratio(d_lat, fl) if (d_lat and fl and same) else None
     figs["speedup_vs_default_set"] = (
-        {"unit": "x", "available": True, **vs, "definition": "section 3 latency (default set, attn=sdpa) / fast latency"}
+        {
+            "unit": "x",
+            "available": True,
+            **vs,
+            "definition": "section 3 latency (default set, attn=sdpa) / fast latency",
+        }
         if vs
         else fig_unavailable("x", "section 3 did not measure the same case in this run")
     )
@@ -1348,14 +1415,19 @@ def worker_main(args: argparse.Namespace) -> int:
     guards["clock_control"] = disarm_clock_control()
     ctx = WorkerContext(args)
     write_json(ready_path, {"pid": os.getpid(), "ready_at": utcnow(), "guards": guards, "runtime": ctx.runtime()})
-    log(f"worker {os.getpid()} ready on {ctx.device} (telemetry: {'nvml' if ctx.telemetry is not None else ctx.telemetry_reason})")
+    log(
+        f"worker {os.getpid()} ready on {ctx.device} (telemetry: {'nvml' if ctx.telemetry is not None else ctx.telemetry_reason})"
+    )
     rc = 0
     for name in names:
         p = ctx.plan[name]
         left = float(args.deadline) - RESERVE_S - time.time()
         if left < p["min_s"]:
             sec = Section(name, out, p, float(args.deadline), ctx.dry_run, str(ctx.device))
-            sec.finish("skipped", f"global budget: {left:.0f} s left, the section needs ~{p['min_s']} s (planned {p['est_s']} s)")
+            sec.finish(
+                "skipped",
+                f"global budget: {left:.0f} s left, the section needs ~{p['min_s']} s (planned {p['est_s']} s)",
+            )
             continue
         sec = Section(name, out, p, float(args.deadline), ctx.dry_run, str(ctx.device))
         log(f"section {NUMBER[name]} {name}: start (budget {sec.deadline - sec.start:.0f} s)")
@@ -1365,7 +1437,11 @@ def worker_main(args: argparse.Namespace) -> int:
             if isinstance(exc, KeyboardInterrupt):
                 sec.finish("interrupted", "KeyboardInterrupt")
                 raise
-            sec.d["error"] = {"type": type(exc).__name__, "message": str(exc)[:2000], "traceback": traceback.format_exc(limit=20)}
+            sec.d["error"] = {
+                "type": type(exc).__name__,
+                "message": str(exc)[:2000],
+                "traceback": traceback.format_exc(limit=20),
+            }
             sec.finish("failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
         if sec.d["status"] == "running":
             sec.finish("failed", "the section ended without a status (a bug in tools/gpu_acceptance.py)")
@@ -1457,13 +1533,24 @@ class Parent:
 
     def plan_table(self) -> dict:
         rows = [
-            {"section": n, "number": NUMBER[n], "est_s": self.plan[n]["est_s"], "budget_s": self.plan[n]["budget_s"]} for n in EXECUTION
+            {"section": n, "number": NUMBER[n], "est_s": self.plan[n]["est_s"], "budget_s": self.plan[n]["budget_s"]}
+            for n in EXECUTION
         ]
         rows.insert(
             1,
-            {"section": "worker start", "number": None, "est_s": self.plan["worker"]["est_s"], "budget_s": self.plan["worker"]["budget_s"]},
+            {
+                "section": "worker start",
+                "number": None,
+                "est_s": self.plan["worker"]["est_s"],
+                "budget_s": self.plan["worker"]["budget_s"],
+            },
         )
-        return {"rows": rows, "est_total_s": sum(r["est_s"] for r in rows), "budget_s": float(self.args.budget_s), "parameters": self.plan}
+        return {
+            "rows": rows,
+            "est_total_s": sum(r["est_s"] for r in rows),
+            "budget_s": float(self.args.budget_s),
+            "parameters": self.plan,
+        }
 
     def machine(self) -> dict:
         cpu = platform.processor() or platform.machine()
@@ -1482,7 +1569,10 @@ class Parent:
             "logical_cores": os.cpu_count(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "packages": versions(),
-            "env": {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "SDSUITE_NVML_ON_CPU", "LD_LIBRARY_PATH")},
+            "env": {
+                k: os.environ.get(k)
+                for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "SDSUITE_NVML_ON_CPU", "LD_LIBRARY_PATH")
+            },
             "runtime": None,  # from the worker: torch, CUDA, cuDNN, the GPU as torch sees it
             "driver": None,
         }
@@ -1538,11 +1628,16 @@ class Parent:
         sec["details"] = {"source": "each section resets torch.cuda peak stats at its start and reads them at its end"}
         done = all(self.doc["sections"][n]["status"] in FINAL for n in WORKER_SECTIONS if n in self.wanted)
         if not figs:
-            sec.update(status="unavailable" if done else "pending", reason="no section reported memory" if done else None)
+            sec.update(
+                status="unavailable" if done else "pending", reason="no section reported memory" if done else None
+            )
         elif "cuda" in kinds:
             sec.update(status="ok" if done else "running", reason=None)
         else:
-            sec.update(status="unavailable", reason="dry run on the CPU: no CUDA allocator; the worker's peak RSS is recorded instead")
+            sec.update(
+                status="unavailable",
+                reason="dry run on the CPU: no CUDA allocator; the worker's peak RSS is recorded instead",
+            )
         sec["wall_s"] = 0.0
 
     def write(self, force: bool = False) -> None:
@@ -1563,7 +1658,12 @@ class Parent:
     def close_section(self, name: str, status: str, reason: str | None) -> None:
         sec = self.doc["sections"][name]
         started = sec.get("started_epoch")
-        sec.update(status=status, reason=reason, finished_at=utcnow(), wall_s=(time.time() - started) if started else sec.get("wall_s"))
+        sec.update(
+            status=status,
+            reason=reason,
+            finished_at=utcnow(),
+            wall_s=(time.time() - started) if started else sec.get("wall_s"),
+        )
         log(f"section {NUMBER[name]} {name}: {status}" + (f" ({reason})" if reason else ""))
 
     def run_env(self) -> None:
@@ -1580,7 +1680,9 @@ class Parent:
         sec["details"]["command"] = "sdsuite " + " ".join(argv)
         log("section 1 env: sdsuite " + " ".join(argv))
         try:
-            proc = subprocess.run(cmd, env=safe_env(), capture_output=True, text=True, timeout=min(p["budget_s"], max(self.left(), 1)))
+            proc = subprocess.run(
+                cmd, env=safe_env(), capture_output=True, text=True, timeout=min(p["budget_s"], max(self.left(), 1))
+            )
         except subprocess.TimeoutExpired:
             self.close_section(name, "timeout", f"sdsuite env did not finish within {p['budget_s']} s")
             return
@@ -1590,7 +1692,9 @@ class Parent:
         except ValueError:
             tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
             sec["error"] = {"type": "CalledProcessError", "message": f"exit {proc.returncode}", "stderr_tail": tail}
-            self.close_section(name, "failed", f"sdsuite env exited {proc.returncode} without JSON: {' | '.join(tail)[:300]}")
+            self.close_section(
+                name, "failed", f"sdsuite env exited {proc.returncode} without JSON: {' | '.join(tail)[:300]}"
+            )
             return
         sec["details"]["env"] = env
         sec["details"]["gpu_state"] = self.doc["safety"]["gpu_state_before"]
@@ -1599,7 +1703,9 @@ class Parent:
         devices = tel.get("devices") or []
         gpus = (env.get("cuda") or {}).get("gpus") or []
         figs["cuda_gpus"] = fig_value(len(gpus), "1", note="GPUs torch sees")
-        figs["nvml_devices"] = fig_value(len(devices), "1") if tel.get("available") else fig_unavailable("1", str(tel.get("reason")))
+        figs["nvml_devices"] = (
+            fig_value(len(devices), "1") if tel.get("available") else fig_unavailable("1", str(tel.get("reason")))
+        )
         self.doc["machine"]["driver"] = (env.get("nvml") or {}).get("driver")
         self.doc["machine"]["git_commit"] = env.get("git_commit")
         if devices:
@@ -1652,7 +1758,9 @@ class Parent:
         check_argv(cmd)
         k = len(list((self.out / "logs").glob("worker-*.stdout.txt"))) + 1
         stdout = open(self.out / "logs" / f"worker-{k}.stdout.txt", "w")
-        proc = subprocess.Popen(cmd, env=safe_env(), stdout=stdout, stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=safe_env(), stdout=stdout, stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True
+        )
         stdout.close()
         tail: collections.deque = collections.deque(maxlen=40)
         errlog = open(self.out / "logs" / f"worker-{k}.stderr.txt", "w")
@@ -1691,7 +1799,9 @@ class Parent:
             first = pending[0]
             need = self.plan[first]["min_s"] + self.plan["worker"]["est_s"] / 2
             if self.left() < need:
-                skip_reason = f"global budget: {max(self.left(), 0):.0f} s left, a worker start and {first} need ~{need:.0f} s"
+                skip_reason = (
+                    f"global budget: {max(self.left(), 0):.0f} s left, a worker start and {first} need ~{need:.0f} s"
+                )
                 break
             spawns += 1
             (self.out / "sections" / "_worker.json").unlink(missing_ok=True)
@@ -1739,7 +1849,11 @@ class Parent:
                         last = "" if "last:" in why_killed[1] or not s.get("progress") else f"; last: {s['progress']}"
                         self.close_section(n, why_killed[0], why_killed[1] + last)
                     else:
-                        s["error"] = {"type": "WorkerExit", "message": f"exit code {rc}", "stderr_tail": list(tail)[-10:]}
+                        s["error"] = {
+                            "type": "WorkerExit",
+                            "message": f"exit code {rc}",
+                            "stderr_tail": list(tail)[-10:],
+                        }
                         self.close_section(n, "crashed", f"worker exited {rc} during the section: {crashed_tail}")
             started_any = any(self.doc["sections"][n].get("started_epoch") for n in pending)
             pending = [n for n in pending if self.doc["sections"][n]["status"] == "pending"]
@@ -1769,7 +1883,9 @@ class Parent:
         for name in self.wanted:
             s = self.doc["sections"][name]
             if s["status"] not in FINAL and name != "memory":  # memory is derived from the others (memory_section)
-                self.close_section(name, "interrupted" if self.stop_reason else "skipped", self.stop_reason or "never started")
+                self.close_section(
+                    name, "interrupted" if self.stop_reason else "skipped", self.stop_reason or "never started"
+                )
         self.merge()
         statuses = [self.doc["sections"][n]["status"] for n in self.wanted]
         if self.stop_reason:
@@ -1809,7 +1925,11 @@ class Parent:
             if self.proc is not None:
                 self.kill(self.proc)
         except Exception as exc:  # the orchestrator itself: record and still write what exists
-            self.doc["error"] = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc(limit=20)}
+            self.doc["error"] = {
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "traceback": traceback.format_exc(limit=20),
+            }
             log(f"orchestrator error: {type(exc).__name__}: {exc}")
         return self.finish()
 
@@ -1893,7 +2013,9 @@ def _lines_for(name: str, s: dict) -> list[str]:
         if fid:
             ps, ss = _f(f.get("fidelity_psnr_db"), "value"), _f(f.get("fidelity_ssim"), "value")
             verdict = {True: "passed", False: "FAILED", None: "not checked"}.get(fid.get("passed"), "?")
-            out.append(f"fidelity {verdict}: PSNR {ps if ps is None else round(ps, 1)} dB, SSIM {ss if ss is None else round(ss, 3)}")
+            out.append(
+                f"fidelity {verdict}: PSNR {ps if ps is None else round(ps, 1)} dB, SSIM {ss if ss is None else round(ss, 3)}"
+            )
         ct = f.get("compile_time_s")
         if ct:
             out.append(f"compile {ct['value']:.1f} s" if ct.get("available") else f"compile: {ct.get('reason')}")
@@ -1976,11 +2098,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read-only, time-bounded GPU acceptance run of sdsuite (never changes clocks, power limits or modes).",
     )
     p.add_argument("--out", required=True, help="output folder: acceptance.json, summary.txt, records/, logs/")
-    p.add_argument("--dry-run", action="store_true", help="on the CPU with the embedded tiny models (tiny-sd, tiny-sdxl) at 64x64")
-    p.add_argument("--budget-s", type=float, default=480.0, help="global deadline in seconds (default 480); partial results are kept")
-    p.add_argument("--sections", default=None, help=f"comma list of sections to run (default all: {','.join(EXECUTION)})")
+    p.add_argument(
+        "--dry-run", action="store_true", help="on the CPU with the embedded tiny models (tiny-sd, tiny-sdxl) at 64x64"
+    )
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=480.0,
+        help="global deadline in seconds (default 480); partial results are kept",
+    )
+    p.add_argument(
+        "--sections", default=None, help=f"comma list of sections to run (default all: {','.join(EXECUTION)})"
+    )
     p.add_argument("--device", default="cuda:0", help="CUDA device of the GPU run (default cuda:0)")
-    p.add_argument("--fast-options", default="fast", help="the optimization set of section 5 (default: the fast recipe)")
+    p.add_argument(
+        "--fast-options", default="fast", help="the optimization set of section 5 (default: the fast recipe)"
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--t0", default=None, help=argparse.SUPPRESS)
     p.add_argument("--deadline", default=None, help=argparse.SUPPRESS)

@@ -56,7 +56,10 @@ def main() -> None:
     alphabet = list(byte_map.values())
     words = collections.Counter(re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", CORPUS.lower()))
     # Each word as a tuple of symbols, the last one carrying the end-of-word marker.
-    splits = {w: tuple("".join(byte_map[b] for b in ch.encode()) for ch in w[:-1]) + (byte_map[w[-1].encode()[0]] + "</w>",) for w in words}
+    splits = {
+        w: tuple("".join(byte_map[b] for b in ch.encode()) for ch in w[:-1]) + (byte_map[w[-1].encode()[0]] + "</w>",)
+        for w in words
+    }
     merges: list[tuple[str, str]] = []
     for _ in range(N_MERGES):
         pairs: collections.Counter = collections.Counter()

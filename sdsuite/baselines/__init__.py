@@ -5,7 +5,15 @@ record -> hardware key (keys) -> obtained entry (entries) -> baseline entry (sto
 for both front ends (sdsuite.plugin.baseline_hooks and sdsuite.cli.baseline).
 """
 
-from sdsuite.baselines.compare import CaseComparison, MetricComparison, Significance, Verdict, classify, compare_entry, compare_metric
+from sdsuite.baselines.compare import (
+    CaseComparison,
+    MetricComparison,
+    Significance,
+    Verdict,
+    classify,
+    compare_entry,
+    compare_metric,
+)
 from sdsuite.baselines.gate import GateConfig, GateResult, Status, UpdateMode, gate_record
 from sdsuite.baselines.keys import hardware_key
 from sdsuite.baselines.kinds import KINDS, MetricKind, kind_for, register

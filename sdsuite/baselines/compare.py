@@ -73,7 +73,9 @@ class Significance:
 
     def __post_init__(self) -> None:
         if self.method not in SIGNIFICANCE_METHODS:
-            raise UsageError(f"unknown significance method {self.method!r}; valid choices: {', '.join(SIGNIFICANCE_METHODS)}.")
+            raise UsageError(
+                f"unknown significance method {self.method!r}; valid choices: {', '.join(SIGNIFICANCE_METHODS)}."
+            )
         if not 0 < self.alpha < 1:
             raise UsageError(f"significance level must be between 0 and 1 (exclusive), got {self.alpha}.")
         if self.min_samples < 2:
@@ -197,12 +199,26 @@ def compare_metric(
     kind_name = kind.name if kind else "metric"
     if baseline is None:
         return MetricComparison(
-            name, kind_name, (obtained or {}).get("unit", ""), None, _center(obtained or {}), tol, Verdict.NEW, note="not in the baseline"
+            name,
+            kind_name,
+            (obtained or {}).get("unit", ""),
+            None,
+            _center(obtained or {}),
+            tol,
+            Verdict.NEW,
+            note="not in the baseline",
         )
     b = _center(baseline)
     if obtained is None:
         return MetricComparison(
-            name, kind_name, baseline.get("unit", ""), b, None, tol, Verdict.MISSING, note="in the baseline but not measured in this run"
+            name,
+            kind_name,
+            baseline.get("unit", ""),
+            b,
+            None,
+            tol,
+            Verdict.MISSING,
+            note="in the baseline but not measured in this run",
         )
     o = _center(obtained)
     if baseline.get("unit") != obtained.get("unit"):
@@ -218,7 +234,9 @@ def compare_metric(
         )
     unit = obtained.get("unit", "")
     if kind is not None and not kind.gated(obtained):
-        return MetricComparison(name, kind_name, unit, b, o, tol, Verdict.INFO, note="reported only (depends on test order)")
+        return MetricComparison(
+            name, kind_name, unit, b, o, tol, Verdict.INFO, note="reported only (depends on test order)"
+        )
     side = classify(b, o, tol)
     if side is Side.WITHIN:
         return MetricComparison(name, kind_name, unit, b, o, tol, Verdict.PASS)
@@ -248,7 +266,9 @@ def compare_metric(
         note = kind.better_note if kind else "better than baseline: consider updating"
         return MetricComparison(name, kind_name, unit, b, o, tol, Verdict.IMPROVEMENT, p, note)
     if side is Side.OUTSIDE:
-        return MetricComparison(name, kind_name, unit, b, o, tol, Verdict.CHANGED, p, "changed: update the baseline if intended")
+        return MetricComparison(
+            name, kind_name, unit, b, o, tol, Verdict.CHANGED, p, "changed: update the baseline if intended"
+        )
     return MetricComparison(name, kind_name, unit, b, o, tol, Verdict.REGRESSION, p)
 
 

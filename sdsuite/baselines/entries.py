@@ -31,10 +31,19 @@ def calibrated_metrics(record: dict, calibration: Calibration, cpu_samples: list
         return {}
     values = [calibration.normalize_cpu(s) for s in samples]
     # The unit names the workload: numbers from another calibration workload never compare.
-    return {CALIBRATED_METRIC: {"available": True, "unit": f"x {calibration.workload}", "samples": values, **summarize(values)}}
+    return {
+        CALIBRATED_METRIC: {
+            "available": True,
+            "unit": f"x {calibration.workload}",
+            "samples": values,
+            **summarize(values),
+        }
+    }
 
 
-def obtained_entry(record: dict, *, portable: bool, calibration: Calibration | None = None, cpu_samples: list[float] | None = None) -> dict:
+def obtained_entry(
+    record: dict, *, portable: bool, calibration: Calibration | None = None, cpu_samples: list[float] | None = None
+) -> dict:
     """The baseline entry ``record`` would become: metrics of the scope plus date, version, fingerprint."""
     metrics: dict[str, dict] = {}
     source = dict(record.get("metrics") or {})

@@ -52,7 +52,9 @@ class GateConfig:
 
     def __post_init__(self) -> None:
         if self.missing not in MISSING_POLICIES:
-            raise UsageError(f"unknown missing-baseline policy {self.missing!r}; valid choices: {', '.join(MISSING_POLICIES)}.")
+            raise UsageError(
+                f"unknown missing-baseline policy {self.missing!r}; valid choices: {', '.join(MISSING_POLICIES)}."
+            )
 
     @property
     def portable(self) -> bool:
@@ -90,7 +92,8 @@ class GateResult:
         if self.status is Status.OTHER_KEY:
             return (
                 f"baseline for {self.case_id} exists only for hardware key(s) {', '.join(self.other_keys)}; "
-                f"this run is {self.hardware_key}, and numbers from other hardware are never compared" + portable_hint(self.other_keys)
+                f"this run is {self.hardware_key}, and numbers from other hardware are never compared"
+                + portable_hint(self.other_keys)
             )
         if self.status is Status.MISSING:
             return f"no baseline for {self.case_id} under hardware key {self.hardware_key} (looked in {self.baseline_path})"
@@ -181,7 +184,11 @@ def _hardware_summary(record: dict, env: dict | None, key: str) -> dict:
     if is_portable_key(key):
         from sdsuite.measure.calibration import WORKLOAD
 
-        return {"device_type": device.get("type"), "torch_threads": env.get("torch_threads"), "calibration_workload": WORKLOAD}
+        return {
+            "device_type": device.get("type"),
+            "torch_threads": env.get("torch_threads"),
+            "calibration_workload": WORKLOAD,
+        }
     if device.get("type") == "cuda":
         gpus = [g for g in ((env.get("cuda") or {}).get("gpus") or []) if g.get("name") == device.get("name")]
         return {"gpu": device.get("name"), "gpu_memory_bytes": gpus[0].get("memory_bytes") if gpus else None}

@@ -74,7 +74,13 @@ def markdown(comparisons: Sequence[CaseComparison], skipped: Sequence[tuple[str,
     out.append(f"{len(comparisons)} case(s) compared, {failed} failed, {len(skipped)} not compared.")
     for c in comparisons:
         status = "FAILED" if c.failed else "passed"
-        out += ["", f"### `{c.case_id}` ({c.hardware_key}): {status}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        out += [
+            "",
+            f"### `{c.case_id}` ({c.hardware_key}): {status}",
+            "",
+            "| " + " | ".join(COLUMNS) + " |",
+            "|" + "---|" * len(COLUMNS),
+        ]
         for r in c.rows:
             out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row_cells(r)) + " |")
     if skipped:

@@ -57,7 +57,9 @@ def _validate_metric(m: object, where: str) -> None:
     if samples is not None and (not isinstance(samples, list) or not all(_is_number(s) for s in samples)):
         raise InputFileError(f"{where}: 'samples' must be a list of finite numbers.")
     if samples is not None and len(samples) != n:
-        raise InputFileError(f"{where}: 'n' is {n} but there are {len(samples)} samples; fix the file or regenerate the entry.")
+        raise InputFileError(
+            f"{where}: 'n' is {n} but there are {len(samples)} samples; fix the file or regenerate the entry."
+        )
     if "iqr" in m and not _is_number(m["iqr"]):
         raise InputFileError(f"{where}: 'iqr' must be a finite number.")
 
@@ -84,7 +86,12 @@ class BaselineFile:
 
     def to_json(self) -> dict:
         """The JSON document."""
-        doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "hardware_key": self.hardware_key, "entries": self.entries}
+        doc = {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "hardware_key": self.hardware_key,
+            "entries": self.entries,
+        }
         if self.hardware:
             doc["hardware"] = self.hardware
         if self.tolerances:
@@ -101,14 +108,18 @@ def parse_baseline(doc: object, path: Path, expected_key: str | None = None) -> 
     """Validate a decoded baseline document (InputFileError naming ``path`` and the bad field)."""
     where = str(path)
     if not isinstance(doc, dict):
-        raise InputFileError(f"{where}: expected a JSON object, got {type(doc).__name__}; not an sdsuite baseline file.")
+        raise InputFileError(
+            f"{where}: expected a JSON object, got {type(doc).__name__}; not an sdsuite baseline file."
+        )
     unknown = set(doc) - TOP_KEYS
     if unknown and doc.get("schema") == SCHEMA:
         raise InputFileError(
             f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; a baseline file has {', '.join(sorted(TOP_KEYS))}."
         )
     if doc.get("schema") != SCHEMA:
-        raise InputFileError(f"{where}: 'schema' is {doc.get('schema')!r}, expected {SCHEMA!r}; not an sdsuite baseline file.")
+        raise InputFileError(
+            f"{where}: 'schema' is {doc.get('schema')!r}, expected {SCHEMA!r}; not an sdsuite baseline file."
+        )
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise InputFileError(
             f"{where}: schema_version {doc.get('schema_version')!r} is not supported (this sdsuite reads {SCHEMA_VERSION}); "
@@ -118,7 +129,9 @@ def parse_baseline(doc: object, path: Path, expected_key: str | None = None) -> 
     if not isinstance(key, str):
         raise InputFileError(f"{where}: 'hardware_key' must be a string.")
     if expected_key is not None and key != expected_key:
-        raise InputFileError(f"{where}: hardware_key {key!r} does not match its directory {expected_key!r}; move the file or fix the key.")
+        raise InputFileError(
+            f"{where}: hardware_key {key!r} does not match its directory {expected_key!r}; move the file or fix the key."
+        )
     entries = doc.get("entries")
     if not isinstance(entries, dict):
         raise InputFileError(f"{where}: 'entries' must be an object keyed by case id.")
@@ -280,7 +293,13 @@ class BaselineStore:
                 except (ValueError, AttributeError, OSError):
                     current = {}  # our own scratch output: a broken one is simply replaced
             current.update(entries)
-            doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "hardware_key": key, "entries": current, "obtained": True}
+            doc = {
+                "schema": SCHEMA,
+                "schema_version": SCHEMA_VERSION,
+                "hardware_key": key,
+                "entries": current,
+                "obtained": True,
+            }
             atomic_write_text(path, dumps(doc))
             return path
 

@@ -100,9 +100,13 @@ def _number(text: str, what: str, where: str) -> Fraction:
     try:
         value = Fraction(text[:-1].strip()) / 100 if text.endswith("%") else Fraction(text)
     except (ValueError, ZeroDivisionError):
-        raise UsageError(f"{where}: {what} {text!r} is not a number or a percentage (write e.g. 5%, 0.5% or 0.05).") from None
+        raise UsageError(
+            f"{where}: {what} {text!r} is not a number or a percentage (write e.g. 5%, 0.5% or 0.05)."
+        ) from None
     if value < 0:
-        raise UsageError(f"{where}: {what} {text!r} is negative; tolerances are magnitudes (use direction= for the sign).")
+        raise UsageError(
+            f"{where}: {what} {text!r} is negative; tolerances are magnitudes (use direction= for the sign)."
+        )
     if value > MAX_TOLERANCE:
         raise UsageError(
             f"{where}: {what} {text!r} is too large; a tolerance is at most {MAX_TOLERANCE:g} (rtol {MAX_TOLERANCE:g} = {MAX_TOLERANCE * 100:g}%)."
@@ -123,19 +127,25 @@ def parse_tolerance(spec: Any, where: str = "tolerance") -> ToleranceOverride:
     if isinstance(spec, Mapping):
         unknown = set(spec) - {"rtol", "atol", "direction"}
         if unknown:
-            raise UsageError(f"{where}: unknown tolerance field(s) {', '.join(sorted(unknown))}; use rtol, atol, direction.")
+            raise UsageError(
+                f"{where}: unknown tolerance field(s) {', '.join(sorted(unknown))}; use rtol, atol, direction."
+            )
         vals: dict[str, Any] = {}
         for k in ("rtol", "atol"):
             if spec.get(k) is not None:
                 v = spec[k]
                 if isinstance(v, bool) or not isinstance(v, (int, float, str)):
                     raise UsageError(f"{where}: {k} must be a number or a percentage string, got {v!r}.")
-                vals[k] = _number(v if isinstance(v, str) else repr(v), k, where)  # repr: the shortest decimal of a float
+                vals[k] = _number(
+                    v if isinstance(v, str) else repr(v), k, where
+                )  # repr: the shortest decimal of a float
         if spec.get("direction") is not None:
             vals["direction"] = _direction(str(spec["direction"]), where)
         return ToleranceOverride(**vals)
     if not isinstance(spec, str):
-        raise UsageError(f"{where}: a tolerance is a string like '5%' or an object with rtol/atol/direction, got {spec!r}.")
+        raise UsageError(
+            f"{where}: a tolerance is a string like '5%' or an object with rtol/atol/direction, got {spec!r}."
+        )
     vals = {}
     for token in (t.strip() for t in spec.split(",")):
         if not token:
@@ -188,7 +198,9 @@ class ToleranceLayer:
 def layer_from_mapping(mapping: Any, source: str, case_pattern: str = "*") -> ToleranceLayer:
     """A layer from ``{metric_or_glob: spec}`` (UsageError naming ``source`` on bad input)."""
     if not isinstance(mapping, Mapping):
-        raise UsageError(f"{source}: tolerances must be an object mapping metric names to tolerances, got {type(mapping).__name__}.")
+        raise UsageError(
+            f"{source}: tolerances must be an object mapping metric names to tolerances, got {type(mapping).__name__}."
+        )
     items = []
     for metric, spec in sorted(mapping.items()):
         items.append((str(metric), parse_tolerance(spec, f"{source}: {metric}")))
@@ -201,7 +213,9 @@ def layer_from_cli(specs: Iterable[str]) -> ToleranceLayer:
     for s in specs or ():
         metric, sep, spec = s.partition("=")
         if not sep or not metric.strip() or not spec.strip():
-            raise UsageError(f"--tolerance {s!r}: expected METRIC=SPEC, e.g. latency_s=7.5% or 'latency_*=rtol=0.1,atol=0.001'.")
+            raise UsageError(
+                f"--tolerance {s!r}: expected METRIC=SPEC, e.g. latency_s=7.5% or 'latency_*=rtol=0.1,atol=0.001'."
+            )
         items.append((metric.strip(), parse_tolerance(spec, f"--tolerance {s}")))
     return ToleranceLayer("command line", tuple(items))
 
@@ -224,7 +238,9 @@ class ToleranceRules:
     policy: tuple[ToleranceLayer, ...] = ()
     command_line: ToleranceLayer | None = None
 
-    def resolve(self, case_id: str, metric: str, default: Tolerance, baseline_layers: Iterable[ToleranceLayer] = ()) -> Tolerance:
+    def resolve(
+        self, case_id: str, metric: str, default: Tolerance, baseline_layers: Iterable[ToleranceLayer] = ()
+    ) -> Tolerance:
         """The tolerance of ``metric`` for ``case_id``."""
         tol = default
         # A per-case entry in the baseline file sits next to the number it tunes and refines the policy;

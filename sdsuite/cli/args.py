@@ -90,7 +90,9 @@ def prompt_axis_from(source: str | None, n: int | None, prompt: str | None) -> l
     if prompt:
         raise UsageError("--prompt and --prompts are exclusive: give one prompt or a prompt set.")
     if n is None and str(source).lower().endswith(".json"):
-        raise UsageError("a COCO captions file needs --num-prompts N (the seed-42 subset size; val2017 holds 5000 images).")
+        raise UsageError(
+            "a COCO captions file needs --num-prompts N (the seed-42 subset size; val2017 holds 5000 images)."
+        )
     return load_prompt_set(source, n).items()
 
 
@@ -105,11 +107,19 @@ def optimization_run_options(args: argparse.Namespace) -> dict:
         try:
             Path(trace).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"cannot write traces to --trace {trace!r}: {exc.strerror or exc}. Choose a writable directory.") from None
+            raise UsageError(
+                f"cannot write traces to --trace {trace!r}: {exc.strerror or exc}. Choose a writable directory."
+            ) from None
         if not os.access(trace, os.W_OK):
-            raise UsageError(f"cannot write traces to --trace {trace!r}: permission denied. Choose a writable directory.")
+            raise UsageError(
+                f"cannot write traces to --trace {trace!r}: permission denied. Choose a writable directory."
+            )
     given = any(getattr(args, name, None) for name in OPTION_FLAGS) or args.compare_options
-    return {"spans": not args.no_spans, "trace_dir": trace, "fidelity": "off" if args.no_fidelity else ("all" if given else "auto")}
+    return {
+        "spans": not args.no_spans,
+        "trace_dir": trace,
+        "fidelity": "off" if args.no_fidelity else ("all" if given else "auto"),
+    }
 
 
 def add_telemetry_arguments(p: argparse.ArgumentParser) -> None:
@@ -128,7 +138,11 @@ def telemetry_options_from(get, flag_of=lambda name: "--" + name.replace("_", "-
     from sdsuite.core.limits import check_flags
     from sdsuite.gpu.telemetry import TelemetryOptions
 
-    check_flags(get, flag_of, dests=("freq_floor", "mem_freq", "clock_settle", "poll_interval_ms", "min_energy_window", "idle_baseline"))
+    check_flags(
+        get,
+        flag_of,
+        dests=("freq_floor", "mem_freq", "clock_settle", "poll_interval_ms", "min_energy_window", "idle_baseline"),
+    )
     return TelemetryOptions(
         backend=get("telemetry"),
         gpu_model=get("gpu_model"),
@@ -167,7 +181,9 @@ def grid_from_args(args: argparse.Namespace) -> GridSpec:
     from sdsuite.spec.case import DEFAULT_PROMPT
 
     large = validate.allow_large(getattr(args, "allow_large", False))
-    validate.check_flags(lambda name: getattr(args, name), large=large, dests=("runs", "warmup", "guidance_scale", "num_prompts"))
+    validate.check_flags(
+        lambda name: getattr(args, name), large=large, dests=("runs", "warmup", "guidance_scale", "num_prompts")
+    )
     if args.prompt is not None and not args.prompt.strip():
         raise UsageError("--prompt is empty; give the prompt text, or leave the flag out for the default prompt.")
     if args.negative_prompt is not None and not args.negative_prompt.strip():
@@ -180,7 +196,9 @@ def grid_from_args(args: argparse.Namespace) -> GridSpec:
     axes = task_axes_from(lambda name: getattr(args, name, None), large=large)
     biggest = max((r[0] * r[1] for r in resolutions if r), default=0)
     if biggest:
-        validate.check_pixels_per_call(biggest * max(batch_sizes) * max(axes["images_per_prompt"]), "the largest case", large=large)
+        validate.check_pixels_per_call(
+            biggest * max(batch_sizes) * max(axes["images_per_prompt"]), "the largest case", large=large
+        )
     return GridSpec(
         variants=split_list(args.variant) or ["tiny-sd"],
         schedulers=split_list(args.scheduler) or [DEFAULT_SCHEDULER],
@@ -194,7 +212,9 @@ def grid_from_args(args: argparse.Namespace) -> GridSpec:
         negative_prompt=args.negative_prompt,
         **axes,
         prompts=prompt_axis_from(getattr(args, "prompts", None), getattr(args, "num_prompts", None), args.prompt),
-        options=_with_reference(option_sets_from(lambda name: getattr(args, name, None)), getattr(args, "compare_options", False)),
+        options=_with_reference(
+            option_sets_from(lambda name: getattr(args, name, None)), getattr(args, "compare_options", False)
+        ),
     )
 
 

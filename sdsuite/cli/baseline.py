@@ -36,7 +36,12 @@ def _add_gate_arguments(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: the exact hardware of each record, all metrics (default); portable: machine-independent metrics",
     )
-    p.add_argument("--run", metavar="RUN_ID", default=None, help="only records of this run (default: the latest record of each case)")
+    p.add_argument(
+        "--run",
+        metavar="RUN_ID",
+        default=None,
+        help="only records of this run (default: the latest record of each case)",
+    )
     p.add_argument(
         "--tolerance",
         action="append",
@@ -52,7 +57,9 @@ def _add_gate_arguments(p: argparse.ArgumentParser) -> None:
         help="confirm beyond-tolerance changes with Mann-Whitney U (auto, needs scipy), a bootstrap, or not at all",
     )
     p.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
-    p.add_argument("--min-samples", type=int, default=5, help="samples each side needs before significance is tested (default 5)")
+    p.add_argument(
+        "--min-samples", type=int, default=5, help="samples each side needs before significance is tested (default 5)"
+    )
 
 
 def register(sub) -> None:
@@ -63,7 +70,12 @@ def register(sub) -> None:
         description="Compare each record with its baseline entry; exit 0 pass, 1 regression or missing baseline, 2 bad input.",
     )
     _add_gate_arguments(p)
-    p.add_argument("--missing", choices=MISSING_POLICIES, default="fail", help="a case without a baseline fails (default) or is skipped")
+    p.add_argument(
+        "--missing",
+        choices=MISSING_POLICIES,
+        default="fail",
+        help="a case without a baseline fails (default) or is skipped",
+    )
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default), json or markdown")
     p.set_defaults(handler=cmd_compare)
 
@@ -76,7 +88,9 @@ def register(sub) -> None:
         description="Write baseline entries from a results directory; other entries are kept.",
     )
     _add_gate_arguments(u)
-    u.add_argument("--all", action="store_true", help="rewrite every entry of the results, not only failing and missing ones")
+    u.add_argument(
+        "--all", action="store_true", help="rewrite every entry of the results, not only failing and missing ones"
+    )
     u.add_argument(
         "--file",
         default=DEFAULT_FILE,
@@ -84,7 +98,9 @@ def register(sub) -> None:
         help=f"file for new entries: DIR/<key>/NAME.json (default {DEFAULT_FILE}); existing entries stay in their file",
     )
     u.add_argument(
-        "--pool", action="store_true", help="pool the samples of every record of a case in RESULTS_DIR (several sessions) into one entry"
+        "--pool",
+        action="store_true",
+        help="pool the samples of every record of a case in RESULTS_DIR (several sessions) into one entry",
     )
     u.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json")
     u.set_defaults(handler=cmd_update)
@@ -102,7 +118,9 @@ def _load_results(args: argparse.Namespace) -> _Loaded:
     path = Path(args.results)
     results = ResultsDir(path)
     if not results.results_path.exists():
-        raise UsageError(f"{path} holds no results.jsonl; give the --out directory of `sdsuite run` or --sdsuite-out of pytest.")
+        raise UsageError(
+            f"{path} holds no results.jsonl; give the --out directory of `sdsuite run` or --sdsuite-out of pytest."
+        )
     records = [r for r in results.records() if r.get("status") == "ok"]
     if args.run:
         records = [r for r in records if (r.get("env") or {}).get("run_id", r.get("run_id")) == args.run]
@@ -130,7 +148,9 @@ def _gate_config(args: argparse.Namespace, update: UpdateMode, missing: str) -> 
 def _run(args: argparse.Namespace, cfg: GateConfig, file_name: str, pool: bool = False) -> list[GateResult]:
     loaded = _load_results(args)
     store = Path(args.baselines)
-    if cfg.update is UpdateMode.NONE and not store.is_dir():  # compare reads the store: a typo must not pass or "regress"
+    if (
+        cfg.update is UpdateMode.NONE and not store.is_dir()
+    ):  # compare reads the store: a typo must not pass or "regress"
         raise UsageError(
             f"--baselines {args.baselines!r} {'is not a directory' if store.exists() else 'does not exist'}; "
             "give the baseline store (DIR/<hardware-key>/*.json), or create it with `sdsuite baseline update`."
@@ -141,12 +161,16 @@ def _run(args: argparse.Namespace, cfg: GateConfig, file_name: str, pool: bool =
         calib, cpu = loaded.calibrations.get(rec.get("record_id"), (None, None)) if cfg.portable else (None, None)
         return {"env": loaded.envs.get(run_id), "calibration": calib, "cpu_samples": cpu}
 
-    if cfg.rules.command_line is not None and cfg.rules.command_line.overrides:  # a mistyped metric is an error, before anything is written
+    if (
+        cfg.rules.command_line is not None and cfg.rules.command_line.overrides
+    ):  # a mistyped metric is an error, before anything is written
         known = set()
         for rec in loaded.records:
             i = inputs(rec)
             known |= set(rec["metrics"]) | set(
-                obtained_entry(rec, portable=cfg.portable, calibration=i["calibration"], cpu_samples=i["cpu_samples"])["metrics"]
+                obtained_entry(rec, portable=cfg.portable, calibration=i["calibration"], cpu_samples=i["cpu_samples"])[
+                    "metrics"
+                ]
             )
         check_layer_metrics(cfg.rules.command_line, known)
 
@@ -156,15 +180,27 @@ def _run(args: argparse.Namespace, cfg: GateConfig, file_name: str, pool: bool =
         if pool:
             key = hardware_key(rec, inputs(rec)["env"], cfg.scope)
             # Only sessions measured under the same hardware key pool: others are other numbers.
-            sessions = [r for r in loaded.history[rec["case_id"]] if hardware_key(r, inputs(r)["env"], cfg.scope) == key]
+            sessions = [
+                r for r in loaded.history[rec["case_id"]] if hardware_key(r, inputs(r)["env"], cfg.scope) == key
+            ]
             pooled = []
             for r in sessions:
                 i = inputs(r)
-                pooled.append(obtained_entry(r, portable=cfg.portable, calibration=i["calibration"], cpu_samples=i["cpu_samples"]))
+                pooled.append(
+                    obtained_entry(r, portable=cfg.portable, calibration=i["calibration"], cpu_samples=i["cpu_samples"])
+                )
             entry = pool_entries(pooled)
         i = inputs(rec)
         out.append(
-            gate_record(rec, i["env"], cfg, file_name=file_name, calibration=i["calibration"], cpu_samples=i["cpu_samples"], entry=entry)
+            gate_record(
+                rec,
+                i["env"],
+                cfg,
+                file_name=file_name,
+                calibration=i["calibration"],
+                cpu_samples=i["cpu_samples"],
+                entry=entry,
+            )
         )
     return out
 
@@ -226,7 +262,9 @@ def cmd_update(args: argparse.Namespace) -> int:
     if args.format == "json":
         from sdsuite.cli.main import print_json
 
-        print_json({"written": [r.to_json() for r in written], "unchanged": [r.case_id for r in results if r not in written]})
+        print_json(
+            {"written": [r.to_json() for r in written], "unchanged": [r.case_id for r in results if r not in written]}
+        )
         return 0
     for r in results:
         where = r.baseline_path

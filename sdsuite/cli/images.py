@@ -20,14 +20,29 @@ def register(sub) -> None:
     p = sub.add_parser("images", help="manage saved images (clean)", description=__doc__)
     isub = p.add_subparsers(dest="images_command", metavar="ACTION")
     isub.required = True
-    c = isub.add_parser("clean", help="delete (optionally archive) saved images by job, age or total size", description=__doc__)
-    c.add_argument("root", nargs="?", default="sdsuite-sweep/images", metavar="ROOT", help="images root (default: sdsuite-sweep/images)")
-    c.add_argument("--job", default=None, metavar="ID", help="only the images of SLURM job ID (job_<ID>)")
-    c.add_argument("--older-than", type=float, default=None, metavar="DAYS", help="images last modified more than DAYS ago")
-    c.add_argument(
-        "--max-size", default=None, metavar="SIZE", help="delete the oldest images until the root holds at most SIZE (e.g. 500M, 2G)"
+    c = isub.add_parser(
+        "clean", help="delete (optionally archive) saved images by job, age or total size", description=__doc__
     )
-    c.add_argument("--archive", action="store_true", help="tar.gz the selected images into <root>/_archive before deleting")
+    c.add_argument(
+        "root",
+        nargs="?",
+        default="sdsuite-sweep/images",
+        metavar="ROOT",
+        help="images root (default: sdsuite-sweep/images)",
+    )
+    c.add_argument("--job", default=None, metavar="ID", help="only the images of SLURM job ID (job_<ID>)")
+    c.add_argument(
+        "--older-than", type=float, default=None, metavar="DAYS", help="images last modified more than DAYS ago"
+    )
+    c.add_argument(
+        "--max-size",
+        default=None,
+        metavar="SIZE",
+        help="delete the oldest images until the root holds at most SIZE (e.g. 500M, 2G)",
+    )
+    c.add_argument(
+        "--archive", action="store_true", help="tar.gz the selected images into <root>/_archive before deleting"
+    )
     c.add_argument("--dry-run", action="store_true", help="say what would be done, touch nothing")
     c.set_defaults(handler=cmd_clean)
 

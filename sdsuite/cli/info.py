@@ -29,12 +29,18 @@ def register(sub) -> None:
     from sdsuite.gpu.telemetry import BACKENDS
     from sdsuite.spec.flags import FORMATS
 
-    p.add_argument("--format", choices=FORMATS, default="table", help="table (default; one line per row when piped) or json")
+    p.add_argument(
+        "--format", choices=FORMATS, default="table", help="table (default; one line per row when piped) or json"
+    )
     p.set_defaults(handler=cmd_list)
     e = sub.add_parser("env", help="environment and GPU information")
     e.add_argument("--format", choices=FORMATS, default="table", help="text (default) or json")
-    e.add_argument("--telemetry", choices=BACKENDS, default="auto", help="telemetry device to describe (default: NVML if present)")
-    e.add_argument("--gpu-model", choices=SIM_MODELS, default=None, help="simulated GPU to describe (implies --telemetry sim)")
+    e.add_argument(
+        "--telemetry", choices=BACKENDS, default="auto", help="telemetry device to describe (default: NVML if present)"
+    )
+    e.add_argument(
+        "--gpu-model", choices=SIM_MODELS, default=None, help="simulated GPU to describe (implies --telemetry sim)"
+    )
     e.set_defaults(handler=cmd_env)
 
 
@@ -113,7 +119,10 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "description": "the scheduler the weights ship with",
             }
         ]
-        + [{"name": s.name, "class": s.class_name, "overrides": s.overrides, "description": s.description} for s in SCHEDULERS.values()],
+        + [
+            {"name": s.name, "class": s.class_name, "overrides": s.overrides, "description": s.description}
+            for s in SCHEDULERS.values()
+        ],
         "precisions": [{"name": k, "dtype": v} for k, v in PRECISIONS.items()],
     }
     keys = WHAT if args.what == "all" else (args.what,)
@@ -154,16 +163,24 @@ def cmd_env(args: argparse.Namespace) -> int:
         return 0
     c = make_console()
     c.print(f"sdsuite {env['packages']['sdsuite']}  fingerprint {env['fingerprint']}")
-    c.print(f"CPU: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores, {fmt_bytes(env['cpu']['memory_bytes'])})")
-    c.print(f"Python {env['python']} on {env['platform']['system']} {env['platform']['release']} ({env['platform']['machine']})")
+    c.print(
+        f"CPU: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores, {fmt_bytes(env['cpu']['memory_bytes'])})"
+    )
+    c.print(
+        f"Python {env['python']} on {env['platform']['system']} {env['platform']['release']} ({env['platform']['machine']})"
+    )
     c.print("Packages: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in env["packages"].items()))
     gpus = env["cuda"]["gpus"]
     if gpus:
         for g in gpus:
-            c.print(f"GPU {g['index']}: {g['name']} (class {g['class']}, {fmt_bytes(g['memory_bytes'])}, sm {g['compute_capability']})")
+            c.print(
+                f"GPU {g['index']}: {g['name']} (class {g['class']}, {fmt_bytes(g['memory_bytes'])}, sm {g['compute_capability']})"
+            )
         c.print(f"CUDA (torch build): {env['cuda']['torch_cuda']}")
     else:
-        c.print(f"GPU: none visible to torch (CUDA build: {env['cuda']['torch_cuda'] or 'no, CPU-only torch'}); benchmarks run on the CPU.")
+        c.print(
+            f"GPU: none visible to torch (CUDA build: {env['cuda']['torch_cuda'] or 'no, CPU-only torch'}); benchmarks run on the CPU."
+        )
     nv = env["nvml"]
     if nv["available"]:
         c.print(f"NVML: driver {nv['driver']}, {nv['device_count']} device(s)")
@@ -172,14 +189,18 @@ def cmd_env(args: argparse.Namespace) -> int:
     tel = env["telemetry"]
     for d in tel["devices"]:
         sim = " [simulated]" if d["simulated"] else ""
-        clocks = "; ".join(f"mem {m}: {v['count']} SM clocks {v['min']}-{v['max']} MHz" for m, v in d["supported_clocks_mhz"].items())
+        clocks = "; ".join(
+            f"mem {m}: {v['count']} SM clocks {v['min']}-{v['max']} MHz" for m, v in d["supported_clocks_mhz"].items()
+        )
         c.print(
             f"Telemetry ({tel['backend']}){sim} GPU {d['index']}: {d['name']} (class {d['gpu_class']}, uuid {d['uuid']}, "
             f"sm {d['compute_capability']}, {fmt_bytes(d['memory_bytes'])}, driver {d['driver']}, power limit {d['power_limit_w']} W; {clocks or 'no clock table'})"
         )
         c.print("  " + _measurement_line(d), highlight=False)
     if not tel["devices"]:
-        c.print(f"Telemetry: none ({tel.get('reason')}); try `sdsuite env --telemetry sim --gpu-model a100` for the simulated device.")
+        c.print(
+            f"Telemetry: none ({tel.get('reason')}); try `sdsuite env --telemetry sim --gpu-model a100` for the simulated device."
+        )
     if env["git_commit"]:
         c.print(f"git commit: {env['git_commit']}")
     return 0
@@ -195,11 +216,17 @@ def _measurement_line(d: dict) -> str:
     if period.get("period_s") is None:
         counter = "energy counter period unknown"
     elif period.get("source") == "measured":
-        spread = f", {period['min_s'] * 1e3:.1f}-{period['max_s'] * 1e3:.1f} ms" if period.get("min_s") is not None else ""
-        counter = f"energy counter updates every {period['period_s'] * 1e3:.1f} ms (measured, n={period.get('n')}{spread})"
+        spread = (
+            f", {period['min_s'] * 1e3:.1f}-{period['max_s'] * 1e3:.1f} ms" if period.get("min_s") is not None else ""
+        )
+        counter = (
+            f"energy counter updates every {period['period_s'] * 1e3:.1f} ms (measured, n={period.get('n')}{spread})"
+        )
     else:
         why = (period.get("measurement") or {}).get("reason")
         counter = f"energy counter period {period['period_s'] * 1e3:.0f} ms ({period.get('source')}{': ' + why if why else ''})"
     reading = d.get("power_reading") or {}
     power = f"power: {reading.get('method', 'unknown')}{' (~1 s average)' if reading.get('averaged') else ''}"
-    return f"persistence mode {_yes_no(d.get('persistence_mode'))}, MIG {_yes_no(d.get('mig_mode'))}, {power}, {counter}"
+    return (
+        f"persistence mode {_yes_no(d.get('persistence_mode'))}, MIG {_yes_no(d.get('mig_mode'))}, {power}, {counter}"
+    )

@@ -94,7 +94,9 @@ def quiet_third_party_imports() -> None:
             logger.addFilter(_DropMessages(prefixes))
 
 
-EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE: what a shell shows for a tool whose reader went away (``sdsuite report | head``)
+EXIT_BROKEN_PIPE = (
+    128 + 13
+)  # 128 + SIGPIPE: what a shell shows for a tool whose reader went away (``sdsuite report | head``)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,17 +16,27 @@ from sdsuite.core.errors import UsageError
 
 def register(sub) -> None:
     """Add the ``options`` subcommand."""
-    p = sub.add_parser("options", help="optimization options: what runs here, and effect reports of results", description=__doc__)
+    p = sub.add_parser(
+        "options", help="optimization options: what runs here, and effect reports of results", description=__doc__
+    )
     p.add_argument("--device", default="auto", help="device to check support on: auto (default), cpu, cuda, cuda:<i>")
     p.add_argument("--precision", default="fp32", help="precision to check support in (default fp32)")
-    p.add_argument("--results", default=None, metavar="DIR", help="report the option effects recorded in this results directory")
+    p.add_argument(
+        "--results", default=None, metavar="DIR", help="report the option effects recorded in this results directory"
+    )
     p.add_argument("--run", default="last", metavar="ID", help="with --results: a run id, 'last' (default) or 'all'")
     p.add_argument("--markdown", action="store_true", help="with --results: print a markdown table")
     p.set_defaults(handler=cmd_options)
 
 
 def _catalogue() -> list[tuple[str, str, str]]:
-    from sdsuite.optimizations.sets import ATTENTION_KERNELS, COMPILE_MODES, OFFLOAD_MODES, QUANTIZATIONS, WEIGHT_MUTATING
+    from sdsuite.optimizations.sets import (
+        ATTENTION_KERNELS,
+        COMPILE_MODES,
+        OFFLOAD_MODES,
+        QUANTIZATIONS,
+        WEIGHT_MUTATING,
+    )
 
     rows = [(f"attn={k}", "attention kernel" + (" (default)" if k == "sdpa" else ""), "no") for k in ATTENTION_KERNELS]
     rows += [
@@ -36,7 +46,10 @@ def _catalogue() -> list[tuple[str, str, str]]:
         ("channels-last", "UNet and VAE in channels_last", "no"),
         ("fused-qkv", WEIGHT_MUTATING["fused_qkv"], "yes"),
     ]
-    rows += [(f"compile={m}" if m != "default" else "compile", f"torch.compile the UNet, mode {m}", "no") for m in COMPILE_MODES]
+    rows += [
+        (f"compile={m}" if m != "default" else "compile", f"torch.compile the UNet, mode {m}", "no")
+        for m in COMPILE_MODES
+    ]
     rows += [(f"{m}-offload", f"{m} CPU offload", "yes") for m in OFFLOAD_MODES]
     rows += [(q, what, "yes") for q, what in QUANTIZATIONS.items()]
     return rows
@@ -56,7 +69,10 @@ def cmd_options(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     dtype = getattr(torch, get_precision(args.precision))
     console = make_console()
-    t = Table(title=f"optimization tokens (join with +; comma lists make a grid) on {device}, {args.precision}", title_justify="left")
+    t = Table(
+        title=f"optimization tokens (join with +; comma lists make a grid) on {device}, {args.precision}",
+        title_justify="left",
+    )
     for col in ("token", "what", "mutates weights", "runs here"):
         t.add_column(col)
     for token, what, mutates in _catalogue():
@@ -84,7 +100,9 @@ def _report(args: argparse.Namespace) -> int:
     from sdsuite.store.results import ResultsDir
 
     if not (Path(args.results) / "results.jsonl").is_file():
-        raise UsageError(f"--results {args.results!r} holds no results.jsonl; pass a directory written by `sdsuite run`.")
+        raise UsageError(
+            f"--results {args.results!r} holds no results.jsonl; pass a directory written by `sdsuite run`."
+        )
     records = ResultsDir(args.results).records()
     if args.run == "last":
         run = records[-1]["run_id"] if records else None

@@ -24,10 +24,16 @@ EXIT_NO_PLOTS = 2
 
 def register(sub) -> None:
     """Add the ``report`` subcommand."""
-    p = sub.add_parser("report", help="DVFS report and plots of results directories (compares several side by side)", description=__doc__)
+    p = sub.add_parser(
+        "report",
+        help="DVFS report and plots of results directories (compares several side by side)",
+        description=__doc__,
+    )
     p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="directories written by sdsuite sweep (or run)")
     p.add_argument(
-        "--out", default=None, help="report directory (default: RESULTS_DIR/report for one directory, sdsuite-report for several)"
+        "--out",
+        default=None,
+        help="report directory (default: RESULTS_DIR/report for one directory, sdsuite-report for several)",
     )
     p.add_argument(
         "--max-slowdown",
@@ -44,7 +50,10 @@ def register(sub) -> None:
     )
     p.add_argument("--no-plots", action="store_true", help="CSV, JSON and Markdown only")
     p.add_argument(
-        "--format", choices=("table", "json"), default="table", help="what to print: the optima table (default) or the JSON summary"
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="what to print: the optima table (default) or the JSON summary",
     )
     p.set_defaults(handler=cmd_report)
 
@@ -56,7 +65,9 @@ def print_optima(analysis: DvfsAnalysis, console: Console) -> None:
     for s in analysis.series:
         if len(s.points) < 2:  # e.g. the records of a plain `sdsuite run`: nothing to trade off
             only = s.points[0].freq_label if s.points else "none"
-            console.print(f"{s.label}: one clock measured ({only}); DVFS optima need several (`sdsuite sweep`)", highlight=False)
+            console.print(
+                f"{s.label}: one clock measured ({only}); DVFS optima need several (`sdsuite sweep`)", highlight=False
+            )
             continue
         ref = f"{s.reference_rule}" if s.reference else "none"
         t = Table(title=f"{s.label}\nreference: {ref}", title_justify="left")
@@ -67,7 +78,12 @@ def print_optima(analysis: DvfsAnalysis, console: Console) -> None:
             if o is None:
                 continue
             flags = ", ".join(
-                x for x in ("suspicious: faster than reference" if o.suspicious else "", "within noise" if o.within_noise else "") if x
+                x
+                for x in (
+                    "suspicious: faster than reference" if o.suspicious else "",
+                    "within noise" if o.within_noise else "",
+                )
+                if x
             )
             t.add_row(
                 o.title,
@@ -102,9 +118,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         console = make_console()
         print_optima(analysis, console)
-        console.print(f"wrote {', '.join(p.name for p in files.files + files.plots)} to {files.directory}", highlight=False)
+        console.print(
+            f"wrote {', '.join(p.name for p in files.files + files.plots)} to {files.directory}", highlight=False
+        )
     if files.empty:
-        print(f"sdsuite: error: {files.empty} (or pass --no-plots for the tables alone); no plot was written.", file=sys.stderr)
+        print(
+            f"sdsuite: error: {files.empty} (or pass --no-plots for the tables alone); no plot was written.",
+            file=sys.stderr,
+        )
         return EXIT_NO_PLOTS
     if files.plots_error:
         print(f"sdsuite: error: {files.plots_error}", file=sys.stderr)

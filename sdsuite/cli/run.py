@@ -14,7 +14,13 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sdsuite.cli.args import add_case_arguments, grid_from_args, new_run_id, run_options_from_args, telemetry_options_from_args
+from sdsuite.cli.args import (
+    add_case_arguments,
+    grid_from_args,
+    new_run_id,
+    run_options_from_args,
+    telemetry_options_from_args,
+)
 from sdsuite.core.console import console as make_console
 from sdsuite.core.errors import UsageError
 from sdsuite.gpu.telemetry import TelemetrySetup, open_setup
@@ -88,7 +94,9 @@ def _plan(args: argparse.Namespace, grid, device, out, telemetry: TelemetrySetup
         "cooldown": topts.cooldown,
     }
     identity = scaleout_identity(args, device_identity(telemetry.describe(), device))
-    plan = build_plan(grid.expand(), telemetry.freqs_mhz, device=identity, settings=settings, existing=ResultsDir(out).records())
+    plan = build_plan(
+        grid.expand(), telemetry.freqs_mhz, device=identity, settings=settings, existing=ResultsDir(out).records()
+    )
     return scaleout_plan(args, plan)
 
 
@@ -119,7 +127,9 @@ def _print_effects(records: list[dict], console: Console) -> None:
         console.print(f"note: {note}", style="dim")
 
 
-def _run(args: argparse.Namespace, cases: list, device, out, telemetry: TelemetrySetup, keys: dict | None = None) -> int:
+def _run(
+    args: argparse.Namespace, cases: list, device, out, telemetry: TelemetrySetup, keys: dict | None = None
+) -> int:
     opts = run_options_from_args(args, device)
     run_id = new_run_id()
     err = make_console(stderr=True)
@@ -140,7 +150,12 @@ def _run(args: argparse.Namespace, cases: list, device, out, telemetry: Telemetr
             err.print(f"[{len(records)}/{len(cases)}] {rec['case_id']}: {status}{took}")
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, disable=not show_progress
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not show_progress,
     ) as progress:
         task = progress.add_task("measuring", total=total_runs)
         run_grid(
@@ -165,7 +180,9 @@ def _run(args: argparse.Namespace, cases: list, device, out, telemetry: Telemetr
         print_records(records, out_console)
         if args.compare_options:
             _print_effects(records, out_console)
-        out_console.print(f"{len(records)} record(s) appended to {out / 'results.jsonl'} (run {run_id}, device {device})")
+        out_console.print(
+            f"{len(records)} record(s) appended to {out / 'results.jsonl'} (run {run_id}, device {device})"
+        )
     failed = [r for r in records if r["status"] == "failed"]
     for r in failed:
         print(f"sdsuite: case {r['case_id']} failed: {r['reason']}", file=sys.stderr)

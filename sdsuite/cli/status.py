@@ -12,9 +12,13 @@ from sdsuite.spec.flags import FORMATS
 
 def register(sub) -> None:
     """Add the ``status`` subcommand."""
-    p = sub.add_parser("status", help="progress of a scale-out sweep or run directory (merges finished tasks)", description=__doc__)
+    p = sub.add_parser(
+        "status", help="progress of a scale-out sweep or run directory (merges finished tasks)", description=__doc__
+    )
     p.add_argument("out", metavar="OUT", help="the --out directory of a launched sweep or run")
-    p.add_argument("--no-merge", action="store_true", help="only read; do not merge task directories into OUT/results.jsonl")
+    p.add_argument(
+        "--no-merge", action="store_true", help="only read; do not merge task directories into OUT/results.jsonl"
+    )
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     p.set_defaults(handler=cmd_status)
 
@@ -47,7 +51,9 @@ def status_of(out: Path, merge: bool = True) -> dict:
     for t in latest.get("tasks", []):
         n_done = sum(1 for k in t["keys"] if k in done)
         state = queued.get(str(t["index"])) or ("done" if n_done == len(t["keys"]) else "incomplete")
-        tasks.append({"index": t["index"], "gpu": t.get("gpu"), "points": len(t["keys"]), "finished": n_done, "state": state})
+        tasks.append(
+            {"index": t["index"], "gpu": t.get("gpu"), "points": len(t["keys"]), "finished": n_done, "state": state}
+        )
     planned = latest.get("planned_keys", [])
     missing = [k for k in planned if k not in done]
     return {

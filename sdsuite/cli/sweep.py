@@ -25,7 +25,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sdsuite import __version__
-from sdsuite.cli.args import add_case_arguments, grid_from_args, new_run_id, run_options_from_args, telemetry_options_from_args
+from sdsuite.cli.args import (
+    add_case_arguments,
+    grid_from_args,
+    new_run_id,
+    run_options_from_args,
+    telemetry_options_from_args,
+)
 from sdsuite.core.console import console as make_console
 from sdsuite.core.console import readable
 from sdsuite.core.errors import UsageError
@@ -60,7 +66,9 @@ SWEEP_LOCK = ".sweep.lock"
 
 def register(sub) -> None:
     """Add the ``sweep`` subcommand."""
-    p = sub.add_parser("sweep", help="DVFS sweep: every case at every SM clock, resumable, with optima", description=__doc__)
+    p = sub.add_parser(
+        "sweep", help="DVFS sweep: every case at every SM clock, resumable, with optima", description=__doc__
+    )
     add_case_arguments(p)
     s = p.add_argument_group("sweep")
     s.add_argument(
@@ -134,7 +142,9 @@ def _exclusive(out: Path) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise UsageError(f"another sdsuite sweep is writing to {str(out)!r}; wait for it or use another --out.") from None
+            raise UsageError(
+                f"another sdsuite sweep is writing to {str(out)!r}; wait for it or use another --out."
+            ) from None
         try:
             yield
         finally:
@@ -181,20 +191,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     setup = open_setup(topts, device.type, device.index or 0)
     vclock = None
     if setup.simulated:
-        gpu, vclock = open_sim_device(setup.telemetry.model, clock=sim_clock, faults=setup.telemetry.faults, state_path=args.sim_state_file)
+        gpu, vclock = open_sim_device(
+            setup.telemetry.model, clock=sim_clock, faults=setup.telemetry.faults, state_path=args.sim_state_file
+        )
         recover_stale_lock(gpu)  # a sweep killed with SIGKILL left this simulated GPU's state file locked
-        meter_opts = MeterOptions(poll_interval_s=topts.poll_interval_ms / 1000.0, source=topts.energy_source, keep_trace=topts.power_trace)
+        meter_opts = MeterOptions(
+            poll_interval_s=topts.poll_interval_ms / 1000.0, source=topts.energy_source, keep_trace=topts.power_trace
+        )
         setup.close()
-        setup = TelemetrySetup(topts, gpu, sim_meter(gpu, meter_opts, virtual), setup.freq_spec, setup.freqs_mhz, setup.cooldown)
+        setup = TelemetrySetup(
+            topts, gpu, sim_meter(gpu, meter_opts, virtual), setup.freq_spec, setup.freqs_mhz, setup.cooldown
+        )
     try:
         return _sweep(args, grid.expand(), device, out, setup, sim_clock, vclock)
     finally:
         setup.close()
 
 
-def _settings(args: argparse.Namespace, setup: TelemetrySetup, opts: RunOptions, sim_clock: str | None, model: SimTimeModel) -> dict:
+def _settings(
+    args: argparse.Namespace, setup: TelemetrySetup, opts: RunOptions, sim_clock: str | None, model: SimTimeModel
+) -> dict:
     tel = setup.telemetry
-    settle = setup.options.settle_s if setup.options.settle_s is not None else (tel.default_settle_s if tel is not None else 0.0)
+    settle = (
+        setup.options.settle_s
+        if setup.options.settle_s is not None
+        else (tel.default_settle_s if tel is not None else 0.0)
+    )
     settings = {
         "runs": opts.runs,
         "warmup": opts.warmup,
@@ -225,7 +247,14 @@ def fmt_duration(seconds: float) -> str:
 
 
 def _plan_lines(
-    plan: SweepPlan, est: PlanEstimate, *, setup: TelemetrySetup, sim_clock: str | None, out: Path, saver: ImageSaver | None, args
+    plan: SweepPlan,
+    est: PlanEstimate,
+    *,
+    setup: TelemetrySetup,
+    sim_clock: str | None,
+    out: Path,
+    saver: ImageSaver | None,
+    args,
 ) -> list[str]:
     freqs = sorted({p.case.freq_mhz for p in plan.points if p.case.freq_mhz is not None})
     n_cases = len({dataclasses.replace(p.case, freq_mhz=None) for p in plan.points})
@@ -236,7 +265,11 @@ def _plan_lines(
     span = f"{freqs[0]}..{freqs[-1]} MHz" if freqs else "default clocks"
     virtual = sim_clock == "virtual"
     tel = setup.telemetry
-    settle = setup.options.settle_s if setup.options.settle_s is not None else (tel.default_settle_s if tel is not None else 0.0)
+    settle = (
+        setup.options.settle_s
+        if setup.options.settle_s is not None
+        else (tel.default_settle_s if tel is not None else 0.0)
+    )
     lines = [
         f"Sweep plan: {len(plan.points)} point(s) = {n_cases} case(s) x {len(set(p.case.freq_mhz for p in plan.points))} clock(s) ({span}, {plan.order}) on {where}",
         f"  resume: {plan.already_done} point(s) already done in {out}, {est.to_run} to run",
@@ -244,7 +277,9 @@ def _plan_lines(
         f"{args.runs} measured run(s) with energy windows; cooldown between clocks: {args.cooldown or 'none'}{' (virtual)' if virtual and args.cooldown else ''}",
     ]
     if est.to_run == 0:
-        lines.append("  estimated duration: nothing to run (every point is done; delete the records or use another --out to measure again)")
+        lines.append(
+            "  estimated duration: nothing to run (every point is done; delete the records or use another --out to measure again)"
+        )
     elif est.duration_s is not None:
         lines.append(
             f"  estimated duration: ~{fmt_duration(est.duration_s)} ({est.generations_per_point} generations per point at "
@@ -267,7 +302,9 @@ def _plan_lines(
     return lines
 
 
-def _sweep(args: argparse.Namespace, cases: list, device, out: Path, setup: TelemetrySetup, sim_clock: str | None, vclock) -> int:
+def _sweep(
+    args: argparse.Namespace, cases: list, device, out: Path, setup: TelemetrySetup, sim_clock: str | None, vclock
+) -> int:
     # The lock is taken before planning: a second sweep on this --out must not plan points the first is measuring.
     with contextlib.nullcontext() if args.plan_only else _exclusive(out):
         return _plan_and_execute(args, cases, device, out, setup, sim_clock, vclock)
@@ -288,7 +325,13 @@ def _plan_and_execute(
     settings = _settings(args, setup, opts, sim_clock, model)
     identity = scaleout_identity(args, device_identity(setup.describe(), device))
     plan = build_plan(
-        cases, setup.freqs_mhz, device=identity, settings=settings, order=args.order, seed=args.shuffle_seed, existing=existing
+        cases,
+        setup.freqs_mhz,
+        device=identity,
+        settings=settings,
+        order=args.order,
+        seed=args.shuffle_seed,
+        existing=existing,
     )
     plan = scaleout_plan(args, plan)  # a launcher takes the plan here; a worker keeps only its points
     if plan is None:
@@ -297,7 +340,12 @@ def _plan_and_execute(
     saver = None
     if args.save_images != "none":
         selected = sample_selection([p.case for p in plan.points], args.save_images)
-        extra = {"gpu": dev.get("name", str(device)), "simulated": setup.simulated, "run_id": run_id, "version": __version__}
+        extra = {
+            "gpu": dev.get("name", str(device)),
+            "simulated": setup.simulated,
+            "run_id": run_id,
+            "version": __version__,
+        }
         saver = ImageSaver(images_root(out), run_dir_name(run_id), args.save_images, frozenset(selected), extra)
     virtual = sim_clock == "virtual"
     # Real seconds only: on the virtual clock settling and cooling down cost nothing.
@@ -327,7 +375,9 @@ def _plan_and_execute(
         )
     if args.plan_only:
         return 0
-    return _execute(args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings)
+    return _execute(
+        args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings
+    )
 
 
 def _record_bytes(existing: list[dict]) -> int:
@@ -338,7 +388,9 @@ def _record_bytes(existing: list[dict]) -> int:
     return max(2 * largest, 64 * 1024)
 
 
-def _execute(args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings) -> int:
+def _execute(
+    args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings
+) -> int:
     from sdsuite.measure.envinfo import environment
 
     env = environment()
@@ -386,7 +438,11 @@ def _execute(args, plan, opts, device, out, results, run_id, setup, sim_clock, v
             if not show:
                 r = d.record
                 status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason')}"
-                err.print(f"[{d.index + 1}/{len(plan.points)}] {d.point.case.case_id}: {status}", highlight=False, markup=False)
+                err.print(
+                    f"[{d.index + 1}/{len(plan.points)}] {d.point.case.case_id}: {status}",
+                    highlight=False,
+                    markup=False,
+                )
 
         outcome = run_sweep(
             plan,
@@ -419,7 +475,8 @@ def _finish(args, outcome, plan, out: Path, wall_s: float, info: Console) -> int
         print_json({"records": recs, "skipped_done": outcome.skipped, "stopped": outcome.stopped})
     else:
         t = Table(
-            title=f"sweep: {len(recs)} point(s) measured in {fmt_seconds(wall_s)}, {outcome.skipped} already done", title_justify="left"
+            title=f"sweep: {len(recs)} point(s) measured in {fmt_seconds(wall_s)}, {outcome.skipped} already done",
+            title_justify="left",
         )
         for col in ("clock", "case", "status", "time/call", "energy/image", "avg power"):
             t.add_column(col, justify="right" if col not in ("case", "status") else "left")

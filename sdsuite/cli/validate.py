@@ -29,7 +29,9 @@ from sdsuite.core.errors import UsageError
 def register(sub) -> None:
     """Add the ``validate`` subcommand."""
     p = sub.add_parser(
-        "validate", help="CLIP score / FID / IS of a configuration over a prompt set, with acceptance windows", description=__doc__
+        "validate",
+        help="CLIP score / FID / IS of a configuration over a prompt set, with acceptance windows",
+        description=__doc__,
     )
     c = p.add_argument_group("configuration")
     c.add_argument("--variant", default="tiny-sd", help="model variant (default tiny-sd)")
@@ -37,30 +39,58 @@ def register(sub) -> None:
     c.add_argument("--precision", default="fp32", help="fp32 (default), fp16, bf16")
     c.add_argument("--steps", type=int, default=None, help="denoising steps (default: the variant's)")
     c.add_argument("--resolution", default=None, metavar="WxH", help="image size (default: the variant's)")
-    c.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default: the variant's)")
-    c.add_argument("--negative-prompt", default=None, help="negative prompt for every image")
-    c.add_argument("--seed", type=int, default=0, help="seed of the first prompt's latents; prompt i uses seed + i (default 0)")
     c.add_argument(
-        "--recipe", "--opt", dest="recipe", default=None, metavar="SET", help="one optimization set, e.g. fast or attn=sliced+vae-tiling"
+        "--guidance-scale", type=float, default=None, help="classifier-free guidance (default: the variant's)"
+    )
+    c.add_argument("--negative-prompt", default=None, help="negative prompt for every image")
+    c.add_argument(
+        "--seed", type=int, default=0, help="seed of the first prompt's latents; prompt i uses seed + i (default 0)"
+    )
+    c.add_argument(
+        "--recipe",
+        "--opt",
+        dest="recipe",
+        default=None,
+        metavar="SET",
+        help="one optimization set, e.g. fast or attn=sliced+vae-tiling",
     )
     c.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:<i>")
     c.add_argument("--weights", default="auto", help="auto, random or PATH (as for sdsuite run)")
     q = p.add_argument_group("prompts, metrics and acceptance")
-    q.add_argument("--prompts", default="builtin", metavar="builtin|PATH", help="builtin (default), a COCO captions .json or a text file")
     q.add_argument(
-        "--num-prompts", type=int, default=None, metavar="N", help="prompts to generate (COCO: a seed-42 subset; required for COCO)"
+        "--prompts",
+        default="builtin",
+        metavar="builtin|PATH",
+        help="builtin (default), a COCO captions .json or a text file",
+    )
+    q.add_argument(
+        "--num-prompts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="prompts to generate (COCO: a seed-42 subset; required for COCO)",
     )
     q.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per pipeline call (default 1)")
-    q.add_argument("--clip-model", default=None, metavar="DIR", help="local transformers CLIP directory for the CLIP score")
+    q.add_argument(
+        "--clip-model", default=None, metavar="DIR", help="local transformers CLIP directory for the CLIP score"
+    )
     q.add_argument(
         "--inception",
         default=None,
         metavar="PTH",
         help="local torch-fidelity Inception weights (pt_inception-2015-12-05-*.pth) for FID and IS",
     )
-    q.add_argument("--fid-stats", default=None, metavar="NPZ", help="reference statistics (mu, sigma) for FID, e.g. MLPerf's val2014.npz")
     q.add_argument(
-        "--acceptance", default=None, metavar="PRESET|JSON", help="windows: mlperf-sdxl, optsd, or JSON like '{\"fid\": [null, 20]}'"
+        "--fid-stats",
+        default=None,
+        metavar="NPZ",
+        help="reference statistics (mu, sigma) for FID, e.g. MLPerf's val2014.npz",
+    )
+    q.add_argument(
+        "--acceptance",
+        default=None,
+        metavar="PRESET|JSON",
+        help="windows: mlperf-sdxl, optsd, or JSON like '{\"fid\": [null, 20]}'",
     )
     q.add_argument("--out", default=None, metavar="FILE", help="also write the JSON report to FILE")
     q.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
@@ -110,7 +140,9 @@ def generate(case, prompts: list[str], batch_size: int, device: torch.device, we
     try:
         for start in range(0, len(prompts), batch_size):
             chunk = [
-                CaseMeasurement(dataclasses.replace(case, prompt=p, seed=case.seed + start + j), loaded, device, None).call_kwargs()
+                CaseMeasurement(
+                    dataclasses.replace(case, prompt=p, seed=case.seed + start + j), loaded, device, None
+                ).call_kwargs()
                 for j, p in enumerate(prompts[start : start + batch_size])
             ]
             kwargs = dict(chunk[0])
@@ -207,7 +239,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}.")
     if args.num_prompts is None and str(args.prompts).lower().endswith(".json"):
-        raise UsageError("a COCO captions file needs --num-prompts N (the seed-42 subset size; val2017 holds 5000 images).")
+        raise UsageError(
+            "a COCO captions file needs --num-prompts N (the seed-42 subset size; val2017 holds 5000 images)."
+        )
     prompt_set = load_prompt_set(args.prompts, args.num_prompts)
     device = resolve_device(args.device)
     validate_weights(args.weights)
@@ -224,7 +258,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         sanity = sanity_check(images)
     # Metrics of broken images would be meaningless numbers: report the sanity failure instead.
     metrics = evaluate(
-        None if sanity else images, prompts, clip_model=args.clip_model, inception=args.inception, fid_stats=args.fid_stats, preflight=pre
+        None if sanity else images,
+        prompts,
+        clip_model=args.clip_model,
+        inception=args.inception,
+        fid_stats=args.fid_stats,
+        preflight=pre,
     )
     values = {k: (m.get("value") if m.get("available") else None) for k, m in metrics.items()}
     verdict = windows.check(values) if windows is not None else None
@@ -290,7 +329,10 @@ def _print(report: dict, windows) -> None:
     acc = report["acceptance"]
     if acc is not None:
         state = {True: "ACCEPTED", False: "REJECTED", None: "NOT ACCEPTED (metrics unchecked)"}[acc["accepted"]]
-        console.print(f"acceptance {acc['preset']}: {state}" + (f"; unchecked: {', '.join(acc['unchecked'])}" if acc["unchecked"] else ""))
+        console.print(
+            f"acceptance {acc['preset']}: {state}"
+            + (f"; unchecked: {', '.join(acc['unchecked'])}" if acc["unchecked"] else "")
+        )
         for v in acc["violations"]:
             console.print(f"  {v}")
         if report["acceptance_note"]:

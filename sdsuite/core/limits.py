@@ -97,7 +97,9 @@ class Range:
                 )
             ok = False
         if not ok:
-            raise UsageError(f"{name} must be {self.describe(hi)}, got {_fmt(value) if isinstance(value, (int, float)) else repr(value)}.")
+            raise UsageError(
+                f"{name} must be {self.describe(hi)}, got {_fmt(value) if isinstance(value, (int, float)) else repr(value)}."
+            )
         return value
 
     def parse(self, text: Any, name: str, large: bool = False) -> Any:
@@ -150,7 +152,11 @@ def _flag(dest: str) -> str:
 
 
 def check_flags(
-    get: Callable[[str], Any], flag_of: Callable[[str], str] = _flag, *, large: bool = False, dests: Iterable[str] | None = None
+    get: Callable[[str], Any],
+    flag_of: Callable[[str], str] = _flag,
+    *,
+    large: bool = False,
+    dests: Iterable[str] | None = None,
 ) -> None:
     """Check every numeric flag ``get(dest)`` has (None: not given); UsageError on the first bad one."""
     for dest in FLAG_RANGES if dests is None else dests:

@@ -168,7 +168,11 @@ def objective_titles(max_slowdown_pct: float) -> dict[str, tuple[str, str, str]]
         "min_energy": ("minimum energy", "energy_per_image_j", "J/image"),
         "min_edp": ("minimum EDP", "edp_js", "J*s"),
         "min_ed2p": ("minimum ED2P", "ed2p_js2", "J*s^2"),
-        "max_saving_within_slowdown": (f"max energy saving with slowdown <= {max_slowdown_pct:g}%", "energy_per_image_j", "J/image"),
+        "max_saving_within_slowdown": (
+            f"max energy saving with slowdown <= {max_slowdown_pct:g}%",
+            "energy_per_image_j",
+            "J/image",
+        ),
     }
 
 
@@ -236,7 +240,9 @@ def _compare(p: PointStats, ref: PointStats | None) -> PointStats:
     u_save = u_slow = None
     if save is not None and not is_ref:
         # Each point's energy: its run-to-run spread and its windows' measurement bound, combined with the reference's.
-        u_save = ratio_uncertainty_pct(e.median / er.median, _rel_spread(e), _rel_spread(er), p.energy_bound_rel, ref.energy_bound_rel)
+        u_save = ratio_uncertainty_pct(
+            e.median / er.median, _rel_spread(e), _rel_spread(er), p.energy_bound_rel, ref.energy_bound_rel
+        )
     if slow is not None and not is_ref:
         u_slow = ratio_uncertainty_pct(t.median / tr.median, _rel_spread(t), _rel_spread(tr))
     return replace(
@@ -287,7 +293,11 @@ def _optima(points: Sequence[PointStats], ref: PointStats | None, max_slowdown_p
 
 
 def analyze_series(
-    key: SeriesKey, points: Sequence[PointRecord], *, reference: str = "max", max_slowdown_pct: float = DEFAULT_MAX_SLOWDOWN_PCT
+    key: SeriesKey,
+    points: Sequence[PointRecord],
+    *,
+    reference: str = "max",
+    max_slowdown_pct: float = DEFAULT_MAX_SLOWDOWN_PCT,
 ) -> SeriesAnalysis:
     """Aggregate one series, pick its reference and optima, flag its points."""
     stats = [_point_stats(p) for p in points]
@@ -295,10 +305,14 @@ def analyze_series(
     stats = [_compare(p, ref) for p in stats]
     ref = next((p for p in stats if p.is_reference), None)
     sources = {r.time_source for p in points for r in p.runs}
-    time_source = "energy_window" if sources == {"energy_window"} else ("latency" if sources == {"latency"} else "mixed")
+    time_source = (
+        "energy_window" if sources == {"energy_window"} else ("latency" if sources == {"latency"} else "mixed")
+    )
     notes = []
     if any(p.status == "ok" and p.value("energy_per_image_j") is None for p in stats):
-        notes.append("some points have no energy measurement (no GPU telemetry): energy optima use only the points that have one")
+        notes.append(
+            "some points have no energy measurement (no GPU telemetry): energy optima use only the points that have one"
+        )
     sim_time = next((p.record.get("sim_time") for p in points if p.record.get("sim_time")), None)
     if sim_time:
         notes.append(
@@ -307,7 +321,9 @@ def analyze_series(
         )
     dupes = sum(p.duplicates for p in stats)
     if dupes:
-        notes.append(f"{dupes} older duplicate record(s) of the same points were ignored (the latest ok record per point is used)")
+        notes.append(
+            f"{dupes} older duplicate record(s) of the same points were ignored (the latest ok record per point is used)"
+        )
     failed = [p for p in stats if p.status != "ok"]
     if failed:
         notes.append(f"{len(failed)} point(s) failed or were skipped; their reasons are listed in the points table")
@@ -323,18 +339,24 @@ def analyze_series(
     )
 
 
-def analyze(sets: Sequence[ResultSet], *, reference: str = "max", max_slowdown_pct: float = DEFAULT_MAX_SLOWDOWN_PCT) -> DvfsAnalysis:
+def analyze(
+    sets: Sequence[ResultSet], *, reference: str = "max", max_slowdown_pct: float = DEFAULT_MAX_SLOWDOWN_PCT
+) -> DvfsAnalysis:
     """Analyze every series of the given result sets."""
     if reference not in REFERENCES:
         raise UsageError(f"unknown --reference {reference!r}; valid choices: {', '.join(REFERENCES)}.")
     if not (0 <= max_slowdown_pct < 1000):
         raise UsageError(f"--max-slowdown must be a percentage >= 0, got {max_slowdown_pct:g}.")
     grouped = collect_points(sets)
-    series = tuple(analyze_series(k, pts, reference=reference, max_slowdown_pct=max_slowdown_pct) for k, pts in grouped.items())
+    series = tuple(
+        analyze_series(k, pts, reference=reference, max_slowdown_pct=max_slowdown_pct) for k, pts in grouped.items()
+    )
     simulated = any(s.key.simulated for s in series)
     notes = []
     if simulated:
-        notes.append("simulated GPU data: these numbers exercise the method and must never be compared with real hardware")
+        notes.append(
+            "simulated GPU data: these numbers exercise the method and must never be compared with real hardware"
+        )
     if not series:
         notes.append("no records found")
     return DvfsAnalysis(tuple(str(s.path) for s in sets), series, reference, max_slowdown_pct, simulated, tuple(notes))

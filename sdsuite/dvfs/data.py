@@ -37,7 +37,9 @@ def load_result_sets(paths: Sequence[str | os.PathLike]) -> list[ResultSet]:
         p = Path(raw)
         d = p.parent if p.name == RESULTS_FILE and p.is_file() else p
         if not (d / RESULTS_FILE).is_file():
-            raise UsageError(f"no {RESULTS_FILE} in {str(d)!r}; point at a directory written by sdsuite sweep or sdsuite run.")
+            raise UsageError(
+                f"no {RESULTS_FILE} in {str(d)!r}; point at a directory written by sdsuite sweep or sdsuite run."
+            )
         records = ResultsDir(d).records()
         label = d.resolve().name or str(d)
         base, n = label, 2
@@ -137,7 +139,9 @@ def run_rows(record: Mapping[str, Any], series: SeriesKey) -> tuple[RunRow, ...]
     m = record.get("metrics") or {}
     lat = (m.get("latency_s") or {}).get("samples") or []
     windows = record.get("energy_windows") or []
-    batch = int((record.get("case") or {}).get("batch_size") or 1) * int((record.get("case") or {}).get("images_per_prompt") or 1)
+    batch = int((record.get("case") or {}).get("batch_size") or 1) * int(
+        (record.get("case") or {}).get("images_per_prompt") or 1
+    )
     rows = []
     usable = windows and all(w.get("available") and w.get("duration_s") for w in windows)
     n = len(windows) if usable else len(lat)
@@ -180,7 +184,9 @@ def collect_points(sets: Sequence[ResultSet]) -> dict[SeriesKey, list[PointRecor
     for rs in sets:
         for rec in rs.records:
             if not isinstance(rec.get("case"), dict):
-                raise InputFileError(f"{rs.path / RESULTS_FILE}: record {rec.get('record_id')} has no case object; not an sdsuite record.")
+                raise InputFileError(
+                    f"{rs.path / RESULTS_FILE}: record {rec.get('record_id')} has no case object; not an sdsuite record."
+                )
             key = SeriesKey(rs.label if multi else "", gpu_label(rec), bool(rec.get("simulated")), series_case_id(rec))
             chosen.setdefault((key, freq_of(rec)), []).append(rec)
     series: dict[SeriesKey, list[PointRecord]] = {}

@@ -96,7 +96,15 @@ def _place_labels(ax, labels: list[tuple[str, float, float, int]]) -> None:
         top = (y - y0) / ((y1 - y0) or 1) > 0.8
         dx = -10 if right else 10
         dy = (-14 - 12 * k) if top else (8 + 12 * k)
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8, ha="right" if right else "left", va="center")
+        ax.annotate(
+            text,
+            (x, y),
+            textcoords="offset points",
+            xytext=(dx, dy),
+            fontsize=8,
+            ha="right" if right else "left",
+            va="center",
+        )
 
 
 def _legend(ax, n_series: int) -> None:
@@ -133,7 +141,9 @@ def _optimum_legend(ax, used: Sequence[str], reference: bool, bound_pct: float |
     if reference:
         ax.add_line(Line2D([], [], marker="s", ls="none", ms=10, mfc="none", mec="black", mew=1.5, label="reference"))
     if bound_pct is not None:
-        ax.add_line(Line2D([], [], ls="--", lw=1.0, color="0.4", label=f"slowdown bound (+{bound_pct:g}% of the reference)"))
+        ax.add_line(
+            Line2D([], [], ls="--", lw=1.0, color="0.4", label=f"slowdown bound (+{bound_pct:g}% of the reference)")
+        )
 
 
 def _pct_axis(ax, analysis: DvfsAnalysis, metric: str) -> None:
@@ -145,9 +155,17 @@ def _pct_axis(ax, analysis: DvfsAnalysis, metric: str) -> None:
     if not base:
         return
     if metric == "time_s":
-        fwd, inv, label = (lambda t: (t / base - 1) * 100), (lambda pct: base * (1 + pct / 100)), "slowdown vs reference (%)"
+        fwd, inv, label = (
+            (lambda t: (t / base - 1) * 100),
+            (lambda pct: base * (1 + pct / 100)),
+            "slowdown vs reference (%)",
+        )
     else:
-        fwd, inv, label = (lambda e: (1 - e / base) * 100), (lambda pct: base * (1 - pct / 100)), "energy saving vs reference (%)"
+        fwd, inv, label = (
+            (lambda e: (1 - e / base) * 100),
+            (lambda pct: base * (1 - pct / 100)),
+            "energy saving vs reference (%)",
+        )
     ax.secondary_yaxis("right", functions=(fwd, inv)).set_ylabel(label)
 
 
@@ -191,7 +209,9 @@ def _metric_plot(
         )
         ref = s.reference
         if bound and ref is not None and ref.value(metric) is not None:
-            ax.axhline(ref.value(metric) * (1 + s.max_slowdown_pct / 100), ls="--", lw=1.0, color=color, alpha=0.8, zorder=1)
+            ax.axhline(
+                ref.value(metric) * (1 + s.max_slowdown_pct / 100), ls="--", lw=1.0, color=color, alpha=0.8, zorder=1
+            )
         for j, obj in enumerate(marks):
             opt = s.optima.get(obj)
             p = next((q for q in pts if opt is not None and q.freq_mhz == opt.freq_mhz), None)
@@ -225,7 +245,11 @@ def _metric_plot(
 def pareto_front(points: Sequence[PointStats]) -> list[PointStats]:
     """Points no other point beats on both time and energy per image, fastest first."""
     pts = sorted(
-        (p for p in points if p.status == "ok" and p.value("time_s") is not None and p.value("energy_per_image_j") is not None),
+        (
+            p
+            for p in points
+            if p.status == "ok" and p.value("time_s") is not None and p.value("energy_per_image_j") is not None
+        ),
         key=lambda p: (p.value("time_s"), p.value("energy_per_image_j")),
     )
     front, best_e = [], float("inf")
@@ -244,7 +268,11 @@ def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
     used: list[str] = []
     has_ref = False
     for i, s in enumerate(analysis.series):
-        pts = [p for p in s.points if p.status == "ok" and p.value("time_s") is not None and p.value("energy_per_image_j") is not None]
+        pts = [
+            p
+            for p in s.points
+            if p.status == "ok" and p.value("time_s") is not None and p.value("energy_per_image_j") is not None
+        ]
         if not pts:
             continue
         color = colors[i % len(colors)]
@@ -273,8 +301,19 @@ def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
         )
         ref = s.reference
         if ref is not None and ref.value("energy_per_image_j") is not None:
-            ax.plot([ref.value("time_s")], [ref.value("energy_per_image_j")], "s", ms=17, mfc="none", mec=color, mew=1.8, zorder=7)
-            ax.axvline(ref.value("time_s") * (1 + s.max_slowdown_pct / 100), ls="--", lw=1.0, color=color, alpha=0.8, zorder=1)
+            ax.plot(
+                [ref.value("time_s")],
+                [ref.value("energy_per_image_j")],
+                "s",
+                ms=17,
+                mfc="none",
+                mec=color,
+                mew=1.8,
+                zorder=7,
+            )
+            ax.axvline(
+                ref.value("time_s") * (1 + s.max_slowdown_pct / 100), ls="--", lw=1.0, color=color, alpha=0.8, zorder=1
+            )
             labels.append((f"{ref.freq_label} (reference)", ref.value("time_s"), ref.value("energy_per_image_j"), 0))
             has_ref = True
         labelled: set[int | None] = {ref.freq_mhz} if ref is not None else set()
@@ -290,7 +329,9 @@ def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
                 used.append(obj)
             if p.freq_mhz not in labelled:  # one label per point, even when several objectives pick it
                 labelled.add(p.freq_mhz)
-                labels.append((p.freq_label + (" (edge of swept range)" if at_edge(s, p) else ""), x, y, -1 if side % 2 else 0))
+                labels.append(
+                    (p.freq_label + (" (edge of swept range)" if at_edge(s, p) else ""), x, y, -1 if side % 2 else 0)
+                )
                 side += 1
     if n > 1:
         from matplotlib.lines import Line2D
@@ -354,9 +395,23 @@ def write_plots(analysis: DvfsAnalysis, out_dir: str | Path) -> list[Path]:
             out / PLOT_FILES["energy"],
             pct_axis=True,
         ),
-        _metric_plot(plt, analysis, "avg_power_w", "average power (W)", "Average power vs SM clock", (), out / PLOT_FILES["power"]),
         _metric_plot(
-            plt, analysis, "edp_js", "EDP per call (J*s)", "Energy-delay product vs SM clock", ("min_edp",), out / PLOT_FILES["edp"]
+            plt,
+            analysis,
+            "avg_power_w",
+            "average power (W)",
+            "Average power vs SM clock",
+            (),
+            out / PLOT_FILES["power"],
+        ),
+        _metric_plot(
+            plt,
+            analysis,
+            "edp_js",
+            "EDP per call (J*s)",
+            "Energy-delay product vs SM clock",
+            ("min_edp",),
+            out / PLOT_FILES["edp"],
         ),
         _metric_plot(
             plt,

@@ -41,7 +41,9 @@ class SimTimeModel:
     """How long one UNet evaluation takes on the simulated GPU at a clock (beta model)."""
 
     beta: float = 0.35
-    unet_eval_s: float = 0.015  # per latent at f_max on an A100: SD1.5 512x512 fp16, ~1.5 s / 50 steps / 2 latents (CFG)
+    unet_eval_s: float = (
+        0.015  # per latent at f_max on an A100: SD1.5 512x512 fp16, ~1.5 s / 50 steps / 2 latents (CFG)
+    )
 
     def slowdown(self, f_mhz: float, f_max_mhz: float) -> float:
         """T(f) / T(f_max)."""
@@ -49,7 +51,9 @@ class SimTimeModel:
 
     def eval_s(self, f_mhz: float, f_max_mhz: float, latents: int, gpu_model: str) -> float:
         """Modelled device seconds of one UNet evaluation over ``latents`` latents at ``f_mhz``."""
-        return self.unet_eval_s * GPU_SPEED_FACTOR.get(gpu_model, 1.0) * max(latents, 1) * self.slowdown(f_mhz, f_max_mhz)
+        return (
+            self.unet_eval_s * GPU_SPEED_FACTOR.get(gpu_model, 1.0) * max(latents, 1) * self.slowdown(f_mhz, f_max_mhz)
+        )
 
     def to_dict(self) -> dict:
         """JSON-ready parameters."""
@@ -76,7 +80,9 @@ def open_sim_device(
     """A simulated GPU on the virtual clock (returned too, for sleeping) or on the wall clock (None)."""
     if clock == "virtual":
         vclock = ManualClock()
-        gpu = SimulatedGpu(model, clock=vclock, counter_update_period_s=VIRTUAL_COUNTER_PERIOD_S, faults=faults, state_path=state_path)
+        gpu = SimulatedGpu(
+            model, clock=vclock, counter_update_period_s=VIRTUAL_COUNTER_PERIOD_S, faults=faults, state_path=state_path
+        )
         return gpu, vclock
     return SimulatedGpu(model, faults=faults, state_path=state_path), None
 
@@ -100,7 +106,13 @@ class VirtualTimeCache:
     shared cached pipelines are left as they were.
     """
 
-    def __init__(self, gpu: SimulatedGpu, clock: ManualClock, model: SimTimeModel = SimTimeModel(), inner: PipelineCache = PIPELINES):
+    def __init__(
+        self,
+        gpu: SimulatedGpu,
+        clock: ManualClock,
+        model: SimTimeModel = SimTimeModel(),
+        inner: PipelineCache = PIPELINES,
+    ):
         self.gpu = gpu
         self.clock = clock
         self.model = model

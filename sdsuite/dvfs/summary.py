@@ -155,7 +155,10 @@ def _point_dict(p: PointStats) -> dict:
         "status": p.status,
         "reason": p.reason,
         "runs": (p.metrics.get("time_s").n if p.metrics.get("time_s") else 0),
-        **{m: ({"median": sp.median, "q1": sp.q1, "q3": sp.q3} if (sp := p.metrics.get(m)) else None) for m in POINT_METRICS},
+        **{
+            m: ({"median": sp.median, "q1": sp.q1, "q3": sp.q3} if (sp := p.metrics.get(m)) else None)
+            for m in POINT_METRICS
+        },
         "observed_sm_mhz": p.observed_sm_mhz,
         "is_reference": p.is_reference,
         "energy_saving_pct": p.energy_saving_pct,
@@ -297,8 +300,15 @@ def markdown(analysis: DvfsAnalysis, plot_files: Sequence[str] = ()) -> str:
     lines = ["# DVFS report", ""]
     lines.append(f"sdsuite {__version__}; results: {', '.join(analysis.sources)}.")
     if analysis.simulated:
-        lines += ["", "**SIMULATED**: some or all series come from the simulated GPU; never compare them with real hardware."]
-    ref_rule = "the maximum locked clock of each series" if analysis.reference_rule == "max" else "the default-clock point of each series"
+        lines += [
+            "",
+            "**SIMULATED**: some or all series come from the simulated GPU; never compare them with real hardware.",
+        ]
+    ref_rule = (
+        "the maximum locked clock of each series"
+        if analysis.reference_rule == "max"
+        else "the default-clock point of each series"
+    )
     lines += [
         "",
         f"Method: per clock, the median of the measured (warm) runs, spread = interquartile range. Energy saving and slowdown are "
@@ -343,7 +353,9 @@ class ReportFiles:
     empty: str | None = None  # why there was nothing to plot (then no PNG is written)
 
 
-def write_report(analysis: DvfsAnalysis, sets: Sequence[ResultSet], out_dir: str | Path, *, plots: bool = True) -> ReportFiles:
+def write_report(
+    analysis: DvfsAnalysis, sets: Sequence[ResultSet], out_dir: str | Path, *, plots: bool = True
+) -> ReportFiles:
     """Write CSV, JSON and Markdown (always), then the plots (unless ``plots`` is False)."""
     from sdsuite.dvfs.plots import PLOT_FILES, PlotsUnavailable, write_plots
 

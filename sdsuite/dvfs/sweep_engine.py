@@ -168,8 +168,14 @@ class PlanEstimate:
         """Estimated total seconds, or None when the time per generation is unknown."""
         if self.generation_s is None:
             return None
-        per_point = (self.generations_per_point - self.runs) * self.generation_s + self.runs * max(self.generation_s, self.min_window_s)
-        return self.clock_changes * self.settle_s + (self.cooldown_s or 0.0) * max(self.clock_changes - 1, 0) + self.to_run * per_point
+        per_point = (self.generations_per_point - self.runs) * self.generation_s + self.runs * max(
+            self.generation_s, self.min_window_s
+        )
+        return (
+            self.clock_changes * self.settle_s
+            + (self.cooldown_s or 0.0) * max(self.clock_changes - 1, 0)
+            + self.to_run * per_point
+        )
 
 
 def estimate_plan(
@@ -412,7 +418,9 @@ def run_sweep(
                     extra=record_extra,
                 )
             except GpuLostError as exc:
-                rec = failed_record(pt.case, opts, device, f"the GPU is lost: {exc}", run_id=run_id, env_fingerprint=env_fingerprint)
+                rec = failed_record(
+                    pt.case, opts, device, f"the GPU is lost: {exc}", run_id=run_id, env_fingerprint=env_fingerprint
+                )
                 rec["sweep"] = info
                 results.append(rec)
                 outcome.records.append(rec)

@@ -92,7 +92,10 @@ def state_to_dict(state: ClockState) -> dict:
 def state_from_dict(d: dict) -> ClockState:
     """ClockState from its JSON form."""
     return ClockState(
-        **{k: tuple(int(x) for x in d[k]) if d.get(k) else None for k in ("locked_sm_mhz", "locked_mem_mhz", "applications_mhz")}
+        **{
+            k: tuple(int(x) for x in d[k]) if d.get(k) else None
+            for k in ("locked_sm_mhz", "locked_mem_mhz", "applications_mhz")
+        }
     )
 
 
@@ -113,7 +116,10 @@ class Journal:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            print(f"sdsuite: warning: unreadable GPU lock journal {self.path} ({exc}); treating it as stale.", file=sys.stderr)
+            print(
+                f"sdsuite: warning: unreadable GPU lock journal {self.path} ({exc}); treating it as stale.",
+                file=sys.stderr,
+            )
             return {"unreadable": True}
 
     def write(self, original: ClockState, changes: list[str]) -> None:
@@ -123,7 +129,12 @@ class Journal:
         info = self.telemetry.info()
         entry = {
             "version": JOURNAL_VERSION,
-            "gpu": {"index": info.index, "name": info.name, "uuid": info.uuid, "simulated": bool(self.telemetry.simulated)},
+            "gpu": {
+                "index": info.index,
+                "name": info.name,
+                "uuid": info.uuid,
+                "simulated": bool(self.telemetry.simulated),
+            },
             "original": state_to_dict(original),
             "changes": sorted(set(changes)),
             "pid": os.getpid(),

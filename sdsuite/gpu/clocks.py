@@ -21,7 +21,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sdsuite.core.errors import UsageError
-from sdsuite.gpu.base import ClockState, GpuLostError, NotSupportedError, PermissionDeniedError, Telemetry, TelemetryError
+from sdsuite.gpu.base import (
+    ClockState,
+    GpuLostError,
+    NotSupportedError,
+    PermissionDeniedError,
+    Telemetry,
+    TelemetryError,
+)
 from sdsuite.gpu.freqspec import unsupported_clock_error
 from sdsuite.gpu.telemetry_meter import Cooldown, TelemetryEnergyMeter, cool_down, measure_idle_power
 
@@ -67,7 +74,10 @@ def permission_message(device: str, *, application_clocks: bool | None = None) -
 
 def _reset_command(index: int, steps: list[str]) -> str:
     flags = {"locked": "-rgc", "mem_locked": "-rmc", "application": "-rac"}
-    return " && ".join(f"sudo nvidia-smi -i {index} {flags[s]}" for s in steps if s in flags) or f"sudo nvidia-smi -i {index} -rgc"
+    return (
+        " && ".join(f"sudo nvidia-smi -i {index} {flags[s]}" for s in steps if s in flags)
+        or f"sudo nvidia-smi -i {index} -rgc"
+    )
 
 
 # GPUs whose last restore failed and was not made good by a later one: key -> message. The commands turn
@@ -134,7 +144,11 @@ def original_state(tel: Telemetry) -> ClockState:
             f"when it restores, not reset it.",
             file=sys.stderr,
         )
-        state = ClockState(locked_sm_mhz=(foreign, foreign), locked_mem_mhz=state.locked_mem_mhz, applications_mhz=state.applications_mhz)
+        state = ClockState(
+            locked_sm_mhz=(foreign, foreign),
+            locked_mem_mhz=state.locked_mem_mhz,
+            applications_mhz=state.applications_mhz,
+        )
         tel._sdsuite_foreign_lock_mhz = foreign
     tel._sdsuite_original_clocks = state
     return state
@@ -183,14 +197,21 @@ def recover_stale_lock(tel: Telemetry) -> dict | None:
 def put_back(tel: Telemetry, saved: ClockState, changed: set[str]) -> tuple[list[str], set[str]]:
     """Put ``saved`` back for every setting in ``changed``; returns (errors, settings still not restored). Never raises."""
     steps: list[tuple[str, Callable[[], None]]] = [
-        ("locked", (lambda: tel.set_locked_clocks(*saved.locked_sm_mhz)) if saved.locked_sm_mhz else tel.reset_locked_clocks),
+        (
+            "locked",
+            (lambda: tel.set_locked_clocks(*saved.locked_sm_mhz)) if saved.locked_sm_mhz else tel.reset_locked_clocks,
+        ),
         (
             "mem_locked",
-            (lambda: tel.set_memory_locked_clocks(*saved.locked_mem_mhz)) if saved.locked_mem_mhz else tel.reset_memory_locked_clocks,
+            (lambda: tel.set_memory_locked_clocks(*saved.locked_mem_mhz))
+            if saved.locked_mem_mhz
+            else tel.reset_memory_locked_clocks,
         ),
         (
             "application",
-            (lambda: tel.set_applications_clocks(*saved.applications_mhz)) if saved.applications_mhz else tel.reset_applications_clocks,
+            (lambda: tel.set_applications_clocks(*saved.applications_mhz))
+            if saved.applications_mhz
+            else tel.reset_applications_clocks,
         ),
     ]
     left = set(changed)
@@ -373,7 +394,9 @@ class ClockLock:
             except PermissionDeniedError:
                 self._restore_now()
                 unrestricted = getattr(tel, "application_clocks_unrestricted", lambda: None)()
-                raise ClockPermissionError(permission_message(tel.info().name, application_clocks=unrestricted)) from None
+                raise ClockPermissionError(
+                    permission_message(tel.info().name, application_clocks=unrestricted)
+                ) from None
             except BaseException:
                 self._restore_now()
                 raise
@@ -482,7 +505,11 @@ class PointInfo:
     def annotate(self, record: dict) -> dict:
         """Add ``clocks`` (requested and observed), cooldown and idle power to a record."""
         rb = self.readback
-        record["clocks"] = {"requested_sm_mhz": self.requested_sm_mhz, "locked": rb is not None, **(rb.to_dict() if rb else {})}
+        record["clocks"] = {
+            "requested_sm_mhz": self.requested_sm_mhz,
+            "locked": rb is not None,
+            **(rb.to_dict() if rb else {}),
+        }
         if self.cooldown is not None:
             record["cooldown"] = self.cooldown
         if self.idle is not None:
@@ -541,7 +568,9 @@ class ClockSession:
         if tel is not None and self._points > 0 and self.cooldown.enabled:
             info.cooldown = cool_down(tel, self.cooldown, self.sleep)
         if freq_mhz is not None:
-            lock = ClockLock(tel, freq_mhz, mem_mhz=self.mem_mhz, allowed=self.allowed, settle_s=self.settle_s, sleep=self.sleep)
+            lock = ClockLock(
+                tel, freq_mhz, mem_mhz=self.mem_mhz, allowed=self.allowed, settle_s=self.settle_s, sleep=self.sleep
+            )
             self._lock = lock.__enter__()
             info.readback = lock.readback
         if tel is not None and self.idle_baseline_s > 0 and self.meter is not None:

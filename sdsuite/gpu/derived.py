@@ -27,7 +27,9 @@ def energy_metrics(windows: list[dict], batch_size: int, steps: int) -> dict[str
     bound = (
         {
             "uncertainty_j": [b / g for b, g in zip(bounds, gens, strict=True)],
-            "uncertainty_rel_max": max(b / w["energy_j"] for b, w in zip(bounds, windows, strict=True) if w["energy_j"] > 0)
+            "uncertainty_rel_max": max(
+                b / w["energy_j"] for b, w in zip(bounds, windows, strict=True) if w["energy_j"] > 0
+            )
             if any(w["energy_j"] > 0 for w in windows)
             else None,
         }
@@ -62,5 +64,7 @@ def energy_metrics(windows: list[dict], batch_size: int, steps: int) -> dict[str
     m["energy_j"]["short_windows"] = short
     temps = [w.get("temperature_c") or {} for w in windows]
     if all(t.get("start") is not None and t.get("end") is not None for t in temps):
-        m["temperature_c"] = _metric([t["end"] for t in temps], "C", start=[t["start"] for t in temps], note="at the end of each window")
+        m["temperature_c"] = _metric(
+            [t["end"] for t in temps], "C", start=[t["start"] for t in temps], note="at the end of each window"
+        )
     return m

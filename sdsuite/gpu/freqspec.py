@@ -138,7 +138,9 @@ def resolve_freqs(
         return picked
     above = [c for c in table if c >= floor_mhz]
     if not above:
-        raise UsageError(f"{device} supports no SM clock >= the floor {floor_mhz} MHz (its highest is {table[0]} MHz); lower --freq-floor.")
+        raise UsageError(
+            f"{device} supports no SM clock >= the floor {floor_mhz} MHz (its highest is {table[0]} MHz); lower --freq-floor."
+        )
     if spec.kind == "all":
         return tuple(above)
     if spec.kind == "step":

@@ -30,7 +30,17 @@ from sdsuite.gpu.base import (
 )
 
 ASSUMED_COUNTER_PERIOD_S = 0.1  # until measured (REFERENCE: about 100 ms on most boards, differs by GPU)
-_ARCHITECTURES = {2: "kepler", 3: "maxwell", 4: "pascal", 5: "volta", 6: "turing", 7: "ampere", 8: "ada", 9: "hopper", 10: "blackwell"}
+_ARCHITECTURES = {
+    2: "kepler",
+    3: "maxwell",
+    4: "pascal",
+    5: "volta",
+    6: "turing",
+    7: "ampere",
+    8: "ada",
+    9: "hopper",
+    10: "blackwell",
+}
 _MEASURED_PERIODS: dict[str, dict] = {}  # per GPU UUID, once per process
 
 
@@ -136,7 +146,9 @@ def discover_nvml_devices(*, measure_counter: bool = False) -> list[DeviceInfo]:
         pynvml.nvmlShutdown()
 
 
-def infer_counter_update_period(read_mj: Callable[[], int], now: Callable[[], float], *, max_s: float = 2.0, changes: int = 6) -> dict:
+def infer_counter_update_period(
+    read_mj: Callable[[], int], now: Callable[[], float], *, max_s: float = 2.0, changes: int = 6
+) -> dict:
     """Measure how often an energy counter publishes: poll it in a tight loop and time its changes.
 
     Zeus does the same for the power reading (``infer_counter_update_period``); sdsuite needs the
@@ -256,9 +268,15 @@ class NvmlTelemetry:
 
     def _power_reading(self, name: str, arch: str | None) -> dict:
         if self._has_instant_power():
-            return {"method": "field_instant", "averaged": False, "note": "nvmlDeviceGetFieldValues(NVML_FI_DEV_POWER_INSTANT)"}
+            return {
+                "method": "field_instant",
+                "averaged": False,
+                "note": "nvmlDeviceGetFieldValues(NVML_FI_DEV_POWER_INSTANT)",
+            }
         averaged = _power_usage_is_averaged(name, arch)
-        note = "nvmlDeviceGetPowerUsage: " + ("a ~1 s moving average on this board" if averaged else "instantaneous on this board")
+        note = "nvmlDeviceGetPowerUsage: " + (
+            "a ~1 s moving average on this board" if averaged else "instantaneous on this board"
+        )
         return {"method": "power_usage", "averaged": averaged, "note": note}
 
     def measure_counter_period(self) -> dict:
@@ -331,7 +349,9 @@ class NvmlTelemetry:
         """GPU core temperature (nvmlDeviceGetTemperatureV where the driver has it, else the deprecated call)."""
         p = self._pynvml
         if self._temperature_fn is None:
-            self._temperature_fn = p.nvmlDeviceGetTemperatureV if has_symbol("nvmlDeviceGetTemperatureV") else p.nvmlDeviceGetTemperature
+            self._temperature_fn = (
+                p.nvmlDeviceGetTemperatureV if has_symbol("nvmlDeviceGetTemperatureV") else p.nvmlDeviceGetTemperature
+            )
         return float(nvml_call(self._temperature_fn, self.handle, p.NVML_TEMPERATURE_GPU))
 
     def throttle_reasons(self) -> tuple[str, ...]:
@@ -362,7 +382,9 @@ class NvmlTelemetry:
         """True when non-root users may set application clocks (``nvidia-smi -acp UNRESTRICTED``); None if unknown."""
         p = self._pynvml
         try:
-            restricted = nvml_call(p.nvmlDeviceGetAPIRestriction, self.handle, p.NVML_RESTRICTED_API_SET_APPLICATION_CLOCKS)
+            restricted = nvml_call(
+                p.nvmlDeviceGetAPIRestriction, self.handle, p.NVML_RESTRICTED_API_SET_APPLICATION_CLOCKS
+            )
         except TelemetryError:
             return None
         return not bool(restricted)

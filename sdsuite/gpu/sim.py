@@ -21,7 +21,14 @@ from functools import lru_cache
 from importlib import resources
 
 from sdsuite.core.errors import UsageError
-from sdsuite.gpu.base import ClockState, DeviceInfo, GpuLostError, NotSupportedError, PermissionDeniedError, TelemetryError
+from sdsuite.gpu.base import (
+    ClockState,
+    DeviceInfo,
+    GpuLostError,
+    NotSupportedError,
+    PermissionDeniedError,
+    TelemetryError,
+)
 
 SIM_MODELS = ("v100", "a100", "h100", "h200")
 SIM_FAULTS = ("permission-denied", "gpu-lost", "no-counter", "restore-fails")
@@ -79,10 +86,38 @@ class PowerModel:
 
 # Loose, plausible figures per model (idle and full-load board power); the clock tables are real.
 _MODEL_DATA = {
-    "v100": {"idle_w": 30.0, "max_w": 225.0, "cc": "7.0", "memory_bytes": 32 * 1024**3, "mem_lock": False, "arch": "volta"},
-    "a100": {"idle_w": 40.0, "max_w": 235.0, "cc": "8.0", "memory_bytes": 40 * 1024**3, "mem_lock": True, "arch": "ampere"},
-    "h100": {"idle_w": 60.0, "max_w": 370.0, "cc": "9.0", "memory_bytes": 95830 * 1024**2, "mem_lock": True, "arch": "hopper"},
-    "h200": {"idle_w": 75.0, "max_w": 650.0, "cc": "9.0", "memory_bytes": 143771 * 1024**2, "mem_lock": True, "arch": "hopper"},
+    "v100": {
+        "idle_w": 30.0,
+        "max_w": 225.0,
+        "cc": "7.0",
+        "memory_bytes": 32 * 1024**3,
+        "mem_lock": False,
+        "arch": "volta",
+    },
+    "a100": {
+        "idle_w": 40.0,
+        "max_w": 235.0,
+        "cc": "8.0",
+        "memory_bytes": 40 * 1024**3,
+        "mem_lock": True,
+        "arch": "ampere",
+    },
+    "h100": {
+        "idle_w": 60.0,
+        "max_w": 370.0,
+        "cc": "9.0",
+        "memory_bytes": 95830 * 1024**2,
+        "mem_lock": True,
+        "arch": "hopper",
+    },
+    "h200": {
+        "idle_w": 75.0,
+        "max_w": 650.0,
+        "cc": "9.0",
+        "memory_bytes": 143771 * 1024**2,
+        "mem_lock": True,
+        "arch": "hopper",
+    },
 }
 AMBIENT_C = 30.0
 THERMAL_RESISTANCE_C_PER_W = 0.15
@@ -121,7 +156,9 @@ def parse_sim_faults(values: Iterable[str] | None) -> SimFaults:
                 field = "gpu_lost_at_workload" if name == "gpu-lost" else "restore_fails_at"
                 faults = replace(faults, **{field: int(arg or 1)})
             else:
-                raise UsageError(f"unknown --sim-fault {item!r}; valid: permission-denied, gpu-lost[:N], no-counter, restore-fails[:N].")
+                raise UsageError(
+                    f"unknown --sim-fault {item!r}; valid: permission-denied, gpu-lost[:N], no-counter, restore-fails[:N]."
+                )
     return faults
 
 
@@ -157,7 +194,9 @@ class SimulatedGpu:
         state_path: str | os.PathLike | None = None,
     ):
         if model not in SIM_MODELS:
-            raise UsageError(f"unknown --gpu-model {model!r} for the simulated device; valid choices: {', '.join(SIM_MODELS)}.")
+            raise UsageError(
+                f"unknown --gpu-model {model!r} for the simulated device; valid choices: {', '.join(SIM_MODELS)}."
+            )
         table = clock_tables()["gpus"][model]
         data = _MODEL_DATA[model]
         index = sim_visible_index(0) if index is None else index
@@ -181,7 +220,11 @@ class SimulatedGpu:
             architecture=data["arch"],
             persistence_mode=True,
             mig_mode=False,
-            power_reading={"method": "model", "averaged": False, "note": "the simulated power model, read instantaneously"},
+            power_reading={
+                "method": "model",
+                "averaged": False,
+                "note": "the simulated power model, read instantaneously",
+            },
             counter_period={"period_s": counter_update_period_s, "source": "simulated"},
         )
         self.mem_max_mhz = max(clocks)
@@ -207,7 +250,11 @@ class SimulatedGpu:
 
     def _effective_clocks(self) -> tuple[int, int]:
         s = self._state
-        mem = s.locked_mem_mhz[1] if s.locked_mem_mhz else (s.applications_mhz[0] if s.applications_mhz else self.mem_max_mhz)
+        mem = (
+            s.locked_mem_mhz[1]
+            if s.locked_mem_mhz
+            else (s.applications_mhz[0] if s.applications_mhz else self.mem_max_mhz)
+        )
         if s.locked_sm_mhz:
             sm = s.locked_sm_mhz[1]
         elif self._load <= 0:
@@ -270,7 +317,11 @@ class SimulatedGpu:
         if not self._state_path:
             return
         s = self._state
-        data = {"locked_sm_mhz": s.locked_sm_mhz, "locked_mem_mhz": s.locked_mem_mhz, "applications_mhz": s.applications_mhz}
+        data = {
+            "locked_sm_mhz": s.locked_sm_mhz,
+            "locked_mem_mhz": s.locked_mem_mhz,
+            "applications_mhz": s.applications_mhz,
+        }
         tmp = f"{self._state_path}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f)
@@ -283,7 +334,9 @@ class SimulatedGpu:
         if all(v is None for v in changes.values()):  # a reset
             self._resets += 1
             if self._resets == self.faults.restore_fails_at:
-                raise TelemetryError(f"simulated {self._info.name}: reset failed with NVML_ERROR_UNKNOWN (fault injected).")
+                raise TelemetryError(
+                    f"simulated {self._info.name}: reset failed with NVML_ERROR_UNKNOWN (fault injected)."
+                )
         fields = {"locked_sm_mhz": self._state.locked_sm_mhz, "locked_mem_mhz": self._state.locked_mem_mhz}
         fields["applications_mhz"] = self._state.applications_mhz
         fields.update(changes)
@@ -314,7 +367,9 @@ class SimulatedGpu:
         with self._lock:
             self._check()
             if self.faults.no_counter:
-                raise NotSupportedError(f"simulated {self._info.name}: total-energy counter not supported (fault injected).")
+                raise NotSupportedError(
+                    f"simulated {self._info.name}: total-energy counter not supported (fault injected)."
+                )
             return _COUNTER_OFFSET_MJ + int(self._counter_j * 1000)
 
     def power_w(self) -> float:
@@ -343,7 +398,9 @@ class SimulatedGpu:
             if self._load <= 0:
                 reasons.append("gpu_idle")
             s = self._state
-            if (s.locked_sm_mhz and s.locked_sm_mhz[1] < self.f_max_mhz) or (s.applications_mhz and s.applications_mhz[1] < self.f_max_mhz):
+            if (s.locked_sm_mhz and s.locked_sm_mhz[1] < self.f_max_mhz) or (
+                s.applications_mhz and s.applications_mhz[1] < self.f_max_mhz
+            ):
                 reasons.append("applications_clocks_setting")
             return tuple(reasons)
 
@@ -386,7 +443,9 @@ class SimulatedGpu:
         with self._lock:
             if sm_mhz not in self._info.supported_clocks_mhz.get(mem_mhz, ()):
                 self._check()
-                raise NotSupportedError(f"simulated {self._info.name}: {sm_mhz} MHz at memory {mem_mhz} MHz is not a supported pair.")
+                raise NotSupportedError(
+                    f"simulated {self._info.name}: {sm_mhz} MHz at memory {mem_mhz} MHz is not a supported pair."
+                )
             self._set_state(applications_mhz=(mem_mhz, sm_mhz))
 
     def reset_applications_clocks(self) -> None:

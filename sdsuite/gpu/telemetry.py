@@ -94,7 +94,9 @@ def open_telemetry(
         index = device_index if on_cpu else nvml_index_of_cuda_device(device_index)
         tel = NvmlTelemetry(index)
     except TelemetryError as exc:
-        raise UsageError(f"--telemetry nvml: {exc} Use --telemetry none, or install the NVIDIA driver and nvidia-ml-py.") from None
+        raise UsageError(
+            f"--telemetry nvml: {exc} Use --telemetry none, or install the NVIDIA driver and nvidia-ml-py."
+        ) from None
     if on_cpu:
         tel.device_mismatch = True  # every record says so, and none can become a baseline
     if tel.info().mig_mode:
@@ -146,7 +148,9 @@ def nvml_index_of_cuda_device(cuda_index: int) -> int:
     for index, nv_uuid, mig in devices:
         if nv_uuid.removeprefix("GPU-") == uuid.removeprefix("GPU-"):
             if mig:
-                raise UsageError(_MIG_MESSAGE.format(what=f"CUDA device {cuda_index} is NVML GPU {index}, which is in MIG mode"))
+                raise UsageError(
+                    _MIG_MESSAGE.format(what=f"CUDA device {cuda_index} is NVML GPU {index}, which is in MIG mode")
+                )
             return index
     listed = ", ".join(f"{i}: {u}" for i, u, _ in devices) or "none"
     raise UsageError(
@@ -221,7 +225,9 @@ class TelemetrySetup:
             self.telemetry.close()
 
 
-def open_setup(opts: TelemetryOptions, device_type: str = "cpu", device_index: int = 0, *, check_opt_in: bool = True) -> TelemetrySetup:
+def open_setup(
+    opts: TelemetryOptions, device_type: str = "cpu", device_index: int = 0, *, check_opt_in: bool = True
+) -> TelemetrySetup:
     """Validate every telemetry/clock flag and open the device (UsageError before any work on bad input).
 
     ``check_opt_in=False`` defers the clock-control opt-in check to the lock itself (the pytest
@@ -238,9 +244,15 @@ def open_setup(opts: TelemetryOptions, device_type: str = "cpu", device_index: i
     cooldown = parse_cooldown(opts.cooldown)
     spec = parse_freq_spec(opts.freq)
     if opts.mem_freq_mhz is not None and not spec.locks:
-        raise UsageError("--mem-freq locks the memory clock together with the SM clock; add --freq with at least one clock.")
+        raise UsageError(
+            "--mem-freq locks the memory clock together with the SM clock; add --freq with at least one clock."
+        )
     tel = open_telemetry(
-        opts.backend, device_type=device_type, device_index=device_index, gpu_model=opts.gpu_model, sim_faults=opts.sim_faults
+        opts.backend,
+        device_type=device_type,
+        device_index=device_index,
+        gpu_model=opts.gpu_model,
+        sim_faults=opts.sim_faults,
     )
     try:
         if tel is None:
@@ -252,7 +264,9 @@ def open_setup(opts: TelemetryOptions, device_type: str = "cpu", device_index: i
             return TelemetrySetup(opts, None, None, spec, (None,), cooldown)
         from sdsuite.gpu.clocks import recover_stale_lock
 
-        recover_stale_lock(tel)  # an sdsuite process that died holding this GPU's clocks: put them back first, and say so
+        recover_stale_lock(
+            tel
+        )  # an sdsuite process that died holding this GPU's clocks: put them back first, and say so
         info = tel.info()
         mem = opts.mem_freq_mhz if opts.mem_freq_mhz is not None else info.default_memory_clock_mhz
         if opts.mem_freq_mhz is not None and opts.mem_freq_mhz not in info.supported_clocks_mhz:
@@ -260,11 +274,16 @@ def open_setup(opts: TelemetryOptions, device_type: str = "cpu", device_index: i
                 f"--mem-freq {opts.mem_freq_mhz} is not a supported memory clock of {info.name}; "
                 f"supported: {', '.join(map(str, info.memory_clocks_mhz))} MHz."
             )
-        freqs = resolve_freqs(spec, info.graphics_clocks_mhz(mem), floor_mhz=opts.freq_floor_mhz, device=f"{info.name} (memory {mem} MHz)")
+        freqs = resolve_freqs(
+            spec, info.graphics_clocks_mhz(mem), floor_mhz=opts.freq_floor_mhz, device=f"{info.name} (memory {mem} MHz)"
+        )
         if check_opt_in and spec.locks and not clock_control_allowed(opts.allow_clock_control):
             raise ClockControlNotAllowed(not_allowed_message(f"--freq {opts.freq}"))
         meter = TelemetryEnergyMeter(
-            tel, MeterOptions(poll_interval_s=opts.poll_interval_ms / 1000.0, source=opts.energy_source, keep_trace=opts.power_trace)
+            tel,
+            MeterOptions(
+                poll_interval_s=opts.poll_interval_ms / 1000.0, source=opts.energy_source, keep_trace=opts.power_trace
+            ),
         )
         return TelemetrySetup(opts, tel, meter, spec, freqs, cooldown)
     except BaseException:

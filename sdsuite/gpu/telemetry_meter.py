@@ -68,7 +68,9 @@ def trapezoid_bound_j(samples: list[PowerSample]) -> float:
 
 def _spread(values: list[float]) -> dict:
     return (
-        {"mean": sum(values) / len(values), "min": min(values), "max": max(values)} if values else {"mean": None, "min": None, "max": None}
+        {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+        if values
+        else {"mean": None, "min": None, "max": None}
     )
 
 
@@ -157,7 +159,12 @@ class TelemetryEnergyMeter:
         """Take one power/clock sample (the polling thread calls this every interval; by hand it also reads the counter)."""
         try:
             tel = self.telemetry
-            if not self.background and self._use_counter and self._start is not None and self._start.get("energy_mj") is not None:
+            if (
+                not self.background
+                and self._use_counter
+                and self._start is not None
+                and self._start.get("energy_mj") is not None
+            ):
                 self._read_counter()
             clocks = self._optional("clocks", tel.clocks_mhz)
             power = self._optional("power", tel.power_w)
@@ -212,7 +219,10 @@ class TelemetryEnergyMeter:
             return
         tel = self.telemetry
         try:
-            start: dict[str, Any] = {"temperature_c": self._optional("temperature", tel.temperature_c), "energy_mj": None}
+            start: dict[str, Any] = {
+                "temperature_c": self._optional("temperature", tel.temperature_c),
+                "energy_mj": None,
+            }
             if self._use_counter:
                 try:
                     self._read_counter()
@@ -282,9 +292,17 @@ class TelemetryEnergyMeter:
         except TelemetryError as exc:
             self._start = None
             self._fail(exc)
-            return {"available": False, "reason": self.reason or f"telemetry failed: {exc}", "simulated": self.simulated}
+            return {
+                "available": False,
+                "reason": self.reason or f"telemetry failed: {exc}",
+                "simulated": self.simulated,
+            }
         if self._error:
-            return {"available": False, "reason": f"telemetry failed during the window: {self._error}", "simulated": self.simulated}
+            return {
+                "available": False,
+                "reason": f"telemetry failed during the window: {self._error}",
+                "simulated": self.simulated,
+            }
         return self._window(start, t_end, energy_end, temp_end)
 
     def _counter_energy(self, start: dict, t_end: float, energy_end: int) -> tuple[float, dict] | None:
@@ -340,7 +358,9 @@ class TelemetryEnergyMeter:
             first = next((s for s in samples if s.power_w is not None), None)
             last_s = next((s for s in reversed(samples) if s.power_w is not None), None)
             if first is not None and last_s is not None:
-                terms["edges_j"] = ((first.t - start["t"]) + (t_end - last_s.t)) * max(s.power_w for s in samples if s.power_w is not None)
+                terms["edges_j"] = ((first.t - start["t"]) + (t_end - last_s.t)) * max(
+                    s.power_w for s in samples if s.power_w is not None
+                )
         reading = self.telemetry.info().power_reading or {}
         powers = [s.power_w for s in samples if s.power_w is not None]
         reasons_seen = [s.reasons for s in samples if s.reasons is not None]
@@ -371,7 +391,9 @@ class TelemetryEnergyMeter:
         if self._optional_errors:
             out["unavailable"] = dict(self._optional_errors)  # optional readings that failed, with the reasons
         if source == "power_poll" and reading.get("averaged"):
-            out["uncertainty_note"] = "power readings are a ~1 s moving average: the bound does not cover the averaging lag"
+            out["uncertainty_note"] = (
+                "power readings are a ~1 s moving average: the bound does not cover the averaging lag"
+            )
         if short and energy_end is not None:
             why = (
                 f"is shorter than the energy counter's {period * 1e3:.0f} ms update period"
@@ -384,12 +406,18 @@ class TelemetryEnergyMeter:
         return out
 
 
-def measure_idle_power(meter: TelemetryEnergyMeter, seconds: float, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+def measure_idle_power(
+    meter: TelemetryEnergyMeter, seconds: float, sleep: Callable[[float], None] = time.sleep
+) -> dict[str, Any]:
     """An idle window of ``seconds`` (no work submitted): the baseline to subtract or compare against."""
     meter.begin(busy=False)
     sleep(seconds)
     window = meter.end()
-    return {k: window.get(k) for k in ("available", "reason", "avg_power_w", "energy_j", "duration_s", "source", "samples") if k in window}
+    return {
+        k: window.get(k)
+        for k in ("available", "reason", "avg_power_w", "energy_j", "duration_s", "source", "samples")
+        if k in window
+    }
 
 
 @dataclass(frozen=True)
@@ -437,4 +465,9 @@ def cool_down(tel: Telemetry, cooldown: Cooldown, sleep: Callable[[float], None]
                 reached = False  # give up rather than hang a sweep on a GPU that cannot cool further
                 break
             sleep(cooldown.poll_s)
-    return {"waited_s": tel.now() - t0, "temperature_start_c": temp0, "temperature_end_c": tel.temperature_c(), "target_reached": reached}
+    return {
+        "waited_s": tel.now() - t0,
+        "temperature_start_c": temp0,
+        "temperature_end_c": tel.temperature_c(),
+        "target_reached": reached,
+    }

@@ -37,7 +37,9 @@ def parse_gpus(spec: str, available: int) -> tuple[int, ...]:
     text = spec.strip().lower()
     if text == "all":
         if available < 1:
-            raise UsageError("--gpus all: no GPU is visible here; use --telemetry sim (SDSUITE_SIM_GPUS=N) for a dry run.")
+            raise UsageError(
+                "--gpus all: no GPU is visible here; use --telemetry sim (SDSUITE_SIM_GPUS=N) for a dry run."
+            )
         return tuple(range(available))
     items = [x.strip() for x in text.split(",") if x.strip()]
     if not items or not all(x.isdigit() for x in items):

@@ -40,7 +40,9 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_local(spec_path: Path, tasks: Sequence[TaskSpec], log_dir: Path, *, cpu_threads: int | None = None) -> list[int]:
+def run_local(
+    spec_path: Path, tasks: Sequence[TaskSpec], log_dir: Path, *, cpu_threads: int | None = None
+) -> list[int]:
     """Start every task at once (one process per GPU), wait, return their exit codes.
 
     Processes, not threads: each worker has its own CUDA context and its own clock session, which

@@ -48,7 +48,11 @@ def latest_per_point(records: Iterable[Mapping[str, Any]], keys: Iterable[str]) 
     latest: dict[str, Mapping[str, Any]] = {}
     for r in records:
         key = record_point_key(r)
-        if key is None or (key in latest and latest[key].get("status") in FINISHED_STATUSES and r.get("status") not in FINISHED_STATUSES):
+        if key is None or (
+            key in latest
+            and latest[key].get("status") in FINISHED_STATUSES
+            and r.get("status") not in FINISHED_STATUSES
+        ):
             continue
         latest[key] = r
     return [latest[k] for k in keys if k in latest]

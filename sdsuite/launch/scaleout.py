@@ -42,12 +42,30 @@ def add_scaleout_arguments(p: argparse.ArgumentParser, command: str) -> None:
         raise ValueError(f"scale-out supports {LAUNCH_COMMANDS}, not {command!r}")
     what = "cases" if command == "run" else "points"
     g = p.add_argument_group("scale-out (one process per GPU; SLURM job arrays through submitit)")
-    g.add_argument("--gpus", default=None, metavar="LIST", help=f"spread the {what} over these GPUs, one process each: 0,1,... or all")
-    g.add_argument("--launcher", choices=LAUNCHERS, default="local", help="local (default: this machine) or slurm (job array via submitit)")
-    g.add_argument("--points-per-task", type=int, default=8, metavar="N", help=f"SLURM: {what} per array task, per variant (default: 8)")
+    g.add_argument(
+        "--gpus",
+        default=None,
+        metavar="LIST",
+        help=f"spread the {what} over these GPUs, one process each: 0,1,... or all",
+    )
+    g.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="local",
+        help="local (default: this machine) or slurm (job array via submitit)",
+    )
+    g.add_argument(
+        "--points-per-task",
+        type=int,
+        default=8,
+        metavar="N",
+        help=f"SLURM: {what} per array task, per variant (default: 8)",
+    )
     g.add_argument("--slurm-partition", default=None, metavar="NAME", help="SLURM partition")
     g.add_argument("--slurm-account", default=None, metavar="NAME", help="SLURM account")
-    g.add_argument("--slurm-time", type=int, default=60, metavar="MIN", help="time limit per array task in minutes (default: 60)")
+    g.add_argument(
+        "--slurm-time", type=int, default=60, metavar="MIN", help="time limit per array task in minutes (default: 60)"
+    )
     g.add_argument(
         "--slurm-gpus-per-node",
         type=int,
@@ -57,16 +75,28 @@ def add_scaleout_arguments(p: argparse.ArgumentParser, command: str) -> None:
     )
     g.add_argument("--slurm-constraint", default=None, metavar="FEATURE", help="node feature, e.g. the GPU class: h100")
     g.add_argument("--slurm-cpus-per-task", type=int, default=None, metavar="N", help="CPUs per array task")
-    g.add_argument("--slurm-parallelism", type=int, default=64, metavar="N", help="array tasks running at once (default: 64)")
-    g.add_argument("--slurm-flag", action="append", default=None, metavar="KEY=VALUE", help="extra sbatch flag, repeatable (e.g. qos=high)")
-    g.add_argument("--wait", action="store_true", help="SLURM: wait for the array, merge and report (default: submit and return)")
+    g.add_argument(
+        "--slurm-parallelism", type=int, default=64, metavar="N", help="array tasks running at once (default: 64)"
+    )
+    g.add_argument(
+        "--slurm-flag",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="extra sbatch flag, repeatable (e.g. qos=high)",
+    )
+    g.add_argument(
+        "--wait", action="store_true", help="SLURM: wait for the array, merge and report (default: submit and return)"
+    )
     if "--resume" not in p._option_string_actions:
         g.add_argument(
             "--resume",
             action="store_true",
             help=f"with --gpus/--launcher: run only the {what} not finished in --out (what a launched rerun on the same --out always does)",
         )
-    g.add_argument("--emit-sbatch", default=None, metavar="PATH", help="write a job-array script for plain sbatch to PATH and exit")
+    g.add_argument(
+        "--emit-sbatch", default=None, metavar="PATH", help="write a job-array script for plain sbatch to PATH and exit"
+    )
     g.add_argument("--only-points", default=None, help=argparse.SUPPRESS)  # set by the launcher for its workers
     p.set_defaults(scaleout=False, plan_sink=None, launch_command=command, launch_task=None)
 
@@ -74,7 +104,9 @@ def add_scaleout_arguments(p: argparse.ArgumentParser, command: str) -> None:
 def wants_launch(args: argparse.Namespace) -> bool:
     """True when the sweep must go through a launcher instead of running here."""
     return getattr(args, "only_points", None) is None and bool(
-        getattr(args, "gpus", None) or getattr(args, "launcher", "local") != "local" or getattr(args, "emit_sbatch", None)
+        getattr(args, "gpus", None)
+        or getattr(args, "launcher", "local") != "local"
+        or getattr(args, "emit_sbatch", None)
     )
 
 
@@ -132,7 +164,9 @@ def _capture_plan(args: argparse.Namespace) -> tuple[argparse.Namespace, Any]:
     ns.scaleout, ns.plan_sink = True, []
     rc = ns.handler(ns)
     if not ns.plan_sink:
-        raise UsageError(f"the {getattr(ns, 'launch_command', 'sweep')} stopped before its plan (exit {rc}); nothing was launched.")
+        raise UsageError(
+            f"the {getattr(ns, 'launch_command', 'sweep')} stopped before its plan (exit {rc}); nothing was launched."
+        )
     plan = ns.plan_sink[0]
     ns.plan_sink = None
     return ns, plan
@@ -188,13 +222,17 @@ def launch(args: argparse.Namespace) -> int:
     gpus: tuple[int, ...] = ()
     if args.gpus:
         if args.device not in ("auto", "cuda"):
-            raise UsageError(f"--gpus gives each worker one GPU as cuda:0; leave --device at auto or cuda (got {args.device}).")
+            raise UsageError(
+                f"--gpus gives each worker one GPU as cuda:0; leave --device at auto or cuda (got {args.device})."
+            )
         gpus = parse_gpus(args.gpus, gpu_count(simulated=args.telemetry == "sim"))
     out = check_writable_dir(args.out)
     merged = merge_tasks(out)  # what earlier tasks finished counts as done
     ns, plan = _capture_plan(args)
     plan_keys = [p.key for p in plan.points]
-    todo = [PointRef(p.key, p.case.case_id, p.case.variant, p.case.freq_mhz, _option_group(p.case)) for p in plan.to_run]
+    todo = [
+        PointRef(p.key, p.case.case_id, p.case.variant, p.case.freq_mhz, _option_group(p.case)) for p in plan.to_run
+    ]
     say(
         f"scale-out: {len(plan.points)} point(s), {plan.already_done} already done in {out}, {len(todo)} to run ({merged.task_dirs} task dir(s) merged)"
     )
@@ -212,7 +250,10 @@ def launch(args: argparse.Namespace) -> int:
         "submission": submission,
         "launcher": "slurm" if slurm else "local",
         "planned_keys": plan_keys,
-        "tasks": [{"index": t.index, "gpu": t.gpu, "keys": list(t.keys), "case_ids": [p.case_id for p in t.points]} for t in tasks],
+        "tasks": [
+            {"index": t.index, "gpu": t.gpu, "keys": list(t.keys), "case_ids": [p.case_id for p in t.points]}
+            for t in tasks
+        ],
         "slurm": asdict(sopts) if sopts else None,
         "gpus_per_task": gpus_per_task,
         "job_id": None,
@@ -228,7 +269,9 @@ def launch(args: argparse.Namespace) -> int:
     if slurm:
         job_id, jobs = submit_array(spec_path, len(tasks), out, sopts, name=f"sdsuite-{command}")
         write_manifest(sub_dir, {**manifest, "job_id": job_id})
-        say(f"submitted SLURM array job {job_id}: {len(tasks)} task(s); logs in {out / 'slurm' / job_id}; progress: sdsuite status {out}")
+        say(
+            f"submitted SLURM array job {job_id}: {len(tasks)} task(s); logs in {out / 'slurm' / job_id}; progress: sdsuite status {out}"
+        )
         if not args.wait:
             _print_submission(args, {"job_id": job_id, "tasks": len(tasks), "out": str(out), "submission": submission})
             return 0
@@ -237,7 +280,9 @@ def launch(args: argparse.Namespace) -> int:
             try:
                 codes.append(int(job.result() or 0))
             except Exception as exc:  # a killed or failed task: its finished points are kept, a rerun submits the rest
-                say(f"sdsuite: array task {job.job_id} did not finish: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+                say(
+                    f"sdsuite: array task {job.job_id} did not finish: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                )
                 codes.append(1)
         merge_tasks(out)
         return _report_and_exit(ns, out, codes, plan_keys)
@@ -263,7 +308,9 @@ def _say(args: argparse.Namespace):
     import functools
     import sys
 
-    return functools.partial(print, file=sys.stderr if getattr(args, "format", "table") == "json" else sys.stdout, flush=True)
+    return functools.partial(
+        print, file=sys.stderr if getattr(args, "format", "table") == "json" else sys.stdout, flush=True
+    )
 
 
 def _print_submission(args: argparse.Namespace, info: dict) -> None:
@@ -288,8 +335,12 @@ def _report_and_exit(ns: argparse.Namespace, out: Path, codes: list[int], plan_k
     input_errors = bool(failed) and len(failed) == len(missing) and all(r.get("error_type") for r in failed)
     hint = ""
     if missing:
-        hint = f"; {len(missing)} missing: " + ("fix the input (see the reasons)" if input_errors else "rerun with --resume")
-    say(f"scale-out: {len(plan_keys) - len(missing)}/{len(plan_keys)} point(s) finished in {out / 'results.jsonl'}{hint}")
+        hint = f"; {len(missing)} missing: " + (
+            "fix the input (see the reasons)" if input_errors else "rerun with --resume"
+        )
+    say(
+        f"scale-out: {len(plan_keys) - len(missing)}/{len(plan_keys)} point(s) finished in {out / 'results.jsonl'}{hint}"
+    )
     _command_report(ns, out, chosen, missing=len(missing), complete=bool(recs) and not missing)
     if plan_keys and len(missing) == len(plan_keys) and (input_errors or (codes and all(c == 2 for c in codes))):
         return 2  # nothing could run, and every failure was an input problem: as `sdsuite run`/`sweep` exit

@@ -99,7 +99,9 @@ def split_even(points: Sequence[PointRef], n: int) -> list[tuple[PointRef, ...]]
 def tasks_per_gpu(points: Sequence[PointRef], gpus: Sequence[int]) -> list[TaskSpec]:
     """One task per GPU (empty GPUs get no task)."""
     pairs = [(gpu, chunk) for gpu, chunk in zip(gpus, split_even(points, len(gpus)), strict=True) if chunk]
-    return [TaskSpec(i, chunk, gpu) for i, (gpu, chunk) in enumerate(pairs)]  # index = position: workers look tasks up by it
+    return [
+        TaskSpec(i, chunk, gpu) for i, (gpu, chunk) in enumerate(pairs)
+    ]  # index = position: workers look tasks up by it
 
 
 def tasks_per_chunk(points: Sequence[PointRef], points_per_task: int) -> list[TaskSpec]:

@@ -44,7 +44,9 @@ def require_submitit():
     try:
         import submitit
     except ImportError:
-        raise UsageError(f"--launcher slurm submits through submitit, which is not installed; {INSTALL_HINT}.") from None
+        raise UsageError(
+            f"--launcher slurm submits through submitit, which is not installed; {INSTALL_HINT}."
+        ) from None
     _submitit_logs_to_stderr_only()
     return submitit
 
@@ -59,7 +61,9 @@ def _submitit_logs_to_stderr_only() -> None:
             logger.removeHandler(h)
 
 
-def submit_array(spec_path: Path, n_tasks: int, out: Path, opts: SlurmOptions, name: str = "sdsuite-sweep") -> tuple[str, list]:
+def submit_array(
+    spec_path: Path, n_tasks: int, out: Path, opts: SlurmOptions, name: str = "sdsuite-sweep"
+) -> tuple[str, list]:
     """Submit ``n_tasks`` array tasks running ``run_task(spec, i)``; (array job id, submitit jobs)."""
     submitit = require_submitit()
     from sdsuite.launch.worker import run_task
@@ -121,7 +125,9 @@ def queued_tasks(job_id: str) -> dict[str, str]:
     if not job_id or not shutil.which("squeue"):
         return {}
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True, timeout=20).stdout
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True, timeout=20
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
     states = {}

@@ -63,7 +63,12 @@ def spec_to_json(spec: LaunchSpec) -> dict:
     args = dict(vars(spec.args))
     handler = args.pop("handler", None)
     command = next(
-        (c for c, (mod, fn) in HANDLERS.items() if handler is not None and handler.__module__ == mod and handler.__name__ == fn), None
+        (
+            c
+            for c, (mod, fn) in HANDLERS.items()
+            if handler is not None and handler.__module__ == mod and handler.__name__ == fn
+        ),
+        None,
     )
     if handler is not None and command is None:
         raise ValueError(f"handler {handler!r} is not one of {', '.join(HANDLERS)}")
@@ -80,7 +85,8 @@ def spec_to_json(spec: LaunchSpec) -> dict:
                 "index": t.index,
                 "gpu": t.gpu,
                 "points": [
-                    {"key": p.key, "case_id": p.case_id, "variant": p.variant, "freq_mhz": p.freq_mhz, "group": p.group} for p in t.points
+                    {"key": p.key, "case_id": p.case_id, "variant": p.variant, "freq_mhz": p.freq_mhz, "group": p.group}
+                    for p in t.points
                 ],
             }
             for t in spec.tasks
@@ -99,7 +105,9 @@ def save_spec(spec: LaunchSpec, path: Path) -> None:
 
 def _need(cond: bool, path: Path, what: str) -> None:
     if not cond:
-        raise InputFileError(f"{path}: {what}; not a launch spec this sdsuite wrote. Relaunch the command (it replans from --out).")
+        raise InputFileError(
+            f"{path}: {what}; not a launch spec this sdsuite wrote. Relaunch the command (it replans from --out)."
+        )
 
 
 def _is_int(x: Any) -> bool:
@@ -133,8 +141,14 @@ def spec_from_json(doc: Any, path: Path) -> LaunchSpec:
     except ValueError as exc:
         _need(False, path, str(exc))
     _need(isinstance(doc["out"], str) and bool(doc["out"]), path, "'out' must be a directory path")
-    _need(isinstance(doc["submission"], str) and bool(_SAFE.fullmatch(doc["submission"])), path, "'submission' must be a plain name")
-    _need(_is_int(doc["gpus_per_task"]) and doc["gpus_per_task"] >= 1, path, "'gpus_per_task' must be a positive integer")
+    _need(
+        isinstance(doc["submission"], str) and bool(_SAFE.fullmatch(doc["submission"])),
+        path,
+        "'submission' must be a plain name",
+    )
+    _need(
+        _is_int(doc["gpus_per_task"]) and doc["gpus_per_task"] >= 1, path, "'gpus_per_task' must be a positive integer"
+    )
     _need(isinstance(doc["tasks"], list), path, "'tasks' must be a list")
     tasks = []
     for t in doc["tasks"]:
@@ -152,7 +166,11 @@ def spec_from_json(doc: Any, path: Path) -> LaunchSpec:
                 path,
                 "a point has key, case_id, variant, freq_mhz, group",
             )
-            _need(all(isinstance(p[k], str) for k in ("key", "case_id", "variant")), path, "a point's key, case_id and variant are strings")
+            _need(
+                all(isinstance(p[k], str) for k in ("key", "case_id", "variant")),
+                path,
+                "a point's key, case_id and variant are strings",
+            )
             _need(p["freq_mhz"] is None or _is_int(p["freq_mhz"]), path, "a point's freq_mhz is an integer or null")
             _need(p["group"] is None or isinstance(p["group"], str), path, "a point's group is a string or null")
             points.append(PointRef(p["key"], p["case_id"], p["variant"], p["freq_mhz"], p["group"]))
@@ -171,7 +189,9 @@ def load_spec(path: str | os.PathLike) -> LaunchSpec:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputFileError(f"{path}: not valid JSON ({exc.msg}); not a launch spec this sdsuite wrote. Relaunch the command.") from None
+        raise InputFileError(
+            f"{path}: not valid JSON ({exc.msg}); not a launch spec this sdsuite wrote. Relaunch the command."
+        ) from None
     return spec_from_json(doc, path)
 
 
@@ -271,8 +291,13 @@ def _spread_over_gpus(spec: LaunchSpec, task: TaskSpec, n_gpus: int) -> int:
     sub_dir = Path(spec.out) / TASKS_DIR / f"{parent}-launch"
     sub_path = sub_dir / SPEC_FILE
     save_spec(sub, sub_path)
-    threads = max(1, task_cpus() // len(subtasks)) if str(getattr(spec.args, "device", "auto")) in ("cpu", "auto") else None
-    print(f"sdsuite task {task.index}: {len(task.keys)} point(s) over {len(subtasks)} GPU(s); logs in {sub_dir}", flush=True)
+    threads = (
+        max(1, task_cpus() // len(subtasks)) if str(getattr(spec.args, "device", "auto")) in ("cpu", "auto") else None
+    )
+    print(
+        f"sdsuite task {task.index}: {len(task.keys)} point(s) over {len(subtasks)} GPU(s); logs in {sub_dir}",
+        flush=True,
+    )
     try:
         codes = run_local(sub_path, subtasks, sub_dir, cpu_threads=threads)
     finally:

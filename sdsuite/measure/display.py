@@ -103,13 +103,18 @@ def print_records(records: Sequence[dict], console: Console | None = None, notes
                 reasons.setdefault(m["reason"], []).append(name)
         mem = (r.get("metrics") or {}).get("peak_memory_bytes") or {}
         if mem.get("kind") == "process_peak_rss":
-            reasons.setdefault("peak mem is the process's peak resident set (CPU run), not device memory", []).append("peak_memory_bytes")
+            reasons.setdefault("peak mem is the process's peak resident set (CPU run), not device memory", []).append(
+                "peak_memory_bytes"
+            )
     for r in records:
         if r.get("timing_warning"):
             console.print(f"warning: {r['case_id']}: {r['timing_warning']}", style="yellow")
     untimed = [r.get("untimed_s") or {} for r in records]
     if any(untimed):
-        total = {k: sum(u.get(k, 0.0) for u in untimed) for k in ("load", "first_call_and_warmup", "flop_count", "spans_and_checks")}
+        total = {
+            k: sum(u.get(k, 0.0) for u in untimed)
+            for k in ("load", "first_call_and_warmup", "flop_count", "spans_and_checks")
+        }
         console.print(
             "outside the timed runs: "
             + ", ".join(f"{k.replace('_', ' ')} {fmt_seconds(v)}" for k, v in total.items() if v)
@@ -117,6 +122,8 @@ def print_records(records: Sequence[dict], console: Console | None = None, notes
             style="dim",
         )
     if any(r.get("simulated") for r in records):
-        reasons.setdefault("(sim) values come from the simulated GPU (--telemetry sim): a dry run, not a measurement", []).append("energy")
+        reasons.setdefault(
+            "(sim) values come from the simulated GPU (--telemetry sim): a dry run, not a measurement", []
+        ).append("energy")
     for reason, names in reasons.items():
         console.print(f"note: {', '.join(sorted(set(names)))}: {reason}", style="dim")

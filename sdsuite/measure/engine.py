@@ -30,7 +30,12 @@ def order_for_loading(cases: Sequence[Case]) -> list[Case]:
         weight_rank.setdefault(c.options.weight_key, len(weight_rank))
     return sorted(
         cases,
-        key=lambda c: (first_seen[(c.variant, c.precision)], freq_rank[c.freq_mhz], weight_rank[c.options.weight_key], not is_reference(c)),
+        key=lambda c: (
+            first_seen[(c.variant, c.precision)],
+            freq_rank[c.freq_mhz],
+            weight_rank[c.options.weight_key],
+            not is_reference(c),
+        ),
     )
 
 
@@ -63,7 +68,15 @@ def run_grid(
             if on_case_start:
                 on_case_start(case)
             point = clocks.point(case.freq_mhz)
-            rec = run_case(case, opts, device, run_id=run_id, env_fingerprint=env["fingerprint"], energy_meter=energy_meter, on_run=on_run)
+            rec = run_case(
+                case,
+                opts,
+                device,
+                run_id=run_id,
+                env_fingerprint=env["fingerprint"],
+                energy_meter=energy_meter,
+                on_run=on_run,
+            )
             point.annotate(rec)
             if annotate:
                 annotate(case, rec)

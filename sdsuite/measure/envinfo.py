@@ -84,7 +84,11 @@ def nvml_status() -> dict:
     except Exception as exc:  # pynvml raises NVMLError subclasses, or OSError when libnvidia-ml is absent
         return {"available": False, "reason": f"NVML could not be initialised: {exc}"}
     try:
-        return {"available": True, "driver": pynvml.nvmlSystemGetDriverVersion(), "device_count": pynvml.nvmlDeviceGetCount()}
+        return {
+            "available": True,
+            "driver": pynvml.nvmlSystemGetDriverVersion(),
+            "device_count": pynvml.nvmlDeviceGetCount(),
+        }
     finally:
         pynvml.nvmlShutdown()
 
@@ -95,7 +99,9 @@ def environment() -> dict:
         "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count(), "memory_bytes": _mem_total_bytes()},
         "platform": {"system": platform.system(), "release": platform.release(), "machine": platform.machine()},
         "python": platform.python_version(),
-        "packages": {p: _version(p) for p in ("sdsuite", "torch", "diffusers", "transformers", "nvidia-ml-py", "xformers")},
+        "packages": {
+            p: _version(p) for p in ("sdsuite", "torch", "diffusers", "transformers", "nvidia-ml-py", "xformers")
+        },
         "torch_threads": torch.get_num_threads(),
         "cuda": {"available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda, "gpus": gpu_info()},
         "nvml": nvml_status(),

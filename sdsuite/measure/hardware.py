@@ -32,7 +32,9 @@ def resolve_device(spec: str) -> torch.device:
     if not m:
         raise UsageError(f"unknown device {spec!r}; valid choices: auto, cpu, cuda, cuda:<index>.")
     if not torch.cuda.is_available():
-        raise UsageError(f"device {spec!r} asked for, but torch sees no CUDA GPU here (torch {torch.__version__}). Use --device cpu.")
+        raise UsageError(
+            f"device {spec!r} asked for, but torch sees no CUDA GPU here (torch {torch.__version__}). Use --device cpu."
+        )
     idx = int(m.group(1) or 0)
     if idx >= torch.cuda.device_count():
         raise UsageError(
@@ -72,7 +74,9 @@ def device_record(device: torch.device) -> dict:
         uuid = None if raw is None else str(raw)
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         if uuid is not None and not uuid.startswith(("GPU-", "MIG-")):
-            uuid = ("MIG-" if visible and "MIG-" in visible else "GPU-") + uuid  # a MIG instance is named MIG-<uuid> by NVML
+            uuid = (
+                "MIG-" if visible and "MIG-" in visible else "GPU-"
+            ) + uuid  # a MIG instance is named MIG-<uuid> by NVML
         info.update(index=index, uuid=uuid, cuda_visible_devices=visible)
     slurm = {k: os.environ[v] for k, v in SLURM_ENV.items() if os.environ.get(v)}
     if slurm:
@@ -83,7 +87,9 @@ def device_record(device: torch.device) -> dict:
 def precision_support(device: torch.device, precision: str) -> str | None:
     """None when ``precision`` runs on ``device``, else the reason it is skipped."""
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
-        return f"bf16 is not supported natively by {torch.cuda.get_device_name(device)} (needs compute capability >= 8.0)"
+        return (
+            f"bf16 is not supported natively by {torch.cuda.get_device_name(device)} (needs compute capability >= 8.0)"
+        )
     if precision == "fp16" and device.type == "mps":  # pragma: no cover
         return None
     return None

@@ -22,7 +22,9 @@ def machine_load() -> tuple[float | None, int]:
     return load, os.cpu_count() or 1
 
 
-def timing_warning(latency: dict | None, load: float | None = None, cores: int | None = None, threads: int | None = None) -> str | None:
+def timing_warning(
+    latency: dict | None, load: float | None = None, cores: int | None = None, threads: int | None = None
+) -> str | None:
     """The warning for a record's latency metric and the machine's load (measured now unless given), or None."""
     if load is None and cores is None:
         load, cores = machine_load()

@@ -148,7 +148,14 @@ class SpanRecorder:
     def add(self, name: str, duration_s: float, parent: str | None = None) -> Span:
         """Record a span measured elsewhere (e.g. per-option setup times): no memory figures."""
         span = Span(
-            name, time.perf_counter() - self._t0 - duration_s, float(duration_s), 0 if parent is None else 1, parent, None, None, None
+            name,
+            time.perf_counter() - self._t0 - duration_s,
+            float(duration_s),
+            0 if parent is None else 1,
+            parent,
+            None,
+            None,
+            None,
         )
         self.spans.append(span)
         return span
@@ -245,7 +252,11 @@ class TraceResult:
 
 @contextlib.contextmanager
 def trace(
-    trace_dir: str | Path | None, name: str, device: torch.device | str = "cpu", record_shapes: bool = True, profile_memory: bool = True
+    trace_dir: str | Path | None,
+    name: str,
+    device: torch.device | str = "cpu",
+    record_shapes: bool = True,
+    profile_memory: bool = True,
 ) -> Iterator[TraceResult]:
     """torch.profiler around the body, exported as ``<trace_dir>/<name>.trace.json`` (Chrome/Perfetto format).
 
@@ -260,11 +271,15 @@ def trace(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"trace directory {out_dir} cannot be created ({exc}); pass a writable --trace directory.") from None
+        raise UsageError(
+            f"trace directory {out_dir} cannot be created ({exc}); pass a writable --trace directory."
+        ) from None
     activities = [torch.profiler.ProfilerActivity.CPU]
     if torch.device(device).type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities, record_shapes=record_shapes, profile_memory=profile_memory) as prof:
+    with torch.profiler.profile(
+        activities=activities, record_shapes=record_shapes, profile_memory=profile_memory
+    ) as prof:
         yield result
     path = out_dir / f"{_safe_name(name)}.trace.json"
     prof.export_chrome_trace(str(path))

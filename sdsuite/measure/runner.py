@@ -36,7 +36,15 @@ from sdsuite.optimizations.support import supported
 from sdsuite.pipelines.build import weights_kind
 from sdsuite.pipelines.cache import PIPELINES, LoadedPipeline, PipelineCache
 from sdsuite.pipelines.registry import get_precision, get_variant
-from sdsuite.quality.effects import REFERENCE, REFERENCES, ReferenceResult, effects_for, fidelity_wanted, is_reference, reference_case
+from sdsuite.quality.effects import (
+    REFERENCE,
+    REFERENCES,
+    ReferenceResult,
+    effects_for,
+    fidelity_wanted,
+    is_reference,
+    reference_case,
+)
 from sdsuite.quality.fidelity import capture_stages, first_differing_stage
 from sdsuite.quality.sanity import sanity_check
 from sdsuite.spec.case import Case
@@ -209,7 +217,9 @@ class CaseMeasurement:
             return out
 
         # Instance attributes shadow the methods; whatever was there before is put back on exit.
-        self._saved = [(obj, name, vars(obj).get(name)) for obj, name in ((pipe, "encode_prompt"), (pipe.vae, "decode"))]
+        self._saved = [
+            (obj, name, vars(obj).get(name)) for obj, name in ((pipe, "encode_prompt"), (pipe.vae, "decode"))
+        ]
         pipe.encode_prompt = timed_encode
         pipe.vae.decode = timed_decode
         return self
@@ -224,7 +234,9 @@ class CaseMeasurement:
 
     def generate(self) -> torch.Tensor:
         """One generation with the case's fixed inputs; returns the images (N, 3, H, W) in 0..1."""
-        return self.pipe(**self.call_kwargs(), callback_on_step_end=self._on_step_end, callback_on_step_end_tensor_inputs=[]).images
+        return self.pipe(
+            **self.call_kwargs(), callback_on_step_end=self._on_step_end, callback_on_step_end_tensor_inputs=[]
+        ).images
 
     # -- phases --------------------------------------------------------------------------------
 
@@ -270,7 +282,12 @@ class CaseMeasurement:
         energy = {**self.energy_meter.end(), "generations": len(calls_s)}
         if len(calls_s) > 1:  # a summary, not the list: a fast GPU repeats a short call hundreds of times per window
             ordered = sorted(calls_s)
-            energy["generation_s"] = {"n": len(ordered), "median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1]}
+            energy["generation_s"] = {
+                "n": len(ordered),
+                "median": statistics.median(ordered),
+                "min": ordered[0],
+                "max": ordered[-1],
+            }
         sample = self._sample_from(marks, wall_s, energy)
         self.samples.append(sample)
         if self._reference_image is None:
@@ -306,11 +323,17 @@ class CaseMeasurement:
         m: dict[str, dict] = {
             "latency_s": samples_metric([x.wall_s for x in s], "s"),
             "images_per_s": samples_metric([b / x.wall_s for x in s], "images/s"),
-            "step_latency_s": samples_metric([d for x in s for d in x.step_s], "s", per_run_steps=len(s[0].step_s) if s else 0),
+            "step_latency_s": samples_metric(
+                [d for x in s for d in x.step_s], "s", per_run_steps=len(s[0].step_s) if s else 0
+            ),
         }
         for name in ("text_encode_s", "denoise_s", "vae_decode_s"):
             vals = [getattr(x, name) for x in s]
-            m[name] = samples_metric(vals, "s") if all(v is not None for v in vals) else unavailable_metric("s", "stage not observed")
+            m[name] = (
+                samples_metric(vals, "s")
+                if all(v is not None for v in vals)
+                else unavailable_metric("s", "stage not observed")
+            )
         mems = [x.peak_memory_bytes for x in s]
         if all(v is not None for v in mems):
             m["peak_memory_bytes"] = samples_metric(mems, "B", kind=self._memory.kind, note=self._memory.note)
@@ -320,7 +343,9 @@ class CaseMeasurement:
         if windows and all(w.get("available") for w in windows):
             m.update(energy_metrics(windows, b, self.case.steps))
         else:
-            reason = next((w.get("reason") for w in windows if not w.get("available")), getattr(self.energy_meter, "reason", None))
+            reason = next(
+                (w.get("reason") for w in windows if not w.get("available")), getattr(self.energy_meter, "reason", None)
+            )
             m["energy_j"] = unavailable_metric("J", reason or "no energy meter")
             m["energy_per_image_j"] = unavailable_metric("J", reason or "no energy meter")
         m["load_s"] = value_metric(self.loaded.load_s, "s", cached=self.loaded.uses > 1)
@@ -424,13 +449,20 @@ class CaseRun:
         c = self.case
         self.record.update(
             options=c.options.to_dict(),
-            task={"name": c.task, "strength": c.strength, "images_per_prompt": c.images_per_prompt, "prompt_id": c.prompt_id},
+            task={
+                "name": c.task,
+                "strength": c.strength,
+                "images_per_prompt": c.images_per_prompt,
+                "prompt_id": c.prompt_id,
+            },
             spans=None,
             fidelity=None,
             effects=None,
         )
         # Options the device or the installed packages cannot run skip before anything loads.
-        skip = precision_support(self.device, c.precision) or supported(c.options, self.device, getattr(torch, get_precision(c.precision)))
+        skip = precision_support(self.device, c.precision) or supported(
+            c.options, self.device, getattr(torch, get_precision(c.precision))
+        )
         if skip:
             self.record.update(status="skipped", reason=skip)
             return self
@@ -445,7 +477,9 @@ class CaseRun:
             self.applied = apply_optimizations(loaded.pipe, c.options.reversible_part(), self.device)
             pipe = task_pipeline(loaded.pipe, c.task)
             self.record["task"]["pipeline"] = type(pipe).__name__
-            self.measurement = CaseMeasurement(c, loaded, self.device, self.meter, min_window_s=self.opts.min_energy_window_s, pipe=pipe)
+            self.measurement = CaseMeasurement(
+                c, loaded, self.device, self.meter, min_window_s=self.opts.min_energy_window_s, pipe=pipe
+            )
             self.measurement.__enter__()
             t0 = time.perf_counter()
             self.measurement.first_call()
@@ -513,10 +547,15 @@ class CaseRun:
             # quality.sanity_check adds all-black and per-image constant colour, and counts the bad values.
             problem = sanity_check(m.last_images())
             if bad or problem:
-                rec.update(status="failed", reason="output images are invalid: " + ": ".join(x for x in (", ".join(bad), problem) if x))
+                rec.update(
+                    status="failed",
+                    reason="output images are invalid: " + ": ".join(x for x in (", ".join(bad), problem) if x),
+                )
         t0 = time.perf_counter()
         self._post_measure()
-        rec["untimed_s"]["spans_and_checks"] = time.perf_counter() - t0  # profiled generation (--no-spans skips it), fidelity
+        rec["untimed_s"]["spans_and_checks"] = (
+            time.perf_counter() - t0
+        )  # profiled generation (--no-spans skips it), fidelity
 
     # -- optimizations, quality and profiling (issue 6) ------------------------------------------
 
@@ -544,21 +583,32 @@ class CaseRun:
         except Exception as exc:
             first = str(exc).splitlines()[0][:300] if str(exc) else ""
             REFERENCES.put(
-                c, w, dev, ReferenceResult(ref.case_id, None, problem=f"the reference generation failed: {type(exc).__name__}: {first}")
+                c,
+                w,
+                dev,
+                ReferenceResult(
+                    ref.case_id, None, problem=f"the reference generation failed: {type(exc).__name__}: {first}"
+                ),
             )
 
     def _post_measure(self) -> None:
         """After the measured runs: options record, determinism, profiling spans, fidelity and effects."""
         m, rec = self.measurement, self.record
         cached = (not self._loaded_here) if self.case.options.mutates_weights else None
-        rec["options"] = options_record(self.case.options, self._weight_applied, self.applied, weight_setup_cached=cached)
+        rec["options"] = options_record(
+            self.case.options, self._weight_applied, self.applied, weight_setup_cached=cached
+        )
         if rec.get("image") is not None and not rec["image"]["deterministic"]:
             # Name the first stage where two runs of the case diverge (text embeddings, latents after step k, image).
-            diff = first_differing_stage(capture_stages(m.pipe, **m.call_kwargs()), capture_stages(m.pipe, **m.call_kwargs()))
+            diff = first_differing_stage(
+                capture_stages(m.pipe, **m.call_kwargs()), capture_stages(m.pipe, **m.call_kwargs())
+            )
             rec["image"]["first_differing_stage"] = diff.to_dict() if diff else None
             why = diff.reason if diff else "two staged re-runs matched, so the difference is intermittent"
             if rec["status"] == "ok":
-                rec.update(status="failed", reason=f"nondeterministic output: the measured runs gave different images; {why}")
+                rec.update(
+                    status="failed", reason=f"nondeterministic output: the measured runs gave different images; {why}"
+                )
         if self.opts.spans or self.opts.trace_dir:
             recorder = SpanRecorder(self.device)
             if self._loaded_here:
@@ -568,7 +618,10 @@ class CaseRun:
             if self.applied is not None:
                 recorder.add_setup(self.applied.setup_s)
             try:
-                with trace(self.opts.trace_dir, self.case.case_id, self.device) as traced, instrument_pipeline(m.pipe, recorder):
+                with (
+                    trace(self.opts.trace_dir, self.case.case_id, self.device) as traced,
+                    instrument_pipeline(m.pipe, recorder),
+                ):
                     m.generate()
                 rec["spans"] = {**recorder.to_record(), "load_cached": not self._loaded_here}
                 if traced.path is not None:
@@ -576,7 +629,10 @@ class CaseRun:
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # a profiler problem must not throw away the measured runs
-                rec["spans"] = {"available": False, "reason": f"profiled generation failed: {type(exc).__name__}: {str(exc)[:300]}"}
+                rec["spans"] = {
+                    "available": False,
+                    "reason": f"profiled generation failed: {type(exc).__name__}: {str(exc)[:300]}",
+                }
         self._compare_with_reference()
 
     def _compare_with_reference(self) -> None:
@@ -585,7 +641,9 @@ class CaseRun:
         if is_reference(c):
             rec["fidelity"] = {"checked": False, "reason": f"{c.options.id} is the reference set"}
             if rec["status"] == "ok":
-                REFERENCES.put(c, w, dev, ReferenceResult(c.case_id, images.detach().cpu(), rec["record_id"], rec["metrics"]))
+                REFERENCES.put(
+                    c, w, dev, ReferenceResult(c.case_id, images.detach().cpu(), rec["record_id"], rec["metrics"])
+                )
             return
         if not fidelity_wanted(c, self.opts.fidelity, REFERENCES, w, dev):
             why = (
@@ -595,7 +653,9 @@ class CaseRun:
             )
             rec["fidelity"] = {"checked": False, "reason": why}
             return
-        ref = REFERENCES.get(c, w, dev) or ReferenceResult(reference_case(c).case_id, None, problem="no reference was prepared")
+        ref = REFERENCES.get(c, w, dev) or ReferenceResult(
+            reference_case(c).case_id, None, problem="no reference was prepared"
+        )
         rec["effects"], rec["fidelity"] = effects_for(c, rec["metrics"], images, ref)
         if rec["fidelity"].get("violation") and rec["status"] == "ok":
             rec.update(status="failed", reason=f"fidelity vs {REFERENCE.id}: {rec['fidelity']['violation']}")
@@ -643,7 +703,9 @@ def run_case(
     return run.record
 
 
-def failed_record(case: Case, opts: RunOptions, device: torch.device, reason: str, *, run_id: str = "adhoc", **fields: Any) -> dict:
+def failed_record(
+    case: Case, opts: RunOptions, device: torch.device, reason: str, *, run_id: str = "adhoc", **fields: Any
+) -> dict:
     """The record of a case that could not be measured at all (e.g. its GPU clock could not be set)."""
     case = case.resolved()
     rec = _base_record(case, opts, device, run_id, fields.pop("env_fingerprint", None))

@@ -17,7 +17,11 @@ from sdsuite.optimizations.support import supported
 
 
 def _attention_modules(pipe) -> list[torch.nn.Module]:
-    return [m for m in (getattr(pipe, "unet", None), getattr(pipe, "vae", None)) if m is not None and hasattr(m, "set_attn_processor")]
+    return [
+        m
+        for m in (getattr(pipe, "unet", None), getattr(pipe, "vae", None))
+        if m is not None and hasattr(m, "set_attn_processor")
+    ]
 
 
 @dataclass
@@ -41,7 +45,9 @@ class AppliedOptimizations:
         """Revert every option in reverse order; raises UsageError for weight-mutating sets (load a fresh pipeline)."""
         if self.needs_fresh_pipeline:
             mutated = ", ".join(WEIGHT_MUTATING[f] for f in WEIGHT_MUTATING if getattr(self.options, f))
-            raise UsageError(f"optimizations {self.options.id!r} cannot be undone in place ({mutated}); load a fresh pipeline instead.")
+            raise UsageError(
+                f"optimizations {self.options.id!r} cannot be undone in place ({mutated}); load a fresh pipeline instead."
+            )
         if self._undone:
             return
         for _name, fn in reversed(self._undo):
@@ -63,7 +69,9 @@ class AppliedOptimizations:
         return rec
 
 
-def options_record(opts: OptimizationSet, *parts: AppliedOptimizations | None, weight_setup_cached: bool | None = None) -> dict[str, Any]:
+def options_record(
+    opts: OptimizationSet, *parts: AppliedOptimizations | None, weight_setup_cached: bool | None = None
+) -> dict[str, Any]:
     """The record's ``options`` entry for a set applied in parts (weight-mutating at load, reversible per case).
 
     ``setup_s`` merges every part's per-option setup times; ``weight_setup_cached`` says the
@@ -130,7 +138,10 @@ def apply_optimizations(pipe, opts: OptimizationSet, device: torch.device | str 
         def to_channels_last():
             pipe.unet.to(memory_format=torch.channels_last)
             pipe.vae.to(memory_format=torch.channels_last)
-            return lambda: (pipe.unet.to(memory_format=torch.contiguous_format), pipe.vae.to(memory_format=torch.contiguous_format))
+            return lambda: (
+                pipe.unet.to(memory_format=torch.contiguous_format),
+                pipe.vae.to(memory_format=torch.contiguous_format),
+            )
 
         step("channels_last", to_channels_last)
     # The diffusers default (SDPA, possibly fused) stays untouched: the default set measures stock diffusers.

@@ -63,7 +63,12 @@ class KVCache:
     def stats(self) -> dict[str, Any]:
         """Lookup counters and hit rate, JSON-ready."""
         total = self.hits + self.misses
-        return {"hits": self.hits, "misses": self.misses, "hit_rate": (self.hits / total) if total else None, "entries": len(self._entries)}
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": (self.hits / total) if total else None,
+            "entries": len(self._entries),
+        }
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -72,7 +77,9 @@ class KVCache:
 # -- attention kernels -------------------------------------------------------------------------
 
 
-def _eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, attn) -> torch.Tensor:
+def _eager_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, attn
+) -> torch.Tensor:
     # softmax(Q K^T * scale) V written out, as diffusers' AttnProcessor does (upcasts honoured).
     dtype = q.dtype
     if attn.upcast_attention:
@@ -104,7 +111,11 @@ def _xformers_attention(q, k, v, mask, attn) -> torch.Tensor:
 
     # xformers wants (batch, seq, heads, dim)
     out = xformers.ops.memory_efficient_attention(
-        q.transpose(1, 2).contiguous(), k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous(), attn_bias=mask, scale=attn.scale
+        q.transpose(1, 2).contiguous(),
+        k.transpose(1, 2).contiguous(),
+        v.transpose(1, 2).contiguous(),
+        attn_bias=mask,
+        scale=attn.scale,
     )
     return out.transpose(1, 2)
 
@@ -139,7 +150,9 @@ class SdsuiteAttnProcessor:
             key = attn.norm_k(key)
         return key, value
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -147,7 +160,9 @@ class SdsuiteAttnProcessor:
         if input_ndim == 4:
             batch_size, channel, height, width = hidden_states.shape
             hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-        batch_size, sequence_length, _ = hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+        batch_size, sequence_length, _ = (
+            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+        )
         if attention_mask is not None:
             attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
             attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
@@ -177,7 +192,9 @@ class SdsuiteAttnProcessor:
             query = attn.norm_q(query)
 
         if self.kernel == "sdpa":
-            hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+            hidden_states = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+            )
         elif self.kernel == "eager":
             hidden_states = _eager_attention(query, key, value, attention_mask, attn)
         elif self.kernel == "sliced":

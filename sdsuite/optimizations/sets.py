@@ -125,7 +125,9 @@ class OptimizationSet:
 
     def reversible_part(self) -> OptimizationSet:
         """Everything but the weight-mutating options (applied per case and undone after it)."""
-        return dataclasses.replace(self, **{f: OptimizationSet.__dataclass_fields__[f].default for f in WEIGHT_MUTATING})
+        return dataclasses.replace(
+            self, **{f: OptimizationSet.__dataclass_fields__[f].default for f in WEIGHT_MUTATING}
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields plus the id and the weight key."""
@@ -149,7 +151,9 @@ PRESETS: dict[str, OptimizationSet] = {
     "memory-saver": OptimizationSet(attention="sliced", vae_slicing=True, vae_tiling=True),
     # The diffusion-fast recipe (REFERENCE.md section 5): SDPA, fused QKV, channels_last,
     # torch.compile max-autotune and dynamic int8.
-    "fast": OptimizationSet(attention="sdpa", fused_qkv=True, channels_last=True, compile_mode="max-autotune", quantization="int8dq"),
+    "fast": OptimizationSet(
+        attention="sdpa", fused_qkv=True, channels_last=True, compile_mode="max-autotune", quantization="int8dq"
+    ),
 }
 BASELINE = PRESETS["baseline"]
 DEFAULT = OptimizationSet()
@@ -251,7 +255,11 @@ _OFF = ("none", "off")
 
 
 def _axis(
-    values: Iterable[str] | None, kind: str, choices: Iterable[str], aliases: dict[str, str] | None = None, can_be_off: bool = True
+    values: Iterable[str] | None,
+    kind: str,
+    choices: Iterable[str],
+    aliases: dict[str, str] | None = None,
+    can_be_off: bool = True,
 ) -> list[str | None] | None:
     """Validate one list axis (``None``: not given); ``none``/``off`` mean the option is not applied."""
     if values is None:
@@ -298,7 +306,12 @@ def option_grid(
     quants = _axis(quantization, "quantization", QUANTIZATIONS, QUANTIZATION_ALIASES)
     switches = {
         k: True
-        for k, on in (("vae_slicing", vae_slicing), ("vae_tiling", vae_tiling), ("channels_last", channels_last), ("fused_qkv", fused_qkv))
+        for k, on in (
+            ("vae_slicing", vae_slicing),
+            ("vae_tiling", vae_tiling),
+            ("channels_last", channels_last),
+            ("fused_qkv", fused_qkv),
+        )
         if on
     }
     out: list[OptimizationSet] = []

@@ -182,7 +182,9 @@ def _weights_present(spec: VariantSpec, weights: str) -> bool:
         return (Path(weights) / "model_index.json").is_file()
     from huggingface_hub import try_to_load_from_cache
 
-    return any(isinstance(try_to_load_from_cache(h, "model_index.json"), str) for h in (spec.hub_id, *spec.alt_hub_ids) if h)
+    return any(
+        isinstance(try_to_load_from_cache(h, "model_index.json"), str) for h in (spec.hub_id, *spec.alt_hub_ids) if h
+    )
 
 
 def require_weights(variant_names, weights: str) -> None:

@@ -67,14 +67,18 @@ class PipelineCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[PipelineKey, LoadedPipeline] = OrderedDict()
 
-    def get(self, variant: str, weights: str, precision: str, device: torch.device | str, options: Any = None) -> LoadedPipeline:
+    def get(
+        self, variant: str, weights: str, precision: str, device: torch.device | str, options: Any = None
+    ) -> LoadedPipeline:
         """The cached pipeline for this key, loading it (and evicting the least recent) when needed.
 
         ``options`` (an OptimizationSet): its weight-mutating part is applied right after loading and
         the entry is keyed on it; the reversible part is the caller's to apply and undo per case.
         """
         weight_part = options.weight_part() if options is not None and options.mutates_weights else None
-        key = PipelineKey(variant, weights, precision, str(device), weight_part.weight_key if weight_part is not None else "")
+        key = PipelineKey(
+            variant, weights, precision, str(device), weight_part.weight_key if weight_part is not None else ""
+        )
         if key in self._entries:
             self._entries.move_to_end(key)
             entry = self._entries[key]

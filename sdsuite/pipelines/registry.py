@@ -130,14 +130,26 @@ VARIANTS: dict[str, VariantSpec] = {
             **dict(_SD2, unet={**arch.UNET_SD2, "upcast_attention": False}),
         ),
         VariantSpec(
-            name="sd-v2.1", hub_id="stabilityai/stable-diffusion-2-1", description="Stable Diffusion 2.1 (768px, v-prediction)", **_SD2
+            name="sd-v2.1",
+            hub_id="stabilityai/stable-diffusion-2-1",
+            description="Stable Diffusion 2.1 (768px, v-prediction)",
+            **_SD2,
         ),
-        VariantSpec(name="sdxl", hub_id="stabilityai/stable-diffusion-xl-base-1.0", description="SDXL base 1.0", **_SDXL),
+        VariantSpec(
+            name="sdxl", hub_id="stabilityai/stable-diffusion-xl-base-1.0", description="SDXL base 1.0", **_SDXL
+        ),
         VariantSpec(
             name="sdxl-turbo",
             hub_id="stabilityai/sdxl-turbo",
             description="SDXL Turbo (adversarial distillation, 1-4 steps, no CFG)",
-            **dict(_SDXL, default_height=512, default_width=512, default_steps=1, default_guidance=0.0, scheduler=arch.SCHEDULER_TURBO),
+            **dict(
+                _SDXL,
+                default_height=512,
+                default_width=512,
+                default_steps=1,
+                default_guidance=0.0,
+                scheduler=arch.SCHEDULER_TURBO,
+            ),
         ),
         VariantSpec(
             name="sd-turbo",
@@ -178,7 +190,12 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
         SchedulerSpec("euler-a", "EulerAncestralDiscreteScheduler", description="Euler ancestral (stochastic)"),
         SchedulerSpec("heun", "HeunDiscreteScheduler", description="Heun (2 UNet evaluations per step)"),
         SchedulerSpec("dpm++2m", "DPMSolverMultistepScheduler", {"use_karras_sigmas": False}, "DPM-Solver++ 2M"),
-        SchedulerSpec("dpm++2m-karras", "DPMSolverMultistepScheduler", {"use_karras_sigmas": True}, "DPM-Solver++ 2M, Karras sigmas"),
+        SchedulerSpec(
+            "dpm++2m-karras",
+            "DPMSolverMultistepScheduler",
+            {"use_karras_sigmas": True},
+            "DPM-Solver++ 2M, Karras sigmas",
+        ),
         SchedulerSpec(
             "dpm++2m-sde-karras",
             "DPMSolverMultistepScheduler",

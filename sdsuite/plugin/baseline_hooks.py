@@ -64,9 +64,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="auto",
         help="auto: this exact hardware, all metrics (default); portable: machine-independent metrics and calibrated timings",
     )
-    g.addoption("--update-baselines", action="store_true", default=False, help="rewrite failing and missing baseline entries of this run")
-    g.addoption("--regen-baselines", action="store_true", default=False, help="rewrite every baseline entry of this run")
-    g.addoption("--baseline-missing", choices=MISSING_POLICIES, default="fail", help="a case without a baseline fails (default) or skips")
+    g.addoption(
+        "--update-baselines",
+        action="store_true",
+        default=False,
+        help="rewrite failing and missing baseline entries of this run",
+    )
+    g.addoption(
+        "--regen-baselines", action="store_true", default=False, help="rewrite every baseline entry of this run"
+    )
+    g.addoption(
+        "--baseline-missing",
+        choices=MISSING_POLICIES,
+        default="fail",
+        help="a case without a baseline fails (default) or skips",
+    )
     g.addoption(
         "--baseline-tolerance",
         action="append",
@@ -74,7 +86,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="METRIC=SPEC",
         help="override a tolerance, e.g. latency_s=7.5%% or 'latency_*=rtol=10%%,atol=0.001' (repeatable)",
     )
-    g.addoption("--baseline-tolerances", metavar="FILE", default=None, help="tolerances file (JSON: metrics and per-case overrides)")
+    g.addoption(
+        "--baseline-tolerances",
+        metavar="FILE",
+        default=None,
+        help="tolerances file (JSON: metrics and per-case overrides)",
+    )
     g.addoption(
         "--baseline-significance",
         choices=SIGNIFICANCE_METHODS,
@@ -82,7 +99,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="test confirming a beyond-tolerance change: auto (Mann-Whitney U if scipy, else bootstrap), mannwhitney, bootstrap, none",
     )
     g.addoption("--baseline-alpha", type=float, default=0.01, help="significance level (default 0.01)")
-    g.addoption("--baseline-min-samples", type=int, default=5, help="samples each side needs before significance is tested (default 5)")
+    g.addoption(
+        "--baseline-min-samples",
+        type=int,
+        default=5,
+        help="samples each side needs before significance is tested (default 5)",
+    )
     g.addoption(
         "--baseline-gated-only",
         action="store_true",
@@ -119,7 +141,9 @@ def _replay_args(config: pytest.Config, directory: str) -> list[str]:
 def pytest_configure(config: pytest.Config) -> None:
     """Build the gate once (bad options: one usage error)."""
     opt = config.getoption
-    update = UpdateMode.ALL if opt("regen_baselines") else UpdateMode.FAILING if opt("update_baselines") else UpdateMode.NONE
+    update = (
+        UpdateMode.ALL if opt("regen_baselines") else UpdateMode.FAILING if opt("update_baselines") else UpdateMode.NONE
+    )
     directory = opt("baselines") or (DEFAULT_DIR if update is not UpdateMode.NONE else None)
     if directory is None:
         return
@@ -131,7 +155,9 @@ def pytest_configure(config: pytest.Config) -> None:
             scope=opt("baseline_key"),
             rules=ToleranceRules(policy=policy, command_line=layer_from_cli(opt("baseline_tolerance"))),
             significance=Significance(
-                method=opt("baseline_significance"), alpha=opt("baseline_alpha"), min_samples=opt("baseline_min_samples")
+                method=opt("baseline_significance"),
+                alpha=opt("baseline_alpha"),
+                min_samples=opt("baseline_min_samples"),
             ),
             missing=opt("baseline_missing"),
             update=update,
@@ -269,7 +295,9 @@ def pytest_sdsuite_record(record: dict, item: pytest.Item, config: pytest.Config
                 pytrace=False,
             )
         calib = _calibration(item, record, cpu) if gate.calibrates else None
-        result = gate_record(record, _env_for(config, record), gate.cfg, file_name=_file_name(item), calibration=calib, cpu_samples=cpu)
+        result = gate_record(
+            record, _env_for(config, record), gate.cfg, file_name=_file_name(item), calibration=calib, cpu_samples=cpu
+        )
     except SdsuiteError as exc:
         pytest.fail(f"sdsuite baseline: {exc}", pytrace=False)
     item.user_properties.append((USER_PROPERTY, _summary(result)))
@@ -309,7 +337,9 @@ def _summary(result: GateResult) -> dict:
         "failed": result.failed,
         "other_keys": list(result.other_keys),
         "improvements": [
-            f"{r.metric} {r.delta_rel * 100:+.1f}%: {r.note}" for r in (comp.improvements if comp else []) if r.delta_rel is not None
+            f"{r.metric} {r.delta_rel * 100:+.1f}%: {r.note}"
+            for r in (comp.improvements if comp else [])
+            if r.delta_rel is not None
         ],
         "noise": [r.metric for r in (comp.rows if comp else []) if r.verdict.value == "within noise"],
     }
@@ -344,7 +374,9 @@ class GateReporter:
         cases = len({s["case_id"] for s in self.collected})
         # `sdsuite compare` (the gate's summary) compares the latest record of each case: say how many cases these are
         distinct = (
-            f" of {cases} case(s) (a case measured by two tests is gated twice, compared once)" if cases != len(self.collected) else ""
+            f" of {cases} case(s) (a case measured by two tests is gated twice, compared once)"
+            if cases != len(self.collected)
+            else ""
         )
         tr.write_line(f"{len(self.collected)} record(s){distinct} against {self.gate.directory}: {counts}")
         if set(by_status) == {Status.OTHER_KEY.value}:
@@ -358,7 +390,9 @@ class GateReporter:
             for imp in s["improvements"]:
                 tr.write_line(f"  improvement: {s['case_id']}: {imp}")
             if s["noise"]:
-                tr.write_line(f"  within noise (beyond tolerance, not significant): {s['case_id']}: {', '.join(s['noise'])}")
+                tr.write_line(
+                    f"  within noise (beyond tolerance, not significant): {s['case_id']}: {', '.join(s['noise'])}"
+                )
 
 
 @pytest.hookimpl(optionalhook=True)

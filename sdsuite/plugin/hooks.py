@@ -41,7 +41,18 @@ MARKERS = {
     "slow": "takes minutes (real model sizes)",
 }
 QUICK_SCHEDULERS = ("euler", "dpm++2m", "ddim")
-CORE_SCHEDULERS = ("ddim", "pndm", "lms", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "dpm++2m-sde-karras", "unipc")
+CORE_SCHEDULERS = (
+    "ddim",
+    "pndm",
+    "lms",
+    "euler",
+    "euler-a",
+    "heun",
+    "dpm++2m",
+    "dpm++2m-karras",
+    "dpm++2m-sde-karras",
+    "unipc",
+)
 TINY = tuple(n for n, v in VARIANTS.items() if v.embedded)
 REAL = tuple(n for n, v in VARIANTS.items() if not v.embedded)
 
@@ -119,7 +130,9 @@ def _build_cases(config: pytest.Config, device: torch.device, device_explicit: b
     grids: list[GridSpec] = []
     if explicit:
         variants = split_list(opt("variant")) or list(TINY)
-        schedulers = split_list(opt("scheduler")) or (list(QUICK_SCHEDULERS) if all(v in TINY for v in variants) else ["default"])
+        schedulers = split_list(opt("scheduler")) or (
+            list(QUICK_SCHEDULERS) if all(v in TINY for v in variants) else ["default"]
+        )
         grids.append(
             GridSpec(
                 variants=variants,
@@ -234,14 +247,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     """Under pytest-xdist (controller only) after benchmarks ran: say how they were measured."""
-    if getattr(config, "workerinput", None) is not None or config.getoption("dist", "no") == "no" or not benchmark_disabled(config):
+    if (
+        getattr(config, "workerinput", None) is not None
+        or config.getoption("dist", "no") == "no"
+        or not benchmark_disabled(config)
+    ):
         return
     cfg = config.stash.get(CONFIG_KEY, None)
     if cfg is None:
         return
     path = Path(cfg.out) / "results.jsonl"
     try:
-        n = sum(1 for line in path.read_text().splitlines() if f'"run_id": "{cfg.run_id}"' in line) if path.is_file() else 0
+        n = (
+            sum(1 for line in path.read_text().splitlines() if f'"run_id": "{cfg.run_id}"' in line)
+            if path.is_file()
+            else 0
+        )
     except OSError:
         n = 0
     if n:
@@ -291,9 +312,7 @@ def _skip_reason(item: pytest.Item, cfg: SdsuiteConfig) -> str | None:
     if classes:
         have = device_gpu_class(cfg.device)
         if have not in classes:
-            return (
-                f"needs a {'/'.join(c.upper() for c in classes)} GPU; this one is {torch.cuda.get_device_name(cfg.device)} (class {have})"
-            )
+            return f"needs a {'/'.join(c.upper() for c in classes)} GPU; this one is {torch.cuda.get_device_name(cfg.device)} (class {have})"
     return None
 
 
@@ -402,7 +421,9 @@ def sd_clock_lock(sdsuite_config: SdsuiteConfig):
     def lock(freq_mhz: int, mem_mhz: int | None = None):
         setup = sdsuite_config.telemetry
         if setup is None or setup.telemetry is None:
-            pytest.skip("clock locking needs GPU telemetry: run on a GPU with --telemetry nvml, or use --telemetry sim for a dry run")
+            pytest.skip(
+                "clock locking needs GPU telemetry: run on a GPU with --telemetry nvml, or use --telemetry sim for a dry run"
+            )
         lk = ClockLock(
             setup.telemetry,
             freq_mhz,

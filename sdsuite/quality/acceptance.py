@@ -65,7 +65,10 @@ ACCEPTANCE_PRESETS: dict[str, AcceptanceWindows] = {
         "CLIP is open_clip ViT-B/32 x100 there: other CLIP models are not comparable with this window",
     ),
     "optsd": AcceptanceWindows(
-        "optsd", fid=Window(high=16.0), clip_score=Window(low=30.0), note="OptSD targets FID <= 16, CLIP >= 0.30 (cosine)"
+        "optsd",
+        fid=Window(high=16.0),
+        clip_score=Window(low=30.0),
+        note="OptSD targets FID <= 16, CLIP >= 0.30 (cosine)",
     ),
 }
 
@@ -84,7 +87,9 @@ def acceptance_from_json(text_or_path: str) -> AcceptanceWindows:
     try:
         raw = json.loads(p.read_text() if not text_or_path.lstrip().startswith("{") and p.is_file() else text_or_path)
     except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"acceptance windows {text_or_path!r} are neither a JSON object nor a readable JSON file ({exc}).") from None
+        raise UsageError(
+            f"acceptance windows {text_or_path!r} are neither a JSON object nor a readable JSON file ({exc})."
+        ) from None
     if not isinstance(raw, dict):
         raise UsageError(f"acceptance windows must be a JSON object, got {type(raw).__name__}.")
     known = ("fid", "clip_score", "inception_score")

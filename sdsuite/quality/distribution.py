@@ -61,16 +61,24 @@ def load_reference_stats(path: str | os.PathLike) -> FeatureStats:
 
     p = Path(path)
     if not p.is_file():
-        raise InputFileError(f"FID reference statistics {p} do not exist; pass an .npz file with 'mu' and 'sigma' arrays.")
+        raise InputFileError(
+            f"FID reference statistics {p} do not exist; pass an .npz file with 'mu' and 'sigma' arrays."
+        )
     try:
         with np.load(p) as data:
             mu, sigma = data["mu"], data["sigma"]
     except KeyError as exc:
-        raise InputFileError(f"FID reference statistics {p} lack the array {exc}; the file needs 'mu' and 'sigma'.") from None
+        raise InputFileError(
+            f"FID reference statistics {p} lack the array {exc}; the file needs 'mu' and 'sigma'."
+        ) from None
     except (OSError, ValueError) as exc:
-        raise InputFileError(f"FID reference statistics {p} could not be read ({exc}); pass an .npz file with 'mu' and 'sigma'.") from None
+        raise InputFileError(
+            f"FID reference statistics {p} could not be read ({exc}); pass an .npz file with 'mu' and 'sigma'."
+        ) from None
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise InputFileError(f"FID reference statistics {p}: mu has shape {mu.shape} and sigma {sigma.shape}; expected (D,) and (D, D).")
+        raise InputFileError(
+            f"FID reference statistics {p}: mu has shape {mu.shape} and sigma {sigma.shape}; expected (D,) and (D, D)."
+        )
     return FeatureStats(torch.from_numpy(mu).double(), torch.from_numpy(sigma).double())
 
 
@@ -79,14 +87,23 @@ FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
 def _batched(fn: FeatureFn, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([fn(images[i : i + batch_size]).detach().double().cpu().flatten(1) for i in range(0, images.shape[0], batch_size)])
+        return torch.cat(
+            [
+                fn(images[i : i + batch_size]).detach().double().cpu().flatten(1)
+                for i in range(0, images.shape[0], batch_size)
+            ]
+        )
 
 
-def fid_against_reference(images: torch.Tensor, reference: FeatureStats, extractor: FeatureFn, batch_size: int = 32) -> float:
+def fid_against_reference(
+    images: torch.Tensor, reference: FeatureStats, extractor: FeatureFn, batch_size: int = 32
+) -> float:
     """FID of generated ``images`` (0..1) against reference statistics, features from ``extractor``."""
     gen = feature_stats(_batched(extractor, images, batch_size))
     if gen.mu.shape != reference.mu.shape:
-        raise UsageError(f"the feature extractor gives {gen.mu.numel()} features but the reference statistics have {reference.mu.numel()}.")
+        raise UsageError(
+            f"the feature extractor gives {gen.mu.numel()} features but the reference statistics have {reference.mu.numel()}."
+        )
     return frechet_distance(gen.mu, gen.sigma, reference.mu, reference.sigma)
 
 
@@ -106,12 +123,16 @@ def inception_score_from_logits(logits: torch.Tensor, splits: int = 10) -> tuple
     return float(t.mean()), float(t.std(unbiased=False)) if splits > 1 else 0.0
 
 
-def inception_score(images: torch.Tensor, classifier: FeatureFn, splits: int = 10, batch_size: int = 32) -> tuple[float, float]:
+def inception_score(
+    images: torch.Tensor, classifier: FeatureFn, splits: int = 10, batch_size: int = 32
+) -> tuple[float, float]:
     """Inception score of ``images`` with a classifier returning logits (N, classes)."""
     return inception_score_from_logits(_batched(classifier, images, batch_size), splits)
 
 
-def load_inception(weights_path: str | os.PathLike | None, feature: str = "2048") -> tuple[FeatureFn | None, str | None]:
+def load_inception(
+    weights_path: str | os.PathLike | None, feature: str = "2048"
+) -> tuple[FeatureFn | None, str | None]:
     """torchmetrics' FID Inception (torch-fidelity) from LOCAL weights: (extractor, None) or (None, reason).
 
     ``feature``: ``"2048"`` pool features for FID, ``"logits_unbiased"`` for the Inception score.
@@ -119,7 +140,10 @@ def load_inception(weights_path: str | os.PathLike | None, feature: str = "2048"
     import importlib.util
 
     if weights_path is None:
-        return None, "no Inception weights were given (pass the local pt_inception-2015-12-05 .pth file); nothing is downloaded"
+        return (
+            None,
+            "no Inception weights were given (pass the local pt_inception-2015-12-05 .pth file); nothing is downloaded",
+        )
     if not Path(weights_path).is_file():
         return None, f"Inception weights {weights_path} do not exist"
     for pkg in ("torchmetrics", "torch_fidelity"):
@@ -127,7 +151,9 @@ def load_inception(weights_path: str | os.PathLike | None, feature: str = "2048"
             return None, f"FID/IS Inception needs {pkg} (pip install 'sdsuite[quality]' torch-fidelity)"
     from torchmetrics.image.fid import NoTrainInceptionV3
 
-    net = NoTrainInceptionV3(name="inception-v3-compat", features_list=[feature], feature_extractor_weights_path=str(weights_path))
+    net = NoTrainInceptionV3(
+        name="inception-v3-compat", features_list=[feature], feature_extractor_weights_path=str(weights_path)
+    )
 
     def fn(images: torch.Tensor) -> torch.Tensor:
         return net((images.clamp(0, 1) * 255).round().to(torch.uint8))
@@ -147,7 +173,9 @@ def clip_model_unavailable_reason(model_dir: str | os.PathLike | None) -> str | 
     return None
 
 
-def clip_score(images: torch.Tensor, prompts: Sequence[str], model_dir: str | os.PathLike | None, batch_size: int = 32) -> dict:
+def clip_score(
+    images: torch.Tensor, prompts: Sequence[str], model_dir: str | os.PathLike | None, batch_size: int = 32
+) -> dict:
     """CLIP score with a LOCAL transformers CLIP model: mean over images of 100 x max(cos(image, text), 0).
 
     The definition of torchmetrics' CLIPScore; computed here directly because torchmetrics 1.9's
@@ -178,7 +206,13 @@ def clip_score(images: torch.Tensor, prompts: Sequence[str], model_dir: str | os
             # CLIPModel returns L2-normalized projections: the row-wise dot product is the cosine.
             cos.append((out.image_embeds * out.text_embeds).sum(dim=-1))
     scores = 100.0 * torch.cat(cos).clamp(min=0)
-    return _value(float(scores.mean()), "1", per_image=[float(x) for x in scores], model=str(model_dir), scale="100 x cosine similarity")
+    return _value(
+        float(scores.mean()),
+        "1",
+        per_image=[float(x) for x in scores],
+        model=str(model_dir),
+        scale="100 x cosine similarity",
+    )
 
 
 # -- acceptance windows ------------------------------------------------------------------------

@@ -20,10 +20,20 @@ from typing import Any
 import torch
 
 from sdsuite.optimizations.sets import BASELINE, OptimizationSet
-from sdsuite.quality.fidelity import FidelityTolerance, compare_images, default_tolerance, load_lpips, lpips_unavailable_reason
+from sdsuite.quality.fidelity import (
+    FidelityTolerance,
+    compare_images,
+    default_tolerance,
+    load_lpips,
+    lpips_unavailable_reason,
+)
 
 REFERENCE: OptimizationSet = BASELINE
-FIDELITY_MODES = ("auto", "all", "off")  # auto: non-default sets (default set only if a reference is at hand); all: every set
+FIDELITY_MODES = (
+    "auto",
+    "all",
+    "off",
+)  # auto: non-default sets (default set only if a reference is at hand); all: every set
 
 
 def reference_case(case):
@@ -139,21 +149,43 @@ def speed_memory_energy(metrics: dict[str, dict], ref: ReferenceResult) -> dict[
     energy change (this/reference - 1, per image), each unavailable with the reason when it cannot be formed."""
     rm = ref.metrics or {}
     return {
-        "speedup": _ratio_effect("latency", "x", metrics.get("latency_s"), rm.get("latency_s"), lambda a, b: b / a, ref),
+        "speedup": _ratio_effect(
+            "latency", "x", metrics.get("latency_s"), rm.get("latency_s"), lambda a, b: b / a, ref
+        ),
         "peak_memory_reduction": _ratio_effect(
-            "peak memory", "1", metrics.get("peak_memory_bytes"), rm.get("peak_memory_bytes"), lambda a, b: 1.0 - a / b, ref
+            "peak memory",
+            "1",
+            metrics.get("peak_memory_bytes"),
+            rm.get("peak_memory_bytes"),
+            lambda a, b: 1.0 - a / b,
+            ref,
         ),
         "energy_change": _ratio_effect(
-            "energy per image", "1", metrics.get("energy_per_image_j"), rm.get("energy_per_image_j"), lambda a, b: a / b - 1.0, ref
+            "energy per image",
+            "1",
+            metrics.get("energy_per_image_j"),
+            rm.get("energy_per_image_j"),
+            lambda a, b: a / b - 1.0,
+            ref,
         ),
     }
 
 
 def fidelity(images: torch.Tensor, ref: ReferenceResult, tolerance: FidelityTolerance) -> dict[str, Any]:
     """Image difference from the reference and the tolerance verdict: ``{"checked", "passed", "violation", "metrics", ...}``."""
-    base = {"reference_options": REFERENCE.id, "reference_case_id": ref.case_id, "tolerance": dataclasses.asdict(tolerance)}
+    base = {
+        "reference_options": REFERENCE.id,
+        "reference_case_id": ref.case_id,
+        "tolerance": dataclasses.asdict(tolerance),
+    }
     if ref.problem is not None or ref.images is None:
-        return {**base, "checked": False, "passed": None, "violation": None, "reason": f"no usable reference images: {ref.problem}"}
+        return {
+            **base,
+            "checked": False,
+            "passed": None,
+            "violation": None,
+            "reason": f"no usable reference images: {ref.problem}",
+        }
     if tuple(images.shape) != tuple(ref.images.shape):
         return {
             **base,

@@ -31,7 +31,9 @@ def _unavailable(unit: str, reason: str) -> dict:
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if a.shape != b.shape:
-        raise UsageError(f"cannot compare images of shapes {tuple(a.shape)} and {tuple(b.shape)}: run both with the same case.")
+        raise UsageError(
+            f"cannot compare images of shapes {tuple(a.shape)} and {tuple(b.shape)}: run both with the same case."
+        )
     if a.dim() == 3:
         a, b = a.unsqueeze(0), b.unsqueeze(0)
     if a.dim() != 4:
@@ -63,7 +65,13 @@ def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
 
 
 def ssim(
-    a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03
+    a: torch.Tensor,
+    b: torch.Tensor,
+    data_range: float = 1.0,
+    window: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
 ) -> float:
     """Mean structural similarity (Wang et al. 2004): Gaussian window 11/1.5, K1=0.01, K2=0.03, valid region only.
 
@@ -89,7 +97,11 @@ def ssim(
 
 
 LpipsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-_LPIPS_BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth", "squeeze": "squeezenet1_1-b8a52dc0.pth"}
+_LPIPS_BACKBONE_FILES = {
+    "alex": "alexnet-owt-7be5be79.pth",
+    "vgg": "vgg16-397923af.pth",
+    "squeeze": "squeezenet1_1-b8a52dc0.pth",
+}
 
 
 def lpips_unavailable_reason(net: str = "alex") -> str | None:
@@ -252,7 +264,9 @@ def capture_stages(pipe, **call_kwargs: Any) -> dict[str, torch.Tensor]:
 
     pipe.encode_prompt = encode
     try:
-        kwargs = dict(call_kwargs, output_type="pt", callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"])
+        kwargs = dict(
+            call_kwargs, output_type="pt", callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"]
+        )
         images = pipe(**kwargs).images
     finally:
         if had_own:

@@ -129,7 +129,9 @@ def parse_resolution(text: str) -> tuple[int, int]:
     w = int(m.group(1))
     h = int(m.group(2)) if m.group(2) else w
     if w < 8 or h < 8 or w % 8 or h % 8:
-        raise UsageError(f"resolution {text!r}: width and height must be positive multiples of 8 (the VAE downsamples by 8).")
+        raise UsageError(
+            f"resolution {text!r}: width and height must be positive multiples of 8 (the VAE downsamples by 8)."
+        )
     return h, w
 
 

@@ -32,7 +32,8 @@ GROUPS: dict[str, Group] = {
     "case": Group("case (repeat a flag or give a comma list to make a grid)", "sdsuite"),
     "measurement": Group("measurement", "sdsuite"),
     "optimizations": Group(
-        "optimizations (comma lists make a grid; `sdsuite options` lists them and what runs here)", "sdsuite-optimizations"
+        "optimizations (comma lists make a grid; `sdsuite options` lists them and what runs here)",
+        "sdsuite-optimizations",
     ),
     "task": Group("task and prompts", "sdsuite-optimizations"),
     "profiling": Group("profiling", "sdsuite-optimizations"),
@@ -102,7 +103,11 @@ class Flag:
         default = kw.pop("default")
         if default is None and kw["action"] == "store_true":
             default = False
-        return {**{k: v for k, v in kw.items() if v is not None}, "default": default, "dest": self.pytest_dest if pytest else self.dest}
+        return {
+            **{k: v for k, v in kw.items() if v is not None},
+            "default": default,
+            "dest": self.pytest_dest if pytest else self.dest,
+        }
 
 
 @functools.cache
@@ -236,7 +241,9 @@ def cli_flags(*groups: str) -> list[Flag]:
 
 def pytest_flags(pytest_group: str | None = None) -> list[Flag]:
     """The pytest options (of one pytest group, or all)."""
-    return [f for f in table() if f.in_pytest and (pytest_group is None or GROUPS[f.group].pytest_group == pytest_group)]
+    return [
+        f for f in table() if f.in_pytest and (pytest_group is None or GROUPS[f.group].pytest_group == pytest_group)
+    ]
 
 
 def add_argparse_flags(p: argparse.ArgumentParser, *groups: str) -> None:

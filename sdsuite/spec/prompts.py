@@ -89,11 +89,15 @@ def load_coco_captions(path: str | os.PathLike, n: int | None = None, seed: int 
     """A deterministic subset of ``n`` captions (one per image) from a COCO captions file (2014 or 2017 format)."""
     p = Path(path)
     if not p.is_file():
-        raise InputFileError(f"COCO captions file {p} does not exist; pass the path of captions_val2017.json (or captions_val2014.json).")
+        raise InputFileError(
+            f"COCO captions file {p} does not exist; pass the path of captions_val2017.json (or captions_val2014.json)."
+        )
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise InputFileError(f"COCO captions file {p} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from None
+        raise InputFileError(
+            f"COCO captions file {p} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputFileError(f"COCO captions file {p} could not be read ({exc}).") from None
     anns = data.get("annotations") if isinstance(data, dict) else None
@@ -109,7 +113,9 @@ def load_coco_captions(path: str | os.PathLike, n: int | None = None, seed: int 
             or not isinstance(ann.get("image_id"), int)
             or not isinstance(ann.get("id"), int)
         ):
-            raise InputFileError(f"{p}: annotation #{i} lacks an integer 'id', an integer 'image_id' or a string 'caption'.")
+            raise InputFileError(
+                f"{p}: annotation #{i} lacks an integer 'id', an integer 'image_id' or a string 'caption'."
+            )
         caption = _normalize(ann["caption"])
         if not caption:
             continue

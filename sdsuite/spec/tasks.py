@@ -74,7 +74,11 @@ def input_image(height: int, width: int, batch_size: int = 1, seed: int = 0) -> 
     y = torch.linspace(0, 1, height).view(1, 1, height, 1)
     x = torch.linspace(0, 1, width).view(1, 1, 1, width)
     base = torch.cat(
-        [x.expand(1, 1, height, width), y.expand(1, 1, height, width), (0.5 + 0.5 * torch.sin(6.28 * (x + y))).expand(1, 1, height, width)],
+        [
+            x.expand(1, 1, height, width),
+            y.expand(1, 1, height, width),
+            (0.5 + 0.5 * torch.sin(6.28 * (x + y))).expand(1, 1, height, width),
+        ],
         dim=1,
     )
     gen = torch.Generator("cpu").manual_seed(seed)
@@ -95,7 +99,13 @@ def input_mask(height: int, width: int, batch_size: int = 1, fraction: float = 0
 
 
 def task_call_kwargs(
-    pipe, task: str, base: dict[str, Any], *, strength: float = DEFAULT_STRENGTH, image_seed: int = 0, mask_fraction: float = 0.5
+    pipe,
+    task: str,
+    base: dict[str, Any],
+    *,
+    strength: float = DEFAULT_STRENGTH,
+    image_seed: int = 0,
+    mask_fraction: float = 0.5,
 ) -> dict[str, Any]:
     """Adapt a text-to-image call (the runner's ``call_kwargs``) to ``task`` on ``pipe`` (from :func:`task_pipeline`).
 

@@ -235,7 +235,9 @@ def check_images_root(root: str | os.PathLike) -> Path:
     """The resolved images root, refusing a path that is not one (UsageError): missing, or without the marker."""
     given = Path(root)
     if not given.is_dir():
-        raise UsageError(f"images root {str(given)!r} does not exist or is not a directory; point at <out>/{IMAGES_DIR}.")
+        raise UsageError(
+            f"images root {str(given)!r} does not exist or is not a directory; point at <out>/{IMAGES_DIR}."
+        )
     if not (given / MARKER).is_file() and (given / IMAGES_DIR / MARKER).is_file():
         given = given / IMAGES_DIR  # a results directory: its images root
     if not (given / MARKER).is_file():
@@ -295,7 +297,9 @@ def plan_clean(
     """Select files to clean: all of ``--job`` alone, files older than N days, and/or the oldest files
     until the root holds at most ``max_size_bytes`` (deleting only among the ``--job`` files if given)."""
     if job is None and older_than_days is None and max_size_bytes is None:
-        raise UsageError("say what to clean: --job ID, --older-than DAYS and/or --max-size SIZE (add --dry-run to preview).")
+        raise UsageError(
+            "say what to clean: --job ID, --older-than DAYS and/or --max-size SIZE (add --dry-run to preview)."
+        )
     if older_than_days is not None:
         from sdsuite.core.limits import FLAG_RANGES
 

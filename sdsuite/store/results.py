@@ -57,7 +57,9 @@ def write_failure(path: Path, exc: OSError, kept: str, exit_code: int = 1) -> Re
     """One sentence for a failed write: a full disk or quota names the remedy; the data already written is kept."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         what = "the disk is full" if exc.errno == errno.ENOSPC else "the disk quota is exceeded"
-        return ResultsWriteError(f"cannot write {path}: {what}; {kept} Free some space and rerun the same command.", exit_code)
+        return ResultsWriteError(
+            f"cannot write {path}: {what}; {kept} Free some space and rerun the same command.", exit_code
+        )
     return ResultsWriteError(f"cannot write {path}: {exc.strerror or exc}; {kept}", exit_code)
 
 
@@ -89,7 +91,9 @@ def check_writable_dir(out: Path | str) -> Path:
         probe = tempfile.NamedTemporaryFile(dir=out, prefix=".probe.", delete=True)
         probe.close()
     except OSError as exc:
-        raise UsageError(f"cannot write results to --out {str(out)!r}: {exc.strerror or exc}. Choose a writable directory.") from None
+        raise UsageError(
+            f"cannot write results to --out {str(out)!r}: {exc.strerror or exc}. Choose a writable directory."
+        ) from None
     return out
 
 
@@ -99,7 +103,9 @@ _FIELD_TYPES = {"case": dict, "case_id": str, "status": str, "metrics": dict}
 def validate_record(rec: Any, where: str) -> dict:
     """Check a decoded record's shape, field types and schema version; InputFileError naming ``where`` otherwise."""
     if not isinstance(rec, dict):
-        raise InputFileError(f"{where}: expected a JSON object per line, got {_json_type(rec)}; not an sdsuite results record.")
+        raise InputFileError(
+            f"{where}: expected a JSON object per line, got {_json_type(rec)}; not an sdsuite results record."
+        )
     missing = [k for k in REQUIRED_KEYS if k not in rec]
     if missing:
         raise InputFileError(f"{where}: record lacks {', '.join(missing)}; not an sdsuite results record.")
@@ -111,10 +117,14 @@ def validate_record(rec: Any, where: str) -> dict:
             f"{where}: schema_version {version} is not supported: a newer sdsuite wrote it (this one reads {SCHEMA_VERSION}); upgrade sdsuite to read it."
         )
     if version != SCHEMA_VERSION:
-        raise InputFileError(f"{where}: schema_version {version!r} is not supported (this sdsuite reads {SCHEMA_VERSION}).")
+        raise InputFileError(
+            f"{where}: schema_version {version!r} is not supported (this sdsuite reads {SCHEMA_VERSION})."
+        )
     for key, typ in _FIELD_TYPES.items():
         if not isinstance(rec[key], typ):
-            raise InputFileError(f"{where}: {key} must be {_json_type(typ())}, got {_json_type(rec[key])} ({rec[key]!r:.40}).")
+            raise InputFileError(
+                f"{where}: {key} must be {_json_type(typ())}, got {_json_type(rec[key])} ({rec[key]!r:.40})."
+            )
     return rec
 
 
@@ -148,7 +158,9 @@ def read_bytes_file(path: Path, what: str = "file") -> bytes:
 def decode_text(data: bytes, path: Path, what: str = "file") -> str:
     """``data`` as UTF-8 text; InputFileError naming ``path`` (and the line) for a BOM, a NUL byte or invalid UTF-8."""
     if data.startswith(b"\xef\xbb\xbf"):
-        raise InputFileError(f"{path}: starts with a byte-order mark; sdsuite writes plain UTF-8 (remove the BOM). Left untouched.")
+        raise InputFileError(
+            f"{path}: starts with a byte-order mark; sdsuite writes plain UTF-8 (remove the BOM). Left untouched."
+        )
     if b"\0" in data:
         line = data[: data.index(b"\0")].count(b"\n") + 1
         raise InputFileError(f"{path}:{line}: contains a NUL byte; the {what} is corrupt and was left untouched.")
@@ -177,7 +189,9 @@ def parse_records(text: str, path: Path, complete: bool = False) -> list[dict]:
                     f"{where}: last line is incomplete (an interrupted write); the next `sdsuite run` or `sdsuite sweep` "
                     "on this --out repairs it. Left untouched."
                 ) from None
-            raise InputFileError(f"{where}: not valid JSON ({exc.msg}); the file is corrupt and was left untouched.") from None
+            raise InputFileError(
+                f"{where}: not valid JSON ({exc.msg}); the file is corrupt and was left untouched."
+            ) from None
         out.append(validate_record(rec, where))
     return out
 
@@ -216,7 +230,9 @@ class ResultsDir:
             if not p.exists() and not p.is_symlink():
                 return
             if p.is_symlink():
-                raise InputFileError(f"{p}: is a symlink; sdsuite appends only to a regular file it owns. Replace the link with the file.")
+                raise InputFileError(
+                    f"{p}: is a symlink; sdsuite appends only to a regular file it owns. Replace the link with the file."
+                )
             data = read_bytes_file(p, "results file")
             cut = data.rfind(b"\n") + 1
             head, tail = data[:cut], data[cut:]
@@ -249,7 +265,9 @@ class ResultsDir:
     def _append_locked(self, lines: list[str]) -> None:
         """Append ``lines`` (the caller holds the lock)."""
         data = "".join(lines).encode("utf-8")
-        fd = os.open(self.results_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o666)
+        fd = os.open(
+            self.results_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o666
+        )
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -265,7 +283,9 @@ class ResultsDir:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, size)  # never half a line
                     os.fsync(fd)
-                raise write_failure(self.results_path, exc, "every record written before is kept (this one was not written).") from None
+                raise write_failure(
+                    self.results_path, exc, "every record written before is kept (this one was not written)."
+                ) from None
         finally:
             os.close(fd)
 
@@ -283,7 +303,9 @@ class ResultsDir:
             try:
                 atomic_write_text(self.run_path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
             except OSError as exc:
-                raise write_failure(self.run_path, exc, "nothing was measured and the files there are unchanged.", exit_code=2) from None
+                raise write_failure(
+                    self.run_path, exc, "nothing was measured and the files there are unchanged.", exit_code=2
+                ) from None
 
     def run_info(self) -> dict | None:
         """The run.json content, or None when absent; a corrupt file raises InputFileError."""
@@ -294,5 +316,7 @@ class ResultsDir:
         except json.JSONDecodeError as exc:
             raise InputFileError(f"{self.run_path}: not valid JSON ({exc.msg}); left untouched.") from None
         if not isinstance(data, dict) or not isinstance(data.get("runs"), dict):
-            raise InputFileError(f"{self.run_path}: expected an object with 'runs'; not an sdsuite run.json. Left untouched.")
+            raise InputFileError(
+                f"{self.run_path}: expected an object with 'runs'; not an sdsuite run.json. Left untouched."
+            )
         return data

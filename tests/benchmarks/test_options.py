@@ -172,7 +172,9 @@ def test_tasks_on_the_tiny_variant(task, sd_benchmark):
 
 
 @pytest.mark.quick
-@pytest.mark.parametrize("options", ["int4wo", "fp8dq", "model-offload", "sequential-offload", "attn=xformers", "compile=reduce-overhead"])
+@pytest.mark.parametrize(
+    "options", ["int4wo", "fp8dq", "model-offload", "sequential-offload", "attn=xformers", "compile=reduce-overhead"]
+)
 def test_gpu_or_package_options_skip_with_a_reason(options, sd_run_case, sdsuite_device):
     record = sd_run_case(_case(options=options))
     if sdsuite_device.type == "cpu":

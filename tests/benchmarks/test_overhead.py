@@ -57,7 +57,10 @@ def test_harness_overhead(sd_pytest_benchmark, variant, sdsuite_device):
     assert "encode_prompt" not in vars(loaded.pipe)
     overhead = statistics.median(ours_s) / statistics.median(bare_s) - 1
     benchmark.extra_info.update(
-        bare_median_s=statistics.median(bare_s), sdsuite_median_s=statistics.median(ours_s), overhead_pct=overhead * 100, rounds=ROUNDS
+        bare_median_s=statistics.median(bare_s),
+        sdsuite_median_s=statistics.median(ours_s),
+        overhead_pct=overhead * 100,
+        rounds=ROUNDS,
     )
     print(
         f"\n{variant}: bare {statistics.median(bare_s) * 1e3:.2f} ms, sdsuite {statistics.median(ours_s) * 1e3:.2f} ms, overhead {overhead * 100:+.2f}%"

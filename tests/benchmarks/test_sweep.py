@@ -31,7 +31,9 @@ GOAL_S = 0.5
 
 def test_dvfs_point(sd_case, sdsuite_config, sdsuite_results, request):
     if sd_case.freq_mhz is None:
-        pytest.skip("a DVFS point needs a clock: add --freq (e.g. --telemetry sim --freq sample:5 --allow-clock-control)")
+        pytest.skip(
+            "a DVFS point needs a clock: add --freq (e.g. --telemetry sim --freq sample:5 --allow-clock-control)"
+        )
     setup = sdsuite_config.telemetry
     with setup.clock_session() as session:
         try:
@@ -62,7 +64,9 @@ def test_sweep_harness_overhead_per_point(sd_pytest_benchmark, tmp_path, sdsuite
     freqs = resolve_freqs("sample:20", gpu.info().graphics_clocks_mhz())
     case = Case("tiny-sd", "euler", steps=1).resolved()
     plan = build_plan([case], freqs, device={"backend": "sim", "uuid": gpu.info().uuid}, settings={"bench": True})
-    opts = RunOptions(runs=1, warmup=1, device=str(sdsuite_device), count_flops=False, min_energy_window_s=0.0, spans=False)
+    opts = RunOptions(
+        runs=1, warmup=1, device=str(sdsuite_device), count_flops=False, min_energy_window_s=0.0, spans=False
+    )
     outcomes = []
 
     def sweep():

@@ -204,7 +204,12 @@ class FakeNvml:
     def run_python(self, code: str, *, timeout: float = 60, check: bool = True, env: Mapping[str, str] | None = None):
         """Run ``python -c code`` with the fake on LD_LIBRARY_PATH; returns the CompletedProcess (text)."""
         proc = subprocess.run(
-            [sys.executable, "-c", code], env=self.env(env), capture_output=True, text=True, timeout=timeout, cwd=self.workdir
+            [sys.executable, "-c", code],
+            env=self.env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.workdir,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"subprocess failed (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

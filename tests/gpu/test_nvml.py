@@ -52,7 +52,9 @@ def test_counter_energy_of_a_real_generation_and_observed_clocks(nvml):
 
     meter = TelemetryEnergyMeter(nvml, MeterOptions())
     opts = RunOptions(runs=3, warmup=1, device="cuda", count_flops=False, min_energy_window_s=1.0)
-    rec = run_case(Case(variant="tiny-sd", scheduler="euler", steps=20), opts, torch.device("cuda:0"), energy_meter=meter)
+    rec = run_case(
+        Case(variant="tiny-sd", scheduler="euler", steps=20), opts, torch.device("cuda:0"), energy_meter=meter
+    )
     assert rec["status"] == "ok" and rec["simulated"] is False
     windows = rec["energy_windows"]
     assert all(w["available"] and w["duration_s"] >= 1.0 for w in windows)
@@ -61,5 +63,6 @@ def test_counter_energy_of_a_real_generation_and_observed_clocks(nvml):
     assert m["energy_j"]["median"] > 0 and m["avg_power_w"]["median"] > 0
     assert m["sm_clock_mhz"]["median"] > 0
     print(
-        {k: m[k]["median"] for k in ("energy_j", "energy_per_image_j", "avg_power_w", "sm_clock_mhz")}, [w["generations"] for w in windows]
+        {k: m[k]["median"] for k in ("energy_j", "energy_per_image_j", "avg_power_w", "sm_clock_mhz")},
+        [w["generations"] for w in windows],
     )

@@ -32,7 +32,9 @@ def _cluster_reason() -> str | None:
     except ImportError:
         return "submitit is not installed (the test extra has it; or pip install -e '.[slurm]')"
     if not shutil.which("sbatch") or not shutil.which("sinfo"):
-        return "no SLURM client here (sbatch/sinfo); apt-get install slurm-wlm munge and run tests/slurm/start_cluster.sh"
+        return (
+            "no SLURM client here (sbatch/sinfo); apt-get install slurm-wlm munge and run tests/slurm/start_cluster.sh"
+        )
     try:
         states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20).stdout.split()
     except (OSError, subprocess.SubprocessError) as exc:
@@ -57,7 +59,9 @@ def _latest_manifest(out: Path) -> dict:
 
 
 def _queued(job: str) -> dict[str, str]:
-    lines = subprocess.run(["squeue", "-h", "-r", "-j", job, "-o", "%i %T"], capture_output=True, text=True).stdout.split("\n")
+    lines = subprocess.run(
+        ["squeue", "-h", "-r", "-j", job, "-o", "%i %T"], capture_output=True, text=True
+    ).stdout.split("\n")
     return {line.split()[0].split("_")[-1]: line.split()[1] for line in lines if line.strip()}
 
 
@@ -95,7 +99,9 @@ def test_array_kill_one_task_and_resume(tmp_path):
     assert set(counts) == set(planned)  # nothing lost
     assert all(n == 1 for n in counts.values())  # nothing twice
     job2 = resubmitted["job_id"]
-    assert any(p.name in (f"slurm-{job2}", f"slurm-{job2}_0") for p in (out / "tasks").iterdir())  # records by job (and task) id
+    assert any(
+        p.name in (f"slurm-{job2}", f"slurm-{job2}_0") for p in (out / "tasks").iterdir()
+    )  # records by job (and task) id
     assert (out / "slurm" / resubmitted["job_id"]).is_dir()  # submitit logs by job id
 
 
@@ -117,7 +123,9 @@ def test_run_as_array_merges_each_case_once(tmp_path):
     job = manifest["job_id"]
     assert manifest["command"] == "run" and len(manifest["tasks"]) == 2
     recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
-    assert sorted(r["scaleout"]["point_key"] for r in recs) == sorted(manifest["planned_keys"])  # each case exactly once
+    assert sorted(r["scaleout"]["point_key"] for r in recs) == sorted(
+        manifest["planned_keys"]
+    )  # each case exactly once
     assert all(r["status"] == "ok" for r in recs)
     assert {r["device"]["slurm"]["array_job_id"] for r in recs} == {job}  # records name their SLURM job
     assert sorted(p.name for p in (out / "tasks").iterdir()) == [f"slurm-{job}_0", f"slurm-{job}_1"]
@@ -125,4 +133,6 @@ def test_run_as_array_merges_each_case_once(tmp_path):
     assert {r["torch_threads"] for r in runs} == {1}  # torch keeps to the task's --cpus-per-task
     again = _sdsuite(*RUN, "--out", str(out), "--wait")
     assert again.returncode == 0 and "nothing to run" in again.stdout, again.stdout + again.stderr
-    assert len(_latest_manifest(out)["planned_keys"]) == 4 and _latest_manifest(out)["job_id"] == job  # nothing resubmitted
+    assert (
+        len(_latest_manifest(out)["planned_keys"]) == 4 and _latest_manifest(out)["job_id"] == job
+    )  # nothing resubmitted

@@ -26,7 +26,8 @@ def test_parameter_counts_match_reference(variant):
         unet = UNet2DConditionModel(**spec.unet)
         vae = AutoencoderKL(**spec.vae)
         texts = [
-            (CLIPTextModelWithProjection if i == 1 else CLIPTextModel)(CLIPTextConfig(**cfg)) for i, cfg in enumerate(spec.text_encoders)
+            (CLIPTextModelWithProjection if i == 1 else CLIPTextModel)(CLIPTextConfig(**cfg))
+            for i, cfg in enumerate(spec.text_encoders)
         ]
     assert _count(unet) == pytest.approx(UNET_M[variant], rel=0.005)
     assert _count(vae) == pytest.approx(VAE_M, rel=0.005)
@@ -70,7 +71,9 @@ def test_random_weights_build_of_a_real_family_runs(monkeypatch):
     small = {**spec.unet, "block_out_channels": [32, 32, 64, 64], "norm_num_groups": 8, "attention_head_dim": 4}
     import dataclasses
 
-    spec = dataclasses.replace(spec, unet=small, vae={**spec.vae, "block_out_channels": [8, 8, 16, 16], "norm_num_groups": 4})
+    spec = dataclasses.replace(
+        spec, unet=small, vae={**spec.vae, "block_out_channels": [8, 8, 16, 16], "norm_num_groups": 4}
+    )
     pipe = build.build_in_code(spec)
     assert pipe.text_encoder.config.hidden_size == 768  # the real CLIP ViT-L text tower
     lat = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0))

@@ -56,7 +56,9 @@ OTHER = "tiny-sdxl/euler/fp32/fdefault/64x64/s4/b1"
 
 def write_bench(pytester, scale=1.0, cases=(CASE,), cpu=False):
     pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(test_bench=BENCH.format(scale=scale, cases=list(cases), cpu_metric='"latency_cpu_s": CPU,' if cpu else ""))
+    pytester.makepyfile(
+        test_bench=BENCH.format(scale=scale, cases=list(cases), cpu_metric='"latency_cpu_s": CPU,' if cpu else "")
+    )
 
 
 def baseline_files(pytester):
@@ -209,14 +211,18 @@ def test_portable_key_gates_calibrated_cpu_time_and_deterministic_metrics_only(p
     write_bench(pytester, scale=2.0, cpu=True)
     r = run(pytester, "--baseline-key", "portable")
     r.assert_outcomes(failed=1)
-    r.stdout.fnmatch_lines(["*latency_cpu_calibrated*5.000x*10.000x*+100.00%*REGRESSION*", "*--baseline-key portable --update-baselines*"])
+    r.stdout.fnmatch_lines(
+        ["*latency_cpu_calibrated*5.000x*10.000x*+100.00%*REGRESSION*", "*--baseline-key portable --update-baselines*"]
+    )
 
 
 def test_portable_key_without_cpu_time_fails_with_the_remedy(pytester):
     write_bench(pytester, cpu=False)
     r = run(pytester, "--baseline-key", "portable", "--update-baselines")
     r.assert_outcomes(failed=1)
-    r.stdout.fnmatch_lines(["*portable gate on the CPU needs per-run CPU time; add --benchmark-timer time.process_time*"])
+    r.stdout.fnmatch_lines(
+        ["*portable gate on the CPU needs per-run CPU time; add --benchmark-timer time.process_time*"]
+    )
     assert not baseline_files(pytester)
 
 
@@ -235,4 +241,6 @@ def test_summary_counts_cases_when_two_tests_gate_one_case(pytester):
     write_bench(pytester, cases=(CASE, CASE, OTHER))
     run(pytester, "--update-baselines")
     r = run(pytester)
-    r.stdout.fnmatch_lines(["*3 record(s) of 2 case(s) (a case measured by two tests is gated twice, compared once)*compared*"])
+    r.stdout.fnmatch_lines(
+        ["*3 record(s) of 2 case(s) (a case measured by two tests is gated twice, compared once)*compared*"]
+    )

@@ -17,7 +17,11 @@ from sdsuite.core.errors import InputFileError, UsageError
 from sdsuite.measure.calibration import Calibration
 
 CPU_ENV = {"cpu": {"model": "AMD EPYC 7B13"}, "torch_threads": 2, "cuda": {"gpus": []}}
-GPU_ENV = {"cpu": {"model": "x"}, "torch_threads": 8, "cuda": {"gpus": [{"name": "NVIDIA A100-SXM4-80GB", "memory_bytes": 85_899_345_920}]}}
+GPU_ENV = {
+    "cpu": {"model": "x"},
+    "torch_threads": 8,
+    "cuda": {"gpus": [{"name": "NVIDIA A100-SXM4-80GB", "memory_bytes": 85_899_345_920}]},
+}
 
 
 def make_record(case_id: str = "tiny-sd/euler/fp32/fdefault/64x64/s4/b1", scale: float = 1.0, **extra) -> dict:
@@ -115,7 +119,13 @@ def test_exact_entries_keep_all_kinds_portable_entries_only_machine_independent_
     assert exact["metrics"]["latency_s"]["samples"] == sorted(exact["metrics"]["latency_s"]["samples"])
     assert (exact["date"], exact["sdsuite_version"], exact["env_fingerprint"]) == ("2026-11-23", "0.1.0", "abc123")
     port = obtained_entry(make_record(), portable=True, calibration=CALIB)
-    assert set(port["metrics"]) == {"flops_per_image", "image_mean", "param_count_unet", "param_count_vae", "latency_cpu_calibrated"}
+    assert set(port["metrics"]) == {
+        "flops_per_image",
+        "image_mean",
+        "param_count_unet",
+        "param_count_vae",
+        "latency_cpu_calibrated",
+    }
     assert port["metrics"]["latency_cpu_calibrated"]["median"] == pytest.approx(5.0)  # 0.054 CPU s / 0.0108 CPU s
     assert port["metrics"]["latency_cpu_calibrated"]["unit"] == "x sdsuite-calib-v1"
     # Without per-run CPU time there is nothing honest to calibrate: no calibrated metric at all.
@@ -170,8 +180,14 @@ def test_concurrent_writers_lose_no_entry(tmp_path):
         ("{not json", "not valid JSON"),
         ("[]", "expected a JSON object"),
         ('{"schema": "other"}', "not an sdsuite baseline file"),
-        ('{"schema": "sdsuite-baselines", "schema_version": 99, "hardware_key": "k", "entries": {}}', "schema_version 99"),
-        ('{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "other", "entries": {}}', "does not match its directory"),
+        (
+            '{"schema": "sdsuite-baselines", "schema_version": 99, "hardware_key": "k", "entries": {}}',
+            "schema_version 99",
+        ),
+        (
+            '{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "other", "entries": {}}',
+            "does not match its directory",
+        ),
         (
             '{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "k", "entries": {"c": {"metrics": {"m": {"unit": "s"}}}}}',
             "median",
@@ -228,11 +244,19 @@ def test_gate_workflow_missing_create_pass_regress_update(tmp_path):
     assert r.status is Status.COMPARED and not r.failed
     slow = make_record(scale=1.3)
     r = gate_record(slow, CPU_ENV, gate(tmp_path), file_name="bench")
-    assert r.failed and {x.metric for x in r.comparison.rows if x.verdict.failed} == {"latency_s", "latency_cpu_s", "images_per_s"}
+    assert r.failed and {x.metric for x in r.comparison.rows if x.verdict.failed} == {
+        "latency_s",
+        "latency_cpu_s",
+        "images_per_s",
+    }
     assert gate_record(slow, CPU_ENV, gate(tmp_path, UpdateMode.FAILING), file_name="bench").status is Status.UPDATED
     assert not gate_record(slow, CPU_ENV, gate(tmp_path), file_name="bench").failed
     fast = gate_record(rec, CPU_ENV, gate(tmp_path), file_name="bench")
-    assert not fast.failed and {x.metric for x in fast.comparison.improvements} == {"latency_s", "latency_cpu_s", "images_per_s"}
+    assert not fast.failed and {x.metric for x in fast.comparison.improvements} == {
+        "latency_s",
+        "latency_cpu_s",
+        "images_per_s",
+    }
 
 
 def test_update_failing_leaves_passing_entries_alone_regen_rewrites_them(tmp_path):
@@ -264,12 +288,22 @@ def test_portable_gate_compares_calibrated_time_across_cpu_models(tmp_path):
     cfg = gate(tmp_path, UpdateMode.FAILING, scope="portable")
     gate_record(make_record(), CPU_ENV, cfg, file_name="bench", calibration=CALIB)
     other_cpu = {**CPU_ENV, "cpu": {"model": "Intel Xeon"}}
-    slower_machine = Calibration(median_s=0.024, samples_s=(0.024,) * 7, cpu_median_s=0.0216, cpu_samples_s=(0.0216,) * 7)
+    slower_machine = Calibration(
+        median_s=0.024, samples_s=(0.024,) * 7, cpu_median_s=0.0216, cpu_samples_s=(0.0216,) * 7
+    )
     # Everything twice as slow on a machine twice as slow: same calibrated time, passes.
-    r = gate_record(make_record(scale=2.0), other_cpu, gate(tmp_path, scope="portable"), file_name="bench", calibration=slower_machine)
+    r = gate_record(
+        make_record(scale=2.0),
+        other_cpu,
+        gate(tmp_path, scope="portable"),
+        file_name="bench",
+        calibration=slower_machine,
+    )
     assert r.status is Status.COMPARED and not r.failed
     # Twice as slow on the same machine: the calibrated time doubles, fails.
-    r = gate_record(make_record(scale=2.0), other_cpu, gate(tmp_path, scope="portable"), file_name="bench", calibration=CALIB)
+    r = gate_record(
+        make_record(scale=2.0), other_cpu, gate(tmp_path, scope="portable"), file_name="bench", calibration=CALIB
+    )
     assert r.failed and [x.metric for x in r.comparison.rows if x.verdict.failed] == ["latency_cpu_calibrated"]
 
 
@@ -287,5 +321,9 @@ def test_other_key_skips_name_the_portable_key_when_it_exists():
     from sdsuite.baselines.gate import portable_hint
 
     hint = portable_hint(["cpu-amd-epyc-1t", "cpu-portable-1t"])
-    assert "--baseline-key portable" in hint and "cpu-portable-1t" in hint and "--benchmark-timer time.process_time" in hint
+    assert (
+        "--baseline-key portable" in hint
+        and "cpu-portable-1t" in hint
+        and "--benchmark-timer time.process_time" in hint
+    )
     assert portable_hint(["cuda-nvidia-a100-80gib"]) == ""

@@ -30,7 +30,9 @@ def test_repeats_must_be_positive():
         measure_calibration("cpu", repeats=0)
 
 
-@given(st.lists(st.floats(min_value=1e-4, max_value=1.0), min_size=1, max_size=10), st.floats(min_value=1e-4, max_value=10))
+@given(
+    st.lists(st.floats(min_value=1e-4, max_value=1.0), min_size=1, max_size=10), st.floats(min_value=1e-4, max_value=10)
+)
 def test_normalize_divides_by_the_median(samples, seconds):
     c = combine(Calibration(median_s=samples[0], samples_s=tuple(samples)))
     assert c.normalize(seconds) == pytest.approx(seconds / c.median_s)

@@ -69,7 +69,9 @@ def test_bad_case_fields_are_usage_errors(kwargs, message):
 
 
 def test_grid_is_the_deduplicated_cartesian_product():
-    g = GridSpec(variants=["tiny-sd", "tiny-sdxl"], schedulers=["euler", "ddim", "euler"], precisions=["fp32"], steps=[2, 4])
+    g = GridSpec(
+        variants=["tiny-sd", "tiny-sdxl"], schedulers=["euler", "ddim", "euler"], precisions=["fp32"], steps=[2, 4]
+    )
     cases = g.expand()
     assert len(cases) == 2 * 2 * 2
     assert len({c.case_id for c in cases}) == len(cases)

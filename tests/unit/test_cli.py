@@ -10,7 +10,9 @@ from sdsuite.store.results import ResultsDir
 
 
 def test_run_writes_records_and_prints_a_table(tmp_path, capsys):
-    code = main(["run", "--steps", "2", "--runs", "2", "--scheduler", "euler,ddim", "--out", str(tmp_path), "--no-flops"])
+    code = main(
+        ["run", "--steps", "2", "--runs", "2", "--scheduler", "euler,ddim", "--out", str(tmp_path), "--no-flops"]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "tiny-sd/euler/fp32/fdefault/64x64/s2/b1" in out and "tiny-sd/ddim" in out
@@ -22,7 +24,12 @@ def test_run_writes_records_and_prints_a_table(tmp_path, capsys):
 
 
 def test_run_json_format_is_machine_readable(tmp_path, capsys):
-    assert main(["run", "--variant", "tiny-sdxl", "--steps", "1", "--runs", "1", "--out", str(tmp_path), "--format", "json"]) == 0
+    assert (
+        main(
+            ["run", "--variant", "tiny-sdxl", "--steps", "1", "--runs", "1", "--out", str(tmp_path), "--format", "json"]
+        )
+        == 0
+    )
     recs = json.loads(capsys.readouterr().out)
     assert recs[0]["case_id"].startswith("tiny-sdxl/") and recs[0]["status"] == "ok"
 
@@ -93,7 +100,19 @@ def test_the_main_job_prints_no_import_noise(tmp_path):
     """`sdsuite run` (the README's main job) keeps stderr to what the user asked for: no import-time warnings from
     diffusers, transformers or torchao (all installed by the test extra)."""
     env = {k: v for k, v in os.environ.items() if k not in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY")}
-    cmd = [sys.executable, "-m", "sdsuite.cli.main", "run", "--runs", "1", "--steps", "1", "--no-progress", "--out", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sdsuite.cli.main",
+        "run",
+        "--runs",
+        "1",
+        "--steps",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     # only the progress line a piped run prints per case
@@ -142,16 +161,41 @@ def test_a_sweep_of_absent_weights_is_refused_before_measuring(tmp_path, capsys,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     out = tmp_path / "o"
-    argv = ["sweep", "--variant", "sd-v1.4", "--telemetry", "sim", "--gpu-model", "h100", "--freq", "sample:8", "--allow-clock-control"]
+    argv = [
+        "sweep",
+        "--variant",
+        "sd-v1.4",
+        "--telemetry",
+        "sim",
+        "--gpu-model",
+        "h100",
+        "--freq",
+        "sample:8",
+        "--allow-clock-control",
+    ]
     assert main([*argv, "--out", str(out)]) == 2
     cap = capsys.readouterr()
-    assert cap.err.count("\n") == 1 and cap.err.startswith("sdsuite: error: weights for sd-v1.4 were not found"), cap.err
+    assert cap.err.count("\n") == 1 and cap.err.startswith("sdsuite: error: weights for sd-v1.4 were not found"), (
+        cap.err
+    )
     assert "--weights random" in cap.err and "--weights PATH" in cap.err and "CompVis/stable-diffusion-v1-4" in cap.err
     assert cap.out == "" and not out.exists()  # no plan, no records, no plots
 
 
 def test_a_piped_run_prints_a_progress_line_per_case_on_stderr(tmp_path, capsys):
-    argv = ["run", "--runs", "1", "--warmup", "0", "--steps", "1", "--scheduler", "euler,ddim", "--no-flops", "--no-spans"]
+    argv = [
+        "run",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+        "--scheduler",
+        "euler,ddim",
+        "--no-flops",
+        "--no-spans",
+    ]
     assert main([*argv, "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("[1/2] tiny-sd/euler/") and ": ok, latency " in err[0]

@@ -26,7 +26,8 @@ from sdsuite.gpu.sim import ManualClock, SimFaults, SimulatedGpu
 from sdsuite.gpu.telemetry_meter import Cooldown, MeterOptions, TelemetryEnergyMeter
 
 main_thread_only = pytest.mark.skipif(
-    threading.current_thread() is not threading.main_thread(), reason="signal handlers can only be installed in the main thread"
+    threading.current_thread() is not threading.main_thread(),
+    reason="signal handlers can only be installed in the main thread",
 )
 
 
@@ -105,7 +106,9 @@ def test_session_locks_once_per_frequency_and_restores_at_the_end():
     clock = ManualClock()
     gpu = SimulatedGpu("a100", clock=clock)
     meter = TelemetryEnergyMeter(gpu, MeterOptions(), background=False)
-    session = ClockSession(gpu, allowed=True, cooldown=Cooldown(seconds=4), idle_baseline_s=2, meter=meter, sleep=clock.advance)
+    session = ClockSession(
+        gpu, allowed=True, cooldown=Cooldown(seconds=4), idle_baseline_s=2, meter=meter, sleep=clock.advance
+    )
     with session:
         first = session.point(1410)
         assert session.point(1410) is first  # same frequency: no relock, no cooldown
@@ -231,7 +234,14 @@ def test_clocks_end_as_they_started_whatever_interrupts_the_run(
                 _interrupt(_action)
 
         def run(tel=tel, pick=pick, with_mem=with_mem, action=action, phase=phase, settle=settle):
-            lock = ClockLock(tel, table[pick % len(table)], mem_mhz=mem if with_mem else None, allowed=True, settle_s=0.5, sleep=settle)
+            lock = ClockLock(
+                tel,
+                table[pick % len(table)],
+                mem_mhz=mem if with_mem else None,
+                allowed=True,
+                settle_s=0.5,
+                sleep=settle,
+            )
             with lock:
                 tel.armed = False
                 if phase == "body":
@@ -271,7 +281,9 @@ CHILD = textwrap.dedent(
 
 def _child(tmp_path, mode):
     state = tmp_path / "gpu.json"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(state), mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(state), mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc, state
 

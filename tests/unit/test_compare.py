@@ -60,7 +60,10 @@ def test_verdict_is_invariant_to_changing_units(mb, mo, e, shift, p, direction):
 @given(MANTISSA, EXPONENT, st.integers(min_value=51, max_value=5000))
 def test_direction_decides_which_way_is_worse(m, e, p_tenths):
     base = Decimal(f"{m}e{e}")
-    bigger, smaller = float(base * (1 + Decimal(p_tenths) / 1000)), float(base * (1 - Decimal(min(p_tenths, 999)) / 1000))
+    bigger, smaller = (
+        float(base * (1 + Decimal(p_tenths) / 1000)),
+        float(base * (1 - Decimal(min(p_tenths, 999)) / 1000)),
+    )
     t5 = Fraction(50, 1000)
     lower, higher = Tolerance(rtol=t5, direction=Direction.LOWER), Tolerance(rtol=t5, direction=Direction.HIGHER)
     two = Tolerance(rtol=t5, direction=Direction.TWO_SIDED)
@@ -100,7 +103,8 @@ def test_tolerance_specs_parse_to_exact_decimals(spec, rtol, atol, direction):
 
 
 @pytest.mark.parametrize(
-    "spec", ["", "5", "five%", "-5%", "rtol=", "speed=5%", "direction=sideways", {"rtol": True}, {"rto": 0.1}, 0.05, "nan%"]
+    "spec",
+    ["", "5", "five%", "-5%", "rtol=", "speed=5%", "direction=sideways", {"rtol": True}, {"rto": 0.1}, 0.05, "nan%"],
 )
 def test_bad_tolerance_specs_are_usage_errors_naming_the_source(spec):
     with pytest.raises(UsageError, match="from-test"):
@@ -171,11 +175,15 @@ def test_an_improvement_is_reported_with_its_note_and_never_fails():
 def test_throughput_is_higher_is_better():
     t = Tolerance(rtol=Fraction(5, 100), direction=Direction.HIGHER)
     assert (
-        compare_metric("images_per_s", {"unit": "images/s", "value": 10.0}, {"unit": "images/s", "value": 8.0}, t).verdict
+        compare_metric(
+            "images_per_s", {"unit": "images/s", "value": 10.0}, {"unit": "images/s", "value": 8.0}, t
+        ).verdict
         is Verdict.REGRESSION
     )
     assert (
-        compare_metric("images_per_s", {"unit": "images/s", "value": 10.0}, {"unit": "images/s", "value": 12.0}, t).verdict
+        compare_metric(
+            "images_per_s", {"unit": "images/s", "value": 10.0}, {"unit": "images/s", "value": 12.0}, t
+        ).verdict
         is Verdict.IMPROVEMENT
     )
 

@@ -66,7 +66,10 @@ def test_json_and_markdown_formats(tmp_path, store, capsys):
     assert row["verdict"] == "REGRESSION" and row["delta_rel"] == pytest.approx(0.3)
     assert main(["compare", res, "--baselines", store, "--format", "markdown"]) == 0
     md = capsys.readouterr().out
-    assert md.startswith("## sdsuite baseline comparison") and "| metric | baseline | obtained | delta % | tolerance | verdict |" in md
+    assert (
+        md.startswith("## sdsuite baseline comparison")
+        and "| metric | baseline | obtained | delta % | tolerance | verdict |" in md
+    )
 
 
 def test_missing_baseline_exits_1_or_is_skipped(tmp_path, store, capsys):
@@ -81,9 +84,18 @@ def test_missing_baseline_exits_1_or_is_skipped(tmp_path, store, capsys):
 def test_tolerance_flag_and_file(tmp_path, store, capsys):
     main(["baseline", "update", results_dir(tmp_path / "r1"), "--baselines", store])
     slow = results_dir(tmp_path / "r2", scale=1.3)
-    assert main(["compare", slow, "--baselines", store, "--tolerance", "latency_*=30.5%", "--tolerance", "images_per_s=25%"]) == 0
+    assert (
+        main(
+            ["compare", slow, "--baselines", store, "--tolerance", "latency_*=30.5%", "--tolerance", "images_per_s=25%"]
+        )
+        == 0
+    )
     tol = tmp_path / "tol.json"
-    tol.write_text(json.dumps({"metrics": {"latency_*": "31%", "images_per_s": "31%"}, "cases": {"tiny-sdxl/*": {"latency_s": "1%"}}}))
+    tol.write_text(
+        json.dumps(
+            {"metrics": {"latency_*": "31%", "images_per_s": "31%"}, "cases": {"tiny-sdxl/*": {"latency_s": "1%"}}}
+        )
+    )
     assert main(["compare", slow, "--baselines", store, "--tolerances", str(tol)]) == 1
     assert main(["compare", slow, "--baselines", store, "--tolerances", str(tol), "--tolerance", "latency_s=40%"]) == 0
 
@@ -121,7 +133,9 @@ def test_update_keeps_passing_entries_unless_all(tmp_path, store, capsys):
     assert "2026-12-24" in path.read_text()
 
 
-@pytest.mark.parametrize("content", ["{oops", '{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "x", "entries": []}'])
+@pytest.mark.parametrize(
+    "content", ["{oops", '{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "x", "entries": []}']
+)
 def test_corrupt_baseline_exits_2_naming_the_file_untouched(tmp_path, store, capsys, content):
     res = results_dir(tmp_path / "r1")
     main(["baseline", "update", res, "--baselines", store])

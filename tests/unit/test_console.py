@@ -29,7 +29,9 @@ def test_piped_list_has_one_line_per_variant_with_its_hub_id(capsys):
     for python_value in ("│ None ", "│ True ", "│ False ", "{}", "{'"):
         assert python_value not in out
     sdxl = [line for line in out.splitlines() if "sdxl" in line]  # `sdsuite list | grep sdxl`
-    assert any("stabilityai/stable-diffusion-xl-base-1.0" in r for r in sdxl) and any("stabilityai/sdxl-turbo" in r for r in sdxl)
+    assert any("stabilityai/stable-diffusion-xl-base-1.0" in r for r in sdxl) and any(
+        "stabilityai/sdxl-turbo" in r for r in sdxl
+    )
     assert any("tiny-sdxl" in r for r in sdxl)
 
 
@@ -45,7 +47,11 @@ def test_list_in_80_columns_keeps_names_and_hub_ids_whole(capsys, terminal80):
 def test_the_run_table_never_cuts_a_case_id(capsys, terminal80):
     from sdsuite.measure.display import print_records
 
-    rec = {"case_id": LONG_ID, "status": "ok", "metrics": {"latency_s": {"available": True, "median": 0.05, "iqr": 0.001, "n": 5}}}
+    rec = {
+        "case_id": LONG_ID,
+        "status": "ok",
+        "metrics": {"latency_s": {"available": True, "median": 0.05, "iqr": 0.001, "n": 5}},
+    }
     print_records([rec])
     out = capsys.readouterr().out
     assert "…" not in out

@@ -18,7 +18,17 @@ from sdsuite.gpu.sim import SimulatedGpu
 
 
 def record(
-    freq, times, energies, *, gpu="Test GPU", status="ok", reason=None, finished="2030-01-01T00:00:00", rid=None, simulated=True, batch=1
+    freq,
+    times,
+    energies,
+    *,
+    gpu="Test GPU",
+    status="ok",
+    reason=None,
+    finished="2030-01-01T00:00:00",
+    rid=None,
+    simulated=True,
+    batch=1,
 ):
     """A minimal results record of one point: one energy window per run."""
     fid = "fdefault" if freq is None else f"f{freq}"
@@ -111,7 +121,11 @@ def test_failed_points_are_listed_never_picked_and_duplicates_use_the_latest():
 
 
 def test_each_gpu_and_each_result_set_is_its_own_series():
-    a = [record(1400, [1.0], [100.0], gpu="GPU A"), record(1000, [1.2], [80.0], gpu="GPU A"), record(1400, [0.5], [90.0], gpu="GPU B")]
+    a = [
+        record(1400, [1.0], [100.0], gpu="GPU A"),
+        record(1000, [1.2], [80.0], gpu="GPU A"),
+        record(1400, [0.5], [90.0], gpu="GPU B"),
+    ]
     analysis = analyze(one_set(a))
     assert [s.key.gpu for s in analysis.series] == ["GPU A", "GPU B"]
     two = analyze(one_set(a[:2], "a100-run") + one_set(a[:2], "other-run"))
@@ -171,11 +185,15 @@ def model_optima(gpu_model: str, freqs: list[int], beta: float, bound_pct: float
         "min_energy": best(lambda t, e: e),
         "min_edp": best(lambda t, e: e * t),
         "min_ed2p": best(lambda t, e: e * t * t),
-        "max_saving_within_slowdown": min((f for f in rows if rows[f][0] / t_ref - 1 <= bound_pct / 100), key=lambda f: (rows[f][1], -f)),
+        "max_saving_within_slowdown": min(
+            (f for f in rows if rows[f][0] / t_ref - 1 <= bound_pct / 100), key=lambda f: (rows[f][1], -f)
+        ),
     }
 
 
-@pytest.mark.parametrize(("gpu_model", "freq", "beta"), [("a100", "all", 0.35), ("h100", "sample:15", 0.5), ("v100", "sample:12", 0.35)])
+@pytest.mark.parametrize(
+    ("gpu_model", "freq", "beta"), [("a100", "all", 0.35), ("h100", "sample:15", 0.5), ("v100", "sample:12", 0.35)]
+)
 @pytest.mark.slow  # several seconds: kept out of `pytest -m quick`
 def test_sweep_on_the_simulated_gpu_finds_the_optimum_its_models_imply(tmp_path, gpu_model, freq, beta, capsys):
     out = tmp_path / gpu_model
@@ -193,7 +211,18 @@ def test_sweep_on_the_simulated_gpu_finds_the_optimum_its_models_imply(tmp_path,
         "--out",
         str(out),
     ]
-    args += ["--steps", "1", "--runs", "1", "--no-flops", "--no-spans", "--no-progress", "--save-images", "none", "--no-report"]
+    args += [
+        "--steps",
+        "1",
+        "--runs",
+        "1",
+        "--no-flops",
+        "--no-spans",
+        "--no-progress",
+        "--save-images",
+        "none",
+        "--no-report",
+    ]
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -206,12 +235,17 @@ def test_sweep_on_the_simulated_gpu_finds_the_optimum_its_models_imply(tmp_path,
     assert {k: o.freq_mhz for k, o in s.optima.items()} == expected
     # The figures agree too: time is the model's, energy the power model's integral over it.
     gpu = SimulatedGpu(gpu_model)
-    unet_calls = round(s.reference.value("time_s") / (SimTimeModel().unet_eval_s * GPU_SPEED_FACTOR[gpu_model] * 2))  # 2 latents (CFG)
+    unet_calls = round(
+        s.reference.value("time_s") / (SimTimeModel().unet_eval_s * GPU_SPEED_FACTOR[gpu_model] * 2)
+    )  # 2 latents (CFG)
     assert unet_calls >= 1
     for p in s.points:
         t_model = unet_calls * 2 * SimTimeModel(beta=beta).eval_s(p.freq_mhz, gpu.f_max_mhz, 1, gpu_model)
         assert p.value("time_s") == pytest.approx(t_model, rel=1e-9)
-        assert p.value("avg_power_w") == pytest.approx(gpu.power_model.power_w(p.freq_mhz, gpu.mem_max_mhz, 1.0), rel=1e-9)
+        assert p.value("avg_power_w") == pytest.approx(
+            gpu.power_model.power_w(p.freq_mhz, gpu.mem_max_mhz, 1.0), rel=1e-9
+        )
     assert math.isclose(
-        s.optima["min_energy"].energy_saving_pct, next(p.energy_saving_pct for p in s.points if p.freq_mhz == expected["min_energy"])
+        s.optima["min_energy"].energy_saving_pct,
+        next(p.energy_saving_pct for p in s.points if p.freq_mhz == expected["min_energy"]),
     )

@@ -9,7 +9,9 @@ from sdsuite.pipelines.cache import PipelineCache
 from sdsuite.spec.case import Case
 
 
-@pytest.mark.parametrize("variant, scheduler", [("tiny-sd", "euler"), ("tiny-sd", "euler-a"), ("tiny-sdxl", "dpm++2m-karras")])
+@pytest.mark.parametrize(
+    "variant, scheduler", [("tiny-sd", "euler"), ("tiny-sd", "euler-a"), ("tiny-sdxl", "dpm++2m-karras")]
+)
 def test_suite_image_equals_plain_diffusers_call(variant, scheduler, cpu):
     cache = PipelineCache()
     case = Case(variant, scheduler, steps=3, seed=7, negative_prompt="blurry").resolved()

@@ -133,7 +133,9 @@ def test_supported_clocks_equal_the_shipped_json_with_the_two_call_protocol(nvml
     assert lib.nvmlDeviceGetSupportedMemoryClocks(h, ctypes.byref(count), buf) == p.NVML_ERROR_INSUFFICIENT_SIZE
     assert count.value == 2
     count = ctypes.c_uint(0)
-    assert lib.nvmlDeviceGetSupportedGraphicsClocks(h, 2619, ctypes.byref(count), None) == p.NVML_ERROR_INSUFFICIENT_SIZE
+    assert (
+        lib.nvmlDeviceGetSupportedGraphicsClocks(h, 2619, ctypes.byref(count), None) == p.NVML_ERROR_INSUFFICIENT_SIZE
+    )
     assert count.value == 97
     count = ctypes.c_uint(200)
     buf = (ctypes.c_uint * 200)()
@@ -153,7 +155,12 @@ def test_h200_entry_is_marked_constructed_and_the_others_are_unchanged():
     assert "constructed" in h200["note"].lower() and "not read from a card" in h200["note"]
     assert h200["power_limit_w"] == 700
     assert json_clocks_of("h200") == {3201: list(range(1980, 344, -15))}
-    assert {k: len(v["supported_clocks_mhz"]) for k, v in tables.items()} == {"a100": 1, "v100": 1, "h100": 2, "h200": 1}
+    assert {k: len(v["supported_clocks_mhz"]) for k, v in tables.items()} == {
+        "a100": 1,
+        "v100": 1,
+        "h100": 2,
+        "h200": 1,
+    }
 
 
 def test_units_mw_mj_mhz_and_power_from_the_model(nvml):
@@ -162,7 +169,9 @@ def test_units_mw_mj_mhz_and_power_from_the_model(nvml):
     expected = model_power_mw("h100", 1785, 2619, 1.0)
     assert p.nvmlDeviceGetPowerUsage(h) == round(expected)  # mW (370 W at full load, max clocks)
     assert p.nvmlDeviceGetPowerUsage(h) == 370_000
-    assert p.nvmlDeviceGetClockInfo(h, p.NVML_CLOCK_SM) == 1785 and p.nvmlDeviceGetClockInfo(h, p.NVML_CLOCK_MEM) == 2619  # MHz
+    assert (
+        p.nvmlDeviceGetClockInfo(h, p.NVML_CLOCK_SM) == 1785 and p.nvmlDeviceGetClockInfo(h, p.NVML_CLOCK_MEM) == 2619
+    )  # MHz
     assert p.nvmlDeviceGetEnforcedPowerLimit(h) == 400_000  # mW
     assert p.nvmlDeviceGetPowerManagementLimitConstraints(h) == [200_000, 400_000]
     assert p.nvmlDeviceGetClockInfo(idle, p.NVML_CLOCK_SM) == 210  # an idle A100 drops to its lowest clock
@@ -206,7 +215,9 @@ def test_root_only_setters_refused_without_root_and_app_clocks_allowed_when_unre
     assert p.nvmlDeviceGetApplicationsClock(h, p.NVML_CLOCK_GRAPHICS) == 1005
     assert p.nvmlDeviceGetClockInfo(h, p.NVML_CLOCK_SM) == 1005
     p.nvmlDeviceResetApplicationsClocks(h)
-    assert p.nvmlDeviceGetApplicationsClock(h, p.NVML_CLOCK_GRAPHICS) == p.nvmlDeviceGetDefaultApplicationsClock(h, p.NVML_CLOCK_GRAPHICS)
+    assert p.nvmlDeviceGetApplicationsClock(h, p.NVML_CLOCK_GRAPHICS) == p.nvmlDeviceGetDefaultApplicationsClock(
+        h, p.NVML_CLOCK_GRAPHICS
+    )
     with pytest.raises(p.NVMLError_NoPermission):
         p.nvmlDeviceSetGpuLockedClocks(h, 1005, 1005)  # still root-only
 
@@ -240,7 +251,9 @@ def test_setters_validate_snap_and_drive_clock_event_reasons(nvml):
     p.nvmlDeviceSetPowerManagementLimit(h, 250_000)
     sm = p.nvmlDeviceGetClockInfo(h, p.NVML_CLOCK_SM)
     table = json_clocks_of("h100")[2619]
-    assert model_power_mw("h100", sm, 2619, 1.0) <= 250_000 < model_power_mw("h100", table[table.index(sm) - 1], 2619, 1.0)
+    assert (
+        model_power_mw("h100", sm, 2619, 1.0) <= 250_000 < model_power_mw("h100", table[table.index(sm) - 1], 2619, 1.0)
+    )
     assert p.nvmlDeviceGetCurrentClocksEventReasons(h) & p.nvmlClocksEventReasonSwPowerCap
     assert p.nvmlDeviceGetFieldValues(h, [p.NVML_FI_DEV_POWER_INSTANT])[0].value.uiVal <= 250_000
     assert p.nvmlDeviceGetPowerManagementLimit(h) == 250_000
@@ -306,7 +319,12 @@ p.nvmlDeviceResetGpuLockedClocks(h)  # never reached
     assert p.nvmlDeviceGetApplicationsClock(h, p.NVML_CLOCK_GRAPHICS) == 1410
     assert p.nvmlDeviceGetPowerManagementLimit(h) == 350_000
     st = fake.state()[0]
-    assert (st.locked_sm, st.locked_mem, st.app, st.power_limit_mw) == ((1200, 1200), (1593, 1593), (1593, 1410), 350_000)
+    assert (st.locked_sm, st.locked_mem, st.app, st.power_limit_mw) == (
+        (1200, 1200),
+        (1593, 1593),
+        (1593, 1410),
+        350_000,
+    )
     # ... and so does a new process.
     out = fake.run_python(
         "import pynvml as p; p.nvmlInit(); h = p.nvmlDeviceGetHandleByIndex(0); "
@@ -407,7 +425,9 @@ def test_power_fields_follow_nvml_h_per_architecture(nvml):
     assert fake.lib.fakenvml_power_avg_ms(0) == 0 and fake.lib.fakenvml_power_avg_ms(1) == 1000
     for h, avg_rc in ((a100, p.NVML_ERROR_NOT_SUPPORTED), (v100, p.NVML_ERROR_NOT_SUPPORTED), (h100, p.NVML_SUCCESS)):
         inst, avg = p.nvmlDeviceGetFieldValues(h, [(p.NVML_FI_DEV_POWER_INSTANT, 0), (p.NVML_FI_DEV_POWER_AVERAGE, 0)])
-        assert inst.nvmlReturn == p.NVML_SUCCESS and inst.valueType == p.NVML_VALUE_TYPE_UNSIGNED_INT  # "all architectures"
+        assert (
+            inst.nvmlReturn == p.NVML_SUCCESS and inst.valueType == p.NVML_VALUE_TYPE_UNSIGNED_INT
+        )  # "all architectures"
         assert avg.nvmlReturn == avg_rc
         assert inst.value.uiVal == p.nvmlDeviceGetPowerUsage(h)  # constant load: average == instant
     module = p.nvmlDeviceGetFieldValues(h100, [(p.NVML_FI_DEV_POWER_INSTANT, p.NVML_POWER_SCOPE_MODULE)])[0]
@@ -425,7 +445,9 @@ def test_r470_lacks_the_post_r470_symbols(fake_nvml, fake_nvml_libs):
     if shutil.which("nm"):
 
         def exported(variant):
-            out = subprocess.run(["nm", "-D", "--defined-only", str(fake_nvml_libs[variant] / SONAME)], capture_output=True, text=True)
+            out = subprocess.run(
+                ["nm", "-D", "--defined-only", str(fake_nvml_libs[variant] / SONAME)], capture_output=True, text=True
+            )
             return {line.split()[-1] for line in out.stdout.splitlines() if line.strip()}
 
         new, old = exported("r535"), exported("r470")
@@ -501,7 +523,9 @@ def test_error_injection(nvml):
         p.nvmlDeviceGetPowerUsage(h)
     with pytest.raises(p.NVMLError_NoPermission):
         p.nvmlDeviceSetGpuLockedClocks(h, 1005, 1005)
-    assert [(c.function, c.gpu, c.rc) for c in fake.setter_log()] == [("nvmlDeviceSetGpuLockedClocks", 0, p.NVML_ERROR_NO_PERMISSION)]
+    assert [(c.function, c.gpu, c.rc) for c in fake.setter_log()] == [
+        ("nvmlDeviceSetGpuLockedClocks", 0, p.NVML_ERROR_NO_PERMISSION)
+    ]
     # The counters survive a re-init with the same spec; nvmlInit itself can fail.
     fake.configure(fail="nvmlInitWithFlags:DRIVER_NOT_LOADEDx1,nvmlDeviceGetName:999@2")
     p.nvmlShutdown()

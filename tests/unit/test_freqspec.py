@@ -58,7 +58,9 @@ def test_step_range_and_floor():
         resolve_freqs("all", _table("a100"), floor_mhz=2000)
 
 
-@pytest.mark.parametrize("bad", ["fast", "step:0", "step:x", "sample:-1", "range:900", "range:1400-900", "1410,abc", ",", "max:3"])
+@pytest.mark.parametrize(
+    "bad", ["fast", "step:0", "step:x", "sample:-1", "range:900", "range:1400-900", "1410,abc", ",", "max:3"]
+)
 def test_bad_specs_are_usage_errors_listing_the_valid_forms(bad):
     with pytest.raises(UsageError, match="valid forms: default, a list"):
         parse_freq_spec(bad)

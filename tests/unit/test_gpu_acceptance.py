@@ -79,7 +79,13 @@ def test_pynvml_guard_refuses_setters_and_setter_symbols_and_restores(acc):
         looked_up.append(name)
         return name
 
-    for fn in (nvmlDeviceGetName, nvmlDeviceSetGpuLockedClocks, nvmlDeviceSetPersistenceMode, nvmlInit, _nvmlGetFunctionPointer):
+    for fn in (
+        nvmlDeviceGetName,
+        nvmlDeviceSetGpuLockedClocks,
+        nvmlDeviceSetPersistenceMode,
+        nvmlInit,
+        _nvmlGetFunctionPointer,
+    ):
         setattr(mod, fn.__name__, fn)
     restore = acc.guard_pynvml(mod)
     try:
@@ -95,7 +101,10 @@ def test_pynvml_guard_refuses_setters_and_setter_symbols_and_restores(acc):
         assert looked_up == ["nvmlDeviceGetPowerUsage"]
     finally:
         restore()
-    assert mod.nvmlDeviceSetGpuLockedClocks is nvmlDeviceSetGpuLockedClocks and mod._nvmlGetFunctionPointer is _nvmlGetFunctionPointer
+    assert (
+        mod.nvmlDeviceSetGpuLockedClocks is nvmlDeviceSetGpuLockedClocks
+        and mod._nvmlGetFunctionPointer is _nvmlGetFunctionPointer
+    )
 
 
 def test_every_state_changing_pynvml_function_is_refused_by_name(acc):
@@ -107,10 +116,20 @@ def test_every_state_changing_pynvml_function_is_refused_by_name(acc):
         "nvmlDeviceSetAutoBoostedClocksEnabled", "nvmlDeviceCreateGpuInstance", "nvmlDeviceModifyDrainState",
     ):  # fmt: skip
         assert not acc.nvml_name_allowed(name), name
-    for name in ("nvmlInit", "nvmlInit_v2", "nvmlShutdown", "nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetFieldValues"):
+    for name in (
+        "nvmlInit",
+        "nvmlInit_v2",
+        "nvmlShutdown",
+        "nvmlDeviceGetTotalEnergyConsumption",
+        "nvmlDeviceGetFieldValues",
+    ):
         assert acc.nvml_name_allowed(name), name
     pynvml = pytest.importorskip("pynvml")
-    mutators = [n for n in dir(pynvml) if n.startswith("nvml") and any(v in n for v in ("Set", "Reset", "Clear")) and "Get" not in n]
+    mutators = [
+        n
+        for n in dir(pynvml)
+        if n.startswith("nvml") and any(v in n for v in ("Set", "Reset", "Clear")) and "Get" not in n
+    ]
     assert mutators and not [n for n in mutators if acc.nvml_name_allowed(n)]
 
 
@@ -120,7 +139,14 @@ def test_command_lines_and_environments_never_opt_in_to_clock_control(acc):
     for bad in (["--allow-clock-control"], ["--freq", "1410"], ["--freq=max"], ["--freq"], ["--mem-freq", "2619"]):
         with pytest.raises(acc.ReadOnlyViolation):
             acc.check_argv(["run", *bad])
-    env = acc.safe_env({"PATH": "/bin", "SDSUITE_ALLOW_CLOCK_CONTROL": "1", "SDSUITE_ALLOW_ANYTHING": "yes", "SDSUITE_NVML_ON_CPU": "1"})
+    env = acc.safe_env(
+        {
+            "PATH": "/bin",
+            "SDSUITE_ALLOW_CLOCK_CONTROL": "1",
+            "SDSUITE_ALLOW_ANYTHING": "yes",
+            "SDSUITE_NVML_ON_CPU": "1",
+        }
+    )
     assert env == {"PATH": "/bin", "SDSUITE_NVML_ON_CPU": "1"}
 
 
@@ -189,7 +215,9 @@ def _check_shape(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_dry_run_writes_every_section_and_scrubs_the_clock_opt_in(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "FAKENVML_CONFIG", "SDSUITE_NVML_ON_CPU")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "FAKENVML_CONFIG", "SDSUITE_NVML_ON_CPU")
+    }
     env.update(OMP_NUM_THREADS="1", SDSUITE_ALLOW_CLOCK_CONTROL="1")
     out = tmp_path / "acc"
     proc = _run_dry(out, env)
@@ -230,13 +258,18 @@ def test_guards_keep_setters_from_reaching_the_fake_nvml(fake_nvml):
     )
     proc = fake_nvml.run_python(code, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.stdout.strip().endswith("ok")
-    assert [c.function for c in fake_nvml.setter_log()] == ["nvmlDeviceSetGpuLockedClocks", "nvmlDeviceResetGpuLockedClocks"]
+    assert [c.function for c in fake_nvml.setter_log()] == [
+        "nvmlDeviceSetGpuLockedClocks",
+        "nvmlDeviceResetGpuLockedClocks",
+    ]
 
 
 @pytest.mark.slow
 def test_dry_run_against_the_fake_nvml_calls_no_setter(fake_nvml, tmp_path):
     fake_nvml.configure(gpus=["h100"])
-    env = fake_nvml.env({**os.environ, "SDSUITE_NVML_ON_CPU": "1", "SDSUITE_ALLOW_CLOCK_CONTROL": "1", "OMP_NUM_THREADS": "1"})
+    env = fake_nvml.env(
+        {**os.environ, "SDSUITE_NVML_ON_CPU": "1", "SDSUITE_ALLOW_CLOCK_CONTROL": "1", "OMP_NUM_THREADS": "1"}
+    )
     out = tmp_path / "acc"
     # The sections that read NVML (the full dry run is test_dry_run_...; fewer sections keep this one robust on a loaded machine).
     proc = _run_dry(out, env, 150, "--sections", "env,counter,sd15")

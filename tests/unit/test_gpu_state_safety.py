@@ -43,7 +43,13 @@ def _sweep_args(out: Path, state: Path, *extra: str, freq: str = "sample:6") -> 
 
 
 def _env(tmp_path: Path, **extra: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "SDSUITE_LOCK_DIR": str(tmp_path / "locks"), **extra}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "SDSUITE_LOCK_DIR": str(tmp_path / "locks"),
+        **extra,
+    }
     env.pop("SDSUITE_ALLOW_CLOCK_CONTROL", None)
     return env
 
@@ -62,11 +68,16 @@ def _locked(path: Path) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT], ids=lambda s: s.name)  # SIGTERM: test_sweep_interrupt and below
+@pytest.mark.parametrize(
+    "sig", [signal.SIGHUP, signal.SIGQUIT], ids=lambda s: s.name
+)  # SIGTERM: test_sweep_interrupt and below
 def test_hangup_quit_and_terminate_restore_the_clocks_then_end_the_process(tmp_path, sig):
     out, state = tmp_path / "s", tmp_path / "gpu.json"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, *_sweep_args(out, state)], env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "-c", CHILD, *_sweep_args(out, state)],
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         _wait_until(lambda: _locked(state), child, "the first lock")
@@ -85,12 +96,18 @@ def test_after_a_sigkill_the_next_run_finds_the_stale_lock_restores_it_and_says_
     out, state = tmp_path / "s", tmp_path / "gpu.json"
     env = _env(tmp_path)
     args = _sweep_args(out, state, "--settle", "1.5", freq="1410,1200,1005")
-    child = subprocess.Popen([sys.executable, "-c", CHILD, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
 
-        def settling() -> bool:  # a point is recorded and the journal was written (a lock set) under 0.5 s ago: inside the settle
+        def settling() -> (
+            bool
+        ):  # a point is recorded and the journal was written (a lock set) under 0.5 s ago: inside the settle
             journals = list((tmp_path / "locks").glob("*.json"))
-            return bool(journals) and time.time() - journals[0].stat().st_mtime < 0.5 and (out / "results.jsonl").exists()
+            return (
+                bool(journals) and time.time() - journals[0].stat().st_mtime < 0.5 and (out / "results.jsonl").exists()
+            )
 
         _wait_until(settling, child, "a record and a fresh lock")
         child.kill()  # SIGKILL: nothing in the process can restore
@@ -105,7 +122,10 @@ def test_after_a_sigkill_the_next_run_finds_the_stale_lock_restores_it_and_says_
     monkeypatch.setenv("SDSUITE_LOCK_DIR", str(tmp_path / "locks"))
     assert main(args) == 0  # the same command resumes the sweep
     err = capsys.readouterr().err
-    assert f"was left with changed clocks (locked) by sdsuite process {child.pid}, which ended without restoring them; restored them" in err
+    assert (
+        f"was left with changed clocks (locked) by sdsuite process {child.pid}, which ended without restoring them; restored them"
+        in err
+    )
     assert _state(state) == UNLOCKED
     assert not list((tmp_path / "locks").glob("*.json"))
 
@@ -149,7 +169,9 @@ def test_a_failed_restore_never_becomes_the_state_a_later_lock_restores(capsys):
 
 def test_a_final_failed_restore_fails_the_command_naming_the_gpu_and_the_reset_command(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SDSUITE_LOCK_DIR", str(tmp_path / "locks"))
-    args = _sweep_args(tmp_path / "s", tmp_path / "gpu.json", "--sim-fault", "restore-fails:2", "--settle", "0", freq="1005,1410")
+    args = _sweep_args(
+        tmp_path / "s", tmp_path / "gpu.json", "--sim-fault", "restore-fails:2", "--settle", "0", freq="1005,1410"
+    )
     assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("sdsuite: error: could not restore the clocks of GPU 0 (NVIDIA A100-PCIE-40GB")
@@ -162,14 +184,23 @@ def test_a_final_failed_restore_fails_the_command_naming_the_gpu_and_the_reset_c
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)  # SIGHUP/SIGQUIT: the same forwarding as SIGTERM
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name
+)  # SIGHUP/SIGQUIT: the same forwarding as SIGTERM
 def test_ending_the_parent_of_a_two_gpu_sweep_restores_every_workers_gpu(tmp_path, sig):
     out, state = tmp_path / "s", tmp_path / "gpu.json"
     env = _env(tmp_path, SDSUITE_SIM_GPUS="2")
     args = _sweep_args(out, state, "--gpus", "0,1", freq="sample:8")
-    parent = subprocess.Popen([sys.executable, "-c", CHILD, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", CHILD, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
-        _wait_until(lambda: sum(_locked(p) for p in tmp_path.glob("gpu.json.*")) == 2, parent, "both workers' locks", timeout=180)
+        _wait_until(
+            lambda: sum(_locked(p) for p in tmp_path.glob("gpu.json.*")) == 2,
+            parent,
+            "both workers' locks",
+            timeout=180,
+        )
         workers = psutil.Process(parent.pid).children(recursive=True)
         assert len(workers) >= 2
         parent.send_signal(sig)

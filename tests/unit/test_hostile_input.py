@@ -22,9 +22,33 @@ from test_compare_cli import results_dir  # tests/unit is on sys.path (pytest ro
 from sdsuite.cli.main import main
 from sdsuite.store.results import ResultsDir
 
-FAST = ["--steps", "1", "--runs", "1", "--no-flops", "--no-spans", "--no-progress", "--save-images", "none", "--no-report"]
+FAST = [
+    "--steps",
+    "1",
+    "--runs",
+    "1",
+    "--no-flops",
+    "--no-spans",
+    "--no-progress",
+    "--save-images",
+    "none",
+    "--no-report",
+]
 SWEEP = ["sweep", "--telemetry", "sim", "--gpu-model", "a100", "--allow-clock-control", "--freq", "sample:2", *FAST]
-RUN = ["run", "--telemetry", "sim", "--gpu-model", "a100", "--steps", "1", "--runs", "1", "--no-flops", "--no-spans", "--no-progress"]
+RUN = [
+    "run",
+    "--telemetry",
+    "sim",
+    "--gpu-model",
+    "a100",
+    "--steps",
+    "1",
+    "--runs",
+    "1",
+    "--no-flops",
+    "--no-spans",
+    "--no-progress",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +104,10 @@ SWEEP_CASES = [
     (["--max-slowdown", "nan"], "--max-slowdown must be a finite number in [0, 1000]"),
     (["--sim-beta", "nan"], "--sim-beta must be a finite number in [0, 1]"),
     (["--resolution", "65536x65536"], "above the plan-time limit 2048"),
-    (["--resolution", "2048x2048", "--batch-size", "64"], "the largest case: height x width x batch x images-per-prompt"),
+    (
+        ["--resolution", "2048x2048", "--batch-size", "64"],
+        "the largest case: height x width x batch x images-per-prompt",
+    ),
     (["--batch-size", "100000"], "--batch-size 100000 is above the plan-time limit 64"),
     (["--steps", "5000"], "--steps 5000 is above the plan-time limit 1000"),
     (["--steps", str(10**20)], "--steps 100000000000000000000 is above the plan-time limit 1000"),
@@ -136,7 +163,10 @@ def test_allow_large_lifts_the_plan_time_limit(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize(
     ("name", "argv"),
     [
-        ("SDSUITE_ALLOW_CLOCK_CONTROL", ["sweep", "--telemetry", "sim", "--gpu-model", "a100", "--freq", "sample:2", *FAST]),
+        (
+            "SDSUITE_ALLOW_CLOCK_CONTROL",
+            ["sweep", "--telemetry", "sim", "--gpu-model", "a100", "--freq", "sample:2", *FAST],
+        ),
         ("SDSUITE_ALLOW_LARGE", [*SWEEP]),
     ],
 )
@@ -190,7 +220,10 @@ def test_images_clean_archive_never_writes_through_a_symlink(tmp_path, capsys):
 GOOD = '{"case": {}, "case_id": "x", "metrics": {}, "schema_version": 1, "status": "ok"}'
 CORRUPT = {
     "truncated line then newline": (lambda t: t + GOOD[:30] + "\n" + GOOD + "\n", "not valid JSON"),
-    "future schema": (lambda t: t + GOOD.replace('"schema_version": 1', '"schema_version": 99') + "\n", "a newer sdsuite wrote it"),
+    "future schema": (
+        lambda t: t + GOOD.replace('"schema_version": 1', '"schema_version": 99') + "\n",
+        "a newer sdsuite wrote it",
+    ),
     "string schema": (
         lambda t: t + GOOD.replace('"schema_version": 1', '"schema_version": "1"') + "\n",
         "schema_version must be an integer",
@@ -198,8 +231,14 @@ CORRUPT = {
     "NUL byte": (lambda t: t + "\0\n", "contains a NUL byte"),
     "BOM": (lambda t: "\ufeff" + t, "byte-order mark"),
     "array line": (lambda t: t + "[1, 2]\n", "got an array"),
-    "integer case_id": (lambda t: t + GOOD.replace('"case_id": "x"', '"case_id": 7') + "\n", "case_id must be a string"),
-    "metrics a list": (lambda t: t + GOOD.replace('"metrics": {}', '"metrics": []') + "\n", "metrics must be an object"),
+    "integer case_id": (
+        lambda t: t + GOOD.replace('"case_id": "x"', '"case_id": 7') + "\n",
+        "case_id must be a string",
+    ),
+    "metrics a list": (
+        lambda t: t + GOOD.replace('"metrics": {}', '"metrics": []') + "\n",
+        "metrics must be an object",
+    ),
     "case a string": (lambda t: t + GOOD.replace('"case": {}', '"case": "x"') + "\n", "case must be an object"),
     "missing keys": (lambda t: t + '{"a": 1}\n', "record lacks"),
     "torn last line (readers)": (lambda t: t + GOOD[:25], "last line is incomplete"),
@@ -244,7 +283,9 @@ def test_invalid_utf8_and_a_directory_are_refused_with_their_path(tmp_path, caps
     d = _corrupt_dir(tmp_path, "array line")
     p = Path(d) / "results.jsonl"
     p.write_bytes(p.read_bytes().replace(b"[1, 2]", b'{"x": "\xff\xfe"}'))
-    argv = {"run": lambda: [*RUN, "--out", d], "sweep": lambda: [*SWEEP, "--out", d]}.get(reader, lambda: READERS[reader](d, tmp_path))()
+    argv = {"run": lambda: [*RUN, "--out", d], "sweep": lambda: [*SWEEP, "--out", d]}.get(
+        reader, lambda: READERS[reader](d, tmp_path)
+    )()
     assert_refused(capsys, argv, tmp_path, f"{p}:3: not valid UTF-8")
     p.unlink()
     p.mkdir()
@@ -299,7 +340,9 @@ def test_a_full_disk_is_one_line_and_no_half_record(tmp_path, monkeypatch):
 def test_a_full_disk_during_a_sweep_keeps_the_data_and_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
     import sdsuite.store.results as results
 
-    monkeypatch.setattr(results, "_write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    monkeypatch.setattr(
+        results, "_write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device"))
+    )
     out = tmp_path / "s"
     assert main([*SWEEP, "--out", str(out)]) == 1
     err = capsys.readouterr().err
@@ -318,7 +361,9 @@ def test_a_sweep_checks_free_disk_space_before_measuring(tmp_path, capsys, monke
     before = snapshot(tmp_path)
     assert main([*SWEEP, "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("sdsuite: error: the records need about") and "free some space" in err and "Traceback" not in err
+    assert (
+        err.startswith("sdsuite: error: the records need about") and "free some space" in err and "Traceback" not in err
+    )
     assert not (tmp_path / "s" / "results.jsonl").exists() and not (tmp_path / "s" / "run.json").exists()
     assert set(snapshot(tmp_path)) == set(before)
 
@@ -437,7 +482,11 @@ def test_the_worker_refuses_a_hostile_spec_in_one_line(tmp_path):
     spec = tmp_path / "spec.json"
     spec.write_bytes(pickle.dumps(_Boom()))
     res = subprocess.run(
-        [sys.executable, "-m", "sdsuite.launch.worker", str(spec), "0"], capture_output=True, text=True, cwd=tmp_path, timeout=300
+        [sys.executable, "-m", "sdsuite.launch.worker", str(spec), "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and str(spec) in res.stderr, res.stderr
     assert not (tmp_path / "PWNED").exists()
@@ -451,7 +500,11 @@ def test_a_broken_stdout_pipe_exits_quietly(tmp_path):
     os.close(r)  # the reader went away (``sdsuite list variants | head -0``)
     try:
         res = subprocess.run(
-            [sys.executable, "-m", "sdsuite.cli.main", "list", "variants"], stdout=w, stderr=subprocess.PIPE, text=True, timeout=300
+            [sys.executable, "-m", "sdsuite.cli.main", "list", "variants"],
+            stdout=w,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
         )
     finally:
         os.close(w)

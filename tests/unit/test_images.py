@@ -15,7 +15,15 @@ from PIL import Image
 from sdsuite.cli.main import main
 from sdsuite.core.errors import UsageError
 from sdsuite.spec.case import Case
-from sdsuite.store.image_files import MARKER, ImageSaver, apply_clean, parse_size, plan_clean, run_dir_name, sample_selection
+from sdsuite.store.image_files import (
+    MARKER,
+    ImageSaver,
+    apply_clean,
+    parse_size,
+    plan_clean,
+    run_dir_name,
+    sample_selection,
+)
 
 NOW = time.time()  # files are aged relative to the real clock, which the CLI uses
 DAY = 86400.0
@@ -36,14 +44,21 @@ def make_root(tmp_path, files: dict[str, tuple[int, float]]):
 
 def test_saved_png_carries_its_provenance(tmp_path):
     case = Case("tiny-sd", "euler", "fp32", steps=2, seed=7, freq_mhz=945, prompt="a red cube").resolved()
-    saver = ImageSaver(tmp_path / "images", "job_42", "sample", frozenset({case}), {"gpu": "NVIDIA A100", "simulated": True})
+    saver = ImageSaver(
+        tmp_path / "images", "job_42", "sample", frozenset({case}), {"gpu": "NVIDIA A100", "simulated": True}
+    )
     (path,) = saver.save(case, torch.rand(2, 3, 64, 64))  # sample mode keeps the first image of the batch
     assert path.parent == tmp_path / "images" / "job_42" and (tmp_path / "images" / MARKER).exists()
     im = Image.open(path)
     assert im.size == (64, 64) and im.mode == "RGB"
     t = im.text
     assert (t["sdsuite_prompt"], t["sdsuite_seed"], t["sdsuite_variant"]) == ("a red cube", "7", "tiny-sd")
-    assert (t["sdsuite_scheduler"], t["sdsuite_precision"], t["sdsuite_freq_mhz"], t["sdsuite_steps"]) == ("euler", "fp32", "945", "2")
+    assert (t["sdsuite_scheduler"], t["sdsuite_precision"], t["sdsuite_freq_mhz"], t["sdsuite_steps"]) == (
+        "euler",
+        "fp32",
+        "945",
+        "2",
+    )
     assert t["sdsuite_simulated"] == "True" and t["sdsuite_case_id"] == case.case_id
 
 
@@ -57,14 +72,26 @@ def test_images_go_to_the_slurm_job_or_the_run_id():
 def test_sample_keeps_lowest_middle_and_highest_clock_of_each_case():
     cases = [Case(scheduler=s, freq_mhz=f).resolved() for s in ("euler", "ddim") for f in (1410, 1200, 1000, 800, 510)]
     picked = sample_selection(cases, "sample")
-    assert sorted((c.scheduler, c.freq_mhz) for c in picked) == sorted((s, f) for s in ("euler", "ddim") for f in (510, 1000, 1410))
+    assert sorted((c.scheduler, c.freq_mhz) for c in picked) == sorted(
+        (s, f) for s in ("euler", "ddim") for f in (510, 1000, 1410)
+    )
     assert sample_selection(cases, "none") == set() and sample_selection(cases, "all") == set(cases)
     assert sample_selection([Case().resolved()], "sample") == {Case().resolved()}  # default clocks only
 
 
 @given(st.integers(0, 10**6), st.sampled_from(["", "b", "K", "KiB", "M", "mb", "G", "GiB", "t"]))
 def test_sizes_parse_in_binary_units(n, unit):
-    scale = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gib": 1024**3, "t": 1024**4}[unit.lower()]
+    scale = {
+        "": 1,
+        "b": 1,
+        "k": 1024,
+        "kib": 1024,
+        "m": 1024**2,
+        "mb": 1024**2,
+        "g": 1024**3,
+        "gib": 1024**3,
+        "t": 1024**4,
+    }[unit.lower()]
     assert parse_size(f"{n}{unit}") == n * scale
     assert parse_size("1.5G") == 3 * 1024**3 // 2
 
@@ -85,7 +112,9 @@ def test_dry_run_lists_and_touches_nothing(tmp_path, capsys):
 
 
 def test_job_selects_one_slurm_job_and_archive_holds_exactly_what_was_deleted(tmp_path, capsys):
-    root = make_root(tmp_path, {"job_1/a.png": (100, 3), "job_1/sub/b.png": (50, 2), "job_2/c.png": (70, 1), "run-x/d.png": (10, 9)})
+    root = make_root(
+        tmp_path, {"job_1/a.png": (100, 3), "job_1/sub/b.png": (50, 2), "job_2/c.png": (70, 1), "run-x/d.png": (10, 9)}
+    )
     assert main(["images", "clean", str(root), "--job", "1", "--archive"]) == 0
     out = capsys.readouterr().out
     assert "deleted 2 image(s), 150 B" in out and "kept 2 image(s)" in out and "removed 2 empty directories" in out

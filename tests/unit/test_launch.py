@@ -63,7 +63,11 @@ def test_split_covers_every_point_once():
 def test_tasks_cover_every_point_once_and_never_split_an_option_group(sizes, n, interleave):
     """Points of one group (a case under several optimization sets) stay in one task, for GPUs and for chunks;
     singleton groups split evenly; chunks hold at most n points unless one group alone is larger."""
-    pts = [PointRef(f"k{g}-{i}", f"c{g}/o{i}", "v" if g % 3 else "w", None, f"g{g}") for g, size in enumerate(sizes) for i in range(size)]
+    pts = [
+        PointRef(f"k{g}-{i}", f"c{g}/o{i}", "v" if g % 3 else "w", None, f"g{g}")
+        for g, size in enumerate(sizes)
+        for i in range(size)
+    ]
     if interleave:  # groups need not be contiguous in the plan (references of every seed first, then the others)
         pts = sorted(pts, key=lambda p: (p.key.split("-")[1], p.key))
     for tasks in (tasks_per_gpu(pts, range(n)), tasks_per_chunk(pts, n)):
@@ -91,7 +95,15 @@ def test_chunks_never_mix_variants():
 
 
 def _rec(key, status="ok", run="r1"):
-    return {"schema_version": 1, "case": {}, "case_id": key, "status": status, "metrics": {}, "run_id": run, "sweep": {"point_key": key}}
+    return {
+        "schema_version": 1,
+        "case": {},
+        "case_id": key,
+        "status": status,
+        "metrics": {},
+        "run_id": run,
+        "sweep": {"point_key": key},
+    }
 
 
 def test_merge_is_idempotent_and_drops_duplicates(tmp_path):
@@ -117,10 +129,23 @@ def test_task_dirs_are_named_by_slurm_ids():
 
 def test_sbatch_script_has_the_options(tmp_path):
     opts = SlurmOptions(
-        partition="gpu", account="lab", time_min=30, gpus_per_node=1, constraint="h100", extra=parse_extra_flags(["qos=high"])
+        partition="gpu",
+        account="lab",
+        time_min=30,
+        gpus_per_node=1,
+        constraint="h100",
+        extra=parse_extra_flags(["qos=high"]),
     )
     text = sbatch_script(tmp_path / "spec.json", 5, tmp_path, opts)
-    for line in ("--array=0-4%64", "--partition=gpu", "--account=lab", "--time=30", "--gpus-per-node=1", "--constraint=h100", "--qos=high"):
+    for line in (
+        "--array=0-4%64",
+        "--partition=gpu",
+        "--account=lab",
+        "--time=30",
+        "--gpus-per-node=1",
+        "--constraint=h100",
+        "--qos=high",
+    ):
         assert f"#SBATCH {line}" in text
     assert "sdsuite.launch.worker" in text and "$SLURM_ARRAY_TASK_ID" in text
     with pytest.raises(UsageError):
@@ -205,7 +230,22 @@ def test_emit_sbatch_writes_script_and_manifest(tmp_path, capsys):
 
 def test_status_reports_progress(tmp_path, capsys):
     assert (
-        main([*SIM, "--out", str(tmp_path), "--runs", "1", "--steps", "2", "--emit-sbatch", str(tmp_path / "j.sh"), "--device", "cpu"]) == 0
+        main(
+            [
+                *SIM,
+                "--out",
+                str(tmp_path),
+                "--runs",
+                "1",
+                "--steps",
+                "2",
+                "--emit-sbatch",
+                str(tmp_path / "j.sh"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
     )
     capsys.readouterr()
     assert main(["status", str(tmp_path), "--format", "json"]) == 0
@@ -234,7 +274,9 @@ def test_run_emit_sbatch_plans_one_point_per_case(tmp_path, capsys):
     ]
     assert main(args) == 0
     text = script.read_text()
-    assert "--job-name=sdsuite-run" in text and "--array=0-1%" in text and "--gpus-per-node=2" in text  # 3 cases, 2 per task
+    assert (
+        "--job-name=sdsuite-run" in text and "--array=0-1%" in text and "--gpus-per-node=2" in text
+    )  # 3 cases, 2 per task
     manifest = json.loads(next((tmp_path / "o" / "launch").glob("*/manifest.json")).read_text())
     assert manifest["command"] == "run" and manifest["gpus_per_task"] == 2
     assert len(set(manifest["planned_keys"])) == 3
@@ -246,10 +288,25 @@ def test_run_emit_sbatch_plans_one_point_per_case(tmp_path, capsys):
 def test_run_and_sweep_points_of_one_case_differ(tmp_path, capsys):
     """A run case and a sweep point of the same case at the same clock are different measurements (different keys)."""
     run_out, sweep_out = tmp_path / "r", tmp_path / "s"
-    common = ["--telemetry", "sim", "--device", "cpu", "--allow-clock-control", "--runs", "1", "--steps", "2", "--freq", "1410"]
+    common = [
+        "--telemetry",
+        "sim",
+        "--device",
+        "cpu",
+        "--allow-clock-control",
+        "--runs",
+        "1",
+        "--steps",
+        "2",
+        "--freq",
+        "1410",
+    ]
     assert main(["run", *common, "--out", str(run_out), "--emit-sbatch", str(tmp_path / "a.sh")]) == 0
     assert main(["sweep", *common, "--out", str(sweep_out), "--emit-sbatch", str(tmp_path / "b.sh")]) == 0
-    keys = [json.loads(next((o / "launch").glob("*/manifest.json")).read_text())["planned_keys"] for o in (run_out, sweep_out)]
+    keys = [
+        json.loads(next((o / "launch").glob("*/manifest.json")).read_text())["planned_keys"]
+        for o in (run_out, sweep_out)
+    ]
     assert len(keys[0]) == len(keys[1]) == 1 and keys[0] != keys[1]
 
 
@@ -304,7 +361,13 @@ def test_print_launched_shows_the_finished_record_of_each_case(tmp_path, capsys)
     def rec(key, status, run):
         return {"case_id": f"c-{key}", "status": status, "run_id": run, "metrics": {}, "scaleout": {"point_key": key}}
 
-    recs = [rec("a", "failed", "1"), rec("a", "ok", "2"), rec("b", "ok", "1"), rec("b", "failed", "3"), rec("x", "ok", "1")]
+    recs = [
+        rec("a", "failed", "1"),
+        rec("a", "ok", "2"),
+        rec("b", "ok", "1"),
+        rec("b", "failed", "3"),
+        rec("x", "ok", "1"),
+    ]
     print_launched(Namespace(format="json"), tmp_path, latest_per_point(recs, ["a", "b"]))
     shown = json.loads(capsys.readouterr().out)
     assert [(r["case_id"], r["status"], r["run_id"]) for r in shown] == [("c-a", "ok", "2"), ("c-b", "ok", "1")]
@@ -342,8 +405,36 @@ def test_status_of_a_launched_run_names_the_run_command(tmp_path, capsys):
 
 def test_an_option_grid_stays_in_one_task(tmp_path, capsys):
     """--compare-options forms effects against the reference set in the same process: the launcher keeps a case's sets together."""
-    args = ["run", "--telemetry", "sim", "--runs", "1", "--steps", "2", "--seed", "0,1", "--attention", "sdpa,sliced", "--compare-options"]
-    assert main([*args, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh"), "--points-per-task", "2", "--device", "cpu"]) == 0
+    args = [
+        "run",
+        "--telemetry",
+        "sim",
+        "--runs",
+        "1",
+        "--steps",
+        "2",
+        "--seed",
+        "0,1",
+        "--attention",
+        "sdpa,sliced",
+        "--compare-options",
+    ]
+    assert (
+        main(
+            [
+                *args,
+                "--out",
+                str(tmp_path),
+                "--emit-sbatch",
+                str(tmp_path / "j.sh"),
+                "--points-per-task",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     tasks = json.loads(next((tmp_path / "launch").glob("*/manifest.json")).read_text())["tasks"]
     assert [len(t["case_ids"]) for t in tasks] == [3, 3]  # reference + 2 sets per seed, never split
     for t in tasks:
@@ -392,13 +483,33 @@ def test_a_task_planned_for_another_device_fails_loudly(tmp_path, capsys):
 
 
 def test_multi_gpu_tasks_refuse_a_fixed_cuda_index(tmp_path, capsys):
-    args = [*RUN_SIM, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh"), "--slurm-gpus-per-node", "2", "--device", "cuda:1"]
+    args = [
+        *RUN_SIM,
+        "--out",
+        str(tmp_path),
+        "--emit-sbatch",
+        str(tmp_path / "j.sh"),
+        "--slurm-gpus-per-node",
+        "2",
+        "--device",
+        "cuda:1",
+    ]
     assert main(args) == 2
     assert "cuda:0" in capsys.readouterr().err and not (tmp_path / "j.sh").exists()
 
 
 def test_emit_sbatch_under_json_prints_one_document(tmp_path, capsys):
-    args = [*RUN_SIM, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh"), "--device", "cpu", "--format", "json"]
+    args = [
+        *RUN_SIM,
+        "--out",
+        str(tmp_path),
+        "--emit-sbatch",
+        str(tmp_path / "j.sh"),
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+    ]
     assert main(args) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["script"] == str(tmp_path / "j.sh") and info["tasks"] == 1

@@ -52,13 +52,17 @@ def test_discovery_records_architecture_persistence_mig_power_reading_and_the_me
     assert h100.gpu_class == "h100" and h100.uuid.startswith("GPU-") and h100.uuid != a100.uuid
     assert a100.persistence_mode is True and h100.mig_mode is False
     assert h100.power_reading["method"] == "field_instant" and h100.power_reading["averaged"] is False
-    assert h100.counter_period["source"] == "measured" and h100.counter_period["period_s"] == pytest.approx(0.1, rel=0.15)
+    assert h100.counter_period["source"] == "measured" and h100.counter_period["period_s"] == pytest.approx(
+        0.1, rel=0.15
+    )
     assert a100.counter_period["period_s"] == pytest.approx(0.05, rel=0.2)  # measured, never assumed
     assert len(h100.graphics_clocks_mhz()) == 97 and h100.power_limit_w > 0 and h100.driver
     assert h100.to_dict()["counter_period"]["n"] >= 2
 
 
-def test_old_driver_without_the_clock_event_reasons_symbol_falls_back_and_energy_stays_available(fake_nvml, fake_nvml_libs):
+def test_old_driver_without_the_clock_event_reasons_symbol_falls_back_and_energy_stays_available(
+    fake_nvml, fake_nvml_libs
+):
     from fakenvml import FakeNvml
 
     old = FakeNvml(fake_nvml_libs, fake_nvml.workdir / "r470", variant="r470", gpus="a100")
@@ -203,7 +207,10 @@ def test_lock_and_restore_through_nvml_with_a_setter_log(nvml):
     with ClockSession(tel, allowed=True, settle_s=0) as session:
         info = session.point(1005)
         assert info.readback.mode == "locked" and info.readback.observed_sm_mhz == 1005
-    assert _setters(nvml) == [("nvmlDeviceSetGpuLockedClocks", (1005, 1005), 0), ("nvmlDeviceResetGpuLockedClocks", (), 0)]
+    assert _setters(nvml) == [
+        ("nvmlDeviceSetGpuLockedClocks", (1005, 1005), 0),
+        ("nvmlDeviceResetGpuLockedClocks", (), 0),
+    ]
     assert nvml.state()[0].locked_sm is None
     tel.close()
 
@@ -215,7 +222,10 @@ def test_without_root_application_clocks_are_used_where_they_are_open_to_users(n
         assert lock.readback.mode == "application"
     calls = _setters(nvml)
     assert calls[0] == ("nvmlDeviceSetGpuLockedClocks", (1005, 1005), 4)  # NVML_ERROR_NO_PERMISSION
-    assert calls[1:] == [("nvmlDeviceSetApplicationsClocks", (1215, 1005), 0), ("nvmlDeviceResetApplicationsClocks", (), 0)]
+    assert calls[1:] == [
+        ("nvmlDeviceSetApplicationsClocks", (1215, 1005), 0),
+        ("nvmlDeviceResetApplicationsClocks", (), 0),
+    ]
     tel.close()
 
 
@@ -263,8 +273,17 @@ RUN = ["--steps", "1", "--runs", "2", "--warmup", "0", "--no-flops", "--no-spans
 
 
 def _cli(fake, tmp_path, *args, timeout=180, env=None):
-    e = fake.env({**__import__("os").environ, "SDSUITE_NVML_ON_CPU": "1", "SDSUITE_LOCK_DIR": str(tmp_path / "locks"), **(env or {})})
-    return subprocess.run([sys.executable, "-c", CLI, *args], env=e, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+    e = fake.env(
+        {
+            **__import__("os").environ,
+            "SDSUITE_NVML_ON_CPU": "1",
+            "SDSUITE_LOCK_DIR": str(tmp_path / "locks"),
+            **(env or {}),
+        }
+    )
+    return subprocess.run(
+        [sys.executable, "-c", CLI, *args], env=e, capture_output=True, text=True, timeout=timeout, cwd=tmp_path
+    )
 
 
 def _records(path):
@@ -294,9 +313,16 @@ def test_cli_env_run_and_sweep_through_the_real_nvml_path(fake_nvml, tmp_path):
     )  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr
     locks = fake_nvml.setter_log("nvmlDeviceSetGpuLockedClocks")
-    assert [c.args for c in locks] == [(1410, 1410), (1005, 1005)] or [c.args for c in locks] == [(1005, 1005), (1410, 1410)]
-    assert fake_nvml.setter_log()[-1].function == "nvmlDeviceResetGpuLockedClocks" and fake_nvml.setter_log()[-1].rc == 0
-    observed = {r["case"]["freq_mhz"]: r["clocks"]["observed_sm_mhz"] for r in _records(tmp_path / "s" / "results.jsonl")}
+    assert [c.args for c in locks] == [(1410, 1410), (1005, 1005)] or [c.args for c in locks] == [
+        (1005, 1005),
+        (1410, 1410),
+    ]
+    assert (
+        fake_nvml.setter_log()[-1].function == "nvmlDeviceResetGpuLockedClocks" and fake_nvml.setter_log()[-1].rc == 0
+    )
+    observed = {
+        r["case"]["freq_mhz"]: r["clocks"]["observed_sm_mhz"] for r in _records(tmp_path / "s" / "results.jsonl")
+    }
     assert observed == {1005: 1005, 1410: 1410}
 
 
@@ -317,13 +343,21 @@ def test_a_sweep_killed_with_sigkill_and_resumed_leaves_the_gpu_unlocked(fake_nv
         "sweep", "--telemetry", "nvml", "--freq", "1410,1200,1005", "--allow-clock-control", "--settle", "1.5", *RUN,
         "--save-images", "none", "--no-report", "--out", "s",
     ]  # fmt: skip
-    env = fake_nvml.env({**__import__("os").environ, "SDSUITE_NVML_ON_CPU": "1", "SDSUITE_LOCK_DIR": str(tmp_path / "locks")})
-    child = subprocess.Popen([sys.executable, "-c", CLI, *args], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = fake_nvml.env(
+        {**__import__("os").environ, "SDSUITE_NVML_ON_CPU": "1", "SDSUITE_LOCK_DIR": str(tmp_path / "locks")}
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLI, *args], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
     def settling() -> bool:
         """A point is recorded and a lock was set under 0.5 s ago: the sweep is inside its 1.5 s settle, clocks locked."""
         log = fake_nvml.setter_log()
-        fresh = bool(log) and log[-1].function == "nvmlDeviceSetGpuLockedClocks" and time.monotonic_ns() - log[-1].t_ns < 5e8
+        fresh = (
+            bool(log)
+            and log[-1].function == "nvmlDeviceSetGpuLockedClocks"
+            and time.monotonic_ns() - log[-1].t_ns < 5e8
+        )
         return fresh and (tmp_path / "s" / "results.jsonl").exists()
 
     try:
@@ -341,7 +375,10 @@ def test_a_sweep_killed_with_sigkill_and_resumed_leaves_the_gpu_unlocked(fake_nv
     resumed = _cli(fake_nvml, tmp_path, *args)
     assert resumed.returncode == 0, resumed.stderr
     assert f"by sdsuite process {child.pid}, which ended without restoring them; restored them" in resumed.stderr
-    assert fake_nvml.state()[0].locked_sm is None and fake_nvml.setter_log()[-1].function == "nvmlDeviceResetGpuLockedClocks"
+    assert (
+        fake_nvml.state()[0].locked_sm is None
+        and fake_nvml.setter_log()[-1].function == "nvmlDeviceResetGpuLockedClocks"
+    )
     assert len({r["sweep"]["point_key"] for r in _records(tmp_path / "s" / "results.jsonl")}) == 3
 
 

@@ -111,7 +111,12 @@ def test_id_examples_read_as_documented():
 def test_presets_expand_and_later_tokens_override():
     assert parse_optimization_set("baseline") == OptimizationSet(attention="eager")
     fast = parse_optimization_set("fast")
-    assert (fast.fused_qkv, fast.channels_last, fast.compile_mode, fast.quantization) == (True, True, "max-autotune", "int8dq")
+    assert (fast.fused_qkv, fast.channels_last, fast.compile_mode, fast.quantization) == (
+        True,
+        True,
+        "max-autotune",
+        "int8dq",
+    )
     assert parse_optimization_set("fast+attn=eager+compile=off").attention == "eager"
     assert parse_optimization_set("fast+compile=off").compile_mode is None
     assert parse_optimization_set("memory-saver+model-offload").offload == "model"
@@ -152,7 +157,9 @@ def test_comma_lists_make_sets_without_duplicates():
 def test_attention_by_kv_cache_grid():
     grid = option_grid(attention=["eager", "sdpa", "sliced"], kv_cache=["on", "off"])
     assert len(grid) == 6
-    assert {(s.attention, s.kv_cache) for s in grid} == {(a, k) for a in ("eager", "sdpa", "sliced") for k in (True, False)}
+    assert {(s.attention, s.kv_cache) for s in grid} == {
+        (a, k) for a in ("eager", "sdpa", "sliced") for k in (True, False)
+    }
     # A recipe keeps its own attention unless the attention axis is given.
     assert [s.attention for s in option_grid(recipes=["memory-saver"])] == ["sliced"]
     assert [s.attention for s in option_grid(attention=["eager"], recipes=["memory-saver"])] == ["eager"]
@@ -265,7 +272,9 @@ def test_fused_projections_give_the_unfused_result(cross):
         expected = AttnProcessor2_0()(attn, x, ctx)
         attn.fuse_projections(fuse=True)
         for kernel in ("sdpa", "eager"):
-            torch.testing.assert_close(SdsuiteAttnProcessor(kernel, KVCache())(attn, x, ctx), expected, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                SdsuiteAttnProcessor(kernel, KVCache())(attn, x, ctx), expected, rtol=1e-5, atol=1e-5
+            )
 
 
 # -- the K/V cache -------------------------------------------------------------------------------
@@ -333,14 +342,19 @@ def test_attention_by_kv_cache_matrix_matches_the_uncached_output(pipes, variant
                     assert applied.kv_cache.stats()["hits"] == layers * (evals - 1)
                     # A new prompt in the next generation is never served stale K/V.
                     torch.testing.assert_close(
-                        _generate(pipe, prompt="a lighthouse at night", guidance=guidance), other_prompt_reference, rtol=0, atol=1e-5
+                        _generate(pipe, prompt="a lighthouse at night", guidance=guidance),
+                        other_prompt_reference,
+                        rtol=0,
+                        atol=1e-5,
                     )
             finally:
                 applied.undo()
         torch.testing.assert_close(
             outputs[True], outputs[False], rtol=0, atol=1e-6, msg=f"{variant} {kernel}: K/V cache changed the output"
         )
-        torch.testing.assert_close(outputs[False], reference, rtol=0, atol=1e-5, msg=f"{variant} {kernel}: kernel drifted from SDPA")
+        torch.testing.assert_close(
+            outputs[False], reference, rtol=0, atol=1e-5, msg=f"{variant} {kernel}: kernel drifted from SDPA"
+        )
     assert torch.equal(_generate(pipe, guidance=guidance), reference), "undo did not restore the default processors"
 
 
@@ -383,7 +397,9 @@ def test_reversible_options_are_applied_recorded_and_undone(tiny_sd):
     assert torch.equal(_generate(tiny_sd), reference)
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # raised by importing dynamo
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+)  # raised by importing dynamo
 def test_compile_wraps_the_unet_lazily_and_undo_restores_it(tiny_sd):
     original = tiny_sd.unet
     applied = apply_optimizations(tiny_sd, OptimizationSet(compile_mode="default"), CPU)

@@ -17,7 +17,14 @@ from sdsuite.measure.runner import RunOptions, run_case
 from sdsuite.optimizations import apply as opt_apply
 from sdsuite.optimizations import attention as opt_attention
 from sdsuite.optimizations.attention import SdsuiteAttnProcessor
-from sdsuite.optimizations.sets import ATTENTION_KERNELS, DEFAULT, QUANTIZATIONS, OptimizationSet, UnsupportedOptimization, option_grid
+from sdsuite.optimizations.sets import (
+    ATTENTION_KERNELS,
+    DEFAULT,
+    QUANTIZATIONS,
+    OptimizationSet,
+    UnsupportedOptimization,
+    option_grid,
+)
 from sdsuite.pipelines.cache import PipelineCache
 from sdsuite.quality.effects import REFERENCE, REFERENCES
 from sdsuite.spec.case import Case, GridSpec
@@ -73,7 +80,9 @@ sets = st.builds(
 )
 def test_default_options_and_task_keep_todays_case_ids(variant, sched, steps, batch, seed, freq):
     before = Case(variant, sched, "fp32", steps, 64, 64, batch, seed, freq).resolved()
-    explicit = Case(variant, sched, "fp32", steps, 64, 64, batch, seed, freq, options=DEFAULT, task="text-to-image").resolved()
+    explicit = Case(
+        variant, sched, "fp32", steps, 64, 64, batch, seed, freq, options=DEFAULT, task="text-to-image"
+    ).resolved()
     assert explicit == before and explicit.case_id == before.case_id
     parts = [variant, sched, "fp32", "fdefault" if freq is None else f"f{freq}", "64x64", f"s{steps}", f"b{batch}"]
     assert before.case_id == "/".join(parts + ([f"seed{seed}"] if seed else []))
@@ -96,7 +105,11 @@ def test_case_stays_frozen_and_task_fields_validate():
         c.options = REFERENCE  # type: ignore[misc]
     img2img = tiny(task="image-to-image", steps=4).resolved()
     assert img2img.strength == 0.75 and img2img.case_id.endswith("/b1/img2img")
-    assert tiny(task="inpainting", strength=0.5, steps=4, options="attn=eager").resolved().case_id.endswith("/inpaint-st0.5/attn=eager")
+    assert (
+        tiny(task="inpainting", strength=0.5, steps=4, options="attn=eager")
+        .resolved()
+        .case_id.endswith("/inpaint-st0.5/attn=eager")
+    )
     assert tiny(images_per_prompt=2, prompt_id="builtin3").resolved().case_id.endswith("/b1/ipp2/prompt-builtin3")
     for kwargs, msg in [
         ({"strength": 0.5}, "strength applies to image-to-image and inpainting"),
@@ -127,7 +140,9 @@ def test_grid_expands_options_fastest_with_unique_ids(attention, kv, tasks):
 
 
 def test_loading_order_puts_the_reference_first_and_groups_weight_mutating_sets():
-    cases = GridSpec(variants=["tiny-sd"], steps=[2], options=[OptimizationSet(quantization="int8wo"), DEFAULT, REFERENCE]).expand()
+    cases = GridSpec(
+        variants=["tiny-sd"], steps=[2], options=[OptimizationSet(quantization="int8wo"), DEFAULT, REFERENCE]
+    ).expand()
     ordered = order_for_loading(cases)
     assert [c.options for c in ordered] == [REFERENCE, DEFAULT, OptimizationSet(quantization="int8wo")]
 
@@ -155,11 +170,15 @@ def test_what_cannot_run_here_is_a_skipped_record_with_the_reason_and_loads_noth
 
 def test_a_skip_found_only_when_applying_is_a_skip_and_nothing_is_cached(monkeypatch):
     def refuse(pipe, opts, device=None):
-        raise UnsupportedOptimization("quantization int8wo: torchao left every nn.Linear of the UNet unquantized on cpu")
+        raise UnsupportedOptimization(
+            "quantization int8wo: torchao left every nn.Linear of the UNet unquantized on cpu"
+        )
 
     monkeypatch.setattr(opt_apply, "apply_optimizations", refuse)
     cache = PipelineCache()
-    rec = run_case(tiny(options="int8wo"), RunOptions(runs=1, warmup=0, count_flops=False, fidelity="off"), CPU, cache=cache)
+    rec = run_case(
+        tiny(options="int8wo"), RunOptions(runs=1, warmup=0, count_flops=False, fidelity="off"), CPU, cache=cache
+    )
     assert rec["status"] == "skipped" and "unquantized" in rec["reason"]
     assert len(cache) == 0  # the half-mutated pipeline was never cached
 
@@ -176,11 +195,17 @@ def test_weight_mutating_sets_get_their_own_pipeline_and_reversible_ones_are_und
     quant = cache.get("tiny-sd", "auto", "fp32", CPU, options=OptimizationSet(quantization="int8wo", attention="eager"))
     assert quant is not plain and quant.key.weight_key == "int8wo" and quant.applied.quantized_layers[0] > 0
     # The reversible part of a set is not in the key: another attention kernel reuses the quantized pipeline.
-    assert cache.get("tiny-sd", "auto", "fp32", CPU, options=OptimizationSet(quantization="int8wo", kv_cache=True)) is quant
+    assert (
+        cache.get("tiny-sd", "auto", "fp32", CPU, options=OptimizationSet(quantization="int8wo", kv_cache=True))
+        is quant
+    )
     rec = run_case(tiny(options="attn=sliced+int8wo"), FAST, CPU, cache=cache)
     assert rec["status"] == "ok" and rec["options"]["weight_setup_cached"] is True
     assert rec["options"]["quantized_linear_layers"]["quantized"] > 0
-    assert all(isinstance(p, type(next(iter(quant.pipe.unet.attn_processors.values())))) for p in quant.pipe.unet.attn_processors.values())
+    assert all(
+        isinstance(p, type(next(iter(quant.pipe.unet.attn_processors.values()))))
+        for p in quant.pipe.unet.attn_processors.values()
+    )
     assert not any(isinstance(p, SdsuiteAttnProcessor) for p in quant.pipe.unet.attn_processors.values())
 
 
@@ -193,7 +218,9 @@ def test_effects_against_a_measured_reference_and_kv_cache_fidelity(cache):
     rec = run_case(tiny(options="attn=sdpa+kv-cache"), FAST, CPU, cache=cache)
     assert rec["status"] == "ok", rec["reason"]
     eff, fid = rec["effects"], rec["fidelity"]
-    assert eff["reference_record_id"] == ref["record_id"] and eff["speedup"]["available"] and eff["speedup"]["value"] > 0
+    assert (
+        eff["reference_record_id"] == ref["record_id"] and eff["speedup"]["available"] and eff["speedup"]["value"] > 0
+    )
     assert eff["peak_memory_reduction"]["available"]
     assert not eff["energy_change"]["available"] and "energy" in eff["energy_change"]["reason"]
     assert fid["checked"] and fid["passed"] and fid["metrics"]["max_abs_diff"]["value"] < 1e-4
@@ -204,8 +231,15 @@ def test_effects_against_a_measured_reference_and_kv_cache_fidelity(cache):
 
 def test_without_a_measured_reference_fidelity_still_runs_and_speed_is_unavailable_with_the_reason(cache):
     rec = run_case(tiny(options="attn=sliced"), FAST, CPU, cache=cache)
-    assert rec["status"] == "ok" and rec["fidelity"]["checked"] and rec["fidelity"]["metrics"]["max_abs_diff"]["value"] == 0.0
-    assert not rec["effects"]["speedup"]["available"] and "was not measured in this process" in rec["effects"]["speedup"]["reason"]
+    assert (
+        rec["status"] == "ok"
+        and rec["fidelity"]["checked"]
+        and rec["fidelity"]["metrics"]["max_abs_diff"]["value"] == 0.0
+    )
+    assert (
+        not rec["effects"]["speedup"]["available"]
+        and "was not measured in this process" in rec["effects"]["speedup"]["reason"]
+    )
     # Reference images at hand (even untimed ones) are used for the default set too.
     assert run_case(tiny(), FAST, CPU, cache=cache)["fidelity"]["checked"]
 
@@ -288,11 +322,15 @@ def test_images_per_prompt_multiplies_the_images(cache):
 
 
 def test_spans_and_trace_are_recorded(cache, tmp_path):
-    rec = run_case(tiny(options="attn=eager+vae-slicing"), dataclasses.replace(FAST, trace_dir=str(tmp_path)), CPU, cache=cache)
+    rec = run_case(
+        tiny(options="attn=eager+vae-slicing"), dataclasses.replace(FAST, trace_dir=str(tmp_path)), CPU, cache=cache
+    )
     assert rec["status"] == "ok"
     names = [s["name"] for s in rec["spans"]["spans"]]
     assert {"text_encode", "denoise", "decode", "setup:attention_eager", "setup:vae_slicing"} <= set(names)
-    assert all(s["memory_peak_bytes"] for s in rec["spans"]["spans"] if s["name"] in ("text_encode", "denoise", "decode"))
+    assert all(
+        s["memory_peak_bytes"] for s in rec["spans"]["spans"] if s["name"] in ("text_encode", "denoise", "decode")
+    )
     trace = json.loads(open(rec["trace"]).read())
     assert rec["trace"].startswith(str(tmp_path)) and "attn=eager+vae-slicing" in rec["trace"]
     assert any(e.get("name") == "denoise" for e in trace["traceEvents"])
@@ -301,7 +339,12 @@ def test_spans_and_trace_are_recorded(cache, tmp_path):
 
 
 @given(
-    st.floats(1e-3, 10.0), st.floats(1e-3, 10.0), st.floats(1e6, 1e10), st.floats(1e6, 1e10), st.floats(0.1, 100.0), st.floats(0.1, 100.0)
+    st.floats(1e-3, 10.0),
+    st.floats(1e-3, 10.0),
+    st.floats(1e6, 1e10),
+    st.floats(1e6, 1e10),
+    st.floats(0.1, 100.0),
+    st.floats(0.1, 100.0),
 )
 def test_effect_ratios_are_formed_from_the_medians(lat, ref_lat, mem, ref_mem, energy, ref_energy):
     from sdsuite.quality.effects import ReferenceResult, speed_memory_energy
@@ -318,5 +361,11 @@ def test_effect_ratios_are_formed_from_the_medians(lat, ref_lat, mem, ref_mem, e
     assert eff["peak_memory_reduction"]["value"] == pytest.approx(1 - mem / ref_mem)
     assert eff["energy_change"]["value"] == pytest.approx(energy / ref_energy - 1)
     no_meter = m(lat, mem, energy) | {"energy_per_image_j": {"available": False, "reason": "no GPU energy counter"}}
-    unavailable = speed_memory_energy(no_meter, ReferenceResult("ref", None, "rid", m(ref_lat, ref_mem, ref_energy)))["energy_change"]
-    assert unavailable == {"unit": "1", "available": False, "reason": "energy per image unavailable: no GPU energy counter"}
+    unavailable = speed_memory_energy(no_meter, ReferenceResult("ref", None, "rid", m(ref_lat, ref_mem, ref_energy)))[
+        "energy_change"
+    ]
+    assert unavailable == {
+        "unit": "1",
+        "available": False,
+        "reason": "energy per image unavailable: no GPU energy counter",
+    }

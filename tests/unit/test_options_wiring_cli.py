@@ -45,9 +45,15 @@ def _isolated():
     "args, message",
     [
         (["--attention", "sdpa,flash"], "unknown attention 'flash'; valid choices: sdpa, eager, sliced, xformers."),
-        (["--quantize", "int3"], "unknown quantization 'int3'; valid choices: int8wo, int8dq, int4wo, fp8wo, fp8dq, fp8, none."),
+        (
+            ["--quantize", "int3"],
+            "unknown quantization 'int3'; valid choices: int8wo, int8dq, int4wo, fp8wo, fp8dq, fp8, none.",
+        ),
         (["--kv-cache", "maybe"], "unknown kv-cache value 'maybe'; valid choices: on, off."),
-        (["--recipe", "turbo"], "unknown optimization token (in 'turbo') 'turbo'; valid choices: baseline, memory-saver, fast"),
+        (
+            ["--recipe", "turbo"],
+            "unknown optimization token (in 'turbo') 'turbo'; valid choices: baseline, memory-saver, fast",
+        ),
         (["--offload", "gpu"], "unknown offload mode 'gpu'; valid choices: model, sequential, none."),
         (["--compile", "fastest"], "unknown torch.compile mode 'fastest'; valid choices: default, reduce-overhead"),
         (["--task", "txt2img"], "unknown task 'txt2img'; valid choices: text-to-image, image-to-image, inpainting."),
@@ -67,20 +73,34 @@ def test_bad_option_names_exit_2_with_the_valid_choices(tmp_path, capsys, args, 
 
 def test_attention_by_kv_cache_matrix_with_compare_options(tmp_path, capsys):
     out = tmp_path / "o"
-    code = main(["run", *QUICK, "--attention", "sdpa,sliced", "--kv-cache", "off,on", "--compare-options", "--out", str(out)])
+    code = main(
+        ["run", *QUICK, "--attention", "sdpa,sliced", "--kv-cache", "off,on", "--compare-options", "--out", str(out)]
+    )
     stdout = capsys.readouterr().out
     assert code == 0, stdout
     recs = ResultsDir(out).records()
     # The reference joined the grid and ran first; every other set was compared with it.
-    assert [r["options"]["id"] for r in recs] == ["attn=eager", "attn=sdpa", "attn=sdpa+kv-cache", "attn=sliced", "attn=sliced+kv-cache"]
-    assert all(r["fidelity"]["checked"] and r["fidelity"]["passed"] and r["effects"]["speedup"]["available"] for r in recs[1:])
+    assert [r["options"]["id"] for r in recs] == [
+        "attn=eager",
+        "attn=sdpa",
+        "attn=sdpa+kv-cache",
+        "attn=sliced",
+        "attn=sliced+kv-cache",
+    ]
+    assert all(
+        r["fidelity"]["checked"] and r["fidelity"]["passed"] and r["effects"]["speedup"]["available"] for r in recs[1:]
+    )
     assert recs[1]["case_id"] == "tiny-sd/euler/fp32/fdefault/32x32/s2/b1"  # the default set keeps today's id
     assert "optimization effects" in stdout and "reference" in stdout
     assert all(r["spans"]["spans"] for r in recs)
     # The same table from the results directory, as markdown.
     assert main(["options", "--results", str(out), "--markdown"]) == 0
     md = capsys.readouterr().out
-    assert md.startswith("| case | options | status |") and "| attn=sliced+kv-cache | ok |" in md and "energy_change:" in md
+    assert (
+        md.startswith("| case | options | status |")
+        and "| attn=sliced+kv-cache | ok |" in md
+        and "energy_change:" in md
+    )
 
 
 @pytest.mark.slow  # several seconds: kept out of `pytest -m quick`
@@ -91,7 +111,8 @@ def test_recipe_task_prompts_and_trace_flags(tmp_path, capsys):
     assert main(["run", *quick, *args, "--out", str(out), "--format", "json"]) == 0
     recs = json.loads(capsys.readouterr().out)
     assert [r["case_id"] for r in recs] == [
-        f"tiny-sd/euler/fp32/fdefault/32x32/s4/b1/inpaint/prompt-builtin{i}/attn=sliced+vae-slicing+vae-tiling" for i in (0, 1)
+        f"tiny-sd/euler/fp32/fdefault/32x32/s4/b1/inpaint/prompt-builtin{i}/attn=sliced+vae-slicing+vae-tiling"
+        for i in (0, 1)
     ]
     assert recs[0]["case"]["prompt"] != recs[1]["case"]["prompt"]
     assert all(r["status"] == "ok" and r["fidelity"]["checked"] for r in recs)
@@ -139,12 +160,20 @@ def tiny_clip_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     text = dict(
-        vocab_size=1000, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77
+        vocab_size=1000,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
     )
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8)
+    vision = dict(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+    )
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
     processor = CLIPProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer=tiny_tokenizer()
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tiny_tokenizer(),
     )
     d = tmp_path_factory.mktemp("tiny_clip")
     model.save_pretrained(d)
@@ -152,10 +181,24 @@ def tiny_clip_dir(tmp_path_factory):
     return d
 
 
-VALIDATE = ["validate", "--scheduler", "euler", "--steps", "2", "--resolution", "32x32", "--num-prompts", "4", "--batch-size", "3"]
+VALIDATE = [
+    "validate",
+    "--scheduler",
+    "euler",
+    "--steps",
+    "2",
+    "--resolution",
+    "32x32",
+    "--num-prompts",
+    "4",
+    "--batch-size",
+    "3",
+]
 
 
-def test_validate_computes_clip_and_fid_with_local_files_and_judges_windows(tmp_path, capsys, monkeypatch, tiny_clip_dir):
+def test_validate_computes_clip_and_fid_with_local_files_and_judges_windows(
+    tmp_path, capsys, monkeypatch, tiny_clip_dir
+):
     from sdsuite.quality import distribution as quality
 
     extractor = _TinyFeatures().eval()
@@ -165,16 +208,41 @@ def test_validate_computes_clip_and_fid_with_local_files_and_judges_windows(tmp_
     np.savez(stats, mu=feats.mean(0).numpy(), sigma=torch.cov(feats.T).numpy())
     weights = tmp_path / "inception.pth"
     weights.write_bytes(b"stand-in")
-    files = ["--clip-model", str(tiny_clip_dir), "--inception", str(weights), "--fid-stats", str(stats), "--format", "json"]
-    assert main([*VALIDATE, *files, "--acceptance", '{"fid": [0, 1e9], "clip_score": [0, 100]}', "--out", str(tmp_path / "v.json")]) == 0
+    files = [
+        "--clip-model",
+        str(tiny_clip_dir),
+        "--inception",
+        str(weights),
+        "--fid-stats",
+        str(stats),
+        "--format",
+        "json",
+    ]
+    assert (
+        main(
+            [
+                *VALIDATE,
+                *files,
+                "--acceptance",
+                '{"fid": [0, 1e9], "clip_score": [0, 100]}',
+                "--out",
+                str(tmp_path / "v.json"),
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
-    assert report["acceptance"]["accepted"] is True and report["images"]["n"] == 4 and report["images"]["sanity"] is None
+    assert (
+        report["acceptance"]["accepted"] is True and report["images"]["n"] == 4 and report["images"]["sanity"] is None
+    )
     assert report["metrics"]["clip_score"]["available"] and 0 <= report["metrics"]["clip_score"]["value"] <= 100
     assert report["metrics"]["fid"]["value"] > 0 and report["metrics"]["inception_score"]["splits"] == 4
     assert json.loads((tmp_path / "v.json").read_text())["metrics"] == report["metrics"]
     # Images do not depend on the batch size (prompt i always uses seed + i).
     assert main([*VALIDATE[:-1], "1", *files]) == 0
-    assert json.loads(capsys.readouterr().out)["metrics"]["fid"]["value"] == pytest.approx(report["metrics"]["fid"]["value"], rel=1e-6)
+    assert json.loads(capsys.readouterr().out)["metrics"]["fid"]["value"] == pytest.approx(
+        report["metrics"]["fid"]["value"], rel=1e-6
+    )
     # A window the value misses rejects: exit 1 with the violation.
     assert main([*VALIDATE, *files, "--acceptance", '{"fid": [null, 1e-9]}']) == 1
     assert "is above the accepted maximum" in json.dumps(json.loads(capsys.readouterr().out)["acceptance"])
@@ -182,7 +250,15 @@ def test_validate_computes_clip_and_fid_with_local_files_and_judges_windows(tmp_
 
 def test_validate_without_local_weights_says_unavailable_and_does_not_accept(tmp_path, capsys):
     code = main(
-        [*VALIDATE, "--clip-model", str(tmp_path / "clip"), "--fid-stats", str(tmp_path / "val2014.npz"), "--acceptance", "mlperf-sdxl"]
+        [
+            *VALIDATE,
+            "--clip-model",
+            str(tmp_path / "clip"),
+            "--fid-stats",
+            str(tmp_path / "val2014.npz"),
+            "--acceptance",
+            "mlperf-sdxl",
+        ]
     )
     out = capsys.readouterr().out.replace("\n", " ")
     assert code == 1

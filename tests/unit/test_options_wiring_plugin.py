@@ -29,7 +29,15 @@ def _not_a_worker(monkeypatch):
 def test_option_axes_parametrize_sd_case_with_readable_ids(pytester):
     pytester.makepyfile(BENCH)
     result = pytester.runpytest(
-        "--collect-only", "-q", *GRID, "--attention", "eager,sdpa", "--kv-cache", "off,on", "--task", "text-to-image,inpainting"
+        "--collect-only",
+        "-q",
+        *GRID,
+        "--attention",
+        "eager,sdpa",
+        "--kv-cache",
+        "off,on",
+        "--task",
+        "text-to-image,inpainting",
     )
     result.stdout.fnmatch_lines(
         [

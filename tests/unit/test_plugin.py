@@ -71,7 +71,9 @@ def test_quick_grid_ids_are_readable_and_marked(pytester):
 
 def test_quick_selection_check_ignores_paths_in_warnings(pytester, monkeypatch):
     # what nox -s quick printed: a warning naming the venv's path, .nox/quick/...
-    pytester.makeconftest("import warnings\nwarnings.warn('Failed to load /x/.nox/quick/lib/torchao/_C.so', UserWarning)\n")
+    pytester.makeconftest(
+        "import warnings\nwarnings.warn('Failed to load /x/.nox/quick/lib/torchao/_C.so', UserWarning)\n"
+    )
     pytester.makepyfile(BENCH)
     out = pytester.runpytest("--collect-only", "-q", "-m", "full").stdout
     assert "quick" in out.str()  # the old whole-output check failed here
@@ -120,7 +122,11 @@ def test_benchmark_writes_records_and_extra_info(pytester, monkeypatch):
     extra = bench["benchmarks"][0]["extra_info"]
     assert extra["case_id"] == rec["case_id"] and extra["latency_s"] == rec["metrics"]["latency_s"]["median"]
     assert extra["energy_j"] is None and extra["unavailable"]["energy_j"]  # null, with the reason beside it
-    assert all(v is None or isinstance(v, (int, float)) for k, v in extra.items() if k not in ("case_id", "status", "unavailable"))
+    assert all(
+        v is None or isinstance(v, (int, float))
+        for k, v in extra.items()
+        if k not in ("case_id", "status", "unavailable")
+    )
     assert bench["benchmarks"][0]["params"]["sd_case"] == rec["case_id"]  # not UNSERIALIZABLE[Case(...)]
     assert bench["benchmarks"][0]["group"] == "tiny-sd"  # one group per case family
     assert bench["benchmarks"][0]["stats"]["rounds"] == 3
@@ -131,7 +137,9 @@ def test_benchmark_writes_records_and_extra_info(pytester, monkeypatch):
 def test_xdist_workers_agree_on_ids_and_share_one_results_dir(pytester):
     pytester.makepyfile(BENCH)
     out = pytester.path / "res"
-    result = pytester.runpytest_subprocess("-n", "2", "-m", "quick", "--steps", "1", "--sdsuite-runs", "2", "--sdsuite-out", str(out))
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "-m", "quick", "--steps", "1", "--sdsuite-runs", "2", "--sdsuite-out", str(out)
+    )
     result.assert_outcomes(passed=6)
     recs = _records(out / "results.jsonl")
     assert len(recs) == 6 and len({r["case_id"] for r in recs}) == 6

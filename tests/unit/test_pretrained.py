@@ -26,7 +26,10 @@ def test_saved_pipeline_loads_back_with_from_pretrained_and_gives_the_same_image
 def test_weights_path_through_the_runner_records_pretrained(tmp_path, tiny_sd_pipe, cpu):
     tiny_sd_pipe.save_pretrained(tmp_path)
     rec = run_case(
-        Case("tiny-sd", steps=2), RunOptions(runs=1, warmup=0, weights=str(tmp_path), count_flops=False), cpu, cache=PipelineCache()
+        Case("tiny-sd", steps=2),
+        RunOptions(runs=1, warmup=0, weights=str(tmp_path), count_flops=False),
+        cpu,
+        cache=PipelineCache(),
     )
     assert rec["status"] == "ok", rec["reason"]
     assert rec["weights"] == {"source": str(tmp_path), "kind": "path"}

@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdsuite.core.errors import InputFileError, UsageError
-from sdsuite.spec.prompts import STANDARD_PROMPTS, builtin_prompts, load_coco_captions, load_prompt_set, load_text_prompts
+from sdsuite.spec.prompts import (
+    STANDARD_PROMPTS,
+    builtin_prompts,
+    load_coco_captions,
+    load_prompt_set,
+    load_text_prompts,
+)
 
 N_IMAGES = 30
 

@@ -202,7 +202,9 @@ def test_first_differing_stage_names_the_stage():
     assert first_differing_stage(a, b, atol=1e-2).stage == "image"
     assert first_differing_stage(a, _stages(image=torch.rand(3, 8, 8))).reason.startswith("image: shapes differ")
     nan = torch.full((10,), float("nan"))
-    assert first_differing_stage(_stages(text_embeddings=nan), _stages(text_embeddings=nan.clone())) is None  # NaN in both: same
+    assert (
+        first_differing_stage(_stages(text_embeddings=nan), _stages(text_embeddings=nan.clone())) is None
+    )  # NaN in both: same
     assert "NaN in one run only" in first_differing_stage(_stages(text_embeddings=nan), a).reason
 
 
@@ -213,7 +215,14 @@ def tiny_sd():
 
 def _kwargs(prompt="a red bicycle", seed=0):
     latents = torch.randn((1, 4, SIZE // 8, SIZE // 8), generator=torch.Generator().manual_seed(seed))
-    return dict(prompt=prompt, height=SIZE, width=SIZE, num_inference_steps=2, latents=latents, generator=torch.Generator().manual_seed(0))
+    return dict(
+        prompt=prompt,
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=2,
+        latents=latents,
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 def test_capture_stages_on_a_real_pipeline_names_the_first_divergence(tiny_sd):
@@ -230,7 +239,9 @@ def test_capture_stages_on_a_real_pipeline_names_the_first_divergence(tiny_sd):
 
 
 def _psd(seed: int, d: int, rank_deficit: bool = False) -> torch.Tensor:
-    x = torch.randn(d, max(d - 1, 1) if rank_deficit else d + 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = torch.randn(
+        d, max(d - 1, 1) if rank_deficit else d + 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     return x @ x.T / x.shape[1]
 
 
@@ -340,10 +351,13 @@ def tiny_clip_dir(tmp_path_factory):
         eos_token_id=2,
         pad_token_id=1,
     )
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8)
+    vision = dict(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+    )
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
     processor = CLIPProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer=tiny_tokenizer()
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tiny_tokenizer(),
     )
     d = tmp_path_factory.mktemp("tiny_clip")
     model.save_pretrained(d)
@@ -387,7 +401,12 @@ def test_mlperf_sdxl_windows():
     mlperf = get_acceptance("mlperf-sdxl")
     assert (mlperf.fid.low, mlperf.fid.high) == (23.01085758, 23.95007626)
     assert (mlperf.clip_score.low, mlperf.clip_score.high) == (31.68631873, 31.81331801)
-    assert mlperf.check({"fid": 23.5, "clip_score": 31.7}) == {"preset": "mlperf-sdxl", "accepted": True, "violations": [], "unchecked": []}
+    assert mlperf.check({"fid": 23.5, "clip_score": 31.7}) == {
+        "preset": "mlperf-sdxl",
+        "accepted": True,
+        "violations": [],
+        "unchecked": [],
+    }
     bad = mlperf.check({"fid": 24.1, "clip_score": 31.7})
     assert bad["accepted"] is False and "fid 24.1 is above the accepted maximum 23.95007626" in bad["violations"][0]
     partial = mlperf.check({"fid": 23.5})

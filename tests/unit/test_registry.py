@@ -5,8 +5,29 @@ from sdsuite.core.errors import UsageError
 from sdsuite.pipelines.cache import PipelineCache
 from sdsuite.pipelines.registry import SCHEDULERS, VARIANTS, get_precision, get_scheduler, get_variant
 
-REQUIRED_VARIANTS = {"sd-v1.4", "sd-v1.5", "sd-v2.0", "sd-v2.1", "sdxl", "sdxl-turbo", "sd-turbo", "tiny-sd", "tiny-sdxl"}
-REQUIRED_SCHEDULERS = {"ddim", "pndm", "lms", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "dpm++2m-sde-karras", "unipc"}
+REQUIRED_VARIANTS = {
+    "sd-v1.4",
+    "sd-v1.5",
+    "sd-v2.0",
+    "sd-v2.1",
+    "sdxl",
+    "sdxl-turbo",
+    "sd-turbo",
+    "tiny-sd",
+    "tiny-sdxl",
+}
+REQUIRED_SCHEDULERS = {
+    "ddim",
+    "pndm",
+    "lms",
+    "euler",
+    "euler-a",
+    "heun",
+    "dpm++2m",
+    "dpm++2m-karras",
+    "dpm++2m-sde-karras",
+    "unipc",
+}
 
 
 def test_registry_has_every_required_variant_with_its_facts():

@@ -24,7 +24,22 @@ def sweeps(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         assert main([*SWEEP, "--gpu-model", "a100", "--out", str(root / "a100")]) == 0
-        assert main([*SWEEP, "--gpu-model", "h100", "--sim-clock", "real", "--min-energy-window", "0", "--out", str(root / "h100")]) == 0
+        assert (
+            main(
+                [
+                    *SWEEP,
+                    "--gpu-model",
+                    "h100",
+                    "--sim-clock",
+                    "real",
+                    "--min-energy-window",
+                    "0",
+                    "--out",
+                    str(root / "h100"),
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(before)
     return root
@@ -77,13 +92,30 @@ def test_without_matplotlib_the_tables_are_written_and_the_exit_is_2(sweeps, tmp
     assert main(["report", str(sweeps / "a100"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "plots need matplotlib" in err and "pip install 'sdsuite[plots]'" in err
-    assert {p.name for p in out.iterdir()} == {"dvfs_runs.csv", "dvfs_points.csv", "dvfs_summary.json", "dvfs_report.md"}
+    assert {p.name for p in out.iterdir()} == {
+        "dvfs_runs.csv",
+        "dvfs_points.csv",
+        "dvfs_summary.json",
+        "dvfs_report.md",
+    }
     assert main(["report", str(sweeps / "a100"), "--out", str(out), "--no-plots"]) == 0
 
 
 def test_json_format_prints_the_summary(sweeps, tmp_path, capsys):
     assert (
-        main(["report", str(sweeps / "a100"), "--out", str(tmp_path / "r"), "--format", "json", "--reference", "default", "--no-plots"])
+        main(
+            [
+                "report",
+                str(sweeps / "a100"),
+                "--out",
+                str(tmp_path / "r"),
+                "--format",
+                "json",
+                "--reference",
+                "default",
+                "--no-plots",
+            ]
+        )
         == 0
     )
     summary = json.loads(capsys.readouterr().out)
@@ -122,7 +154,20 @@ def test_unknown_reference_exits_2(tmp_path, capsys):
 
 
 def test_a_single_clock_gets_one_line_not_trivial_optima(tmp_path, capsys):
-    run = ["run", "--telemetry", "sim", "--runs", "1", "--warmup", "0", "--steps", "1", "--no-flops", "--no-spans", "--no-progress"]
+    run = [
+        "run",
+        "--telemetry",
+        "sim",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+        "--no-flops",
+        "--no-spans",
+        "--no-progress",
+    ]
     assert main([*run, "--out", str(tmp_path / "r")]) == 0
     capsys.readouterr()
     assert main(["report", str(tmp_path / "r"), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
@@ -141,7 +186,20 @@ def test_plots_draw_rounding_negative_and_nan_spreads_as_zero_bars(tmp_path):
 
 
 def test_a_report_with_nothing_to_plot_says_so_writes_no_png_and_exits_2(tmp_path, capsys):
-    run = ["run", "--telemetry", "sim", "--runs", "1", "--warmup", "0", "--steps", "1", "--no-flops", "--no-spans", "--no-progress"]
+    run = [
+        "run",
+        "--telemetry",
+        "sim",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+        "--no-flops",
+        "--no-spans",
+        "--no-progress",
+    ]
     assert main([*run, "--out", str(tmp_path / "r")]) == 0
     capsys.readouterr()
     assert main(["report", str(tmp_path / "r"), "--out", str(tmp_path / "rep")]) == 2
@@ -157,7 +215,8 @@ def test_an_all_failed_sweep_has_nothing_to_plot(tmp_path):
 
     def record(freq, times, status="ok"):
         windows = [
-            {"available": True, "duration_s": t, "energy_j": 10 * t, "generations": 1, "sm_clock_mhz": {"mean": freq}} for t in times
+            {"available": True, "duration_s": t, "energy_j": 10 * t, "generations": 1, "sm_clock_mhz": {"mean": freq}}
+            for t in times
         ]
         return {
             "schema_version": 1, "record_id": f"r{freq}", "run_id": "run", "case_id": f"tiny-sd/default/fp32/f{freq}/64x64/s4/b1",

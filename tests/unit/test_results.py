@@ -9,7 +9,14 @@ from sdsuite.store.results import SCHEMA_VERSION, ResultsDir, check_writable_dir
 
 
 def _rec(i: int) -> dict:
-    return {"schema_version": SCHEMA_VERSION, "case": {"i": i}, "case_id": f"c{i}", "status": "ok", "metrics": {}, "pad": "x" * 5000}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "case": {"i": i},
+        "case_id": f"c{i}",
+        "status": "ok",
+        "metrics": {},
+        "pad": "x" * 5000,
+    }
 
 
 def _append_many(path, start):

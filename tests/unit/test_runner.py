@@ -32,7 +32,11 @@ def test_record_has_every_required_field_and_metric(cache, cpu):
 
 def test_flops_scale_with_batch_and_steps(cache, cpu):
     opts = RunOptions(runs=1, warmup=0)
-    f = lambda **kw: run_case(Case("tiny-sd", "euler", **kw), opts, cpu, cache=cache)["metrics"]["flops_per_image"]["value"]  # noqa: E731
+
+    def f(**kw):
+        record = run_case(Case("tiny-sd", "euler", **kw), opts, cpu, cache=cache)
+        return record["metrics"]["flops_per_image"]["value"]
+
     one, two = f(steps=2), f(steps=4)
     assert two > one
     assert f(steps=2, batch_size=2) == pytest.approx(one, rel=1e-6)  # per image

@@ -29,7 +29,18 @@ def _case_ids(out: Path) -> Counter:
 
 
 def _sweep(out: Path, *extra: str) -> None:
-    cmd = [sys.executable, "-m", "sdsuite.cli.main", "sweep", "--telemetry", "sim", "--freq", "sample:4", "--allow-clock-control", *SMALL]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sdsuite.cli.main",
+        "sweep",
+        "--telemetry",
+        "sim",
+        "--freq",
+        "sample:4",
+        "--allow-clock-control",
+        *SMALL,
+    ]
     cmd += ["--no-flops", "--save-images", "none", "--no-report", "--no-progress", "--out", str(out), *extra]
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -43,7 +54,10 @@ def test_gpus_sweep_measures_the_same_points_once(tmp_path):
     assert set(two.values()) == {1}
     tasks = sorted(p.name for p in (tmp_path / "two" / "tasks").iterdir())
     assert [t.rsplit("-", 1)[-1] for t in tasks] == ["gpu0", "gpu1"]  # one worker per GPU, each with points
-    idx = {json.loads((tmp_path / "two" / "tasks" / t / "run.json").read_text())["runs"].popitem()[1]["telemetry"]["index"] for t in tasks}
+    idx = {
+        json.loads((tmp_path / "two" / "tasks" / t / "run.json").read_text())["runs"].popitem()[1]["telemetry"]["index"]
+        for t in tasks
+    }
     assert idx == {0, 1}  # each worker saw its own simulated GPU
 
 
@@ -90,14 +104,33 @@ def _records(out: Path) -> list[dict]:
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "sdsuite.cli.main", *args], capture_output=True, text=True, env=env or _env(), timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-m", "sdsuite.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env or _env(),
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     return res
 
 
 def test_gpus_run_spreads_the_cases_once_and_a_rerun_measures_nothing(tmp_path):
     out = tmp_path / "run"
-    args = ["run", "--telemetry", "sim", *SMALL, "--seed", "0,1,2", "--no-flops", "--no-progress", "--out", str(out), "--gpus", "0,1"]
+    args = [
+        "run",
+        "--telemetry",
+        "sim",
+        *SMALL,
+        "--seed",
+        "0,1,2",
+        "--no-flops",
+        "--no-progress",
+        "--out",
+        str(out),
+        "--gpus",
+        "0,1",
+    ]
     _cli(*args)
     recs = _records(out)
     assert sorted(r["case_id"].rsplit("/", 1)[-1] for r in recs) == ["b1", "seed1", "seed2"]  # each case once
@@ -110,7 +143,18 @@ def test_gpus_run_spreads_the_cases_once_and_a_rerun_measures_nothing(tmp_path):
 def test_slurm_task_with_two_gpus_spreads_its_points(tmp_path):
     """A SLURM array task given 2 GPUs (--slurm-gpus-per-node 2) runs one process per GPU on its share of the points."""
     out, script = tmp_path / "sweep", tmp_path / "job.sh"
-    sweep = ["sweep", "--telemetry", "sim", "--freq", "sample:4", "--allow-clock-control", *SMALL, "--no-flops", "--save-images", "none"]
+    sweep = [
+        "sweep",
+        "--telemetry",
+        "sim",
+        "--freq",
+        "sample:4",
+        "--allow-clock-control",
+        *SMALL,
+        "--no-flops",
+        "--save-images",
+        "none",
+    ]
     sweep += [
         "--no-report",
         "--no-progress",
@@ -127,10 +171,17 @@ def test_slurm_task_with_two_gpus_spreads_its_points(tmp_path):
     spec = next((out / "launch").glob("*/spec.json"))
     env = {**_env(), "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "0", "SLURM_JOB_ID": "78"}  # what sbatch sets
     res = subprocess.run(
-        [sys.executable, "-m", "sdsuite.launch.worker", str(spec), "0"], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-m", "sdsuite.launch.worker", str(spec), "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    assert sorted(p.name for p in (out / "tasks").iterdir() if (p / "results.jsonl").exists()) == ["slurm-77_0-gpu0", "slurm-77_0-gpu1"]
+    assert sorted(p.name for p in (out / "tasks").iterdir() if (p / "results.jsonl").exists()) == [
+        "slurm-77_0-gpu0",
+        "slurm-77_0-gpu1",
+    ]
     recs = _records(out)
     assert len(recs) == 4 and len({r["sweep"]["point_key"] for r in recs}) == 4  # every point once
     assert {r["telemetry"]["index"] for r in recs} == {0, 1}
@@ -140,7 +191,20 @@ def test_slurm_task_with_two_gpus_spreads_its_points(tmp_path):
 def test_launched_run_reports_and_exits_like_a_plain_run(tmp_path):
     """Exit 1 when some cases failed (here: weights absent for sd-v1.5), 2 when nothing could run for input reasons,
     whatever the split over workers; the failure reasons and --compare-options effects reach the user's terminal."""
-    base = ["run", "--telemetry", "sim", "--runs", "1", "--warmup", "0", "--steps", "1", "--no-flops", "--no-spans", "--no-progress"]
+    base = [
+        "run",
+        "--telemetry",
+        "sim",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+        "--no-flops",
+        "--no-spans",
+        "--no-progress",
+    ]
     mixed = subprocess.run(
         [sys.executable, "-m", "sdsuite.cli.main", *base, "--variant", "tiny-sd,sd-v1.5", "--compare-options", "--attention", "sliced"]
         + ["--gpus", "0,1", "--out", str(tmp_path / "mixed")],

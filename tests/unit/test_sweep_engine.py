@@ -11,11 +11,30 @@ from hypothesis import strategies as st
 
 from sdsuite.cli.main import main
 from sdsuite.dvfs import sweep_engine as sweep_mod
-from sdsuite.dvfs.sweep_engine import ORDERS, build_plan, finished_keys, order_freqs, point_identity, point_key, point_problem
+from sdsuite.dvfs.sweep_engine import (
+    ORDERS,
+    build_plan,
+    finished_keys,
+    order_freqs,
+    point_identity,
+    point_key,
+    point_problem,
+)
 from sdsuite.spec.case import Case
 from sdsuite.store.results import ResultsDir
 
-FAST = ["--steps", "1", "--runs", "1", "--no-flops", "--no-spans", "--no-progress", "--save-images", "none", "--no-report"]
+FAST = [
+    "--steps",
+    "1",
+    "--runs",
+    "1",
+    "--no-flops",
+    "--no-spans",
+    "--no-progress",
+    "--save-images",
+    "none",
+    "--no-report",
+]
 SIM = ["sweep", "--telemetry", "sim", "--gpu-model", "a100", "--allow-clock-control"]
 UNLOCKED = {"locked_sm_mhz": None, "locked_mem_mhz": None, "applications_mhz": None}
 
@@ -42,7 +61,9 @@ def test_every_order_runs_each_clock_once(freqs, with_default, seed):
     given_freqs = freqs + ([None] if with_default else [])
     for order in ORDERS:
         got = order_freqs(given_freqs, order, seed)
-        assert sorted(got, key=lambda f: -1 if f is None else f) == sorted(set(given_freqs), key=lambda f: -1 if f is None else f)
+        assert sorted(got, key=lambda f: -1 if f is None else f) == sorted(
+            set(given_freqs), key=lambda f: -1 if f is None else f
+        )
         locked = [f for f in got if f is not None]
         if order == "descending":
             assert locked == sorted(locked, reverse=True)
@@ -72,7 +93,10 @@ def test_plan_groups_pipelines_and_skips_finished_points():
         ("tiny-sdxl", 1410),
         ("tiny-sdxl", 810),
     ]
-    done = [{"status": "ok", "sweep": {"point_key": plan.points[1].key}}, {"status": "failed", "sweep": {"point_key": plan.points[2].key}}]
+    done = [
+        {"status": "ok", "sweep": {"point_key": plan.points[1].key}},
+        {"status": "failed", "sweep": {"point_key": plan.points[2].key}},
+    ]
     again = build_plan(cases, [810, 1410], device={}, settings={}, existing=done)
     assert [p.key for p in again.to_run] == [plan.points[i].key for i in (0, 2, 3)]  # a failed point runs again
     assert finished_keys(done) == {plan.points[1].key}
@@ -82,7 +106,11 @@ def test_plan_groups_pipelines_and_skips_finished_points():
     ("observed", "reasons", "problem"),
     [
         (1400.0, [], None),
-        (1250.0, ["sw_power_cap", "gpu_idle"], "throttled: median observed SM clock 1250 MHz is 11.3% below the locked 1410 MHz"),
+        (
+            1250.0,
+            ["sw_power_cap", "gpu_idle"],
+            "throttled: median observed SM clock 1250 MHz is 11.3% below the locked 1410 MHz",
+        ),
         (1500.0, [], "clock not held"),
     ],
 )

@@ -35,7 +35,9 @@ def test_sigint_half_way_restores_clocks_and_the_rerun_resumes_without_duplicate
         "--save-images", "none", "--no-report", "--sim-state-file", str(state), "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 120
         while len(_lines(out / "results.jsonl")) < 2:

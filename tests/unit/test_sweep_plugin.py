@@ -12,7 +12,20 @@ from sdsuite.cli.main import main
 
 pytest_plugins = ["pytester"]
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "test_sweep.py"
-ARGS = ["--telemetry", "sim", "--gpu-model", "a100", "--freq", "1410,810", "--variant", "tiny-sd", "--scheduler", "euler", "--steps", "1"]
+ARGS = [
+    "--telemetry",
+    "sim",
+    "--gpu-model",
+    "a100",
+    "--freq",
+    "1410,810",
+    "--variant",
+    "tiny-sd",
+    "--scheduler",
+    "euler",
+    "--steps",
+    "1",
+]
 ARGS += ["--sdsuite-runs", "1", "--sdsuite-min-energy-window", "0", "-k", "dvfs_point", "-p", "no:cacheprovider", "-rs"]
 ARGS += ["-W", "ignore:Benchmarks are automatically disabled"]  # the copied file's other test uses pytest-benchmark
 

@@ -119,7 +119,9 @@ def test_task_kwargs_drop_what_the_pipeline_does_not_take(pipes):
     pipe = pipes["tiny-sd"]
     img2img = task_pipeline(pipe, IMAGE_TO_IMAGE)
     kw = task_call_kwargs(img2img, IMAGE_TO_IMAGE, _base(), strength=0.5)
-    assert "latents" not in kw and "height" not in kw and kw["strength"] == 0.5 and kw["image"].shape == (1, 3, SIZE, SIZE)
+    assert (
+        "latents" not in kw and "height" not in kw and kw["strength"] == 0.5 and kw["image"].shape == (1, 3, SIZE, SIZE)
+    )
     inpaint = task_pipeline(pipe, INPAINTING)
     kw = task_call_kwargs(inpaint, INPAINTING, _base())
     assert "latents" not in kw and kw["mask_image"].shape == (1, 1, SIZE, SIZE) and kw["height"] == SIZE

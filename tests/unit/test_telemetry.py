@@ -11,12 +11,23 @@ from sdsuite.gpu.base import GpuLostError, NotSupportedError, throttle_names
 from sdsuite.gpu.derived import energy_metrics
 from sdsuite.gpu.sim import ManualClock, SimFaults, SimulatedGpu, parse_sim_faults
 from sdsuite.gpu.telemetry import TelemetryOptions, open_setup, open_telemetry
-from sdsuite.gpu.telemetry_meter import Cooldown, MeterOptions, TelemetryEnergyMeter, cool_down, measure_idle_power, parse_cooldown
+from sdsuite.gpu.telemetry_meter import (
+    Cooldown,
+    MeterOptions,
+    TelemetryEnergyMeter,
+    cool_down,
+    measure_idle_power,
+    parse_cooldown,
+)
 
 
 @pytest.mark.parametrize(
     ("model", "name", "clocks", "limit"),
-    [("a100", "NVIDIA A100-PCIE-40GB", 81, 250), ("v100", "Tesla V100-PCIE-32GB", 167, 250), ("h100", "NVIDIA H100 NVL", 97, 400)],
+    [
+        ("a100", "NVIDIA A100-PCIE-40GB", 81, 250),
+        ("v100", "Tesla V100-PCIE-32GB", 167, 250),
+        ("h100", "NVIDIA H100 NVL", 97, 400),
+    ],
 )
 def test_simulated_discovery_carries_the_real_cards_tables(model, name, clocks, limit):
     info = SimulatedGpu(model).info()
@@ -28,7 +39,12 @@ def test_simulated_discovery_carries_the_real_cards_tables(model, name, clocks, 
 
 def test_power_model_rises_with_clock_and_load():
     pm = SimulatedGpu("a100").power_model
-    assert pm.power_w(510, 1215, 1.0) < pm.power_w(1005, 1215, 1.0) < pm.power_w(1410, 1215, 1.0) == pytest.approx(pm.max_w)
+    assert (
+        pm.power_w(510, 1215, 1.0)
+        < pm.power_w(1005, 1215, 1.0)
+        < pm.power_w(1410, 1215, 1.0)
+        == pytest.approx(pm.max_w)
+    )
     assert pm.power_w(1410, 1215, 0.0) < pm.power_w(1410, 1215, 0.5) < pm.power_w(1410, 1215, 1.0)
 
 
@@ -186,7 +202,14 @@ def test_parsers_reject_bad_values_with_the_remedy():
 
 
 def test_derived_metrics_divide_each_window_by_its_generations():
-    w = {"available": True, "energy_j": 30.0, "duration_s": 3.0, "generations": 3, "source": "counter", "peak_power_w": 12.0}
+    w = {
+        "available": True,
+        "energy_j": 30.0,
+        "duration_s": 3.0,
+        "generations": 3,
+        "source": "counter",
+        "peak_power_w": 12.0,
+    }
     m = energy_metrics([w, {**w, "generations": 1, "energy_j": 10.0, "duration_s": 1.0}], batch_size=2, steps=5)
     assert m["energy_j"]["samples"] == [10.0, 10.0]
     assert m["energy_per_image_j"]["median"] == 5.0

@@ -23,7 +23,19 @@ def test_sim_h100_sweep_records_energy_power_and_observed_clocks_marked_simulate
     out = tmp_path / "r"
     # 1 s windows (the default): the simulated counter, like NVML's, ticks every 100 ms, so the 0.1 s
     # windows of FAST could misorder the average powers by quantization alone.
-    args = ["run", "--telemetry", "sim", "--gpu-model", "h100", "--freq", "sample:3", "--allow-clock-control", "--out", str(out), *FAST]
+    args = [
+        "run",
+        "--telemetry",
+        "sim",
+        "--gpu-model",
+        "h100",
+        "--freq",
+        "sample:3",
+        "--allow-clock-control",
+        "--out",
+        str(out),
+        *FAST,
+    ]
     args += ["--min-energy-window", "1"]
     assert main(args) == 0
     recs = _records(out)
@@ -102,4 +114,8 @@ def test_env_shows_the_simulated_device(capsys):
     assert main(["env", "--gpu-model", "v100", "--format", "json"]) == 0
     tel = json.loads(capsys.readouterr().out)["telemetry"]
     (dev,) = tel["devices"]
-    assert tel["backend"] == "sim" and dev["name"] == "Tesla V100-PCIE-32GB" and dev["supported_clocks_mhz"]["877"]["count"] == 167
+    assert (
+        tel["backend"] == "sim"
+        and dev["name"] == "Tesla V100-PCIE-32GB"
+        and dev["supported_clocks_mhz"]["877"]["count"] == 167
+    )

@@ -64,7 +64,9 @@ def test_gpu_class_markers_skip_on_the_wrong_simulated_class(pytester):
 
 def test_frequency_is_a_real_axis_of_sd_case(pytester):
     pytester.makepyfile("def test_case(sd_case): pass")
-    result = pytester.runpytest(*SIM, "--variant", "tiny-sd", "--scheduler", "euler", "--freq", "1410,810", "--collect-only", "-q")
+    result = pytester.runpytest(
+        *SIM, "--variant", "tiny-sd", "--scheduler", "euler", "--freq", "1410,810", "--collect-only", "-q"
+    )
     result.stdout.fnmatch_lines(["*test_case[[]tiny-sd-euler-fp32-f1410-*", "*test_case[[]tiny-sd-euler-fp32-f810-*"])
     result = pytester.runpytest(*SIM, "--freq", "1400")
     result.stderr.fnmatch_lines(["*nearest supported: 1395 MHz and 1410 MHz*"])

@@ -33,7 +33,9 @@ def test_run_threads_1_is_recorded_and_keyed(tmp_path, capsys, restore_threads):
     env = json.loads((tmp_path / "run.json").read_text())["runs"][rec["run_id"]]
     assert rec["torch_threads"] == 1 and env["torch_threads"] == 1
     assert hardware_key(rec, env).endswith("-1t") and hardware_key(rec, env, "portable") == "cpu-portable-1t"
-    assert hardware_key({**rec, "torch_threads": 2}, env, "portable") == "cpu-portable-2t"  # the record's own count wins
+    assert (
+        hardware_key({**rec, "torch_threads": 2}, env, "portable") == "cpu-portable-2t"
+    )  # the record's own count wins
     assert set(rec["untimed_s"]) >= {"load", "first_call_and_warmup"}  # what the run spent outside its timed windows
     assert "outside the timed runs: load " in capsys.readouterr().out  # and says so under the table
 
@@ -55,7 +57,12 @@ def test_high_cv_or_load_warns_naming_the_remedy():
     noisy = {"available": True, "n": 5, "cv": 0.325}
     assert timing_warning(steady, load=0.5, cores=2) is None
     w = timing_warning(noisy, load=0.5, cores=2)
-    assert "latency CV 32.5%" in w and f"over {CV_LIMIT * 100:.0f}%" in w and "--threads 1" in w and "OMP_NUM_THREADS=1" in w
+    assert (
+        "latency CV 32.5%" in w
+        and f"over {CV_LIMIT * 100:.0f}%" in w
+        and "--threads 1" in w
+        and "OMP_NUM_THREADS=1" in w
+    )
     w = timing_warning(steady, load=3.5, cores=2)
     assert "load average 3.5 on 2 core(s)" in w and "quieter machine" in w
     assert "already uses --threads 1" in timing_warning(steady, load=3.5, cores=2, threads=1)
