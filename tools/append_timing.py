@@ -47,7 +47,8 @@ def main() -> None:
         at_n = median_ms(rd, a.records - 20, 20, a.bytes)  # appends up to --records
         size = rd.results_path.stat().st_size
     print(
-        f"median ms per append: {at_100:.2f} at 100 records, {at_n:.2f} at {a.records} records ({size / 1e6:.0f} MB file)"
+        f"median ms per append: {at_100:.2f} at 100 records, {at_n:.2f} at {a.records} records "
+        f"({size / 1e6:.0f} MB file)"
     )
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

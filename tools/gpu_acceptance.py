@@ -95,29 +95,30 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
     "gpu": {
         "env": {"est_s": 15, "budget_s": 60, "min_s": 10},
         "worker": {"est_s": 20, "budget_s": 120},  # imports + CUDA context, before the first section
-        "counter": {"est_s": 12, "budget_s": 45, "min_s": 8, "poll_s": 1.5, "idle_s": 0.5, "load_s": 1.6, "tail_s": 0.9},
-        "sd15": {"est_s": 40, "budget_s": 100, "min_s": 25, "variant": "sd-v1.5", "precision": "fp16", "res": 512, "steps": 50,
-                 "runs": 10, "warmup": 2, "min_runs": 3, "min_window_s": 1.0},
-        "overhead": {"est_s": 30, "budget_s": 75, "min_s": 15, "variant": "sd-v1.5", "precision": "fp16", "res": 512, "steps": 20,
-                     "pairs": 10, "warm_pairs": 2, "min_pairs": 4},
-        "sdxl": {"est_s": 55, "budget_s": 130, "min_s": 35, "variant": "sdxl", "precision": "fp16", "res": 1024, "steps": 30,
-                 "runs": 5, "warmup": 2, "min_runs": 3, "min_window_s": 1.0},
-        "fast": {"est_s": 200, "budget_s": 300, "min_s": 60, "variant": "sd-v1.5", "precision": "fp16", "res": 512, "steps": 50,
-                 "runs": 5, "warmup": 2, "min_runs": 3, "min_window_s": 1.0, "compile_est_s": 150},
+        "counter": {"est_s": 12, "budget_s": 45, "min_s": 8, "poll_s": 1.5, "idle_s": 0.5, "load_s": 1.6,
+                    "tail_s": 0.9},
+        "sd15": {"est_s": 40, "budget_s": 100, "min_s": 25, "variant": "sd-v1.5", "precision": "fp16", "res": 512,
+                 "steps": 50, "runs": 10, "warmup": 2, "min_runs": 3, "min_window_s": 1.0},
+        "overhead": {"est_s": 30, "budget_s": 75, "min_s": 15, "variant": "sd-v1.5", "precision": "fp16", "res": 512,
+                     "steps": 20, "pairs": 10, "warm_pairs": 2, "min_pairs": 4},
+        "sdxl": {"est_s": 55, "budget_s": 130, "min_s": 35, "variant": "sdxl", "precision": "fp16", "res": 1024,
+                 "steps": 30, "runs": 5, "warmup": 2, "min_runs": 3, "min_window_s": 1.0},
+        "fast": {"est_s": 200, "budget_s": 300, "min_s": 60, "variant": "sd-v1.5", "precision": "fp16", "res": 512,
+                 "steps": 50, "runs": 5, "warmup": 2, "min_runs": 3, "min_window_s": 1.0, "compile_est_s": 150},
         "memory": {"est_s": 0, "budget_s": 0, "min_s": 0},
     },
     "dry": {
         "env": {"est_s": 8, "budget_s": 45, "min_s": 5},
         "worker": {"est_s": 12, "budget_s": 90},
         "counter": {"est_s": 3, "budget_s": 25, "min_s": 2, "poll_s": 1.0, "idle_s": 0.0, "load_s": 0.0, "tail_s": 0.4},
-        "sd15": {"est_s": 6, "budget_s": 40, "min_s": 3, "variant": "tiny-sd", "precision": "fp32", "res": 64, "steps": 4,
-                 "runs": 5, "warmup": 1, "min_runs": 2, "min_window_s": 0.2},
-        "overhead": {"est_s": 6, "budget_s": 40, "min_s": 3, "variant": "tiny-sd", "precision": "fp32", "res": 64, "steps": 4,
-                     "pairs": 10, "warm_pairs": 2, "min_pairs": 3},
-        "sdxl": {"est_s": 5, "budget_s": 40, "min_s": 3, "variant": "tiny-sdxl", "precision": "fp32", "res": 64, "steps": 4,
-                 "runs": 5, "warmup": 1, "min_runs": 2, "min_window_s": 0.2},
-        "fast": {"est_s": 10, "budget_s": 60, "min_s": 5, "variant": "tiny-sd", "precision": "fp32", "res": 64, "steps": 4,
-                 "runs": 3, "warmup": 1, "min_runs": 2, "min_window_s": 0.2, "compile_est_s": 0},
+        "sd15": {"est_s": 6, "budget_s": 40, "min_s": 3, "variant": "tiny-sd", "precision": "fp32", "res": 64,
+                 "steps": 4, "runs": 5, "warmup": 1, "min_runs": 2, "min_window_s": 0.2},
+        "overhead": {"est_s": 6, "budget_s": 40, "min_s": 3, "variant": "tiny-sd", "precision": "fp32", "res": 64,
+                     "steps": 4, "pairs": 10, "warm_pairs": 2, "min_pairs": 3},
+        "sdxl": {"est_s": 5, "budget_s": 40, "min_s": 3, "variant": "tiny-sdxl", "precision": "fp32", "res": 64,
+                 "steps": 4, "runs": 5, "warmup": 1, "min_runs": 2, "min_window_s": 0.2},
+        "fast": {"est_s": 10, "budget_s": 60, "min_s": 5, "variant": "tiny-sd", "precision": "fp32", "res": 64,
+                 "steps": 4, "runs": 3, "warmup": 1, "min_runs": 2, "min_window_s": 0.2, "compile_est_s": 0},
         "memory": {"est_s": 0, "budget_s": 0, "min_s": 0},
     },
 }
@@ -649,7 +650,8 @@ class WorkerContext:
         return default_energy_meter(self.device.type)
 
     def meter_options(self) -> dict:
-        """The engine's defaults on a GPU; lighter polling in a dry run (the fake NVML shares 2 CPU cores with the models)."""
+        """The engine's defaults on a GPU; lighter polling in a dry run (the fake NVML shares 2 CPU cores with the
+        models)."""
         if not self.dry_run:
             return {}
         from sdsuite.gpu.telemetry_meter import MeterOptions
@@ -760,7 +762,8 @@ def make_case(p: dict, **kw: Any):
 
 
 def measure_case(sec: Section, ctx: WorkerContext, label: str, case, p: dict, *, fidelity: str = "off") -> dict:
-    """One case through the engine (sdsuite.measure.runner.CaseRun), stopping early (>= min_runs) when the section's time runs out."""
+    """One case through the engine (sdsuite.measure.runner.CaseRun), stopping early (>= min_runs) when the section's
+    time runs out."""
     from sdsuite.measure.runner import CaseRun, RunOptions
 
     if case.freq_mhz is not None:
@@ -802,9 +805,9 @@ def measure_case(sec: Section, ctx: WorkerContext, label: str, case, p: dict, *,
 
 
 CASE_METRICS = (
-    "energy_per_image_j", "energy_j", "energy_per_step_j", "avg_power_w", "peak_power_w", "sm_clock_mhz", "mem_clock_mhz",
-    "temperature_c", "step_latency_s", "text_encode_s", "denoise_s", "vae_decode_s", "peak_memory_bytes", "images_per_s",
-    "first_call_s", "load_s",
+    "energy_per_image_j", "energy_j", "energy_per_step_j", "avg_power_w", "peak_power_w", "sm_clock_mhz",
+    "mem_clock_mhz", "temperature_c", "step_latency_s", "text_encode_s", "denoise_s", "vae_decode_s",
+    "peak_memory_bytes", "images_per_s", "first_call_s", "load_s",
 )  # fmt: skip
 
 
@@ -1047,10 +1050,16 @@ def power_averaging(sec: Section, ctx: WorkerContext, tel: Any, p: dict) -> dict
     ur, ir = usage_a.get("rise_time_s"), inst_a.get("rise_time_s")
     if ur is not None and ir is not None:
         averaged = ur > max(0.25, 3 * ir)
-        verdict = f"GetPowerUsage {'looks averaged' if averaged else 'tracks the instant field'} (rise {ur:.2f} s vs instant {ir:.2f} s)"
+        verdict = (
+            f"GetPowerUsage {'looks averaged' if averaged else 'tracks the instant field'} "
+            f"(rise {ur:.2f} s vs instant {ir:.2f} s)"
+        )
     elif ur is not None:
         averaged = ur > 0.5
-        verdict = f"GetPowerUsage rise time {ur:.2f} s ({'looks averaged' if averaged else 'looks instantaneous'}; no instant field)"
+        verdict = (
+            f"GetPowerUsage rise time {ur:.2f} s "
+            f"({'looks averaged' if averaged else 'looks instantaneous'}; no instant field)"
+        )
     elif not cuda:
         verdict = "undetermined: no load step in a dry run on the CPU"
     else:
@@ -1299,7 +1308,8 @@ def section_fast(sec: Section, ctx: WorkerContext) -> None:
 
 
 def section_overhead(sec: Section, ctx: WorkerContext) -> None:
-    """Interleaved bare / harness (/ harness + NVML meter) calls with the same inputs, as tests/benchmarks/test_overhead.py."""
+    """Interleaved bare / harness (/ harness + NVML meter) calls with the same inputs, as
+    tests/benchmarks/test_overhead.py."""
     from sdsuite.measure.meters.energy import UnavailableEnergyMeter
     from sdsuite.measure.runner import CaseMeasurement
     from sdsuite.pipelines.cache import PIPELINES
@@ -1416,7 +1426,8 @@ def worker_main(args: argparse.Namespace) -> int:
     ctx = WorkerContext(args)
     write_json(ready_path, {"pid": os.getpid(), "ready_at": utcnow(), "guards": guards, "runtime": ctx.runtime()})
     log(
-        f"worker {os.getpid()} ready on {ctx.device} (telemetry: {'nvml' if ctx.telemetry is not None else ctx.telemetry_reason})"
+        f"worker {os.getpid()} ready on {ctx.device} "
+        f"(telemetry: {'nvml' if ctx.telemetry is not None else ctx.telemetry_reason})"
     )
     rc = 0
     for name in names:
@@ -1498,8 +1509,10 @@ class Parent:
                 "read_only": True,
                 "guards": guards,
                 "policy": (
-                    "never changes GPU clocks, power limits, persistence or compute mode: NVML telemetry behind a ReadOnly proxy, "
-                    "pynvml setters and non-getter symbols refused, SDSUITE_ALLOW_CLOCK_CONTROL removed from every environment, "
+                    "never changes GPU clocks, power limits, persistence or compute mode: "
+                    "NVML telemetry behind a ReadOnly proxy, "
+                    "pynvml setters and non-getter symbols refused, "
+                    "SDSUITE_ALLOW_CLOCK_CONTROL removed from every environment, "
                     "--allow-clock-control / --mem-freq / non-default --freq refused, cases at default clocks only"
                 ),
                 "refused_calls": [],
@@ -1752,7 +1765,8 @@ class Parent:
 
     def spawn(self, names: list[str]) -> tuple[subprocess.Popen, collections.deque]:
         cmd = [sys.executable, str(SCRIPT), "--worker", ",".join(names), "--out", str(self.out), "--t0", repr(self.t0),
-               "--deadline", repr(self.deadline), "--device", self.args.device, "--fast-options", self.args.fast_options]  # fmt: skip
+               "--deadline", repr(self.deadline), "--device", self.args.device,
+               "--fast-options", self.args.fast_options]  # fmt: skip
         if self.dry_run:
             cmd.append("--dry-run")
         check_argv(cmd)
@@ -1830,7 +1844,8 @@ class Parent:
                             if now > s["started_epoch"] + s["budget_s"] + grace:
                                 why_killed = (
                                     "timeout",
-                                    f"over its {s['budget_s']:.0f} s budget (+{grace:.0f} s grace); last: {s.get('progress')}",
+                                    f"over its {s['budget_s']:.0f} s budget (+{grace:.0f} s grace); "
+                                    f"last: {s.get('progress')}",
                                 )
                 if why_killed:
                     log(f"stopping worker {proc.pid}: {why_killed[1]}")
@@ -1994,7 +2009,8 @@ def _lines_for(name: str, s: dict) -> list[str]:
             unc = e.get("uncertainty_rel_max")
             u = f" (bound {unc * 100:.1f}%)" if isinstance(unc, (int, float)) else ""
             out.append(
-                f"energy {_spread(e, 1, '.2f')} J/img{u}, {(_f(f.get('avg_power_w')) or 0):.0f} W, SM {(_f(f.get('sm_clock_mhz')) or 0):.0f} MHz"
+                f"energy {_spread(e, 1, '.2f')} J/img{u}, {(_f(f.get('avg_power_w')) or 0):.0f} W, "
+                f"SM {(_f(f.get('sm_clock_mhz')) or 0):.0f} MHz"
             )
         elif e:
             out.append(f"energy: {e.get('reason')}")
@@ -2014,7 +2030,8 @@ def _lines_for(name: str, s: dict) -> list[str]:
             ps, ss = _f(f.get("fidelity_psnr_db"), "value"), _f(f.get("fidelity_ssim"), "value")
             verdict = {True: "passed", False: "FAILED", None: "not checked"}.get(fid.get("passed"), "?")
             out.append(
-                f"fidelity {verdict}: PSNR {ps if ps is None else round(ps, 1)} dB, SSIM {ss if ss is None else round(ss, 3)}"
+                f"fidelity {verdict}: PSNR {ps if ps is None else round(ps, 1)} dB, "
+                f"SSIM {ss if ss is None else round(ss, 3)}"
             )
         ct = f.get("compile_time_s")
         if ct:
@@ -2052,7 +2069,8 @@ def render_summary(doc: dict) -> str:
     lines = [
         "sdsuite GPU acceptance" + ("  [DRY RUN: CPU, tiny models, not GPU figures]" if doc.get("dry_run") else ""),
         f"host {m.get('hostname')}  started {doc.get('started_at')}",
-        f"{gpu}; driver {m.get('driver')}; torch {rt.get('torch') or (m.get('packages') or {}).get('torch')} cuda {rt.get('torch_cuda')}",
+        f"{gpu}; driver {m.get('driver')}; torch {rt.get('torch') or (m.get('packages') or {}).get('torch')} "
+        f"cuda {rt.get('torch_cuda')}",
     ]
     wall = doc.get("wall_s") if doc.get("wall_s") is not None else doc.get("elapsed_s")
     saf = doc.get("safety") or {}
@@ -2095,7 +2113,9 @@ def cli_main(argv: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gpu_acceptance.py",
-        description="Read-only, time-bounded GPU acceptance run of sdsuite (never changes clocks, power limits or modes).",
+        description=(
+            "Read-only, time-bounded GPU acceptance run of sdsuite (never changes clocks, power limits or modes)."
+        ),
     )
     p.add_argument("--out", required=True, help="output folder: acceptance.json, summary.txt, records/, logs/")
     p.add_argument(

@@ -40,7 +40,11 @@ the quick brown fox jumps over the lazy dog
 
 def bytes_to_unicode() -> dict[int, str]:
     """CLIP/GPT-2 reversible byte -> printable unicode map."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )  # fmt: skip
     cs = bs[:]
     n = 0
     for b in range(256):

@@ -96,7 +96,10 @@ class GateResult:
                 + portable_hint(self.other_keys)
             )
         if self.status is Status.MISSING:
-            return f"no baseline for {self.case_id} under hardware key {self.hardware_key} (looked in {self.baseline_path})"
+            return (
+                f"no baseline for {self.case_id} under hardware key {self.hardware_key} "
+                f"(looked in {self.baseline_path})"
+            )
         return ""
 
     def to_json(self) -> dict:
@@ -137,7 +140,8 @@ def gate_record(
     """
     if (record.get("telemetry") or {}).get("device_mismatch"):
         raise InputFileError(
-            f"record {record.get('case_id')!r} was measured with SDSUITE_NVML_ON_CPU=1 (GPU telemetry while the case ran on the CPU, "
+            f"record {record.get('case_id')!r} was measured with SDSUITE_NVML_ON_CPU=1 "
+            f"(GPU telemetry while the case ran on the CPU, "
             "a test of the NVML path): it can never be a baseline or be compared with one."
         )
     rec = dict(record, simulated=is_simulated(record))

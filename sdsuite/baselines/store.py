@@ -40,7 +40,8 @@ def _validate_metric(m: object, where: str) -> None:
     unknown = set(m) - METRIC_KEYS
     if unknown:
         raise InputFileError(
-            f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; a metric has {', '.join(sorted(METRIC_KEYS))}."
+            f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; "
+            f"a metric has {', '.join(sorted(METRIC_KEYS))}."
         )
     if not isinstance(m.get("unit"), str):
         raise InputFileError(f"{where}: 'unit' must be a string.")
@@ -114,7 +115,8 @@ def parse_baseline(doc: object, path: Path, expected_key: str | None = None) -> 
     unknown = set(doc) - TOP_KEYS
     if unknown and doc.get("schema") == SCHEMA:
         raise InputFileError(
-            f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; a baseline file has {', '.join(sorted(TOP_KEYS))}."
+            f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; "
+            f"a baseline file has {', '.join(sorted(TOP_KEYS))}."
         )
     if doc.get("schema") != SCHEMA:
         raise InputFileError(
@@ -122,7 +124,8 @@ def parse_baseline(doc: object, path: Path, expected_key: str | None = None) -> 
         )
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise InputFileError(
-            f"{where}: schema_version {doc.get('schema_version')!r} is not supported (this sdsuite reads {SCHEMA_VERSION}); "
+            f"{where}: schema_version {doc.get('schema_version')!r} is not supported "
+            f"(this sdsuite reads {SCHEMA_VERSION}); "
             "regenerate it with --regen-baselines."
         )
     key = doc.get("hardware_key")
@@ -130,7 +133,8 @@ def parse_baseline(doc: object, path: Path, expected_key: str | None = None) -> 
         raise InputFileError(f"{where}: 'hardware_key' must be a string.")
     if expected_key is not None and key != expected_key:
         raise InputFileError(
-            f"{where}: hardware_key {key!r} does not match its directory {expected_key!r}; move the file or fix the key."
+            f"{where}: hardware_key {key!r} does not match its directory {expected_key!r}; "
+            f"move the file or fix the key."
         )
     entries = doc.get("entries")
     if not isinstance(entries, dict):
@@ -178,7 +182,8 @@ def load_baseline_file(path: Path, expected_key: str | None = None) -> BaselineF
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputFileError(
-            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); fix it or delete it and run with --update-baselines. Left untouched."
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); "
+            f"fix it or delete it and run with --update-baselines. Left untouched."
         ) from None
     return parse_baseline(doc, path, expected_key)
 
@@ -222,7 +227,8 @@ class BaselineStore:
             for case_id, entry in bf.entries.items():
                 if case_id in found:
                     raise InputFileError(
-                        f"{path}: case {case_id!r} is also in {found[case_id].file.path}; keep it in one file of key {key!r}."
+                        f"{path}: case {case_id!r} is also in {found[case_id].file.path}; "
+                        f"keep it in one file of key {key!r}."
                     )
                 found[case_id] = Located(bf, entry)
         return found

@@ -109,7 +109,8 @@ def _number(text: str, what: str, where: str) -> Fraction:
         )
     if value > MAX_TOLERANCE:
         raise UsageError(
-            f"{where}: {what} {text!r} is too large; a tolerance is at most {MAX_TOLERANCE:g} (rtol {MAX_TOLERANCE:g} = {MAX_TOLERANCE * 100:g}%)."
+            f"{where}: {what} {text!r} is too large; a tolerance is at most {MAX_TOLERANCE:g} "
+            f"(rtol {MAX_TOLERANCE:g} = {MAX_TOLERANCE * 100:g}%)."
         )
     return value
 
@@ -168,7 +169,8 @@ def parse_tolerance(spec: Any, where: str = "tolerance") -> ToleranceOverride:
             vals["rtol"] = _number(token, "rtol", where)
         else:
             raise UsageError(
-                f"{where}: cannot read {token!r} in {spec!r}; write a percentage (5%), rtol=0.05, atol=1e-4, exact, lower, higher or two-sided."
+                f"{where}: cannot read {token!r} in {spec!r}; "
+                f"write a percentage (5%), rtol=0.05, atol=1e-4, exact, lower, higher or two-sided."
             )
     if not vals:
         raise UsageError(f"{where}: empty tolerance {spec!r}; write e.g. 5% or rtol=0.05.")

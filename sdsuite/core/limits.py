@@ -98,7 +98,8 @@ class Range:
             ok = False
         if not ok:
             raise UsageError(
-                f"{name} must be {self.describe(hi)}, got {_fmt(value) if isinstance(value, (int, float)) else repr(value)}."
+                f"{name} must be {self.describe(hi)}, "
+                f"got {_fmt(value) if isinstance(value, (int, float)) else repr(value)}."
             )
         return value
 

@@ -222,7 +222,8 @@ def _rel_spread(s: Spread | None) -> float | None:
 
 
 def ratio_uncertainty_pct(ratio: float, *rel: float | None) -> float | None:
-    """Uncertainty in percentage points of ``(ratio - 1) * 100`` from independent relative uncertainties (None if any is unknown)."""
+    """Uncertainty in percentage points of ``(ratio - 1) * 100`` from independent relative uncertainties
+    (None if any is unknown)."""
     if any(r is None for r in rel):
         return None
     return abs(ratio) * math.sqrt(sum(r * r for r in rel)) * 100
@@ -316,13 +317,15 @@ def analyze_series(
     sim_time = next((p.record.get("sim_time") for p in points if p.record.get("sim_time")), None)
     if sim_time:
         notes.append(
-            f"simulated time: energy-window durations are modelled device time on a virtual clock (beta model, beta {sim_time.get('beta')}); "
+            f"simulated time: energy-window durations are modelled device time on a virtual clock "
+            f"(beta model, beta {sim_time.get('beta')}); "
             "latency_s is the real CPU time and does not follow the simulated clock"
         )
     dupes = sum(p.duplicates for p in stats)
     if dupes:
         notes.append(
-            f"{dupes} older duplicate record(s) of the same points were ignored (the latest ok record per point is used)"
+            f"{dupes} older duplicate record(s) of the same points were ignored "
+            f"(the latest ok record per point is used)"
         )
     failed = [p for p in stats if p.status != "ok"]
     if failed:

@@ -185,7 +185,8 @@ def collect_points(sets: Sequence[ResultSet]) -> dict[SeriesKey, list[PointRecor
         for rec in rs.records:
             if not isinstance(rec.get("case"), dict):
                 raise InputFileError(
-                    f"{rs.path / RESULTS_FILE}: record {rec.get('record_id')} has no case object; not an sdsuite record."
+                    f"{rs.path / RESULTS_FILE}: record {rec.get('record_id')} has no case object; "
+                    f"not an sdsuite record."
                 )
             key = SeriesKey(rs.label if multi else "", gpu_label(rec), bool(rec.get("simulated")), series_case_id(rec))
             chosen.setdefault((key, freq_of(rec)), []).append(rec)

@@ -47,7 +47,8 @@ def load_pyplot():
         import matplotlib.pyplot as plt
     except ImportError:
         raise PlotsUnavailable(
-            "plots need matplotlib, which is not installed: pip install 'sdsuite[plots]' (CSV, JSON and Markdown were written)."
+            "plots need matplotlib, which is not installed: pip install 'sdsuite[plots]' "
+            "(CSV, JSON and Markdown were written)."
         ) from None
     return plt
 
@@ -351,7 +352,8 @@ def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
 
 
 def nothing_to_plot(analysis: DvfsAnalysis) -> str | None:
-    """Why no figure would show anything (no series has two measured clocks), or None when there is something to draw."""
+    """Why no figure would show anything (no series has two measured clocks), or None when there is something
+    to draw."""
     if any(len(_usable(s, "time_s")) >= 2 for s in analysis.series):
         return None
     points = [p for s in analysis.series for p in s.points]

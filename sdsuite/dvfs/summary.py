@@ -183,7 +183,10 @@ def summary_dict(analysis: DvfsAnalysis) -> dict:
         "simulated": analysis.simulated,
         "method": {
             "aggregate": "median of the measured (warm) runs per point; spread = interquartile range",
-            "time": "energy-window duration per pipeline call (the interval the energy was measured over); latency where there is no energy window",
+            "time": (
+                "energy-window duration per pipeline call (the interval the energy was measured over); "
+                "latency where there is no energy window"
+            ),
             "reference": analysis.reference_rule,
             "max_slowdown_pct": analysis.max_slowdown_pct,
             "within_noise": "the interquartile ranges of the point and the reference overlap",
@@ -245,7 +248,8 @@ def _series_md(s: SeriesAnalysis, plots: bool) -> list[str]:
     ref = s.reference
     if ref is not None:
         lines.append(
-            f"Reference: {s.reference_rule}: {_num(ref.value('time_s'), 's')} per call, {_num(ref.value('energy_per_image_j'), 'J')} per image, "
+            f"Reference: {s.reference_rule}: {_num(ref.value('time_s'), 's')} per call, "
+            f"{_num(ref.value('energy_per_image_j'), 'J')} per image, "
             f"{_num(ref.value('avg_power_w'), 'W')}."
         )
     else:
@@ -277,7 +281,8 @@ def _series_md(s: SeriesAnalysis, plots: bool) -> list[str]:
         lines += ["", f"Suspicious (faster than the reference): {', '.join(suspicious)}."]
     lines += [
         "",
-        "| clock | runs | time/call (median [IQR]) | energy/image | avg power | EDP | saving | slowdown | status / flags |",
+        "| clock | runs | time/call (median [IQR]) | energy/image | avg power | EDP | saving | slowdown "
+        "| status / flags |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in s.points:
@@ -286,11 +291,19 @@ def _series_md(s: SeriesAnalysis, plots: bool) -> list[str]:
             lines.append(f"| {p.freq_label} | 0 | | | | | | | {p.status}: {p.reason or ''} |")
             continue
         e, pw, edp = p.metrics.get("energy_per_image_j"), p.metrics.get("avg_power_w"), p.metrics.get("edp_js")
+        saving = (
+            pm_cell(p.energy_saving_pct, p.energy_saving_uncertainty_pct, p.energy_saving_significant, False)
+            if not p.is_reference
+            else "-"
+        )
+        slowdown = (
+            pm_cell(p.slowdown_pct, p.slowdown_uncertainty_pct, p.slowdown_significant) if not p.is_reference else "-"
+        )
         lines.append(
-            f"| {p.freq_label} | {t.n if t else 0} | {_num(t.median if t else None, 's')} [{_num(t.q1 if t else None)}, {_num(t.q3 if t else None)}] "
-            f"| {_num(e.median if e else None, 'J')} | {_num(pw.median if pw else None, 'W')} | {_num(edp.median if edp else None)} "
-            f"| {pm_cell(p.energy_saving_pct, p.energy_saving_uncertainty_pct, p.energy_saving_significant, False) if not p.is_reference else '-'} "
-            f"| {pm_cell(p.slowdown_pct, p.slowdown_uncertainty_pct, p.slowdown_significant) if not p.is_reference else '-'} | {', '.join(p.flags)} |"
+            f"| {p.freq_label} | {t.n if t else 0} | {_num(t.median if t else None, 's')} "
+            f"[{_num(t.q1 if t else None)}, {_num(t.q3 if t else None)}] "
+            f"| {_num(e.median if e else None, 'J')} | {_num(pw.median if pw else None, 'W')} "
+            f"| {_num(edp.median if edp else None)} | {saving} | {slowdown} | {', '.join(p.flags)} |"
         )
     return lines + [""]
 
@@ -311,14 +324,17 @@ def markdown(analysis: DvfsAnalysis, plot_files: Sequence[str] = ()) -> str:
     )
     lines += [
         "",
-        f"Method: per clock, the median of the measured (warm) runs, spread = interquartile range. Energy saving and slowdown are "
-        f"relative to {ref_rule}. Optima: minimum energy per image, minimum EDP (E*T), minimum ED2P (E*T^2), and the largest energy "
-        f"saving with slowdown <= {analysis.max_slowdown_pct:g}%. A point is within noise when its IQR overlaps the reference's; a point "
-        f"faster than the reference is flagged suspicious.",
+        f"Method: per clock, the median of the measured (warm) runs, spread = interquartile range. "
+        f"Energy saving and slowdown are relative to {ref_rule}. "
+        f"Optima: minimum energy per image, minimum EDP (E*T), minimum ED2P (E*T^2), and the largest energy "
+        f"saving with slowdown <= {analysis.max_slowdown_pct:g}%. "
+        f"A point is within noise when its IQR overlaps the reference's; a point faster than the reference is "
+        f"flagged suspicious.",
         "",
         "## Summary",
         "",
-        f"| series | points | reference | min energy | min EDP | min ED2P | max saving, slowdown <= {analysis.max_slowdown_pct:g}% |",
+        f"| series | points | reference | min energy | min EDP | min ED2P "
+        f"| max saving, slowdown <= {analysis.max_slowdown_pct:g}% |",
         "|---|---|---|---|---|---|---|",
     ]
     for s in analysis.series:

@@ -95,7 +95,8 @@ class SweepPlan:
 
 
 def record_point_key(rec: Mapping[str, Any]) -> str | None:
-    """The point key of a record: a sweep point's (``sweep.point_key``) or a launched run case's (``scaleout.point_key``)."""
+    """The point key of a record: a sweep point's (``sweep.point_key``) or a launched run case's
+    (``scaleout.point_key``)."""
     for block in ("sweep", "scaleout"):
         value = rec.get(block)
         if isinstance(value, dict) and value.get("point_key"):
@@ -271,7 +272,8 @@ def point_problem(record: Mapping[str, Any], max_throttle_pct: float, telemetry:
     why = f" (clock-event reasons: {', '.join(reasons)})" if reasons else ""
     kind = "throttled" if deviation < 0 else "clock not held"
     return (
-        f"{kind}: median observed SM clock {observed:.0f} MHz is {abs(deviation):.1f}% {'below' if deviation < 0 else 'above'} "
+        f"{kind}: median observed SM clock {observed:.0f} MHz is {abs(deviation):.1f}% "
+        f"{'below' if deviation < 0 else 'above'} "
         f"the locked {requested} MHz, beyond --max-throttle {max_throttle_pct:g}%{why}"
     )
 

@@ -49,7 +49,8 @@ def journal_dir() -> Path:
 
 
 def gpu_key(telemetry: Any) -> str | None:
-    """The journal's name for a GPU: its UUID; a simulated GPU only when its state outlives the process (a state file)."""
+    """The journal's name for a GPU: its UUID; a simulated GPU only when its state outlives the process
+    (a state file)."""
     info = telemetry.info()
     if telemetry.simulated:
         path = getattr(telemetry, "state_path", None)
@@ -172,7 +173,8 @@ class Journal:
                 self.path.unlink()
 
     def stale(self, *, held_here: bool = False) -> dict | None:
-        """The journal of a process that ended without restoring (to restore), None when there is none or a lock here holds it.
+        """The journal of a process that ended without restoring (to restore), None when there is none or a lock
+        here holds it.
 
         A journal of another live process is refused: two processes locking one GPU undo each other.
         """
@@ -184,8 +186,10 @@ class Journal:
         if not entry.get("unreadable") and _alive(entry):
             gpu = entry.get("gpu") or {}
             raise UsageError(
-                f"GPU {gpu.get('index')} ({gpu.get('name')}) has its clocks controlled by sdsuite process {entry.get('pid')} "
-                f"({' '.join(entry.get('argv') or [])}); wait for it to finish, or stop it (it restores the clocks on SIGTERM)."
+                f"GPU {gpu.get('index')} ({gpu.get('name')}) has its clocks controlled by sdsuite process "
+                f"{entry.get('pid')} "
+                f"({' '.join(entry.get('argv') or [])}); wait for it to finish, "
+                f"or stop it (it restores the clocks on SIGTERM)."
             )
         return entry
 

@@ -60,7 +60,8 @@ def not_allowed_message(what: str) -> str:
 
 
 def permission_message(device: str, *, application_clocks: bool | None = None) -> str:
-    """The no-permission error text, shared by the CLI (exit 2) and the pytest fixture (skip): one sentence naming the remedies."""
+    """The no-permission error text, shared by the CLI (exit 2) and the pytest fixture (skip): one sentence naming
+    the remedies."""
     app = (
         "application clocks are restricted too, so ask an administrator for `nvidia-smi -acp UNRESTRICTED`, "
         if application_clocks is False
@@ -139,9 +140,10 @@ def original_state(tel: Telemetry) -> ClockState:
     if foreign is not None:
         info = tel.info()
         print(
-            f"sdsuite: note: GPU {info.index} ({info.name}) runs at {foreign} MHz with its application clocks at default: "
-            f"its SM clock seems locked by someone else (NVML cannot read locked clocks back); sdsuite will re-lock it at {foreign} MHz "
-            f"when it restores, not reset it.",
+            f"sdsuite: note: GPU {info.index} ({info.name}) runs at {foreign} MHz "
+            f"with its application clocks at default: "
+            f"its SM clock seems locked by someone else (NVML cannot read locked clocks back); "
+            f"sdsuite will re-lock it at {foreign} MHz when it restores, not reset it.",
             file=sys.stderr,
         )
         state = ClockState(
@@ -179,7 +181,8 @@ def recover_stale_lock(tel: Telemetry) -> dict | None:
     who += ", which ended without restoring them"
     if errors:
         msg = (
-            f"GPU {info.index} ({info.name}, {info.uuid}) was left with changed clocks by {who}, and restoring them failed: "
+            f"GPU {info.index} ({info.name}, {info.uuid}) was left with changed clocks by {who}, "
+            f"and restoring them failed: "
             f"{'; '.join(errors)}. Reset it with: {_reset_command(info.index, sorted(left))}"
         )
         _FAILED_RESTORES[_gpu_key(tel)] = msg
@@ -187,7 +190,8 @@ def recover_stale_lock(tel: Telemetry) -> dict | None:
         return {"restored": False, "errors": errors, "journal": entry}
     journal.drop()
     print(
-        f"sdsuite: GPU {info.index} ({info.name}) was left with changed clocks ({', '.join(sorted(changes)) or 'none'}) by {who}; "
+        f"sdsuite: GPU {info.index} ({info.name}) was left with changed clocks "
+        f"({', '.join(sorted(changes)) or 'none'}) by {who}; "
         f"restored them to what that process found at its start.",
         file=sys.stderr,
     )
@@ -195,7 +199,8 @@ def recover_stale_lock(tel: Telemetry) -> dict | None:
 
 
 def put_back(tel: Telemetry, saved: ClockState, changed: set[str]) -> tuple[list[str], set[str]]:
-    """Put ``saved`` back for every setting in ``changed``; returns (errors, settings still not restored). Never raises."""
+    """Put ``saved`` back for every setting in ``changed``; returns (errors, settings still not restored).
+    Never raises."""
     steps: list[tuple[str, Callable[[], None]]] = [
         (
             "locked",
@@ -252,7 +257,8 @@ _ACTIVE: list[ClockLock] = []
 _REGISTRY_LOCK = threading.RLock()
 _PREVIOUS_HANDLERS: dict[int, Any] = {}
 _ATEXIT_REGISTERED = False
-# SIGHUP: the SSH session of a running sweep closed; SIGQUIT: Ctrl-\. Both end the process like SIGTERM, after the restore.
+# SIGHUP: the SSH session of a running sweep closed; SIGQUIT: Ctrl-\. Both end the process like SIGTERM,
+# after the restore.
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _DEFERRAL = [0]  # open _SignalsDeferred blocks
 _PENDING_SIGNALS: list[int] = []
@@ -376,7 +382,8 @@ class ClockLock:
         if self.mem_mhz is not None and self.mem_mhz not in info.supported_clocks_mhz:
             near = sorted(info.supported_clocks_mhz, reverse=True)
             raise UsageError(
-                f"{self.mem_mhz} MHz is not a supported memory clock of {info.name}; supported: {', '.join(map(str, near))} MHz."
+                f"{self.mem_mhz} MHz is not a supported memory clock of {info.name}; "
+                f"supported: {', '.join(map(str, near))} MHz."
             )
         table = info.graphics_clocks_mhz(mem)
         if self.sm_mhz not in table:
@@ -467,10 +474,12 @@ class ClockLock:
             self._changed = left
             key = _gpu_key(tel)
             if errors:
-                # Never raise from a restore (it runs in finally blocks and signal handlers): the command exits non-zero instead.
+                # Never raise from a restore (it runs in finally blocks and signal handlers): the command exits
+                # non-zero instead.
                 info = tel.info()
                 msg = (
-                    f"could not restore the clocks of GPU {info.index} ({info.name}, {info.uuid}): {'; '.join(errors)}. "
+                    f"could not restore the clocks of GPU {info.index} ({info.name}, {info.uuid}): "
+                    f"{'; '.join(errors)}. "
                     f"Reset it with: {_reset_command(info.index, sorted(left))}"
                 )
                 _FAILED_RESTORES[key] = msg

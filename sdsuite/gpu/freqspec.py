@@ -139,7 +139,8 @@ def resolve_freqs(
     above = [c for c in table if c >= floor_mhz]
     if not above:
         raise UsageError(
-            f"{device} supports no SM clock >= the floor {floor_mhz} MHz (its highest is {table[0]} MHz); lower --freq-floor."
+            f"{device} supports no SM clock >= the floor {floor_mhz} MHz (its highest is {table[0]} MHz); "
+            f"lower --freq-floor."
         )
     if spec.kind == "all":
         return tuple(above)
@@ -156,7 +157,8 @@ def resolve_freqs(
     n = spec.count
     if n > len(above):
         raise UsageError(
-            f"--freq sample:{n} asks for more clocks than the {len(above)} supported ones >= {floor_mhz} MHz on {device}; "
+            f"--freq sample:{n} asks for more clocks than the {len(above)} supported ones >= {floor_mhz} MHz "
+            f"on {device}; "
             f"use sample:{len(above)} or --freq all."
         )
     if n == 1:

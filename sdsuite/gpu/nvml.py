@@ -173,7 +173,10 @@ def infer_counter_update_period(
             "period_s": None,
             "source": "measured",
             "n": len(intervals),
-            "reason": f"the energy counter changed {len(change_times)} time(s) in {now() - t0:.2f} s (an idle GPU may not advance it)",
+            "reason": (
+                f"the energy counter changed {len(change_times)} time(s) in {now() - t0:.2f} s "
+                f"(an idle GPU may not advance it)"
+            ),
         }
     return {
         "period_s": statistics.median(intervals),
@@ -363,7 +366,8 @@ class NvmlTelemetry:
         return throttle_names(int(nvml_call(self._reasons_fn, self.handle)))
 
     def clock_state(self) -> ClockState:
-        """Application clocks as read back; locked clocks have no NVML getter and read as None (see ``sdsuite.gpu.clocks``)."""
+        """Application clocks as read back; locked clocks have no NVML getter and read as None
+        (see ``sdsuite.gpu.clocks``)."""
         p = self._pynvml
         try:
             app = (

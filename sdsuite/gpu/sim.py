@@ -157,7 +157,8 @@ def parse_sim_faults(values: Iterable[str] | None) -> SimFaults:
                 faults = replace(faults, **{field: int(arg or 1)})
             else:
                 raise UsageError(
-                    f"unknown --sim-fault {item!r}; valid: permission-denied, gpu-lost[:N], no-counter, restore-fails[:N]."
+                    f"unknown --sim-fault {item!r}; "
+                    f"valid: permission-denied, gpu-lost[:N], no-counter, restore-fails[:N]."
                 )
     return faults
 
@@ -310,7 +311,8 @@ class SimulatedGpu:
             )
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise UsageError(
-                f"--sim-state-file {self._state_path}: unreadable simulated GPU state ({exc}); remove it or pass another path."
+                f"--sim-state-file {self._state_path}: unreadable simulated GPU state ({exc}); "
+                f"remove it or pass another path."
             ) from None
 
     def _save_state(self) -> None:

@@ -88,7 +88,8 @@ def open_telemetry(
             return None
     elif device_type != "cuda" and not on_cpu:
         raise UsageError(
-            f"--telemetry nvml measures the GPU, but the cases run on {device_type!r}; use --device cuda, or --telemetry sim for a dry run."
+            f"--telemetry nvml measures the GPU, but the cases run on {device_type!r}; "
+            f"use --device cuda, or --telemetry sim for a dry run."
         )
     try:
         index = device_index if on_cpu else nvml_index_of_cuda_device(device_index)
@@ -155,7 +156,8 @@ def nvml_index_of_cuda_device(cuda_index: int) -> int:
     listed = ", ".join(f"{i}: {u}" for i, u, _ in devices) or "none"
     raise UsageError(
         f"CUDA device {cuda_index} has UUID {uuid}, which NVML does not list (NVML GPUs: {listed}); "
-        "the driver and the CUDA runtime disagree about this GPU, so its energy cannot be attributed: use --telemetry none."
+        "the driver and the CUDA runtime disagree about this GPU, so its energy cannot be attributed: "
+        "use --telemetry none."
     )
 
 
@@ -259,7 +261,8 @@ def open_setup(
             if spec.locks:
                 raise UsageError(
                     f"--freq {opts.freq} needs GPU telemetry to resolve and lock clocks, and there is none here "
-                    f"(--telemetry {opts.backend}); use --telemetry nvml on a GPU, or --telemetry sim --gpu-model a100 for a dry run."
+                    f"(--telemetry {opts.backend}); use --telemetry nvml on a GPU, "
+                    f"or --telemetry sim --gpu-model a100 for a dry run."
                 )
             return TelemetrySetup(opts, None, None, spec, (None,), cooldown)
         from sdsuite.gpu.clocks import recover_stale_lock

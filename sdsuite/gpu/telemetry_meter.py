@@ -61,7 +61,8 @@ def trapezoid_j(samples: list[PowerSample]) -> float:
 
 
 def trapezoid_bound_j(samples: list[PowerSample]) -> float:
-    """Bound on the trapezoid integral's error from the sampled power alone: half of each interval's power change times its length."""
+    """Bound on the trapezoid integral's error from the sampled power alone: half of each interval's power change
+    times its length."""
     pts = [s for s in samples if s.power_w is not None]
     return sum((b.t - a.t) * abs(b.power_w - a.power_w) / 2 for a, b in zip(pts, pts[1:], strict=False))
 
@@ -128,7 +129,8 @@ class TelemetryEnergyMeter:
         if getattr(self.telemetry, "device_mismatch", False):
             info["device_mismatch"] = True
             info["device_mismatch_note"] = (
-                "SDSUITE_NVML_ON_CPU=1: NVML telemetry of a GPU while the cases ran on the CPU (a test of the NVML path); never a baseline"
+                "SDSUITE_NVML_ON_CPU=1: NVML telemetry of a GPU while the cases ran on the CPU "
+                "(a test of the NVML path); never a baseline"
             )
         return info
 
@@ -156,7 +158,8 @@ class TelemetryEnergyMeter:
         self._last_read = (t, value, half)
 
     def sample(self) -> None:
-        """Take one power/clock sample (the polling thread calls this every interval; by hand it also reads the counter)."""
+        """Take one power/clock sample (the polling thread calls this every interval; by hand it also reads the
+        counter)."""
         try:
             tel = self.telemetry
             if (
@@ -246,7 +249,8 @@ class TelemetryEnergyMeter:
             self._thread.start()
 
     def precise_enough(self, target_rel: float = TARGET_TICK_REL) -> bool:
-        """True when the open window's counter ticks already time its energy to ``target_rel`` (the runner repeats until then).
+        """True when the open window's counter ticks already time its energy to ``target_rel`` (the runner repeats
+        until then).
 
         Windows without a counter (polled power, the virtual clock) have nothing to wait for.
         """
@@ -306,13 +310,15 @@ class TelemetryEnergyMeter:
         return self._window(start, t_end, energy_end, temp_end)
 
     def _counter_energy(self, start: dict, t_end: float, energy_end: int) -> tuple[float, dict] | None:
-        """Energy from the counter ticks inside the window, with its uncertainty terms; None with fewer than two ticks."""
+        """Energy from the counter ticks inside the window, with its uncertainty terms; None with fewer than two
+        ticks."""
         t0 = start["t"]
         ticks = [k for k in self._ticks if t0 <= k.t <= t_end]
         if len(ticks) < 2:
             return None
         # The pair of updates that times the window best: a tick seen only by a late read (e.g. the read at the window's
-        # end, long after the poller last looked) has a wide half-width; an earlier, sharply seen one gives a tighter bound.
+        # end, long after the poller last looked) has a wide half-width; an earlier, sharply seen one gives a tighter
+        # bound.
         pairs = [(a, b) for a in ticks[:3] for b in ticks[-3:] if b.t > a.t]
         if not pairs:
             return None
@@ -326,7 +332,8 @@ class TelemetryEnergyMeter:
             "tick_timing_j": energy * (first.half_width_s + last.half_width_s) / span,
             "resolution_j": 2e-3 * duration / span,  # whole millijoules at both ticks
         }
-        # The edges are charged at the counter-average power; where instantaneous power was polled there, bound the difference.
+        # The edges are charged at the counter-average power; where instantaneous power was polled there, bound the
+        # difference.
         edge_samples = [s.power_w for s in self._samples if s.power_w is not None and (s.t < first.t or s.t > last.t)]
         reading = (self.telemetry.info().power_reading or {}) if hasattr(self.telemetry, "info") else {}
         if edge_samples and not reading.get("averaged"):
@@ -352,7 +359,8 @@ class TelemetryEnergyMeter:
             terms = detail.pop("terms")
             extra.update(detail)
         else:
-            # Fewer than two counter updates inside the window: a plain difference of two reads can be off by a whole update.
+            # Fewer than two counter updates inside the window: a plain difference of two reads can be off by a
+            # whole update.
             source, energy = "power_poll", poll_j
             terms = {"trapezoid_j": trapezoid_bound_j(samples)}
             first = next((s for s in samples if s.power_w is not None), None)

@@ -46,7 +46,8 @@ class AppliedOptimizations:
         if self.needs_fresh_pipeline:
             mutated = ", ".join(WEIGHT_MUTATING[f] for f in WEIGHT_MUTATING if getattr(self.options, f))
             raise UsageError(
-                f"optimizations {self.options.id!r} cannot be undone in place ({mutated}); load a fresh pipeline instead."
+                f"optimizations {self.options.id!r} cannot be undone in place ({mutated}); "
+                f"load a fresh pipeline instead."
             )
         if self._undone:
             return
@@ -129,7 +130,8 @@ def apply_optimizations(pipe, opts: OptimizationSet, device: torch.device | str 
             applied.quantized_layers = quantized_linear_count(pipe.unet)
             if applied.quantized_layers[0] == 0:
                 raise UnsupportedOptimization(
-                    f"quantization {opts.quantization}: torchao left every nn.Linear of the UNet unquantized on {device}"
+                    f"quantization {opts.quantization}: torchao left every nn.Linear of the UNet unquantized "
+                    f"on {device}"
                 )
 
         step("quantization", quantize)

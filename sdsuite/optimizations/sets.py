@@ -29,7 +29,9 @@ QUANTIZATIONS: dict[str, str] = {
     "int8dq": "int8 dynamic activations + int8 weights (torchao Int8DynamicActivationInt8WeightConfig)",
     "int4wo": "int4 weight-only, group size 128 (torchao Int4WeightOnlyConfig; CUDA, bf16)",
     "fp8wo": "float8 weight-only (torchao Float8WeightOnlyConfig; GPU with compute capability >= 8.9)",
-    "fp8dq": "float8 dynamic activations + float8 weights (torchao Float8DynamicActivationFloat8WeightConfig; CC >= 8.9)",
+    "fp8dq": (
+        "float8 dynamic activations + float8 weights (torchao Float8DynamicActivationFloat8WeightConfig; CC >= 8.9)"
+    ),
 }
 FP8_MIN_CAPABILITY = (8, 9)  # Ada / Hopper: the first GPUs with fp8 tensor cores
 
@@ -101,7 +103,8 @@ class OptimizationSet:
 
     @property
     def id(self) -> str:
-        """Stable short id for case ids, e.g. ``attn=eager+kv-cache+vae-tiling+int8wo`` (parses back to the same set)."""
+        """Stable short id for case ids, e.g. ``attn=eager+kv-cache+vae-tiling+int8wo`` (parses back to the same
+        set)."""
         return "+".join(self._tokens())
 
     @property
@@ -120,7 +123,8 @@ class OptimizationSet:
         return self == OptimizationSet()
 
     def weight_part(self) -> OptimizationSet:
-        """Only the weight-mutating options (applied once when the pipeline is loaded and cached under ``weight_key``)."""
+        """Only the weight-mutating options (applied once when the pipeline is loaded and cached under
+        ``weight_key``)."""
         return OptimizationSet(**{f: getattr(self, f) for f in WEIGHT_MUTATING})
 
     def reversible_part(self) -> OptimizationSet:

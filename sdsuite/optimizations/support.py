@@ -27,21 +27,33 @@ def supported(opts: OptimizationSet, device: torch.device | str, dtype: torch.dt
     gpu = torch.cuda.get_device_name(device) if cuda else device.type
     if opts.attention == "xformers":
         if not _has("xformers"):
-            return "attention xformers: xformers is not installed (pip install 'sdsuite[xformers]', matching your torch build)"
+            return (
+                "attention xformers: xformers is not installed "
+                "(pip install 'sdsuite[xformers]', matching your torch build)"
+            )
         if not cuda:
             return f"attention xformers: xformers memory-efficient attention needs a CUDA GPU (running on {gpu})"
     if opts.offload is not None:
         if not _has("accelerate"):
             return f"{opts.offload} CPU offload needs accelerate (pip install accelerate)"
         if not cuda:
-            return f"{opts.offload} CPU offload moves weights between a GPU and the CPU: it needs a CUDA device (running on {gpu})"
+            return (
+                f"{opts.offload} CPU offload moves weights between a GPU and the CPU: "
+                f"it needs a CUDA device (running on {gpu})"
+            )
     if opts.compile_mode is not None:
         if opts.kv_cache:
-            return "torch.compile with kv-cache: the K/V cache keys on tensor identity between steps, which dynamo guards would recompile on every generation"
+            return (
+                "torch.compile with kv-cache: the K/V cache keys on tensor identity between steps, "
+                "which dynamo guards would recompile on every generation"
+            )
         if opts.offload == "sequential":
             return "torch.compile with sequential CPU offload: accelerate's per-module hooks break the compiled graph"
         if not cuda and opts.compile_mode in _CUDAGRAPH_MODES:
-            return f"torch.compile mode {opts.compile_mode!r} captures CUDA graphs: it needs a CUDA GPU (running on {gpu}); use compile=default on the CPU"
+            return (
+                f"torch.compile mode {opts.compile_mode!r} captures CUDA graphs: "
+                f"it needs a CUDA GPU (running on {gpu}); use compile=default on the CPU"
+            )
         if cuda and not _has("triton"):
             return "torch.compile on a GPU needs triton (it ships with the CUDA build of torch)"
         if not cuda and _cxx_compiler() is None:
@@ -50,18 +62,33 @@ def supported(opts: OptimizationSet, device: torch.device | str, dtype: torch.dt
         if not _has("torchao"):
             return f"quantization {opts.quantization}: torchao is not installed (pip install 'sdsuite[quant]')"
         if opts.offload == "sequential":
-            return "quantization with sequential CPU offload: torchao tensors cannot be moved per module by accelerate's hooks"
+            return (
+                "quantization with sequential CPU offload: "
+                "torchao tensors cannot be moved per module by accelerate's hooks"
+            )
         if opts.quantization == "int4wo":
             if not cuda:
-                return f"quantization int4wo: torchao's int4 weight-only kernels (tinygemm) need a CUDA GPU (running on {gpu}); on the CPU torchao leaves the layers unquantized"
+                return (
+                    f"quantization int4wo: torchao's int4 weight-only kernels (tinygemm) need a CUDA GPU "
+                    f"(running on {gpu}); on the CPU torchao leaves the layers unquantized"
+                )
             if dtype is not None and dtype != torch.bfloat16:
-                return f"quantization int4wo: torchao's int4 weight-only kernels need bf16 weights (precision is {str(dtype).removeprefix('torch.')}); use --precision bf16"
+                return (
+                    f"quantization int4wo: torchao's int4 weight-only kernels need bf16 weights "
+                    f"(precision is {str(dtype).removeprefix('torch.')}); use --precision bf16"
+                )
         if opts.quantization.startswith("fp8"):
             if not cuda:
-                return f"quantization {opts.quantization}: fp8 needs a GPU with compute capability >= 8.9 (Ada/Hopper) (running on {gpu})"
+                return (
+                    f"quantization {opts.quantization}: fp8 needs a GPU with compute capability >= 8.9 (Ada/Hopper) "
+                    f"(running on {gpu})"
+                )
             cap = torch.cuda.get_device_capability(device)
             if cap < FP8_MIN_CAPABILITY:
-                return f"quantization {opts.quantization}: {gpu} has compute capability {cap[0]}.{cap[1]}; fp8 needs >= 8.9 (Ada/Hopper)"
+                return (
+                    f"quantization {opts.quantization}: {gpu} has compute capability {cap[0]}.{cap[1]}; "
+                    f"fp8 needs >= 8.9 (Ada/Hopper)"
+                )
     return None
 
 

@@ -31,7 +31,8 @@ def validate_weights(weights: str) -> None:
     """Reject a --weights PATH that does not exist (one clear error)."""
     if weights_kind(weights) == "path" and not Path(weights).is_dir():
         raise UsageError(
-            f"--weights {weights!r} is neither 'auto', 'random' nor an existing directory holding a diffusers pipeline (model_index.json)."
+            f"--weights {weights!r} is neither 'auto', 'random' nor an existing directory holding a diffusers pipeline "
+            f"(model_index.json)."
         )
 
 

@@ -95,7 +95,9 @@ VARIANTS: dict[str, VariantSpec] = {
             text_encoders=(arch.TINY_CLIP,),
             scheduler=arch.SCHEDULER_SD1,
             embedded=True,
-            description="embedded SD1-style model built in code (random deterministic weights), runs on any CPU in seconds",
+            description=(
+                "embedded SD1-style model built in code (random deterministic weights), runs on any CPU in seconds"
+            ),
         ),
         VariantSpec(
             name="tiny-sdxl",

@@ -88,7 +88,8 @@ class Case:
                 raise UsageError(f"strength must be in (0, 1], got {case.strength:g}.")
             if int(case.steps * case.strength) < 1:
                 raise UsageError(
-                    f"{case.task} runs int(steps x strength) denoising steps: {case.steps} x {case.strength:g} leaves none; raise --steps or --strength."
+                    f"{case.task} runs int(steps x strength) denoising steps: {case.steps} x {case.strength:g} "
+                    f"leaves none; raise --steps or --strength."
                 )
         return case
 
@@ -175,13 +176,14 @@ class GridSpec:
         seen = set()
         prompts = list(self.prompts) or [(None, self.prompt)]
         for v, s, p, st, res, b, seed, f, (pid, text), task, strength, ipp, opts in itertools.product(
-            self.variants, self.schedulers, self.precisions, self.steps, self.resolutions, self.batch_sizes, self.seeds, self.freqs_mhz,
-            prompts, self.tasks, self.strengths, self.images_per_prompt, self.options,
+            self.variants, self.schedulers, self.precisions, self.steps, self.resolutions, self.batch_sizes, self.seeds,
+            self.freqs_mhz, prompts, self.tasks, self.strengths, self.images_per_prompt, self.options,
         ):  # fmt: skip
             h, w = res if res is not None else (None, None)
             c = Case(
                 v, s, p, st, h, w, b, seed, f, self.guidance_scale, text, self.negative_prompt,
-                options=opts, task=task, strength=None if task == TEXT_TO_IMAGE else strength, images_per_prompt=ipp, prompt_id=pid,
+                options=opts, task=task, strength=None if task == TEXT_TO_IMAGE else strength, images_per_prompt=ipp,
+                prompt_id=pid,
             ).resolved()  # fmt: skip
             if c not in seen:
                 seen.add(c)

@@ -127,12 +127,17 @@ def table() -> tuple[Flag, ...]:
     return (
         # case
         Flag(
-            "--variant", "case", "model variant (default: tiny-sd); see `sdsuite list variants`", metavar="NAME", **grid,
+            "--variant", "case", "model variant (default: tiny-sd); see `sdsuite list variants`",
+            metavar="NAME", **grid,
             pytest_overrides={"help": "model variant (default: the embedded tiny models); see `sdsuite list variants`"},
         ),
         Flag(
-            "--scheduler", "case", f"sampler (default: {DEFAULT_SCHEDULER} = the checkpoint's own)", metavar="NAME", **grid,
-            pytest_overrides={"help": f"sampler (default: a quick set on the tiny models, else {DEFAULT_SCHEDULER} = the checkpoint's own)"},
+            "--scheduler", "case", f"sampler (default: {DEFAULT_SCHEDULER} = the checkpoint's own)",
+            metavar="NAME", **grid,
+            pytest_overrides={
+                "help": f"sampler (default: a quick set on the tiny models, else {DEFAULT_SCHEDULER} "
+                "= the checkpoint's own)"
+            },
         ),
         Flag("--precision", "case", "fp32 (default), fp16, bf16", metavar="P", **grid),
         Flag("--steps", "case", "denoising steps (default: the variant's)", metavar="N", **grid),
@@ -144,93 +149,159 @@ def table() -> tuple[Flag, ...]:
         Flag("--guidance-scale", "case", "classifier-free guidance (default: the variant's)", type=float, **cli),
         Flag("--full", "case", "add the full grid to the quick one", **switch, **pytest),
         # measurement
-        Flag("--runs", "measurement", "measured runs per case (default: 5)", type=int, default=5, pytest_name="--sdsuite-runs"),
-        Flag("--warmup", "measurement", "warm-up runs per case, not measured (default: 1)", type=int, default=1, pytest_name="--sdsuite-warmup"),
+        Flag(
+            "--runs", "measurement", "measured runs per case (default: 5)", type=int, default=5,
+            pytest_name="--sdsuite-runs",
+        ),
+        Flag(
+            "--warmup", "measurement", "warm-up runs per case, not measured (default: 1)", type=int, default=1,
+            pytest_name="--sdsuite-warmup",
+        ),
         Flag("--device", "measurement", "auto (default), cpu, cuda, cuda:<i>", default="auto"),
         Flag(
-            "--threads", "measurement", "torch CPU threads (default: torch's, one per core; under pytest-xdist the cores split "
-            "between workers); 1 gives steady CPU timings on a shared machine; recorded and part of a CPU baseline key (-1t)",
+            "--threads", "measurement",
+            "torch CPU threads (default: torch's, one per core; under pytest-xdist the cores split "
+            "between workers); 1 gives steady CPU timings on a shared machine; "
+            "recorded and part of a CPU baseline key (-1t)",
             type=int, metavar="N", pytest_name="--sdsuite-threads",
         ),
-        Flag("--weights", "measurement", "auto (local path / HF cache, offline), random (real architecture), or PATH", default="auto"),
+        Flag(
+            "--weights", "measurement", "auto (local path / HF cache, offline), random (real architecture), or PATH",
+            default="auto",
+        ),
         Flag("--no-flops", "measurement", "skip the extra FLOP-counting generation", **switch, **cli),
         Flag(
-            "--out", "measurement", "results directory (default: sdsuite-results)", default="sdsuite-results", pytest_name="--sdsuite-out",
-            pytest_overrides={"default": "sdsuite-results/pytest", "help": "results directory for benchmark records (default: sdsuite-results/pytest)"},
+            "--out", "measurement", "results directory (default: sdsuite-results)", default="sdsuite-results",
+            pytest_name="--sdsuite-out",
+            pytest_overrides={
+                "default": "sdsuite-results/pytest",
+                "help": "results directory for benchmark records (default: sdsuite-results/pytest)",
+            },
         ),
         Flag("--format", "measurement", "output format (default: table)", choices=FORMATS, default="table", **cli),
         Flag("--no-progress", "measurement", "no progress bar", **switch, **cli),
         Flag(
-            "--allow-large", "measurement", "lift the plan-time limits on steps, resolution, batch size and runs (or SDSUITE_ALLOW_LARGE=1)",
+            "--allow-large", "measurement",
+            "lift the plan-time limits on steps, resolution, batch size and runs (or SDSUITE_ALLOW_LARGE=1)",
             **switch, **cli,
         ),
         # optimizations
-        Flag("--attention", "optimizations", "attention kernel: sdpa (default), eager, sliced, xformers", metavar="K", **grid),
-        Flag("--kv-cache", "optimizations", "cross-attention K/V cache computed once per generation", metavar="on|off", **grid),
+        Flag(
+            "--attention", "optimizations", "attention kernel: sdpa (default), eager, sliced, xformers",
+            metavar="K", **grid,
+        ),
+        Flag(
+            "--kv-cache", "optimizations", "cross-attention K/V cache computed once per generation",
+            metavar="on|off", **grid,
+        ),
         Flag("--vae-slicing", "optimizations", "decode one image at a time", **switch),
         Flag("--vae-tiling", "optimizations", "decode in tiles", **switch),
-        Flag("--offload", "optimizations", "CPU offload (needs a GPU): model, sequential, none", metavar="MODE", **grid),
         Flag(
-            "--compile", "optimizations", "torch.compile the UNet: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs, none",
+            "--offload", "optimizations", "CPU offload (needs a GPU): model, sequential, none", metavar="MODE", **grid,
+        ),
+        Flag(
+            "--compile", "optimizations",
+            "torch.compile the UNet: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs, none",
             nargs="?", const="default", metavar="MODE", **grid,
         ),
         Flag("--channels-last", "optimizations", "UNet and VAE in channels_last memory format", **switch),
         Flag("--fuse-qkv", "optimizations", "fused QKV projections (a separate cached pipeline)", **switch),
-        Flag("--quantize", "optimizations", "torchao: int8wo, int8dq, int4wo, fp8 (= fp8dq), fp8wo, none", metavar="Q", **grid),
-        Flag("--recipe", "optimizations", "baseline, memory-saver, fast, or a set like fast+attn=eager", metavar="SET", aliases=("--opt",), **grid),
-        Flag("--compare-options", "optimizations", "also run the reference set (baseline) and print every set's effect against it", **switch, **cli),
+        Flag(
+            "--quantize", "optimizations", "torchao: int8wo, int8dq, int4wo, fp8 (= fp8dq), fp8wo, none",
+            metavar="Q", **grid,
+        ),
+        Flag(
+            "--recipe", "optimizations", "baseline, memory-saver, fast, or a set like fast+attn=eager",
+            metavar="SET", aliases=("--opt",), **grid,
+        ),
+        Flag(
+            "--compare-options", "optimizations",
+            "also run the reference set (baseline) and print every set's effect against it", **switch, **cli,
+        ),
         Flag("--no-fidelity", "optimizations", "skip the output comparison with the reference set", **switch, **cli),
         Flag(
-            "--sdsuite-fidelity", "optimizations", "compare outputs with the reference set (baseline): auto (default), all, off",
+            "--sdsuite-fidelity", "optimizations",
+            "compare outputs with the reference set (baseline): auto (default), all, off",
             choices=FIDELITY_MODES, default="auto", **pytest,
         ),
         # task and prompts
         Flag("--task", "task", "text-to-image (default), image-to-image, inpainting", metavar="T", **grid),
-        Flag("--strength", "task", "image-to-image / inpainting strength in (0, 1] (default 0.75)", metavar="S", **grid),
+        Flag(
+            "--strength", "task", "image-to-image / inpainting strength in (0, 1] (default 0.75)", metavar="S", **grid,
+        ),
         Flag("--images-per-prompt", "task", "images per prompt (default 1)", metavar="N", **grid),
         Flag(
-            "--prompts", "task", "prompt set, one case per prompt: builtin, a COCO captions .json or a text file", metavar="builtin|PATH", **cli,
+            "--prompts", "task", "prompt set, one case per prompt: builtin, a COCO captions .json or a text file",
+            metavar="builtin|PATH", **cli,
         ),
-        Flag("--num-prompts", "task", "prompts taken from --prompts (COCO: a seed-42 subset)", type=int, metavar="N", **cli),
+        Flag(
+            "--num-prompts", "task", "prompts taken from --prompts (COCO: a seed-42 subset)",
+            type=int, metavar="N", **cli,
+        ),
         # profiling
         Flag(
-            "--trace", "profiling", "torch.profiler trace per case into DIR (default: <out>/traces)", nargs="?", const="", metavar="DIR",
-            pytest_name="--sdsuite-trace", pytest_overrides={"nargs": None, "const": None, "help": "torch.profiler trace per case into DIR"},
+            "--trace", "profiling", "torch.profiler trace per case into DIR (default: <out>/traces)",
+            nargs="?", const="", metavar="DIR", pytest_name="--sdsuite-trace",
+            pytest_overrides={"nargs": None, "const": None, "help": "torch.profiler trace per case into DIR"},
         ),
-        Flag("--no-spans", "profiling", "skip the profiled generation (load/encode/denoise/decode spans)", **switch, **cli),
+        Flag(
+            "--no-spans", "profiling", "skip the profiled generation (load/encode/denoise/decode spans)",
+            **switch, **cli,
+        ),
         # GPU telemetry and clocks
         Flag(
             "--telemetry", "telemetry", "auto (NVML when a GPU and driver are present, else none), nvml, sim, none",
             choices=BACKENDS, default="auto",
         ),
         Flag("--gpu-model", "telemetry", "simulated GPU for --telemetry sim (default: a100)", choices=SIM_MODELS),
-        Flag("--sim-fault", "telemetry", "inject into the simulated GPU: permission-denied, gpu-lost[:N], no-counter", metavar="FAULT", **grid),
-        Flag("--freq", "telemetry", f"SM clock axis: {SPEC_HELP} (default: default, no lock)", default="default", metavar="SPEC"),
+        Flag(
+            "--sim-fault", "telemetry", "inject into the simulated GPU: permission-denied, gpu-lost[:N], no-counter",
+            metavar="FAULT", **grid,
+        ),
+        Flag(
+            "--freq", "telemetry", f"SM clock axis: {SPEC_HELP} (default: default, no lock)",
+            default="default", metavar="SPEC",
+        ),
         Flag(
             "--freq-floor", "telemetry", f"lowest clock for all/step/sample (default: {DEFAULT_FLOOR_MHZ})",
             type=int, default=DEFAULT_FLOOR_MHZ, metavar="MHZ",
         ),
         Flag("--mem-freq", "telemetry", "also lock the memory clock (default: leave it)", type=int, metavar="MHZ"),
-        Flag("--allow-clock-control", "telemetry", "allow changing GPU clocks (or SDSUITE_ALLOW_CLOCK_CONTROL=1); always restored", **switch),
-        Flag("--clock-settle", "telemetry", "wait after a clock change (default: 2 s real GPU, 0 simulated)", type=float, metavar="S"),
+        Flag(
+            "--allow-clock-control", "telemetry",
+            "allow changing GPU clocks (or SDSUITE_ALLOW_CLOCK_CONTROL=1); always restored", **switch,
+        ),
+        Flag(
+            "--clock-settle", "telemetry", "wait after a clock change (default: 2 s real GPU, 0 simulated)",
+            type=float, metavar="S",
+        ),
         Flag(
             "--energy-source", "telemetry", "auto (counter where supported, else polled power), counter, poll",
             choices=ENERGY_SOURCES, default="auto", **cli,
         ),
         Flag(
-            "--poll-interval-ms", "telemetry", "power polling interval (default: 20)", type=float, default=20.0, metavar="MS",
+            "--poll-interval-ms", "telemetry", "power polling interval (default: 20)",
+            type=float, default=20.0, metavar="MS",
             pytest_name="--sdsuite-poll-interval-ms",
         ),
         Flag(
-            "--min-energy-window", "telemetry", "repeat generations inside an energy window until it lasts S seconds (default: 1; 0: never)",
+            "--min-energy-window", "telemetry",
+            "repeat generations inside an energy window until it lasts S seconds (default: 1; 0: never)",
             type=float, default=1.0, metavar="S", pytest_name="--sdsuite-min-energy-window",
         ),
-        Flag("--power-trace", "telemetry", "save the polled power trace with each record", **switch, pytest_name="--sdsuite-power-trace"),
         Flag(
-            "--idle-baseline", "telemetry", "measure idle power for S seconds at each frequency point (default: 0, off)",
+            "--power-trace", "telemetry", "save the polled power trace with each record", **switch,
+            pytest_name="--sdsuite-power-trace",
+        ),
+        Flag(
+            "--idle-baseline", "telemetry",
+            "measure idle power for S seconds at each frequency point (default: 0, off)",
             type=float, default=0.0, metavar="S", **cli,
         ),
-        Flag("--cooldown", "telemetry", "between frequency points: SECONDS, or temp:CELSIUS (until cooler)", metavar="SPEC", **cli),
+        Flag(
+            "--cooldown", "telemetry", "between frequency points: SECONDS, or temp:CELSIUS (until cooler)",
+            metavar="SPEC", **cli,
+        ),
     )  # fmt: skip
 
 

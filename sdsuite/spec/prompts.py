@@ -54,7 +54,8 @@ class PromptSet:
         return len(self.prompts)
 
     def items(self) -> list[tuple[str, str]]:
-        """(prompt id, text) pairs; ids are short and stable (``builtin3``, ``coco391895`` = annotation id, ``file2``)."""
+        """(prompt id, text) pairs; ids are short and stable (``builtin3``, ``coco391895`` = annotation id,
+        ``file2``)."""
         if self.ids:
             return [(f"coco{i}", p) for i, p in zip(self.ids, self.prompts, strict=True)]
         prefix = "builtin" if self.source == BUILTIN else "file"
@@ -103,7 +104,8 @@ def load_coco_captions(path: str | os.PathLike, n: int | None = None, seed: int 
     anns = data.get("annotations") if isinstance(data, dict) else None
     if not isinstance(anns, list):
         raise InputFileError(
-            f"{p} has no 'annotations' list: it is not a COCO captions file (captions_val2017.json / captions_val2014.json)."
+            f"{p} has no 'annotations' list: it is not a COCO captions file "
+            f"(captions_val2017.json / captions_val2014.json)."
         )
     best: dict[int, tuple[int, str]] = {}
     for i, ann in enumerate(anns):

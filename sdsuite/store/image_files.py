@@ -335,11 +335,13 @@ def plan_clean(
 
 
 def check_archive_dir(root: Path) -> Path:
-    """``<root>/_archive``, refused when it is a symlink or not a directory (archives are written inside the root only)."""
+    """``<root>/_archive``, refused when it is a symlink or not a directory (archives are written inside the root
+    only)."""
     adir = root / ARCHIVE_DIR
     if adir.is_symlink():
         raise UsageError(
-            f"{adir} is a symlink; archives are only written inside the images root. Remove the link, or clean without --archive."
+            f"{adir} is a symlink; archives are only written inside the images root. "
+            f"Remove the link, or clean without --archive."
         )
     if adir.exists() and not adir.is_dir():
         raise UsageError(f"{adir} is not a directory; move it away, or clean without --archive.")

@@ -114,7 +114,8 @@ def validate_record(rec: Any, where: str) -> dict:
         raise InputFileError(f"{where}: schema_version must be an integer, got {version!r}.")
     if version > SCHEMA_VERSION:
         raise InputFileError(
-            f"{where}: schema_version {version} is not supported: a newer sdsuite wrote it (this one reads {SCHEMA_VERSION}); upgrade sdsuite to read it."
+            f"{where}: schema_version {version} is not supported: a newer sdsuite wrote it "
+            f"(this one reads {SCHEMA_VERSION}); upgrade sdsuite to read it."
         )
     if version != SCHEMA_VERSION:
         raise InputFileError(
@@ -140,7 +141,8 @@ def _json_type(value: Any) -> str:
 
 
 def read_text_file(path: Path, what: str = "file") -> str:
-    """A UTF-8 text file sdsuite wrote: InputFileError naming the path for a directory, unreadable bytes, a BOM or a NUL."""
+    """A UTF-8 text file sdsuite wrote: InputFileError naming the path for a directory, unreadable bytes, a BOM or
+    a NUL."""
     return decode_text(read_bytes_file(path, what), Path(path), what)
 
 
@@ -169,7 +171,8 @@ def decode_text(data: bytes, path: Path, what: str = "file") -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise InputFileError(
-            f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); the {what} is corrupt and was left untouched."
+            f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); "
+            f"the {what} is corrupt and was left untouched."
         ) from None
 
 
@@ -186,7 +189,8 @@ def parse_records(text: str, path: Path, complete: bool = False) -> list[dict]:
         except json.JSONDecodeError as exc:
             if i == len(lines) and not complete:  # no newline after it: an interrupted write
                 raise InputFileError(
-                    f"{where}: last line is incomplete (an interrupted write); the next `sdsuite run` or `sdsuite sweep` "
+                    f"{where}: last line is incomplete (an interrupted write); "
+                    "the next `sdsuite run` or `sdsuite sweep` "
                     "on this --out repairs it. Left untouched."
                 ) from None
             raise InputFileError(
@@ -217,7 +221,8 @@ class ResultsDir:
     def prepare(self) -> None:
         """Before a command writes here: remove temp files older sdsuite versions left (a kill between fsync and
         rename), validate every complete record (InputFileError, file untouched, before anything is measured), then
-        repair a torn last line (an interrupted append: truncated back to the last complete line, with a one-line notice)."""
+        repair a torn last line (an interrupted append: truncated back to the last complete line, with a one-line
+        notice)."""
         if not self.path.is_dir():
             return
         with self._locked():
@@ -231,7 +236,8 @@ class ResultsDir:
                 return
             if p.is_symlink():
                 raise InputFileError(
-                    f"{p}: is a symlink; sdsuite appends only to a regular file it owns. Replace the link with the file."
+                    f"{p}: is a symlink; sdsuite appends only to a regular file it owns. "
+                    f"Replace the link with the file."
                 )
             data = read_bytes_file(p, "results file")
             cut = data.rfind(b"\n") + 1
@@ -246,7 +252,8 @@ class ResultsDir:
                     f.truncate(cut)
                     os.fsync(f.fileno())
                 print(
-                    f"sdsuite: notice: {p}: removed a torn last line ({len(tail)} bytes, an interrupted write); every complete record is kept.",
+                    f"sdsuite: notice: {p}: removed a torn last line ({len(tail)} bytes, an interrupted write); "
+                    f"every complete record is kept.",
                     file=sys.stderr,
                 )
                 return
@@ -272,7 +279,8 @@ class ResultsDir:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 raise InputFileError(
-                    f"{self.results_path}: last line is incomplete; the next `sdsuite run` or `sdsuite sweep` on this --out repairs it. Left untouched."
+                    f"{self.results_path}: last line is incomplete; "
+                    f"the next `sdsuite run` or `sdsuite sweep` on this --out repairs it. Left untouched."
                 )
             try:
                 written = _write(fd, data)

@@ -36,7 +36,8 @@ from pathlib import Path
 from .build import PROFILES, SONAME, VARIANTS, build_fake_nvml, clock_tables, model_power_mw, profile_data  # noqa: F401
 
 __all__ = [
-    "FakeNvml", "SetterCall", "GpuState", "build_fake_nvml", "clock_tables", "model_power_mw", "profile_data", "PROFILES",
+    "FakeNvml", "SetterCall", "GpuState", "build_fake_nvml", "clock_tables", "model_power_mw", "profile_data",
+    "PROFILES",
 ]  # fmt: skip
 
 _LOG_LINE = re.compile(r"^(\d+) pid=(\d+) (\S+) gpu=(-?\d+) args=(\S*) rc=(\d+)$")

@@ -354,7 +354,8 @@ static const char *ERROR_NAMES[][2] = {
     {"IN_USE", "In use by another client"},
     {"MEMORY", "Insufficient Memory"},
     {"NO_DATA", "No data"},
-    {"VGPU_ECC_NOT_SUPPORTED", "The requested vgpu operation is not available on target device, because ECC is enabled"},
+    {"VGPU_ECC_NOT_SUPPORTED",
+     "The requested vgpu operation is not available on target device, because ECC is enabled"},
     {"INSUFFICIENT_RESOURCES", "Ran out of critical resources, other than memory"},
     {"FREQ_NOT_SUPPORTED", "The requested frequency is not supported"},
     {"ARGUMENT_VERSION_MISMATCH", "The provided version is invalid/unsupported"},
@@ -441,7 +442,8 @@ static int parse_fail(const char *spec, struct config *c) {
         r->func[colon - tok] = 0;
         char *p = colon + 1, code[64];
         size_t n = 0;
-        while (*p && *p != '@' && !((*p == 'x' || *p == 'X') && isdigit((unsigned char)p[1])) && n + 1 < sizeof code) code[n++] = *p++;
+        while (*p && *p != '@' && !((*p == 'x' || *p == 'X') && isdigit((unsigned char)p[1])) && n + 1 < sizeof code)
+            code[n++] = *p++;
         code[n] = 0;
         if (parse_code(trim(code), &r->code) != 0) return -1;
         while (*p) {
@@ -579,7 +581,8 @@ static int load_config(struct config *c) {
         g->mig = (mig[i] != INT_MIN ? mig[i] : gl_mig) && FK_PROFILES[g->profile].mig_capable;
         g->persistence = pers[i] != INT_MIN ? pers[i] : gl_pers;
     }
-    if (!n.driver[0]) snprintf(n.driver, sizeof n.driver, "%s", n.ngpus ? FK_PROFILES[n.gpu[0].profile].driver : "535.154.05");
+    if (!n.driver[0])
+        snprintf(n.driver, sizeof n.driver, "%s", n.ngpus ? FK_PROFILES[n.gpu[0].profile].driver : "535.154.05");
     const char *tmp = getenv("TMPDIR");
     char base[PATH_MAX];
     if (path && *path) snprintf(base, sizeof base, "%s", path);
@@ -841,10 +844,11 @@ static int state_write(const struct state *st) {
         const struct gpu_state *g = &st->gpu[i];
         if (!g->valid) continue;
         fprintf(f,
-                "gpu %d profile=%s t0_ns=%lld offset_mj=%.17g locked_sm=%u,%u locked_mem=%u,%u app=%u,%u power_limit_mw=%u "
-                "api_restricted=%d persistence=%d load=%.17g\n",
-                i, FK_PROFILES[g->profile].key, g->t0_ns, g->offset_mj, g->locked_sm_min, g->locked_sm_max, g->locked_mem_min,
-                g->locked_mem_max, g->app_mem, g->app_gfx, g->power_limit_mw, g->api_restricted, g->persistence, g->load);
+                "gpu %d profile=%s t0_ns=%lld offset_mj=%.17g locked_sm=%u,%u locked_mem=%u,%u app=%u,%u "
+                "power_limit_mw=%u api_restricted=%d persistence=%d load=%.17g\n",
+                i, FK_PROFILES[g->profile].key, g->t0_ns, g->offset_mj, g->locked_sm_min, g->locked_sm_max,
+                g->locked_mem_min, g->locked_mem_max, g->app_mem, g->app_gfx, g->power_limit_mw, g->api_restricted,
+                g->persistence, g->load);
         for (int k = 0; k < g->nhist; k++)
             fprintf(f, "hist %d %lld %.17g %.17g\n", i, g->hist[k].t_ns, g->hist[k].p_mw, g->hist[k].e_mj);
     }
@@ -946,8 +950,8 @@ static void make_uuid(char *out, size_t n, const char *prefix, int index, int mi
     char seed[96];
     snprintf(seed, sizeof seed, "fakenvml/%s/%d/%d", profile, index, mig);
     unsigned long long a = fnv1a(seed, 14695981039346656037ULL), b = fnv1a(seed, a ^ 0x9e3779b97f4a7c15ULL);
-    snprintf(out, n, "%s-%08llx-%04llx-%04llx-%04llx-%012llx", prefix, a >> 32, (a >> 16) & 0xffff, 0x4000 | (a & 0x0fff),
-             0x8000 | ((b >> 48) & 0x3fff), b & 0xffffffffffffULL);
+    snprintf(out, n, "%s-%08llx-%04llx-%04llx-%04llx-%012llx", prefix, a >> 32, (a >> 16) & 0xffff,
+             0x4000 | (a & 0x0fff), 0x8000 | ((b >> 48) & 0x3fff), b & 0xffffffffffffULL);
 }
 
 static void device_uuid(char *out, size_t n, int idx, int mig) {
@@ -997,7 +1001,8 @@ static void device_uuid(char *out, size_t n, int idx, int mig) {
 static void log_setter(const char *func, int gpu, const char *args, nvmlReturn_t rc) {
     if (!g_cfg.loaded || !g_cfg.log_path[0]) return;
     char line[512];
-    int n = snprintf(line, sizeof line, "%lld pid=%d %s gpu=%d args=%s rc=%d\n", now_ns(), (int)getpid(), func, gpu, args, (int)rc);
+    int n = snprintf(line, sizeof line, "%lld pid=%d %s gpu=%d args=%s rc=%d\n", now_ns(), (int)getpid(), func, gpu,
+                     args, (int)rc);
     int fd = open(g_cfg.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
     if (fd < 0) return;
     ssize_t w = write(fd, line, (size_t)n); /* one O_APPEND write: lines from several processes never interleave */
@@ -1029,7 +1034,8 @@ static int app_clocks_restricted(const struct gpu_state *g) {
    persisted and logged. */
 typedef nvmlReturn_t (*change_fn)(struct gpu_state *g, const struct fk_profile *p, const unsigned *a, int root);
 
-static nvmlReturn_t run_setter(const char *name, nvmlDevice_t h, change_fn change, const unsigned *a, int nargs, const char *argfmt) {
+static nvmlReturn_t run_setter(const char *name, nvmlDevice_t h, change_fn change, const unsigned *a, int nargs,
+                               const char *argfmt) {
     char args[128] = "";
     if (nargs == 1) snprintf(args, sizeof args, argfmt, a[0]);
     else if (nargs == 2) snprintf(args, sizeof args, argfmt, a[0], a[1]);
@@ -1121,9 +1127,10 @@ static int driver_major(void) { return atoi(g_cfg.driver); }
 
 static int cuda_version(void) {
     int m = driver_major();
-    return m >= 580 ? 13000 : m >= 570 ? 12080 : m >= 560 ? 12060 : m >= 550 ? 12040 : m >= 545 ? 12030 : m >= 535 ? 12020
-         : m >= 530 ? 12010 : m >= 525 ? 12000 : m >= 520 ? 11080 : m >= 515 ? 11070 : m >= 510 ? 11060 : m >= 495 ? 11050
-         : m >= 470 ? 11040 : m >= 465 ? 11030 : m >= 460 ? 11020 : m >= 455 ? 11010 : m >= 450 ? 11000 : 10020;
+    return m >= 580 ? 13000 : m >= 570 ? 12080 : m >= 560 ? 12060 : m >= 550 ? 12040 : m >= 545 ? 12030
+         : m >= 535 ? 12020 : m >= 530 ? 12010 : m >= 525 ? 12000 : m >= 520 ? 11080 : m >= 515 ? 11070
+         : m >= 510 ? 11060 : m >= 495 ? 11050 : m >= 470 ? 11040 : m >= 465 ? 11030 : m >= 460 ? 11020
+         : m >= 455 ? 11010 : m >= 450 ? 11000 : 10020;
 }
 
 static nvmlReturn_t copy_string(char *dst, unsigned int length, const char *src) {
@@ -1171,8 +1178,12 @@ static nvmlReturn_t get_count(const char *name, unsigned int *deviceCount) {
     *deviceCount = (unsigned)g_cfg.ngpus;
     LEAVE
 }
-EXPORT nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *deviceCount) { return get_count("nvmlDeviceGetCount_v2", deviceCount); }
-EXPORT nvmlReturn_t nvmlDeviceGetCount(unsigned int *deviceCount) { return get_count("nvmlDeviceGetCount", deviceCount); }
+EXPORT nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *deviceCount) {
+    return get_count("nvmlDeviceGetCount_v2", deviceCount);
+}
+EXPORT nvmlReturn_t nvmlDeviceGetCount(unsigned int *deviceCount) {
+    return get_count("nvmlDeviceGetCount", deviceCount);
+}
 
 static nvmlReturn_t get_handle(const char *name, unsigned int index, nvmlDevice_t *device) {
     ENTER(name);
@@ -1258,7 +1269,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t device, nvmlDeviceArc
     LEAVE
 }
 
-static void memory_of(int idx, int mig, unsigned long long *total, unsigned long long *reserved, unsigned long long *used) {
+static void memory_of(int idx, int mig, unsigned long long *total, unsigned long long *reserved,
+                      unsigned long long *used) {
     const struct fk_profile *p = &FK_PROFILES[g_cfg.gpu[idx].profile];
     unsigned long long t = mig < 0 ? p->mem_bytes : p->mem_bytes / 2;
     *total = t;
@@ -1324,7 +1336,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetPersistenceMode(nvmlDevice_t device, nvmlEnable
     PHYS(device);
     if (!mode) CHECK(NVML_ERROR_INVALID_ARGUMENT);
     READ_STATE(g);
-    *mode = (g->persistence >= 0 ? g->persistence : g_cfg.gpu[idx].persistence) ? NVML_FEATURE_ENABLED : NVML_FEATURE_DISABLED;
+    *mode = (g->persistence >= 0 ? g->persistence : g_cfg.gpu[idx].persistence) ? NVML_FEATURE_ENABLED
+                                                                                  : NVML_FEATURE_DISABLED;
     END_READ();
     LEAVE
 }
@@ -1360,7 +1373,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigned
     LEAVE
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, unsigned int index, nvmlDevice_t *migDevice) {
+EXPORT nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, unsigned int index,
+                                                        nvmlDevice_t *migDevice) {
     ENTER("nvmlDeviceGetMigDeviceHandleByIndex");
     int idx = -1, mig = -1;
     CHECK(resolve(device, &idx, &mig));
@@ -1423,7 +1437,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetPowerManagementDefaultLimit(nvmlDevice_t device
     LEAVE
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t device, unsigned int *minLimit, unsigned int *maxLimit) {
+EXPORT nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t device, unsigned int *minLimit,
+                                                                 unsigned int *maxLimit) {
     ENTER("nvmlDeviceGetPowerManagementLimitConstraints");
     PHYS(device);
     if (!minLimit || !maxLimit) CHECK(NVML_ERROR_INVALID_ARGUMENT);
@@ -1459,7 +1474,8 @@ static nvmlReturn_t fill_clocks(unsigned int *count, unsigned int *clocksMHz, co
     return NVML_SUCCESS;
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetSupportedMemoryClocks(nvmlDevice_t device, unsigned int *count, unsigned int *clocksMHz) {
+EXPORT nvmlReturn_t nvmlDeviceGetSupportedMemoryClocks(nvmlDevice_t device, unsigned int *count,
+                                                       unsigned int *clocksMHz) {
     ENTER("nvmlDeviceGetSupportedMemoryClocks");
     PHYS(device);
     unsigned mems[16];
@@ -1468,8 +1484,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetSupportedMemoryClocks(nvmlDevice_t device, unsi
     LEAVE
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetSupportedGraphicsClocks(nvmlDevice_t device, unsigned int memoryClockMHz, unsigned int *count,
-                                                         unsigned int *clocksMHz) {
+EXPORT nvmlReturn_t nvmlDeviceGetSupportedGraphicsClocks(nvmlDevice_t device, unsigned int memoryClockMHz,
+                                                         unsigned int *count, unsigned int *clocksMHz) {
     ENTER("nvmlDeviceGetSupportedGraphicsClocks");
     PHYS(device);
     if (!count) CHECK(NVML_ERROR_INVALID_ARGUMENT);
@@ -1499,7 +1515,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetMaxClockInfo(nvmlDevice_t device, nvmlClockType
     LEAVE
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetApplicationsClock(nvmlDevice_t device, nvmlClockType_t clockType, unsigned int *clockMHz) {
+EXPORT nvmlReturn_t nvmlDeviceGetApplicationsClock(nvmlDevice_t device, nvmlClockType_t clockType,
+                                                   unsigned int *clockMHz) {
     ENTER("nvmlDeviceGetApplicationsClock");
     PHYS(device);
     if (!clockMHz || (unsigned)clockType >= NVML_CLOCK_COUNT) CHECK(NVML_ERROR_INVALID_ARGUMENT);
@@ -1511,7 +1528,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetApplicationsClock(nvmlDevice_t device, nvmlCloc
     LEAVE
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetDefaultApplicationsClock(nvmlDevice_t device, nvmlClockType_t clockType, unsigned int *clockMHz) {
+EXPORT nvmlReturn_t nvmlDeviceGetDefaultApplicationsClock(nvmlDevice_t device, nvmlClockType_t clockType,
+                                                          unsigned int *clockMHz) {
     ENTER("nvmlDeviceGetDefaultApplicationsClock");
     PHYS(device);
     if (!clockMHz || (unsigned)clockType >= NVML_CLOCK_COUNT) CHECK(NVML_ERROR_INVALID_ARGUMENT);
@@ -1530,7 +1548,8 @@ static nvmlReturn_t ch_app_clocks(struct gpu_state *g, const struct fk_profile *
     g->app_gfx = a[1];
     return NVML_SUCCESS;
 }
-EXPORT nvmlReturn_t nvmlDeviceSetApplicationsClocks(nvmlDevice_t device, unsigned int memClockMHz, unsigned int graphicsClockMHz) {
+EXPORT nvmlReturn_t nvmlDeviceSetApplicationsClocks(nvmlDevice_t device, unsigned int memClockMHz,
+                                                    unsigned int graphicsClockMHz) {
     unsigned a[2] = {memClockMHz, graphicsClockMHz};
     return run_setter("nvmlDeviceSetApplicationsClocks", device, ch_app_clocks, a, 2, "%u,%u");
 }
@@ -1546,11 +1565,13 @@ EXPORT nvmlReturn_t nvmlDeviceResetApplicationsClocks(nvmlDevice_t device) {
     return run_setter("nvmlDeviceResetApplicationsClocks", device, ch_reset_app, NULL, 0, "");
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetAPIRestriction(nvmlDevice_t device, nvmlRestrictedAPI_t apiType, nvmlEnableState_t *isRestricted) {
+EXPORT nvmlReturn_t nvmlDeviceGetAPIRestriction(nvmlDevice_t device, nvmlRestrictedAPI_t apiType,
+                                                nvmlEnableState_t *isRestricted) {
     ENTER("nvmlDeviceGetAPIRestriction");
     PHYS(device);
     if (!isRestricted || (unsigned)apiType >= NVML_RESTRICTED_API_COUNT) CHECK(NVML_ERROR_INVALID_ARGUMENT);
-    if (apiType == NVML_RESTRICTED_API_SET_AUTO_BOOSTED_CLOCKS) CHECK(NVML_ERROR_NOT_SUPPORTED); /* no auto boost on Volta+ */
+    /* no auto boost on Volta+ */
+    if (apiType == NVML_RESTRICTED_API_SET_AUTO_BOOSTED_CLOCKS) CHECK(NVML_ERROR_NOT_SUPPORTED);
     READ_STATE(g);
     *isRestricted = app_clocks_restricted(g) ? NVML_FEATURE_ENABLED : NVML_FEATURE_DISABLED;
     END_READ();
@@ -1565,7 +1586,8 @@ static nvmlReturn_t ch_api_restriction(struct gpu_state *g, const struct fk_prof
     g->api_restricted = (int)a[1];
     return NVML_SUCCESS;
 }
-EXPORT nvmlReturn_t nvmlDeviceSetAPIRestriction(nvmlDevice_t device, nvmlRestrictedAPI_t apiType, nvmlEnableState_t isRestricted) {
+EXPORT nvmlReturn_t nvmlDeviceSetAPIRestriction(nvmlDevice_t device, nvmlRestrictedAPI_t apiType,
+                                                nvmlEnableState_t isRestricted) {
     unsigned a[2] = {(unsigned)apiType, (unsigned)isRestricted};
     return run_setter("nvmlDeviceSetAPIRestriction", device, ch_api_restriction, a, 2, "%u,%u");
 }
@@ -1605,7 +1627,8 @@ static nvmlReturn_t ch_gpu_locked(struct gpu_state *g, const struct fk_profile *
     g->locked_sm_max = hi;
     return NVML_SUCCESS;
 }
-EXPORT nvmlReturn_t nvmlDeviceSetGpuLockedClocks(nvmlDevice_t device, unsigned int minGpuClockMHz, unsigned int maxGpuClockMHz) {
+EXPORT nvmlReturn_t nvmlDeviceSetGpuLockedClocks(nvmlDevice_t device, unsigned int minGpuClockMHz,
+                                                 unsigned int maxGpuClockMHz) {
     unsigned a[2] = {minGpuClockMHz, maxGpuClockMHz};
     return run_setter("nvmlDeviceSetGpuLockedClocks", device, ch_gpu_locked, a, 2, "%u,%u");
 }
@@ -1629,7 +1652,8 @@ static nvmlReturn_t ch_mem_locked(struct gpu_state *g, const struct fk_profile *
     g->locked_mem_max = a[1];
     return NVML_SUCCESS;
 }
-EXPORT nvmlReturn_t nvmlDeviceSetMemoryLockedClocks(nvmlDevice_t device, unsigned int minMemClockMHz, unsigned int maxMemClockMHz) {
+EXPORT nvmlReturn_t nvmlDeviceSetMemoryLockedClocks(nvmlDevice_t device, unsigned int minMemClockMHz,
+                                                    unsigned int maxMemClockMHz) {
     unsigned a[2] = {minMemClockMHz, maxMemClockMHz};
     return run_setter("nvmlDeviceSetMemoryLockedClocks", device, ch_mem_locked, a, 2, "%u,%u");
 }
@@ -1662,17 +1686,21 @@ static nvmlReturn_t reasons(nvmlDevice_t device, const char *name, unsigned long
 }
 
 #ifndef FAKENVML_R470
-EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t device, unsigned long long *clocksEventReasons) {
+EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t device,
+                                                           unsigned long long *clocksEventReasons) {
     return reasons(device, "nvmlDeviceGetCurrentClocksEventReasons", clocksEventReasons, 0);
 }
-EXPORT nvmlReturn_t nvmlDeviceGetSupportedClocksEventReasons(nvmlDevice_t device, unsigned long long *supportedClocksEventReasons) {
+EXPORT nvmlReturn_t nvmlDeviceGetSupportedClocksEventReasons(nvmlDevice_t device,
+                                                             unsigned long long *supportedClocksEventReasons) {
     return reasons(device, "nvmlDeviceGetSupportedClocksEventReasons", supportedClocksEventReasons, 1);
 }
 #endif
-EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t device, unsigned long long *clocksThrottleReasons) {
+EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t device,
+                                                              unsigned long long *clocksThrottleReasons) {
     return reasons(device, "nvmlDeviceGetCurrentClocksThrottleReasons", clocksThrottleReasons, 0);
 }
-EXPORT nvmlReturn_t nvmlDeviceGetSupportedClocksThrottleReasons(nvmlDevice_t device, unsigned long long *supportedClocksThrottleReasons) {
+EXPORT nvmlReturn_t nvmlDeviceGetSupportedClocksThrottleReasons(nvmlDevice_t device,
+                                                                unsigned long long *supportedClocksThrottleReasons) {
     return reasons(device, "nvmlDeviceGetSupportedClocksThrottleReasons", supportedClocksThrottleReasons, 1);
 }
 
@@ -1726,7 +1754,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int valuesCoun
             continue;
         }
 #endif
-        int power_field = id >= NVML_FI_DEV_POWER_AVERAGE && id <= NVML_FI_DEV_POWER_REQUESTED_LIMIT && id != NVML_FI_DEV_ENERGY;
+        int power_field =
+            id >= NVML_FI_DEV_POWER_AVERAGE && id <= NVML_FI_DEV_POWER_REQUESTED_LIMIT && id != NVML_FI_DEV_ENERGY;
         if (mig >= 0 || (power_field && v->scopeId != NVML_POWER_SCOPE_GPU)) {
             v->nvmlReturn = NVML_ERROR_NOT_SUPPORTED; /* MIG devices have no power/energy readings */
             continue;
@@ -1761,7 +1790,8 @@ static int temperature_c(const struct gpu_state *g, long long now) {
     return (int)lround(30.0 + 0.1 * power_avg(g, now, 1000) / 1000.0); /* ambient + R * P (1 s lag) */
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t device, nvmlTemperatureSensors_t sensorType, unsigned int *temp) {
+EXPORT nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t device, nvmlTemperatureSensors_t sensorType,
+                                             unsigned int *temp) {
     ENTER("nvmlDeviceGetTemperature");
     PHYS(device);
     if (!temp || sensorType != NVML_TEMPERATURE_GPU) CHECK(NVML_ERROR_INVALID_ARGUMENT);
