@@ -175,16 +175,10 @@ def parse_baseline(doc: object, path: Path, expected_key: str | None = None) -> 
 def load_baseline_file(path: Path, expected_key: str | None = None) -> BaselineFile:
     """Read and validate one baseline file (InputFileError naming it; the file is never modified)."""
     path = Path(path)
-    from sdsuite.store.results import read_text_file
+    from sdsuite.store.results import read_json_file
 
-    text = read_text_file(path, "baseline file")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputFileError(
-            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); "
-            f"fix it or delete it and run with --update-baselines. Left untouched."
-        ) from None
+    remedy = "fix it or delete it and run with --update-baselines. Left untouched."
+    doc = read_json_file(path, "baseline file", remedy)
     return parse_baseline(doc, path, expected_key)
 
 

@@ -56,8 +56,30 @@ def spread(values: Sequence[float]) -> Spread | None:
     return Spread(med, q1, q3, len(xs))
 
 
+def freq_label(freq_mhz: int | None) -> str:
+    """``1410 MHz``, or ``default`` for the driver's own clock management."""
+    return "default" if freq_mhz is None else f"{freq_mhz} MHz"
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersusReference:
+    """What a point or an optimum carries from its comparison with the reference: the combined uncertainty of the
+    saving and the slowdown (percentage points) and whether each exceeds it (None: one run per point, so the
+    run-to-run spread is unknown). Subclasses have ``freq_mhz``."""
+
+    energy_saving_uncertainty_pct: float | None = None
+    slowdown_uncertainty_pct: float | None = None
+    energy_saving_significant: bool | None = None
+    slowdown_significant: bool | None = None
+
+    @property
+    def freq_label(self) -> str:
+        """``1410 MHz`` or ``default``."""
+        return freq_label(self.freq_mhz)
+
+
 @dataclass(frozen=True)
-class PointStats:
+class PointStats(VersusReference):
     """One frequency point of a series, aggregated, and compared with the reference."""
 
     freq_mhz: int | None
@@ -75,17 +97,6 @@ class PointStats:
     faster_than_reference: bool = False
     # Measurement bound of the point's energy windows, relative (largest of its runs; None: not recorded).
     energy_bound_rel: float | None = None
-    # Combined uncertainty of the saving and the slowdown (percentage points) and whether each exceeds it
-    # (None: one run per point, so the run-to-run spread is unknown).
-    energy_saving_uncertainty_pct: float | None = None
-    slowdown_uncertainty_pct: float | None = None
-    energy_saving_significant: bool | None = None
-    slowdown_significant: bool | None = None
-
-    @property
-    def freq_label(self) -> str:
-        """``1410 MHz`` or ``default``."""
-        return "default" if self.freq_mhz is None else f"{self.freq_mhz} MHz"
 
     def value(self, metric: str) -> float | None:
         """Median of a metric (None when not measured)."""
@@ -108,7 +119,7 @@ class PointStats:
 
 
 @dataclass(frozen=True)
-class Optimum:
+class Optimum(VersusReference):
     """The point an objective picks, with its saving and slowdown against the reference."""
 
     objective: str
@@ -120,15 +131,6 @@ class Optimum:
     slowdown_pct: float | None
     within_noise: bool | None
     suspicious: bool
-    energy_saving_uncertainty_pct: float | None = None
-    slowdown_uncertainty_pct: float | None = None
-    energy_saving_significant: bool | None = None
-    slowdown_significant: bool | None = None
-
-    @property
-    def freq_label(self) -> str:
-        """``945 MHz`` or ``default``."""
-        return "default" if self.freq_mhz is None else f"{self.freq_mhz} MHz"
 
 
 @dataclass(frozen=True)

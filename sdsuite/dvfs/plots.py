@@ -170,6 +170,13 @@ def _pct_axis(ax, analysis: DvfsAnalysis, metric: str) -> None:
     ax.secondary_yaxis("right", functions=(fwd, inv)).set_ylabel(label)
 
 
+def _figure(plt, n_series: int, heights: tuple[float, float]):
+    """A new 8-inch-wide figure (the first height for one series, the second for several, which need a legend row)
+    and the colour cycle its series take in turn."""
+    fig, ax = plt.subplots(figsize=(8, heights[0] if n_series == 1 else heights[1]), dpi=120)
+    return fig, ax, plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
 def _metric_plot(
     plt,
     analysis: DvfsAnalysis,
@@ -183,8 +190,7 @@ def _metric_plot(
     pct_axis: bool = False,
 ) -> Path:
     n = len(analysis.series)
-    fig, ax = plt.subplots(figsize=(8, 5.2 if n == 1 else 6.2), dpi=120)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax, colors = _figure(plt, n, heights=(5.2, 6.2))
     labels: list[tuple[str, float, float, int]] = []
     used: list[str] = []
     has_ref = False
@@ -263,8 +269,7 @@ def pareto_front(points: Sequence[PointStats]) -> list[PointStats]:
 
 def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
     n = len(analysis.series)
-    fig, ax = plt.subplots(figsize=(8, 5.6 if n == 1 else 6.4), dpi=120)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax, colors = _figure(plt, n, heights=(5.6, 6.4))
     labels: list[tuple[str, float, float, int]] = []
     used: list[str] = []
     has_ref = False

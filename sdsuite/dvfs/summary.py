@@ -132,6 +132,16 @@ def points_csv(analysis: DvfsAnalysis) -> str:
     return _csv(rows, header)
 
 
+def _significance(x: PointStats | Optimum) -> dict:
+    """The uncertainty of a saving and a slowdown against the reference, and whether each exceeds it."""
+    return {
+        "energy_saving_uncertainty_pct": x.energy_saving_uncertainty_pct,
+        "energy_saving_significant": x.energy_saving_significant,
+        "slowdown_uncertainty_pct": x.slowdown_uncertainty_pct,
+        "slowdown_significant": x.slowdown_significant,
+    }
+
+
 def _optimum_dict(o: Optimum) -> dict:
     return {
         "title": o.title,
@@ -142,10 +152,7 @@ def _optimum_dict(o: Optimum) -> dict:
         "slowdown_pct": o.slowdown_pct,
         "within_noise_of_reference": o.within_noise,
         "suspicious_faster_than_reference": o.suspicious,
-        "energy_saving_uncertainty_pct": o.energy_saving_uncertainty_pct,
-        "energy_saving_significant": o.energy_saving_significant,
-        "slowdown_uncertainty_pct": o.slowdown_uncertainty_pct,
-        "slowdown_significant": o.slowdown_significant,
+        **_significance(o),
     }
 
 
@@ -167,10 +174,7 @@ def _point_dict(p: PointStats) -> dict:
         "time_within_noise": p.time_within_noise,
         "suspicious_faster_than_reference": p.faster_than_reference,
         "energy_bound_rel": p.energy_bound_rel,
-        "energy_saving_uncertainty_pct": p.energy_saving_uncertainty_pct,
-        "energy_saving_significant": p.energy_saving_significant,
-        "slowdown_uncertainty_pct": p.slowdown_uncertainty_pct,
-        "slowdown_significant": p.slowdown_significant,
+        **_significance(p),
         "record_id": p.record_id,
     }
 

@@ -44,14 +44,20 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _mem_total_bytes() -> int | None:
+def proc_status_bytes(path: str, field: str) -> int | None:
+    """A ``kB`` field of a /proc status file (``MemTotal`` of /proc/meminfo, ``VmRSS`` of /proc/self/status) in
+    bytes; None where there is no such file or field (not Linux)."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         return None
     return None
+
+
+def _mem_total_bytes() -> int | None:
+    return proc_status_bytes("/proc/meminfo", "MemTotal")
 
 
 def gpu_info() -> list[dict]:

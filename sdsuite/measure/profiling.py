@@ -57,13 +57,9 @@ class _Open:
 def _current_memory(device: torch.device) -> int | None:
     if device.type == "cuda":
         return int(torch.cuda.memory_allocated(device))
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    from sdsuite.measure.envinfo import proc_status_bytes
+
+    return proc_status_bytes("/proc/self/status", "VmRSS")
 
 
 def _max(a: int | None, b: int | None) -> int | None:

@@ -146,6 +146,17 @@ def read_text_file(path: Path, what: str = "file") -> str:
     return decode_text(read_bytes_file(path, what), Path(path), what)
 
 
+def read_json_file(path: Path, what: str, remedy: str, *, line: bool = True) -> Any:
+    """A JSON file sdsuite wrote, parsed: InputFileError naming the path, the parse error (at which line, unless
+    ``line`` is False) and ``remedy`` when it is not valid JSON. The file is left as it is."""
+    text = read_text_file(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f" at line {exc.lineno}" if line else ""
+        raise InputFileError(f"{path}: not valid JSON ({exc.msg}{where}); {remedy}") from None
+
+
 def read_bytes_file(path: Path, what: str = "file") -> bytes:
     """The bytes of ``path``; InputFileError for a directory or an unreadable file."""
     path = Path(path)
