@@ -7,7 +7,6 @@ import json
 import sys
 
 import pytest
-import torch
 
 from sdsuite.cli.main import main
 from sdsuite.dvfs.plots import PLOT_FILES
@@ -17,31 +16,12 @@ SWEEP += ["--no-flops", "--no-spans", "--no-progress", "--save-images", "none", 
 
 
 @pytest.fixture(scope="module")
-def sweeps(tmp_path_factory):
+def sweeps(tmp_path_factory, one_torch_thread):
     """Two small simulated sweeps: an A100 on the virtual clock, an H100 on the wall clock (noisy times)."""
     root = tmp_path_factory.mktemp("sweeps")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main([*SWEEP, "--gpu-model", "a100", "--out", str(root / "a100")]) == 0
-        assert (
-            main(
-                [
-                    *SWEEP,
-                    "--gpu-model",
-                    "h100",
-                    "--sim-clock",
-                    "real",
-                    "--min-energy-window",
-                    "0",
-                    "--out",
-                    str(root / "h100"),
-                ]
-            )
-            == 0
-        )
-    finally:
-        torch.set_num_threads(before)
+    assert main([*SWEEP, "--gpu-model", "a100", "--out", str(root / "a100")]) == 0
+    h100 = ["--gpu-model", "h100", "--sim-clock", "real", "--min-energy-window", "0", "--out", str(root / "h100")]
+    assert main([*SWEEP, *h100]) == 0
     return root
 
 
