@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from sdsuite.cli.main import main
@@ -136,7 +136,6 @@ def test_per_image_energy_divides_by_the_batch():
     assert s.points[0].value("energy_per_image_j") == 25.0 and s.points[0].value("energy_j") == 100.0
 
 
-@settings(max_examples=60, deadline=None)
 @given(
     st.dictionaries(
         st.integers(300, 2000),
