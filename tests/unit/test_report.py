@@ -25,6 +25,7 @@ def sweeps(tmp_path_factory, one_torch_thread):
     return root
 
 
+@pytest.mark.slow  # draws every plot (matplotlib): seconds each, kept out of `pytest -m quick`
 def test_report_writes_tidy_csv_json_markdown_and_six_plots(sweeps, tmp_path, capsys):
     out = tmp_path / "rep"
     assert main(["report", str(sweeps / "a100"), "--out", str(out)]) == 0
@@ -49,6 +50,7 @@ def test_report_writes_tidy_csv_json_markdown_and_six_plots(sweeps, tmp_path, ca
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name})" in md
 
 
+@pytest.mark.slow  # draws every plot (matplotlib): seconds each, kept out of `pytest -m quick`
 def test_several_directories_are_compared_side_by_side(sweeps, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["report", str(sweeps / "a100"), str(sweeps / "h100"), "--max-slowdown", "5"]) == 0
@@ -226,6 +228,7 @@ def _figures(monkeypatch, analysis, tmp_path) -> dict:
     return {p.name: plt.figure(n) for p, n in zip(paths, plt.get_fignums(), strict=True)}
 
 
+@pytest.mark.slow  # draws every plot (matplotlib): seconds each, kept out of `pytest -m quick`
 def test_plots_draw_the_bound_mark_optima_and_keep_the_reference_visible(sweeps, tmp_path, monkeypatch):
     from sdsuite.dvfs import analyze, load_result_sets
 
@@ -246,6 +249,7 @@ def test_plots_draw_the_bound_mark_optima_and_keep_the_reference_visible(sweeps,
     assert squares[0].get_markersize() > max(ln.get_markersize() for ln in optima)
 
 
+@pytest.mark.slow  # draws every plot (matplotlib): seconds each, kept out of `pytest -m quick`
 def test_multi_series_legends_use_neutral_optimum_symbols(sweeps, tmp_path, monkeypatch):
     from matplotlib.colors import to_rgba
 
