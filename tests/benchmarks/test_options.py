@@ -16,7 +16,6 @@ import statistics
 import time
 
 import pytest
-import torch
 
 from sdsuite.measure.meters.energy import default_energy_meter
 from sdsuite.measure.meters.flops import count_flops, cross_attention_kv_flops
@@ -31,14 +30,11 @@ KV_ROUNDS = 5
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread(sdsuite_device):
+def _one_cpu_thread(request, sdsuite_device):
     # Tiny tensors: on the CPU one intra-op thread is faster than OpenMP barriers across cores, and far
-    # less sensitive to other processes on a shared machine. Restored afterwards.
-    saved = torch.get_num_threads()
+    # less sensitive to other processes on a shared machine. Restored afterwards (one_torch_thread).
     if sdsuite_device.type == "cpu":
-        torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+        request.getfixturevalue("one_torch_thread")
 
 
 def _case(**kw) -> Case:

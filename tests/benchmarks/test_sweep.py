@@ -15,7 +15,6 @@ import statistics
 import uuid
 
 import pytest
-import torch
 
 from sdsuite.dvfs.sweep_engine import SleepMeter, build_plan, measure_point, run_sweep
 from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockPermissionError, ClockSession
@@ -57,7 +56,8 @@ def test_dvfs_point(sd_case, sdsuite_config, sdsuite_results, request):
 
 
 @pytest.mark.quick
-def test_sweep_harness_overhead_per_point(sd_pytest_benchmark, tmp_path, sdsuite_device):
+def test_sweep_harness_overhead_per_point(sd_pytest_benchmark, tmp_path, sdsuite_device, one_torch_thread):
+    # one_torch_thread: the overhead is outside the generations; one thread keeps them quick on a busy CPU
     benchmark = sd_pytest_benchmark  # pytest-benchmark, or a stand-in that measures where it is off (xdist)
     gpu = SimulatedGpu("a100")  # on the wall clock: the overhead is real time
     meter = TelemetryEnergyMeter(gpu, MeterOptions())
@@ -87,12 +87,7 @@ def test_sweep_harness_overhead_per_point(sd_pytest_benchmark, tmp_path, sdsuite
             )
         )
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the overhead is outside the generations; one thread keeps them quick on a busy CPU
-    try:
-        benchmark.pedantic(sweep, rounds=1, iterations=1)
-    finally:
-        torch.set_num_threads(threads)
+    benchmark.pedantic(sweep, rounds=1, iterations=1)
     outcome = outcomes[-1]
     overheads = outcome.overheads_s
     med, worst = statistics.median(overheads), max(overheads)

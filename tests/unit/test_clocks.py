@@ -204,7 +204,7 @@ steps = st.lists(
 
 
 @main_thread_only
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     model=st.sampled_from(["v100", "a100", "h100"]),
     locked_supported=st.booleans(),

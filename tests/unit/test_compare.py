@@ -6,7 +6,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from sdsuite.baselines.compare import Side, Significance, Verdict, classify, compare_entry, compare_metric
@@ -188,7 +188,6 @@ def test_throughput_is_higher_is_better():
     )
 
 
-@settings(max_examples=50)
 @given(st.lists(st.floats(min_value=0.01, max_value=100), min_size=1, max_size=12))
 def test_identical_samples_always_pass(values):
     m = sampled(values)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from sdsuite.cli.main import main
@@ -137,7 +136,6 @@ def test_per_image_energy_divides_by_the_batch():
     assert s.points[0].value("energy_per_image_j") == 25.0 and s.points[0].value("energy_j") == 100.0
 
 
-@settings(max_examples=60, deadline=None)
 @given(
     st.dictionaries(
         st.integers(300, 2000),
@@ -195,7 +193,9 @@ def model_optima(gpu_model: str, freqs: list[int], beta: float, bound_pct: float
     ("gpu_model", "freq", "beta"), [("a100", "all", 0.35), ("h100", "sample:15", 0.5), ("v100", "sample:12", 0.35)]
 )
 @pytest.mark.slow  # several seconds: kept out of `pytest -m quick`
-def test_sweep_on_the_simulated_gpu_finds_the_optimum_its_models_imply(tmp_path, gpu_model, freq, beta, capsys):
+def test_sweep_on_the_simulated_gpu_finds_the_optimum_its_models_imply(
+    tmp_path, gpu_model, freq, beta, capsys, one_torch_thread
+):
     out = tmp_path / gpu_model
     args = [
         "sweep",
@@ -223,12 +223,7 @@ def test_sweep_on_the_simulated_gpu_finds_the_optimum_its_models_imply(tmp_path,
         "none",
         "--no-report",
     ]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(args) == 0
-    finally:
-        torch.set_num_threads(before)
+    assert main(args) == 0  # one_torch_thread
     (s,) = analyze(load_result_sets([out])).series
     freqs = [p.freq_mhz for p in s.points]
     expected = model_optima(gpu_model, freqs, beta)

@@ -118,7 +118,7 @@ def _values(f: Flag) -> st.SearchStrategy[str]:
 def test_both_front_ends_parse_the_same_command_lines(cli, config):
     py = config._parser.optparser
 
-    @settings(max_examples=80, deadline=None, derandomize=True)
+    @settings(deadline=None, derandomize=True)
     @given(st.data())
     def check(data):
         f = data.draw(st.sampled_from(BOTH))

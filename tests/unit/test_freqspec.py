@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from sdsuite.core.errors import UsageError
@@ -83,7 +83,6 @@ specs = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
 @given(table=tables, spec=specs, floor=st.integers(50, 1500))
 def test_resolution_is_deterministic_supported_and_free_of_duplicates(table, spec, floor):
     try:
@@ -114,14 +113,12 @@ def test_resolution_is_deterministic_supported_and_free_of_duplicates(table, spe
         assert list(first) == [c for c in sorted(table, reverse=True) if s.lo_mhz <= c <= s.hi_mhz]
 
 
-@settings(max_examples=200, deadline=None)
 @given(table=tables, picks=st.lists(st.integers(0, 119), min_size=1, max_size=6))
 def test_a_list_of_supported_clocks_resolves_to_itself(table, picks):
     values = list(dict.fromkeys(table[i % len(table)] for i in picks))
     assert resolve_freqs(",".join(map(str, values)), table) == tuple(values)
 
 
-@settings(max_examples=300, deadline=None)
 @given(text=st.text(max_size=20))
 def test_any_text_parses_or_raises_a_usage_error(text):
     try:

@@ -478,6 +478,7 @@ def test_a_launch_spec_is_json_and_anything_else_is_refused_with_its_path(tmp_pa
     assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
 
 
+@pytest.mark.slow  # a Python start importing torch: kept out of `pytest -m quick`
 def test_the_worker_refuses_a_hostile_spec_in_one_line(tmp_path):
     spec = tmp_path / "spec.json"
     spec.write_bytes(pickle.dumps(_Boom()))
@@ -495,6 +496,7 @@ def test_the_worker_refuses_a_hostile_spec_in_one_line(tmp_path):
 # --- a broken stdout pipe ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a Python start importing torch: kept out of `pytest -m quick`
 def test_a_broken_stdout_pipe_exits_quietly(tmp_path):
     r, w = os.pipe()
     os.close(r)  # the reader went away (``sdsuite list variants | head -0``)

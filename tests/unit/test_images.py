@@ -127,7 +127,7 @@ def test_job_selects_one_slurm_job_and_archive_holds_exactly_what_was_deleted(tm
     assert archive.exists()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(1, 500), st.floats(0, 30)), min_size=1, max_size=12), st.integers(0, 3000))
 def test_max_size_deletes_oldest_first_until_under_the_cap(tmp_path_factory, files, cap):
     root = make_root(tmp_path_factory.mktemp("t"), {f"job_1/f{i}.png": f for i, f in enumerate(files)})

@@ -290,16 +290,36 @@ def _records(path):
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
+@pytest.fixture
+def in_process_cli(nvml, tmp_path, monkeypatch, capfd, one_torch_thread):
+    """``sdsuite ARGS`` in this process, on the fake loaded here (the ``nvml`` fixture), in tmp_path: returns
+    (exit code, stdout, stderr). The subprocess form (_cli) is kept where the process boundary is the point:
+    the fake found by the library loader (``env``), a process killed mid-sweep."""
+    from sdsuite.cli.main import main
+
+    monkeypatch.setenv("SDSUITE_NVML_ON_CPU", "1")
+    monkeypatch.setenv("SDSUITE_LOCK_DIR", str(tmp_path / "locks"))  # the lock journals _cli's processes keep
+    monkeypatch.chdir(tmp_path)
+
+    def cli(*args):
+        capfd.readouterr()
+        code = main(list(args))
+        out, err = capfd.readouterr()
+        return code, out, err
+
+    return cli
+
+
 @pytest.mark.slow
-def test_cli_env_run_and_sweep_through_the_real_nvml_path(fake_nvml, tmp_path):
+def test_cli_env_run_and_sweep_through_the_real_nvml_path(fake_nvml, tmp_path, in_process_cli):
     fake_nvml.configure(gpus="a100")
-    env = _cli(fake_nvml, tmp_path, "env", "--telemetry", "nvml", "--format", "json")
+    env = _cli(fake_nvml, tmp_path, "env", "--telemetry", "nvml", "--format", "json")  # the loader finds the fake
     assert env.returncode == 0, env.stderr
     (dev,) = json.loads(env.stdout)["telemetry"]["devices"]
     assert dev["name"].startswith("NVIDIA A100") and dev["counter_period"]["source"] == "measured"
 
-    run = _cli(fake_nvml, tmp_path, "run", "--telemetry", "nvml", *RUN, "--out", "r")
-    assert run.returncode == 0, run.stderr
+    code, _, err = in_process_cli("run", "--telemetry", "nvml", *RUN, "--out", "r")
+    assert code == 0, err
     (rec,) = _records(tmp_path / "r" / "results.jsonl")
     assert rec["telemetry"]["device_mismatch"] is True and rec["simulated"] is False
     e = rec["metrics"]["energy_j"]
@@ -307,11 +327,11 @@ def test_cli_env_run_and_sweep_through_the_real_nvml_path(fake_nvml, tmp_path):
     assert all(w["available"] and w["energy_uncertainty_j"] > 0 for w in rec["energy_windows"])
     assert not fake_nvml.setter_log()  # run without --freq changes nothing
 
-    sweep = _cli(
-        fake_nvml, tmp_path, "sweep", "--telemetry", "nvml", "--freq", "1005,1410", "--allow-clock-control", "--settle", "0", *RUN,
+    code, _, err = in_process_cli(
+        "sweep", "--telemetry", "nvml", "--freq", "1005,1410", "--allow-clock-control", "--settle", "0", *RUN,
         "--save-images", "none", "--no-report", "--out", "s",
     )  # fmt: skip
-    assert sweep.returncode == 0, sweep.stderr
+    assert code == 0, err
     locks = fake_nvml.setter_log("nvmlDeviceSetGpuLockedClocks")
     assert [c.args for c in locks] == [(1410, 1410), (1005, 1005)] or [c.args for c in locks] == [
         (1005, 1005),
@@ -338,7 +358,7 @@ def test_cli_run_on_the_old_driver_profile_records_energy(fake_nvml, fake_nvml_l
 
 
 @pytest.mark.slow
-def test_a_sweep_killed_with_sigkill_and_resumed_leaves_the_gpu_unlocked(fake_nvml, tmp_path):
+def test_a_sweep_killed_with_sigkill_and_resumed_leaves_the_gpu_unlocked(fake_nvml, tmp_path, in_process_cli):
     args = [
         "sweep", "--telemetry", "nvml", "--freq", "1410,1200,1005", "--allow-clock-control", "--settle", "1.5", *RUN,
         "--save-images", "none", "--no-report", "--out", "s",
@@ -372,9 +392,9 @@ def test_a_sweep_killed_with_sigkill_and_resumed_leaves_the_gpu_unlocked(fake_nv
         if child.poll() is None:
             child.kill()
     assert fake_nvml.state()[0].locked_sm is not None  # the GPU was left locked
-    resumed = _cli(fake_nvml, tmp_path, *args)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"by sdsuite process {child.pid}, which ended without restoring them; restored them" in resumed.stderr
+    code, _, err = in_process_cli(*args)  # the resume (in this process; the killed sweep was a process of its own)
+    assert code == 0, err
+    assert f"by sdsuite process {child.pid}, which ended without restoring them; restored them" in err
     assert (
         fake_nvml.state()[0].locked_sm is None
         and fake_nvml.setter_log()[-1].function == "nvmlDeviceResetGpuLockedClocks"

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from sdsuite.core.errors import UsageError
@@ -124,7 +124,6 @@ def test_case_stays_frozen_and_task_fields_validate():
         tiny(options="attn=flash")
 
 
-@settings(max_examples=25, deadline=None)
 @given(
     st.lists(st.sampled_from(ATTENTION_KERNELS), min_size=1, max_size=4, unique=True),
     st.lists(st.sampled_from(["on", "off"]), min_size=1, max_size=2, unique=True),

@@ -32,13 +32,10 @@ QUICK = [
 
 
 @pytest.fixture(autouse=True)
-def _isolated():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _isolated(one_torch_thread):
     REFERENCES.clear()
     yield
     REFERENCES.clear()
-    torch.set_num_threads(saved)
 
 
 @pytest.mark.parametrize(

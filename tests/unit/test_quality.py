@@ -76,7 +76,7 @@ def test_ssim_of_flat_images_has_the_closed_form(x, y):
 
 
 @given(st.integers(0, 2**16), st.floats(0.01, 0.5))
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=max(5, settings().max_examples * 3 // 4))  # SSIM of images: 3/4 of the profile's
 def test_ssim_is_one_for_identical_symmetric_and_drops_with_noise(seed, noise):
     a = _images(seed, (1, 3, 24, 24))
     b = (a + noise * torch.randn(a.shape, generator=torch.Generator().manual_seed(seed + 1))).clamp(0, 1)
@@ -246,7 +246,6 @@ def _psd(seed: int, d: int, rank_deficit: bool = False) -> torch.Tensor:
 
 
 @given(st.integers(1, 12), st.integers(0, 2**16), st.floats(0.0, 3.0))
-@settings(max_examples=40, deadline=None)
 def test_frechet_distance_matches_scipy_sqrtm(d, seed, shift):
     s1, s2 = _psd(seed, d), _psd(seed + 1, d)
     mu1 = torch.randn(d, generator=torch.Generator().manual_seed(seed + 2), dtype=torch.float64)

@@ -7,7 +7,6 @@ import json
 import sys
 
 import pytest
-import torch
 
 from sdsuite.cli.main import main
 from sdsuite.dvfs.plots import PLOT_FILES
@@ -17,34 +16,16 @@ SWEEP += ["--no-flops", "--no-spans", "--no-progress", "--save-images", "none", 
 
 
 @pytest.fixture(scope="module")
-def sweeps(tmp_path_factory):
+def sweeps(tmp_path_factory, one_torch_thread):
     """Two small simulated sweeps: an A100 on the virtual clock, an H100 on the wall clock (noisy times)."""
     root = tmp_path_factory.mktemp("sweeps")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main([*SWEEP, "--gpu-model", "a100", "--out", str(root / "a100")]) == 0
-        assert (
-            main(
-                [
-                    *SWEEP,
-                    "--gpu-model",
-                    "h100",
-                    "--sim-clock",
-                    "real",
-                    "--min-energy-window",
-                    "0",
-                    "--out",
-                    str(root / "h100"),
-                ]
-            )
-            == 0
-        )
-    finally:
-        torch.set_num_threads(before)
+    assert main([*SWEEP, "--gpu-model", "a100", "--out", str(root / "a100")]) == 0
+    h100 = ["--gpu-model", "h100", "--sim-clock", "real", "--min-energy-window", "0", "--out", str(root / "h100")]
+    assert main([*SWEEP, *h100]) == 0
     return root
 
 
+@pytest.mark.slow  # draws every plot (matplotlib): seconds each, kept out of `pytest -m quick`
 def test_report_writes_tidy_csv_json_markdown_and_six_plots(sweeps, tmp_path, capsys):
     out = tmp_path / "rep"
     assert main(["report", str(sweeps / "a100"), "--out", str(out)]) == 0
@@ -69,6 +50,7 @@ def test_report_writes_tidy_csv_json_markdown_and_six_plots(sweeps, tmp_path, ca
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name})" in md
 
 
+@pytest.mark.slow  # draws every plot (matplotlib): seconds each, kept out of `pytest -m quick`
 def test_several_directories_are_compared_side_by_side(sweeps, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["report", str(sweeps / "a100"), str(sweeps / "h100"), "--max-slowdown", "5"]) == 0
@@ -246,6 +228,7 @@ def _figures(monkeypatch, analysis, tmp_path) -> dict:
     return {p.name: plt.figure(n) for p, n in zip(paths, plt.get_fignums(), strict=True)}
 
 
+@pytest.mark.slow  # draws every plot (matplotlib): seconds each, kept out of `pytest -m quick`
 def test_plots_draw_the_bound_mark_optima_and_keep_the_reference_visible(sweeps, tmp_path, monkeypatch):
     from sdsuite.dvfs import analyze, load_result_sets
 
@@ -266,6 +249,7 @@ def test_plots_draw_the_bound_mark_optima_and_keep_the_reference_visible(sweeps,
     assert squares[0].get_markersize() > max(ln.get_markersize() for ln in optima)
 
 
+@pytest.mark.slow  # draws every plot (matplotlib): seconds each, kept out of `pytest -m quick`
 def test_multi_series_legends_use_neutral_optimum_symbols(sweeps, tmp_path, monkeypatch):
     from matplotlib.colors import to_rgba
 

@@ -1,5 +1,9 @@
 """Must-show: a simulated 2-GPU sweep under ``--gpus 0,1`` and under pytest-xdist ``-n 2`` measures the same
-points as a 1-GPU sweep, each once. Subprocesses (several Python starts): marked slow."""
+points as a 1-GPU sweep, each once. Workers are subprocesses (several Python starts): marked slow.
+
+The launching command runs in-process (``main()``; its workers are still processes, as in use) and so does every
+single-process reference; a subprocess is left only where the process is what is tested (the SLURM worker entry,
+pytest-xdist's workers)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from sdsuite.cli.main import main
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread", "_sim_gpus")]
+pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--runs", "1", "--warmup", "0", "--steps", "2", "--resolution", "64x64"]
 
@@ -23,27 +30,25 @@ def _env() -> dict:
     return env
 
 
+@pytest.fixture
+def _sim_gpus(monkeypatch):
+    """This process (an in-process launcher) and its workers see the simulated 2-GPU machine of _env()."""
+    for key, value in _env().items():
+        if os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
 def _case_ids(out: Path) -> Counter:
     recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
     return Counter(r["case_id"] for r in recs if r["status"] == "ok")
 
 
 def _sweep(out: Path, *extra: str) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "sdsuite.cli.main",
-        "sweep",
-        "--telemetry",
-        "sim",
-        "--freq",
-        "sample:4",
-        "--allow-clock-control",
-        *SMALL,
-    ]
-    cmd += ["--no-flops", "--save-images", "none", "--no-report", "--no-progress", "--out", str(out), *extra]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
-    assert res.returncode == 0, res.stdout + res.stderr
+    """``sdsuite sweep`` in-process (a launcher under --gpus: its workers are processes)."""
+    cmd = ["sweep", "--telemetry", "sim", "--freq", "sample:4", "--allow-clock-control", *SMALL, "--no-flops"]
+    cmd += ["--save-images", "none", "--no-report", "--no-progress", "--out", str(out), *extra]
+    assert main(cmd) == 0
 
 
 def test_gpus_sweep_measures_the_same_points_once(tmp_path):
@@ -61,19 +66,11 @@ def test_gpus_sweep_measures_the_same_points_once(tmp_path):
     assert idx == {0, 1}  # each worker saw its own simulated GPU
 
 
-def test_xdist_two_workers_measure_the_same_points_once(tmp_path):
+def test_xdist_two_workers_measure_the_same_points_once(tmp_path, pytester):
+    pytester.makepyfile(test_copied_sweep=(ROOT / "tests/benchmarks/test_sweep.py").read_text())  # a name of its own
+
     def run(out: Path, *extra: str) -> Counter:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            str(ROOT / "tests/benchmarks/test_sweep.py"),
-            "-k",
-            "test_dvfs_point",
-            "-q",
-        ]
+        cmd = ["-p", "no:cacheprovider", "-k", "test_dvfs_point", "-q"]
         cmd += [
             "--telemetry",
             "sim",
@@ -87,9 +84,11 @@ def test_xdist_two_workers_measure_the_same_points_once(tmp_path):
             "--resolution",
             "64x64",
         ]
-        cmd += ["--sdsuite-runs", "1", "--sdsuite-warmup", "0", "--sdsuite-out", str(out), *extra]
-        res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
-        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        cmd += ["--sdsuite-runs", "1", "--sdsuite-warmup", "0", "--sdsuite-out", str(out)]
+        cmd += ["-W", "ignore:Benchmarks are automatically disabled", *extra]  # the copied file's benchmark test
+        # The reference in-process; pytest-xdist's controller and workers in a process of their own, as in use.
+        res = pytester.runpytest_subprocess(*cmd, timeout=600) if extra else pytester.runpytest(*cmd)
+        assert res.ret == 0, "\n".join(res.outlines[-60:] + res.errlines[-60:])
         return _case_ids(out)
 
     one, two = run(tmp_path / "one"), run(tmp_path / "two", "-n", "2")
@@ -103,19 +102,16 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
 
 
-def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    res = subprocess.run(
-        [sys.executable, "-m", "sdsuite.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env or _env(),
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    return res
+def _cli(capfd, *args: str, code: int = 0) -> tuple[str, str]:
+    """``sdsuite ARGS`` in-process; (stdout, stderr) as the terminal shows them, the workers' lines included."""
+    capfd.readouterr()
+    rc = main(list(args))
+    out, err = capfd.readouterr()
+    assert rc == code, out + err
+    return out, err
 
 
-def test_gpus_run_spreads_the_cases_once_and_a_rerun_measures_nothing(tmp_path):
+def test_gpus_run_spreads_the_cases_once_and_a_rerun_measures_nothing(tmp_path, capfd):
     out = tmp_path / "run"
     args = [
         "run",
@@ -131,16 +127,16 @@ def test_gpus_run_spreads_the_cases_once_and_a_rerun_measures_nothing(tmp_path):
         "--gpus",
         "0,1",
     ]
-    _cli(*args)
+    _cli(capfd, *args)
     recs = _records(out)
     assert sorted(r["case_id"].rsplit("/", 1)[-1] for r in recs) == ["b1", "seed1", "seed2"]  # each case once
     assert {r["telemetry"]["index"] for r in recs} == {0, 1}  # both simulated GPUs measured
     assert {r["scaleout"]["gpu"] for r in recs} == {0, 1} and len({r["scaleout"]["point_key"] for r in recs}) == 3
-    again = _cli(*args)
-    assert "nothing to run" in again.stdout and len(_records(out)) == 3
+    again, _ = _cli(capfd, *args)
+    assert "nothing to run" in again and len(_records(out)) == 3
 
 
-def test_slurm_task_with_two_gpus_spreads_its_points(tmp_path):
+def test_slurm_task_with_two_gpus_spreads_its_points(tmp_path, capfd):
     """A SLURM array task given 2 GPUs (--slurm-gpus-per-node 2) runs one process per GPU on its share of the points."""
     out, script = tmp_path / "sweep", tmp_path / "job.sh"
     sweep = [
@@ -167,10 +163,10 @@ def test_slurm_task_with_two_gpus_spreads_its_points(tmp_path):
         "--device",
         "cpu",
     ]
-    _cli(*sweep, "--points-per-task", "4")
+    _cli(capfd, *sweep, "--points-per-task", "4")  # writes the script and spec, measures nothing
     spec = next((out / "launch").glob("*/spec.json"))
     env = {**_env(), "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "0", "SLURM_JOB_ID": "78"}  # what sbatch sets
-    res = subprocess.run(
+    res = subprocess.run(  # the entry point the job script runs, as sbatch starts it
         [sys.executable, "-m", "sdsuite.launch.worker", str(spec), "0"],
         capture_output=True,
         text=True,
@@ -188,7 +184,7 @@ def test_slurm_task_with_two_gpus_spreads_its_points(tmp_path):
     assert {r["device"]["slurm"]["array_job_id"] for r in recs} == {"77"}
 
 
-def test_launched_run_reports_and_exits_like_a_plain_run(tmp_path):
+def test_launched_run_reports_and_exits_like_a_plain_run(tmp_path, capfd):
     """Exit 1 when some cases failed (here: weights absent for sd-v1.5), 2 when nothing could run for input reasons,
     whatever the split over workers; the failure reasons and --compare-options effects reach the user's terminal."""
     base = [
@@ -205,16 +201,8 @@ def test_launched_run_reports_and_exits_like_a_plain_run(tmp_path):
         "--no-spans",
         "--no-progress",
     ]
-    mixed = subprocess.run(
-        [sys.executable, "-m", "sdsuite.cli.main", *base, "--variant", "tiny-sd,sd-v1.5", "--compare-options", "--attention", "sliced"]
-        + ["--gpus", "0,1", "--out", str(tmp_path / "mixed")],
-        capture_output=True, text=True, env=_env(), timeout=600,
-    )  # fmt: skip
-    assert mixed.returncode == 1, mixed.stdout + mixed.stderr
-    assert "optimization effects" in mixed.stdout and "fix the input" in mixed.stdout
-    assert "sdsuite: case sd-v1.5/" in mixed.stderr and "failed" in mixed.stderr
-    none = subprocess.run(
-        [sys.executable, "-m", "sdsuite.cli.main", *base, "--variant", "sd-v1.5,sd-v2.1", "--gpus", "0,1", "--out", str(tmp_path / "none")],
-        capture_output=True, text=True, env=_env(), timeout=600,
-    )  # fmt: skip
-    assert none.returncode == 2, none.stdout + none.stderr
+    mixed = ["--variant", "tiny-sd,sd-v1.5", "--compare-options", "--attention", "sliced", "--gpus", "0,1"]
+    out, err = _cli(capfd, *base, *mixed, "--out", str(tmp_path / "mixed"), code=1)
+    assert "optimization effects" in out and "fix the input" in out
+    assert "sdsuite: case sd-v1.5/" in err and "failed" in err
+    _cli(capfd, *base, "--variant", "sd-v1.5,sd-v2.1", "--gpus", "0,1", "--out", str(tmp_path / "none"), code=2)

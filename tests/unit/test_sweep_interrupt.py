@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 from sdsuite.cli.main import main
 
@@ -25,7 +24,9 @@ def _lines(path):
 
 
 @pytest.mark.slow  # several seconds: kept out of `pytest -m quick`
-def test_sigint_half_way_restores_clocks_and_the_rerun_resumes_without_duplicates_or_losses(tmp_path, monkeypatch):
+def test_sigint_half_way_restores_clocks_and_the_rerun_resumes_without_duplicates_or_losses(
+    tmp_path, monkeypatch, one_torch_thread
+):
     monkeypatch.delenv("SDSUITE_ALLOW_CLOCK_CONTROL", raising=False)
     out, state = tmp_path / "s", tmp_path / "gpu.json"
     # Real (wall) clock with a 0.3 s settle: points take long enough to be interrupted between them.
@@ -55,12 +56,7 @@ def test_sigint_half_way_restores_clocks_and_the_rerun_resumes_without_duplicate
     first = _lines(out / "results.jsonl")
     assert 2 <= len(first) < 8
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(args) == 0
-    finally:
-        torch.set_num_threads(before)
+    assert main(args) == 0  # one_torch_thread
     recs = _lines(out / "results.jsonl")
     assert recs[: len(first)] == first
     assert len(recs) == 8 and len({r["sweep"]["point_key"] for r in recs}) == 8

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from sdsuite.cli.main import main
 
@@ -31,12 +30,8 @@ ARGS += ["-W", "ignore:Benchmarks are automatically disabled"]  # the copied fil
 
 
 @pytest.fixture(autouse=True)
-def _setup(monkeypatch):
+def _setup(monkeypatch, one_torch_thread):
     monkeypatch.delenv("SDSUITE_ALLOW_CLOCK_CONTROL", raising=False)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_frequency_axis_records_sweep_points_that_report_reads(pytester, tmp_path, capsys):
