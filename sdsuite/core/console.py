@@ -6,10 +6,14 @@
   columns wrap first (``readable``); in a narrow terminal an id that still does not fit folds onto the next line.
 - Text is printed verbatim: markup is off, so ``pip install 'sdsuite[gpu]'`` keeps its brackets. Style goes through
   ``style=`` instead of inline markup.
+
+Also ``print_json``: stdout's one machine-readable document, the same for every front end (the CLI, the
+launcher's workers). The import-noise filter every front end installs first is sdsuite.core.quiet (no rich).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 from rich.console import Console
@@ -77,3 +81,8 @@ class ReadableTable(Table):
 def readable(table: Table, *keep_whole: str) -> Table:
     """The table under the console policy (see ReadableTable)."""
     return ReadableTable(table, keep_whole)
+
+
+def print_json(obj) -> None:
+    """Machine-readable output on stdout."""
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
