@@ -163,7 +163,8 @@ def test_sim_gpu_follows_cuda_visible_devices(monkeypatch):
 
 
 def test_xdist_workers_get_distinct_gpus(monkeypatch):
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # recorded, so that the value apply_worker_gpu sets is undone
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     inputs = [{} for _ in range(2)]
     for i, wi in enumerate(inputs):
         assign_worker_gpu(wi, f"gw{i}", 2)
