@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typing import TYPE_CHECKING
 
 from sdsuite.cli.args import (
     add_case_arguments,
@@ -25,13 +23,17 @@ from sdsuite.cli.commands import help_of
 from sdsuite.core.console import console as make_console
 from sdsuite.core.console import print_json
 from sdsuite.core.errors import UsageError
-from sdsuite.gpu.telemetry import TelemetrySetup, open_setup
 from sdsuite.launch.scaleout import LaunchTarget, add_scaleout_arguments, launch, wants_launch
 from sdsuite.launch.worker import launch_entry
 from sdsuite.store.results import ResultsDir, check_writable_dir
 
-# Imported by the handler once the flags are valid (they import torch): sdsuite.measure.{engine,hardware,display},
-# sdsuite.pipelines.build.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from sdsuite.gpu.telemetry import TelemetrySetup
+
+# Imported by the handler once the flags are valid (torch, rich's progress): sdsuite.measure.{engine,hardware,display},
+# sdsuite.pipelines.build, sdsuite.gpu.telemetry.
 
 
 def register(sub) -> None:
@@ -63,6 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = check_writable_dir(args.out)
     ResultsDir(out).prepare()  # validated before anything is measured (a corrupt file: exit 2, untouched)
     # Opens the telemetry device and resolves --freq against its supported clocks (exit 2 on bad input).
+    from sdsuite.gpu.telemetry import open_setup
+
     telemetry = open_setup(telemetry_options_from_args(args), device.type, device.index or 0)
     try:
         keys = None
@@ -135,6 +139,8 @@ def _print_effects(records: list[dict], console: Console) -> None:
 def _run(
     args: argparse.Namespace, cases: list, device, out, telemetry: TelemetrySetup, keys: dict | None = None
 ) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from sdsuite.measure.display import print_records
     from sdsuite.measure.engine import run_grid
 

@@ -13,14 +13,15 @@ import pytest
 HEAVY = ("torch", "diffusers", "transformers")
 CHILD = """
 import json, sys
+HEAVY = ("torch", "diffusers", "transformers")
 from sdsuite.cli.main import main
 try:
     rc = main(sys.argv[1:])
 except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
     rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-sys.stderr.write("\\nIMPORTED " + json.dumps(sorted(m for m in %r if m in sys.modules)) + "\\n")
+sys.stderr.write("\\nIMPORTED " + json.dumps(sorted(m for m in HEAVY if m in sys.modules)) + "\\n")
 sys.exit(rc)
-""" % (HEAVY,)
+"""
 
 
 @pytest.fixture(scope="module")
