@@ -23,7 +23,8 @@ def point_key(identity: Mapping[str, Any]) -> str:
 
 
 def record_point_key(rec: Mapping[str, Any]) -> str | None:
-    """The point key of a record: a sweep point's (``sweep.point_key``) or a launched run case's (``scaleout.point_key``)."""
+    """The point key of a record: a sweep point's (``sweep.point_key``) or a launched run case's
+    (``scaleout.point_key``)."""
     for block in ("sweep", "scaleout"):
         value = rec.get(block)
         if isinstance(value, dict) and value.get("point_key"):

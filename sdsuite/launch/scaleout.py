@@ -4,7 +4,8 @@
 The launcher never measures, and it never imports the front end: the command hands it a LaunchTarget (its
 entry and its report). The launcher asks the entry for its plan (the same validation, exit 2 on bad input,
 before anything starts), splits the points still to run into tasks and hands each task to a worker
-(sdsuite.launch.worker), which runs the same entry restricted to its points, then prints the target's report. A point is a
+(sdsuite.launch.worker), which runs the same entry restricted to its points; then it prints the target's
+report. A point is a
 sweep point (case x clock) or, for ``run``, one case of the grid. Scale-out points are identified by
 GPU class (backend and name), not by the UUID of one card, so a point finished on GPU 1 counts as
 done for every GPU.

@@ -91,7 +91,7 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def spec_to_json(spec: LaunchSpec) -> dict:
-    """The spec as a JSON document: the arguments as plain values, the handler as its entry name (``module:function``)."""
+    """The spec as a JSON document: the arguments as plain values, the handler as its entry (``module:function``)."""
     args = dict(vars(spec.args))
     handler = args.pop("handler", None)
     return {

@@ -517,7 +517,7 @@ def test_emit_sbatch_under_json_prints_one_document(tmp_path, capsys):
 
 
 def test_a_spec_names_only_a_marked_entry_of_sdsuite(tmp_path, capsys):
-    """The worker entry is data written by the front end; an unmarked function or a module outside sdsuite is refused."""
+    """The worker entry is data the front end wrote; an unmarked function or a module outside sdsuite is refused."""
     import json
 
     from sdsuite.core.errors import InputFileError
