@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sdsuite import __version__
 from sdsuite.baselines.kinds import kind_for
-from sdsuite.measure.calibration import Calibration
+
+if TYPE_CHECKING:
+    from sdsuite.measure.calibration import Calibration
 
 CALIBRATED_METRIC = "latency_cpu_calibrated"
 

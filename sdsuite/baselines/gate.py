@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sdsuite.baselines.compare import CaseComparison, Significance, compare_entry
 from sdsuite.baselines.entries import obtained_entry
@@ -15,7 +16,9 @@ from sdsuite.baselines.keys import hardware_key, is_portable_key
 from sdsuite.baselines.store import BaselineStore
 from sdsuite.baselines.tolerance import ToleranceRules
 from sdsuite.core.errors import InputFileError, UsageError
-from sdsuite.measure.calibration import Calibration
+
+if TYPE_CHECKING:
+    from sdsuite.measure.calibration import Calibration
 
 MISSING_POLICIES = ("fail", "skip")
 

@@ -220,9 +220,11 @@ def grid_from_args(args: argparse.Namespace) -> GridSpec:
 
 def _with_reference(sets: list, compare: bool) -> list:
     """``--compare-options``: the reference set joins the axis (first), so every other set has something to compare with."""
-    from sdsuite.quality.effects import REFERENCE
+    if not compare:
+        return sets
+    from sdsuite.quality.effects import REFERENCE  # imports torch: only with --compare-options
 
-    return [REFERENCE, *(s for s in sets if s != REFERENCE)] if compare else sets
+    return [REFERENCE, *(s for s in sets if s != REFERENCE)]
 
 
 def new_run_id() -> str:

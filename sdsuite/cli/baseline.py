@@ -19,6 +19,7 @@ from sdsuite.baselines.keys import SCOPES, hardware_key
 from sdsuite.baselines.render import markdown, text_table
 from sdsuite.baselines.store import BaselineStore, default_file_name
 from sdsuite.baselines.tolerance import ToleranceRules, check_layer_metrics, layer_from_cli, load_tolerances_file
+from sdsuite.cli.commands import help_of
 from sdsuite.core.errors import UsageError
 from sdsuite.measure.calibration import load_calibrations
 from sdsuite.store.results import ResultsDir
@@ -66,7 +67,7 @@ def register(sub) -> None:
     """Add ``compare`` and ``baseline update``."""
     p = sub.add_parser(
         "compare",
-        help="compare a results directory with stored baselines (exit 1 on regression)",
+        help=help_of("compare"),
         description="Compare each record with its baseline entry; exit 0 pass, 1 regression or missing baseline, 2 bad input.",
     )
     _add_gate_arguments(p)
@@ -79,7 +80,7 @@ def register(sub) -> None:
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default), json or markdown")
     p.set_defaults(handler=cmd_compare)
 
-    b = sub.add_parser("baseline", help="manage stored baselines", description="Manage the baseline store.")
+    b = sub.add_parser("baseline", help=help_of("baseline"), description="Manage the baseline store.")
     bsub = b.add_subparsers(dest="baseline_command", metavar="ACTION")  # inherits the CLI parser class: errors exit 2
     bsub.required = True
     u = bsub.add_parser(
@@ -233,7 +234,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = _gate_config(args, UpdateMode.NONE, args.missing)
     results = _run(args, cfg, DEFAULT_FILE)
     if args.format == "json":
-        from sdsuite.cli.main import print_json
+        from sdsuite.core.console import print_json
 
         print_json({"passed": not any(r.failed for r in results), "results": [r.to_json() for r in results]})
     elif args.format == "markdown":
@@ -260,7 +261,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     results = _run(args, cfg, default_file_name(args.file), pool=args.pool)
     written = [r for r in results if r.status in (Status.CREATED, Status.UPDATED)]
     if args.format == "json":
-        from sdsuite.cli.main import print_json
+        from sdsuite.core.console import print_json
 
         print_json(
             {"written": [r.to_json() for r in written], "unchanged": [r.case_id for r in results if r not in written]}

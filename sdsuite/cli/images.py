@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 
+from sdsuite.cli.commands import help_of
 from sdsuite.measure.display import fmt_bytes
 from sdsuite.store.image_files import apply_clean, parse_size, plan_clean
 
 
 def register(sub) -> None:
     """Add ``images clean``."""
-    p = sub.add_parser("images", help="manage saved images (clean)", description=__doc__)
+    p = sub.add_parser("images", help=help_of("images"), description=__doc__)
     isub = p.add_subparsers(dest="images_command", metavar="ACTION")
     isub.required = True
     c = isub.add_parser(

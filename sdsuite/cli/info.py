@@ -6,10 +6,10 @@ import argparse
 
 from rich.table import Table
 
+from sdsuite.cli.commands import help_of
 from sdsuite.core.console import console as make_console
-from sdsuite.core.console import readable
+from sdsuite.core.console import print_json, readable
 from sdsuite.measure.display import fmt_bytes
-from sdsuite.measure.envinfo import environment
 from sdsuite.pipelines.registry import DEFAULT_SCHEDULER, PRECISIONS, SCHEDULERS, VARIANTS
 
 WHAT = ("variants", "schedulers", "precisions")
@@ -17,7 +17,7 @@ WHAT = ("variants", "schedulers", "precisions")
 
 def register(sub) -> None:
     """Add ``list`` and ``env``."""
-    p = sub.add_parser("list", help="variants, schedulers and precisions, with details")
+    p = sub.add_parser("list", help=help_of("list"))
     p.add_argument(
         "what",
         nargs="?",
@@ -33,7 +33,7 @@ def register(sub) -> None:
         "--format", choices=FORMATS, default="table", help="table (default; one line per row when piped) or json"
     )
     p.set_defaults(handler=cmd_list)
-    e = sub.add_parser("env", help="environment and GPU information")
+    e = sub.add_parser("env", help=help_of("env"))
     e.add_argument("--format", choices=FORMATS, default="table", help="text (default) or json")
     e.add_argument(
         "--telemetry", choices=BACKENDS, default="auto", help="telemetry device to describe (default: NVML if present)"
@@ -127,8 +127,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     }
     keys = WHAT if args.what == "all" else (args.what,)
     if args.format == "json":
-        from sdsuite.cli.main import print_json
-
         print_json({k: data[k] for k in keys})
         return 0
     console = make_console()
@@ -153,12 +151,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_env(args: argparse.Namespace) -> int:
     """Print the environment fingerprint; say plainly when there is no GPU or NVML."""
     from sdsuite.gpu.telemetry import describe_telemetry
+    from sdsuite.measure.envinfo import environment  # imports torch: only `sdsuite env` asks it
 
     env = environment()
     env["telemetry"] = describe_telemetry(getattr(args, "telemetry", "auto"), getattr(args, "gpu_model", None))
     if args.format == "json":
-        from sdsuite.cli.main import print_json
-
         print_json(env)
         return 0
     c = make_console()

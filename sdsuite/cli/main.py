@@ -7,28 +7,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 from collections.abc import Sequence
 
+from sdsuite.cli.commands import COMMANDS, command_modules
 from sdsuite.core.errors import SdsuiteError
+from sdsuite.core.quiet import quiet_third_party_imports
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-# Each module registers its subcommands with ``register(subparsers)``; a command's handler takes
-# the parsed args and returns an exit code. New command groups add one line here.
-COMMAND_MODULES = [
-    "sdsuite.cli.run",
-    "sdsuite.cli.info",
-    "sdsuite.cli.baseline",
-    "sdsuite.cli.sweep",
-    "sdsuite.cli.report",
-    "sdsuite.cli.images",
-    "sdsuite.cli.options",
-    "sdsuite.cli.validate",
-    "sdsuite.cli.status",
-]
+# The commands, their modules and help lines: sdsuite.cli.commands. Each module registers its commands with
+# ``register(subparsers)``; a command's handler takes the parsed args and returns an exit code.
+COMMAND_MODULES = command_modules()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,52 +37,30 @@ class _Parser(argparse.ArgumentParser):
         return super().format_help().replace("``", "`")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (exposed for tests and docs)."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser. Without ``argv``: every command's full parser (for tests and docs). With ``argv``: the full
+    parser of the command ``argv`` names only, the other commands listed by name and help (sdsuite.cli.commands), so
+    that what a command does not need is never imported (``--help`` and an unknown command import no command)."""
     parser = _Parser(prog="sdsuite", description="Stable Diffusion inference benchmarks: speed, memory, GPU energy.")
     from sdsuite import __version__
 
     parser.add_argument("--version", action="version", version=f"sdsuite {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for mod in COMMAND_MODULES:
-        importlib.import_module(mod).register(sub)
+    wanted = COMMANDS.get(_command_of(argv), (None,))[0] if argv is not None else None
+    for name, (module, help_line) in COMMANDS.items():
+        if name in sub.choices:
+            continue  # registered with an earlier command of its module
+        if argv is None or module == wanted:
+            importlib.import_module(module).register(sub)  # all of the module's commands, at its first one's place
+        else:
+            sub.add_parser(name, help=help_line, add_help=False)  # listed only: argv does not run it
     return parser
 
 
-# Import-time warnings about optional pieces sdsuite does not use, dropped by message (logger, message prefix):
-# torchao's CUDA kernels that do not load on a CPU build, the torchao tensor types diffusers registers when it can,
-# and a deprecation torchao triggers inside torch. Everything else these loggers say still shows.
-IMPORT_NOISE = (
-    ("torchao", "Failed to load "),
-    ("diffusers.quantizers.torchao.torchao_quantizer", "Unable to import `torchao` Tensor objects"),
-    ("torch.utils._pytree", "%s is an Enum subclass and is now natively supported"),
-)
-
-
-class _DropMessages:
-    """A logging filter dropping the records whose message template starts with one of ``prefixes``."""
-
-    def __init__(self, prefixes: tuple[str, ...]):
-        self.prefixes = prefixes
-
-    def filter(self, record) -> bool:
-        return not str(record.msg).startswith(self.prefixes)
-
-
-def quiet_third_party_imports() -> None:
-    """Keep the CLI's output to what the user asked for: drop the import-time warnings of IMPORT_NOISE (and
-    transformers' notes about optional image processors; an explicit TRANSFORMERS_VERBOSITY wins)."""
-    import logging
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    by_logger: dict[str, tuple[str, ...]] = {}
-    for name, prefix in IMPORT_NOISE:
-        by_logger[name] = (*by_logger.get(name, ()), prefix)
-    for name, prefixes in by_logger.items():
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropMessages) for f in logger.filters):
-            logger.addFilter(_DropMessages(prefixes))
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names: its first word that is not an option (``sdsuite`` has no option taking a value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 EXIT_BROKEN_PIPE = (
@@ -132,8 +101,8 @@ def _stdout_gone() -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     quiet_third_party_imports()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     clocks = sys.modules.get("sdsuite.gpu.clocks")
     if clocks is not None:
         clocks.forget_restore_failures()  # each command answers for its own restores (in-process callers run several)
@@ -149,19 +118,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _restore_verdict(rc: int) -> int:
-    """A GPU whose clocks could not be restored makes the command fail, naming the GPU and the reset command."""
+    """A GPU whose clocks could not be restored makes the command fail (sdsuite.gpu.clocks.restore_verdict)."""
     clocks = sys.modules.get("sdsuite.gpu.clocks")  # imported only by commands that can change clocks
-    failed = clocks.restore_failure_message() if clocks is not None else None
-    if failed:
-        for line in failed.splitlines():
-            print(f"sdsuite: error: {line}", file=sys.stderr)
-        return rc or 1
-    return rc
-
-
-def print_json(obj) -> None:
-    """Machine-readable output on stdout."""
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return clocks.restore_verdict(rc) if clocks is not None else rc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ import sys
 
 from rich.table import Table
 
+from sdsuite.cli.commands import help_of
 from sdsuite.core.console import console as make_console
 from sdsuite.core.console import readable
 from sdsuite.core.errors import UsageError
@@ -16,9 +17,7 @@ from sdsuite.core.errors import UsageError
 
 def register(sub) -> None:
     """Add the ``options`` subcommand."""
-    p = sub.add_parser(
-        "options", help="optimization options: what runs here, and effect reports of results", description=__doc__
-    )
+    p = sub.add_parser("options", help=help_of("options"), description=__doc__)
     p.add_argument("--device", default="auto", help="device to check support on: auto (default), cpu, cuda, cuda:<i>")
     p.add_argument("--precision", default="fp32", help="precision to check support in (default fp32)")
     p.add_argument(
@@ -59,15 +58,13 @@ def cmd_options(args: argparse.Namespace) -> int:
     """List the options (or report effects from results); exit 2 on bad input."""
     if args.results is not None:
         return _report(args)
-    import torch
-
-    from sdsuite.measure.hardware import resolve_device
+    from sdsuite.measure.hardware import resolve_device_name
     from sdsuite.optimizations.sets import PRESETS, parse_optimization_set
     from sdsuite.optimizations.support import supported
     from sdsuite.pipelines.registry import get_precision
 
-    device = resolve_device(args.device)
-    dtype = getattr(torch, get_precision(args.precision))
+    device = resolve_device_name(args.device)  # torch is imported only where a GPU may be (a CUDA build, --device cuda)
+    dtype = get_precision(args.precision)
     console = make_console()
     t = Table(
         title=f"optimization tokens (join with +; comma lists make a grid) on {device}, {args.precision}",

@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from sdsuite.cli.commands import help_of
 from sdsuite.core.console import console as make_console
 from sdsuite.core.console import readable
 from sdsuite.dvfs.analysis import DEFAULT_MAX_SLOWDOWN_PCT, OBJECTIVES, REFERENCES, DvfsAnalysis
@@ -26,7 +27,7 @@ def register(sub) -> None:
     """Add the ``report`` subcommand."""
     p = sub.add_parser(
         "report",
-        help="DVFS report and plots of results directories (compares several side by side)",
+        help=help_of("report"),
         description=__doc__,
     )
     p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="directories written by sdsuite sweep (or run)")
@@ -112,7 +113,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (sets[0].path / "report" if len(sets) == 1 else Path("sdsuite-report"))
     files = write_report(analysis, sets, out, plots=not args.no_plots)
     if args.format == "json":
-        from sdsuite.cli.main import print_json
+        from sdsuite.core.console import print_json
 
         print_json(summary_dict(analysis))
     else:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typing import TYPE_CHECKING
 
 from sdsuite.cli.args import (
     add_case_arguments,
@@ -21,44 +19,54 @@ from sdsuite.cli.args import (
     run_options_from_args,
     telemetry_options_from_args,
 )
+from sdsuite.cli.commands import help_of
 from sdsuite.core.console import console as make_console
+from sdsuite.core.console import print_json
 from sdsuite.core.errors import UsageError
-from sdsuite.gpu.telemetry import TelemetrySetup, open_setup
-from sdsuite.measure.display import print_records
-from sdsuite.measure.engine import run_grid
-from sdsuite.measure.hardware import apply_threads, resolve_device
-from sdsuite.pipelines.build import validate_weights
+from sdsuite.launch.scaleout import LaunchTarget, add_scaleout_arguments, launch, wants_launch
+from sdsuite.launch.worker import launch_entry
 from sdsuite.store.results import ResultsDir, check_writable_dir
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from sdsuite.gpu.telemetry import TelemetrySetup
+
+# Imported by the handler once the flags are valid (torch, rich's progress): sdsuite.measure.{engine,hardware,display},
+# sdsuite.pipelines.build, sdsuite.gpu.telemetry.
 
 
 def register(sub) -> None:
     """Add the ``run`` subcommand."""
-    p = sub.add_parser("run", help="measure one case or a grid of cases", description=__doc__)
+    p = sub.add_parser("run", help=help_of("run"), description=__doc__)
     add_case_arguments(p)
-    from sdsuite.launch.scaleout import add_scaleout_arguments
-
     add_scaleout_arguments(p, "run")  # --gpus, --launcher slurm, --emit-sbatch (sdsuite.launch)
     p.set_defaults(handler=cmd_run)
 
 
+@launch_entry
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything first (exit 2 before any work), then measure; exit 1 if any case failed."""
-    from sdsuite.launch.scaleout import launch, wants_launch
-
     if wants_launch(args):  # several GPUs or SLURM: the launcher plans through this command, then runs workers
-        return launch(args)
+        return launch(args, TARGET)
     if args.resume and not args.scaleout:
         raise UsageError(
             "--resume applies to a launched run (--gpus or --launcher slurm); a plain `sdsuite run` always measures "
             "(`sdsuite sweep` resumes by itself)."
         )
     grid = grid_from_args(args)
+    grid.expand()  # every name of the grid checked against the registries (data) before torch is imported
+    from sdsuite.measure.hardware import apply_threads, resolve_device
+    from sdsuite.pipelines.build import validate_weights
+
     apply_threads(args.threads)
     device = resolve_device(args.device)
     validate_weights(args.weights)
     out = check_writable_dir(args.out)
     ResultsDir(out).prepare()  # validated before anything is measured (a corrupt file: exit 2, untouched)
     # Opens the telemetry device and resolves --freq against its supported clocks (exit 2 on bad input).
+    from sdsuite.gpu.telemetry import open_setup
+
     telemetry = open_setup(telemetry_options_from_args(args), device.type, device.index or 0)
     try:
         keys = None
@@ -79,7 +87,6 @@ def _plan(args: argparse.Namespace, grid, device, out, telemetry: TelemetrySetup
     """The cases as scale-out points (identity keys; finished ones in --out marked done); None once a launcher took it."""
     from sdsuite.dvfs.sweep_engine import build_plan, device_identity
     from sdsuite.launch.scaleout import scaleout_identity, scaleout_plan
-    from sdsuite.store.results import ResultsDir
 
     topts = telemetry.options
     settings = {
@@ -100,12 +107,14 @@ def _plan(args: argparse.Namespace, grid, device, out, telemetry: TelemetrySetup
     return scaleout_plan(args, plan)
 
 
-def print_launched(args: argparse.Namespace, out, chosen: list[dict]) -> None:
+def print_launched(
+    args: argparse.Namespace, out, chosen: list[dict], *, missing: int = 0, complete: bool = True
+) -> None:
     """After a launched run: the record of every planned case (the latest finished one, else the failed one), printed as
     ``sdsuite run`` prints its own (table, effects with --compare-options, failure reasons; or JSON)."""
-    if args.format == "json":
-        from sdsuite.cli.main import print_json
+    from sdsuite.measure.display import print_records
 
+    if args.format == "json":
         print_json(chosen)
     else:
         out_console = make_console()
@@ -130,6 +139,11 @@ def _print_effects(records: list[dict], console: Console) -> None:
 def _run(
     args: argparse.Namespace, cases: list, device, out, telemetry: TelemetrySetup, keys: dict | None = None
 ) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sdsuite.measure.display import print_records
+    from sdsuite.measure.engine import run_grid
+
     opts = run_options_from_args(args, device)
     run_id = new_run_id()
     err = make_console(stderr=True)
@@ -172,8 +186,6 @@ def _run(
             annotate=_annotator(args, keys),
         )
     if args.format == "json":
-        from sdsuite.cli.main import print_json
-
         print_json(records)
     else:
         out_console = make_console()
@@ -201,3 +213,7 @@ def _annotator(args: argparse.Namespace, keys: dict | None):
         rec["scaleout"] = scaleout_annotation(args, keys[case]) or {"point_key": keys[case]}
 
     return annotate
+
+
+# What the launcher launches for ``sdsuite run --gpus/--launcher slurm/--emit-sbatch``.
+TARGET = LaunchTarget("run", cmd_run, print_launched)

@@ -6,15 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
+from sdsuite.cli.commands import help_of
 from sdsuite.core.errors import UsageError
 from sdsuite.spec.flags import FORMATS
 
 
 def register(sub) -> None:
     """Add the ``status`` subcommand."""
-    p = sub.add_parser(
-        "status", help="progress of a scale-out sweep or run directory (merges finished tasks)", description=__doc__
-    )
+    p = sub.add_parser("status", help=help_of("status"), description=__doc__)
     p.add_argument("out", metavar="OUT", help="the --out directory of a launched sweep or run")
     p.add_argument(
         "--no-merge", action="store_true", help="only read; do not merge task directories into OUT/results.jsonl"
@@ -78,7 +77,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise UsageError(f"{str(out)!r} holds no sdsuite results; give the --out of a sweep or of a launched run.")
     st = status_of(out, merge=not args.no_merge)
     if args.format == "json":
-        from sdsuite.cli.main import print_json
+        from sdsuite.core.console import print_json
 
         print_json(st)
         return 0

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -32,43 +33,39 @@ from sdsuite.cli.args import (
     run_options_from_args,
     telemetry_options_from_args,
 )
+from sdsuite.cli.commands import help_of
 from sdsuite.core.console import console as make_console
-from sdsuite.core.console import readable
+from sdsuite.core.console import print_json, readable
 from sdsuite.core.errors import UsageError
 from sdsuite.dvfs.analysis import DEFAULT_MAX_SLOWDOWN_PCT, REFERENCES
+from sdsuite.dvfs.points import DEFAULT_MAX_THROTTLE_PCT, ORDERS, point_key
 from sdsuite.dvfs.simtime import SIM_CLOCKS, SimTimeModel, VirtualTimeCache, open_sim_device, record_note, sim_meter
-from sdsuite.dvfs.sweep_engine import (
-    DEFAULT_MAX_THROTTLE_PCT,
-    ORDERS,
-    PlanEstimate,
-    PointDone,
-    SleepMeter,
-    SweepPlan,
-    build_plan,
-    device_identity,
-    estimate_plan,
-    point_key,
-    run_sweep,
-)
 from sdsuite.gpu.telemetry import TelemetrySetup, open_setup
 from sdsuite.gpu.telemetry_meter import MeterOptions
-from sdsuite.launch.scaleout import scaleout_annotation, scaleout_identity, scaleout_plan
+from sdsuite.launch.scaleout import (
+    LaunchTarget,
+    add_scaleout_arguments,
+    launch,
+    scaleout_annotation,
+    scaleout_identity,
+    scaleout_plan,
+    wants_launch,
+)
+from sdsuite.launch.worker import launch_entry
 from sdsuite.measure.display import fmt_bytes, fmt_seconds
-from sdsuite.measure.hardware import apply_threads, resolve_device
-from sdsuite.measure.runner import RunOptions
-from sdsuite.pipelines.build import require_weights, validate_weights
-from sdsuite.pipelines.cache import PIPELINES
 from sdsuite.store.image_files import IMAGE_MODES, ImageSaver, images_root, run_dir_name, sample_selection
 from sdsuite.store.results import ResultsDir, check_writable_dir
+
+if TYPE_CHECKING:  # the measuring modules import torch: the handlers import them once the flags are valid
+    from sdsuite.dvfs.sweep_engine import PlanEstimate, PointDone, SweepPlan
+    from sdsuite.measure.runner import RunOptions
 
 SWEEP_LOCK = ".sweep.lock"
 
 
 def register(sub) -> None:
     """Add the ``sweep`` subcommand."""
-    p = sub.add_parser(
-        "sweep", help="DVFS sweep: every case at every SM clock, resumable, with optima", description=__doc__
-    )
+    p = sub.add_parser("sweep", help=help_of("sweep"), description=__doc__)
     add_case_arguments(p)
     s = p.add_argument_group("sweep")
     s.add_argument(
@@ -129,8 +126,6 @@ def register(sub) -> None:
         metavar="PATH",
         help="write the simulated GPU's clock settings to PATH on every change (to check restores)",
     )
-    from sdsuite.launch.scaleout import add_scaleout_arguments
-
     add_scaleout_arguments(p, "sweep")  # --gpus, --launcher slurm, --emit-sbatch (sdsuite.launch)
     p.set_defaults(handler=cmd_sweep, freq="all", out="sdsuite-sweep", min_energy_window=None)
 
@@ -161,11 +156,11 @@ def _sim_clock(args: argparse.Namespace) -> str | None:
     return args.sim_clock or "virtual"
 
 
+@launch_entry
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Validate everything (exit 2 before any work), print the plan, sweep, then report."""
     from sdsuite.core.limits import check_flags
     from sdsuite.gpu.clocks import recover_stale_lock
-    from sdsuite.launch.scaleout import launch, wants_launch
 
     check_flags(
         lambda name: getattr(args, name),
@@ -173,8 +168,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         dests=("max_throttle", "max_slowdown", "sim_beta", "shuffle_seed", "clock_settle"),
     )
     if wants_launch(args):  # several GPUs or SLURM: the launcher plans through this command, then runs workers
-        return launch(args)
+        return launch(args, TARGET)
     grid = grid_from_args(args)
+    cases = grid.expand()  # every name of the grid checked against the registries (data) before torch is imported
+    from sdsuite.measure.hardware import apply_threads, resolve_device
+    from sdsuite.pipelines.build import require_weights, validate_weights
+
     apply_threads(args.threads)
     device = resolve_device(args.device)
     validate_weights(args.weights)
@@ -203,7 +202,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             topts, gpu, sim_meter(gpu, meter_opts, virtual), setup.freq_spec, setup.freqs_mhz, setup.cooldown
         )
     try:
-        return _sweep(args, grid.expand(), device, out, setup, sim_clock, vclock)
+        return _sweep(args, cases, device, out, setup, sim_clock, vclock)
     finally:
         setup.close()
 
@@ -313,6 +312,8 @@ def _sweep(
 def _plan_and_execute(
     args: argparse.Namespace, cases: list, device, out: Path, setup: TelemetrySetup, sim_clock: str | None, vclock
 ) -> int:
+    from sdsuite.dvfs.sweep_engine import build_plan, device_identity, estimate_plan
+
     opts = run_options_from_args(args, device)
     model = SimTimeModel(beta=args.sim_beta)
     run_id = new_run_id()
@@ -391,7 +392,9 @@ def _record_bytes(existing: list[dict]) -> int:
 def _execute(
     args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings
 ) -> int:
+    from sdsuite.dvfs.sweep_engine import SleepMeter, run_sweep
     from sdsuite.measure.envinfo import environment
+    from sdsuite.pipelines.cache import PIPELINES
 
     env = environment()
     env["device"] = str(device)
@@ -470,8 +473,6 @@ def _finish(args, outcome, plan, out: Path, wall_s: float, info: Console) -> int
     recs = outcome.records
     failed = [r for r in recs if r["status"] == "failed"]
     if args.format == "json":
-        from sdsuite.cli.main import print_json
-
         print_json({"records": recs, "skipped_done": outcome.skipped, "stopped": outcome.stopped})
     else:
         t = Table(
@@ -526,3 +527,16 @@ def _report(args, out: Path, info: Console) -> None:
     info.print(f"report: {files.directory / 'dvfs_report.md'} ({plots})", highlight=False, markup=False)
     if files.plots_error:
         print(f"sdsuite: note: {files.plots_error}", file=sys.stderr)
+
+
+def report_launched(args, out: Path, chosen: list[dict], *, missing: int, complete: bool) -> None:
+    """After a launched sweep: the DVFS report once every point is finished, and its records under --format json."""
+    json_out = args.format == "json"
+    if complete and not args.no_report:
+        _report(args, out, make_console(stderr=json_out))
+    if json_out:
+        print_json({"records": chosen, "missing": missing})
+
+
+# What the launcher launches for ``sdsuite sweep --gpus/--launcher slurm/--emit-sbatch``.
+TARGET = LaunchTarget("sweep", cmd_sweep, report_launched)

@@ -19,18 +19,20 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
+from sdsuite.cli.commands import help_of
 from sdsuite.core.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def register(sub) -> None:
     """Add the ``validate`` subcommand."""
     p = sub.add_parser(
         "validate",
-        help="CLIP score / FID / IS of a configuration over a prompt set, with acceptance windows",
+        help=help_of("validate"),
         description=__doc__,
     )
     c = p.add_argument_group("configuration")
@@ -125,6 +127,8 @@ def _acceptance(text: str | None):
 
 def generate(case, prompts: list[str], batch_size: int, device: torch.device, weights: str) -> torch.Tensor:
     """One image per prompt with ``case``'s configuration (prompt i: seed + i), in batches; (N, 3, H, W) on the CPU."""
+    import torch
+
     from sdsuite.measure.runner import CaseMeasurement
     from sdsuite.optimizations.apply import apply_optimizations
     from sdsuite.optimizations.support import supported

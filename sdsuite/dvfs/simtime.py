@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdsuite.gpu.sim import ManualClock, SimFaults, SimulatedGpu
 from sdsuite.gpu.telemetry_meter import MeterOptions, TelemetryEnergyMeter
-from sdsuite.pipelines.cache import PIPELINES, LoadedPipeline, PipelineCache, PipelineKey
+
+if TYPE_CHECKING:
+    from sdsuite.pipelines.cache import LoadedPipeline, PipelineCache, PipelineKey
 
 SIM_CLOCKS = ("virtual", "real")
 # Relative time per UNet evaluation at each card's maximum clock (public SD1.5 tables: A100 ~1.5-2.0 s,
@@ -111,8 +113,12 @@ class VirtualTimeCache:
         gpu: SimulatedGpu,
         clock: ManualClock,
         model: SimTimeModel = SimTimeModel(),
-        inner: PipelineCache = PIPELINES,
+        inner: PipelineCache | None = None,
     ):
+        if inner is None:  # the shared cache (sdsuite.pipelines imports torch: only when a sweep builds this)
+            from sdsuite.pipelines.cache import PIPELINES
+
+            inner = PIPELINES
         self.gpu = gpu
         self.clock = clock
         self.model = model

@@ -10,8 +10,6 @@ points an earlier run already finished, so an interrupted sweep resumes where it
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import shutil
 import time
@@ -23,6 +21,14 @@ from typing import Any
 import torch
 
 from sdsuite.core.errors import UsageError
+from sdsuite.dvfs.points import (  # re-exported: the torch-free part, for the launcher and the CLI's flags
+    DEFAULT_MAX_THROTTLE_PCT,
+    ORDERS,
+    finished_keys,
+    point_key,
+)
+from sdsuite.dvfs.points import FINISHED_STATUSES as FINISHED_STATUSES
+from sdsuite.dvfs.points import record_point_key as record_point_key
 from sdsuite.gpu.base import GpuLostError, TelemetryError
 from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockPermissionError, ClockSession
 from sdsuite.measure.engine import order_for_loading
@@ -32,11 +38,8 @@ from sdsuite.spec.case import Case
 from sdsuite.store.image_files import ImageSaver, estimate_bytes
 from sdsuite.store.results import ResultsDir
 
-ORDERS = ("descending", "ascending", "shuffled")
-FINISHED_STATUSES = ("ok", "skipped")  # a failed point is measured again when the sweep resumes
 # Clock-event reasons that are expected while a clock is locked below the maximum, or between runs.
 BENIGN_THROTTLE_REASONS = frozenset({"gpu_idle", "applications_clocks_setting"})
-DEFAULT_MAX_THROTTLE_PCT = 5.0
 
 
 def order_freqs(freqs: Sequence[int | None], order: str, seed: int = 0) -> tuple[int | None, ...]:
@@ -52,12 +55,6 @@ def order_freqs(freqs: Sequence[int | None], order: str, seed: int = 0) -> tuple
     out = default + locked
     random.Random(seed).shuffle(out)  # seeded: the same command shuffles the same way
     return tuple(out)
-
-
-def point_key(identity: Mapping[str, Any]) -> str:
-    """Stable short hash of a point's identity (case, device, settings)."""
-    text = json.dumps(identity, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def point_identity(case: Case, device: Mapping[str, Any], settings: Mapping[str, Any]) -> dict:
@@ -92,21 +89,6 @@ class SweepPlan:
     def already_done(self) -> int:
         """Points skipped because a finished record exists."""
         return len(self.points) - len(self.to_run)
-
-
-def record_point_key(rec: Mapping[str, Any]) -> str | None:
-    """The point key of a record: a sweep point's (``sweep.point_key``) or a launched run case's
-    (``scaleout.point_key``)."""
-    for block in ("sweep", "scaleout"):
-        value = rec.get(block)
-        if isinstance(value, dict) and value.get("point_key"):
-            return str(value["point_key"])
-    return None
-
-
-def finished_keys(records: Sequence[Mapping[str, Any]]) -> frozenset[str]:
-    """Point keys of finished (ok or skipped) sweep or launched-run records."""
-    return frozenset(k for r in records if (k := record_point_key(r)) and r.get("status") in FINISHED_STATUSES)
 
 
 def device_identity(describe: Mapping[str, Any] | None, device: torch.device | str) -> dict:

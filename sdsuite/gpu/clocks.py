@@ -96,6 +96,17 @@ def restore_failure_message() -> str | None:
     return "\n".join(_FAILED_RESTORES.values()) if _FAILED_RESTORES else None
 
 
+def restore_verdict(rc: int) -> int:
+    """A command's exit code once its restores are accounted for: a GPU whose clocks could not be restored makes the
+    command fail (1 unless it failed already), each such GPU named on stderr with the reset command."""
+    failed = restore_failure_message()
+    if failed:
+        for line in failed.splitlines():
+            print(f"sdsuite: error: {line}", file=sys.stderr)
+        return rc or 1
+    return rc
+
+
 def _gpu_key(tel: Telemetry) -> str:
     info = tel.info()
     return f"{info.uuid}:{id(tel) if tel.simulated else ''}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdsuite.dvfs.sweep_engine import FINISHED_STATUSES, record_point_key
+from sdsuite.dvfs.points import FINISHED_STATUSES, record_point_key
 from sdsuite.store.results import ResultsDir, atomic_write_text
 
 TASKS_DIR = "tasks"

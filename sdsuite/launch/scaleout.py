@@ -1,9 +1,11 @@
 """The scale-out flags of ``sdsuite sweep`` and ``sdsuite run`` and the launcher behind them
 (``--gpus``, ``--launcher slurm``, ``--emit-sbatch``).
 
-The launcher never measures: it asks the command for its plan (the same validation, exit 2 on bad
-input, before anything starts), splits the points still to run into tasks and hands each task to a
-worker (sdsuite.launch.worker), which runs the same command restricted to its points. A point is a
+The launcher never measures, and it never imports the front end: the command hands it a LaunchTarget (its
+entry and its report). The launcher asks the entry for its plan (the same validation, exit 2 on bad input,
+before anything starts), splits the points still to run into tasks and hands each task to a worker
+(sdsuite.launch.worker), which runs the same entry restricted to its points; then it prints the target's
+report. A point is a
 sweep point (case x clock) or, for ``run``, one case of the grid. Scale-out points are identified by
 GPU class (backend and name), not by the UUID of one card, so a point finished on GPU 1 counts as
 done for every GPU.
@@ -17,7 +19,8 @@ import json
 import os
 import time
 import uuid
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,32 @@ MANIFEST = "manifest.json"
 
 
 LAUNCH_COMMANDS = ("run", "sweep")
+
+
+@dataclass(frozen=True)
+class LaunchTarget:
+    """What a front end launches: its command name, its entry and its report.
+
+    ``entry(args)`` is the command's handler, marked with sdsuite.launch.worker.launch_entry: given ``args.plan_sink``
+    it validates and hands over its plan instead of measuring; given ``args.only_points`` (a worker) it measures those
+    points only. ``report(args, out, records, missing=, complete=)`` prints what the command prints after its own run,
+    from the chosen record of every planned point (failed ones too)."""
+
+    command: str
+    entry: Callable[[argparse.Namespace], int]
+    report: Callable[..., None]
+
+    def plan(self, args: argparse.Namespace) -> tuple[argparse.Namespace, Any]:
+        """Run the entry up to its plan (all of its validation included), without measuring."""
+        ns = copy.copy(args)
+        ns.gpus, ns.launcher, ns.emit_sbatch, ns.only_points = None, "local", None, None
+        ns.scaleout, ns.plan_sink, ns.handler = True, [], self.entry
+        rc = self.entry(ns)
+        if not ns.plan_sink:
+            raise UsageError(f"the {self.command} stopped before its plan (exit {rc}); nothing was launched.")
+        plan = ns.plan_sink[0]
+        ns.plan_sink = None
+        return ns, plan
 
 
 def add_scaleout_arguments(p: argparse.ArgumentParser, command: str) -> None:
@@ -157,21 +186,6 @@ def _slurm_options(args: argparse.Namespace) -> SlurmOptions:
     )
 
 
-def _capture_plan(args: argparse.Namespace) -> tuple[argparse.Namespace, Any]:
-    """Run the sweep command up to its plan (all of its validation included), without measuring."""
-    ns = copy.copy(args)
-    ns.gpus, ns.launcher, ns.emit_sbatch, ns.only_points = None, "local", None, None
-    ns.scaleout, ns.plan_sink = True, []
-    rc = ns.handler(ns)
-    if not ns.plan_sink:
-        raise UsageError(
-            f"the {getattr(ns, 'launch_command', 'sweep')} stopped before its plan (exit {rc}); nothing was launched."
-        )
-    plan = ns.plan_sink[0]
-    ns.plan_sink = None
-    return ns, plan
-
-
 def write_manifest(directory: Path, data: dict) -> Path:
     """The submission's manifest (launcher, job id, tasks and their point keys) for ``sdsuite status``."""
     from sdsuite.store.results import atomic_write_text
@@ -190,12 +204,12 @@ def scaleout_annotation(args: argparse.Namespace, point_key: str | None = None) 
     return {**info, **({"point_key": point_key} if point_key else {})}
 
 
-def launch(args: argparse.Namespace) -> int:
+def launch(args: argparse.Namespace, target: LaunchTarget) -> int:
     """``sdsuite run|sweep --gpus/--launcher slurm/--emit-sbatch``: plan, split the missing points, run or submit them."""
     from sdsuite.store.results import check_writable_dir
 
     say = _say(args)
-    command = getattr(args, "launch_command", "sweep")
+    command = target.command
     slurm = args.launcher == "slurm" or bool(args.emit_sbatch)
     if args.gpus and slurm:
         raise UsageError(
@@ -228,7 +242,7 @@ def launch(args: argparse.Namespace) -> int:
         gpus = parse_gpus(args.gpus, gpu_count(simulated=args.telemetry == "sim"))
     out = check_writable_dir(args.out)
     merged = merge_tasks(out)  # what earlier tasks finished counts as done
-    ns, plan = _capture_plan(args)
+    ns, plan = target.plan(args)
     plan_keys = [p.key for p in plan.points]
     todo = [
         PointRef(p.key, p.case.case_id, p.case.variant, p.case.freq_mhz, _option_group(p.case)) for p in plan.to_run
@@ -238,7 +252,7 @@ def launch(args: argparse.Namespace) -> int:
     )
     if not todo:
         say(f"scale-out: nothing to run; the {command} is complete (use another --out to measure again).")
-        return _report_and_exit(ns, out, [0], plan_keys)
+        return _report_and_exit(target, ns, out, [0], plan_keys)
     tasks = tasks_per_gpu(todo, gpus) if gpus else tasks_per_chunk(todo, args.points_per_task)
     submission = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     sub_dir = out / LAUNCH_DIR / submission
@@ -285,7 +299,7 @@ def launch(args: argparse.Namespace) -> int:
                 )
                 codes.append(1)
         merge_tasks(out)
-        return _report_and_exit(ns, out, codes, plan_keys)
+        return _report_and_exit(target, ns, out, codes, plan_keys)
     write_manifest(sub_dir, manifest)
     from sdsuite.launch.local import run_local
 
@@ -293,7 +307,7 @@ def launch(args: argparse.Namespace) -> int:
     say(f"scale-out: {len(tasks)} worker(s) on GPU(s) {', '.join(str(t.gpu) for t in tasks)}; logs in {sub_dir}")
     codes = run_local(spec_path, tasks, sub_dir, cpu_threads=threads)
     merge_tasks(out)
-    return _report_and_exit(ns, out, codes, plan_keys)
+    return _report_and_exit(target, ns, out, codes, plan_keys)
 
 
 def _option_group(case) -> str:
@@ -316,12 +330,14 @@ def _say(args: argparse.Namespace):
 def _print_submission(args: argparse.Namespace, info: dict) -> None:
     """Under --format json, what was submitted (or written) is stdout's one JSON document."""
     if getattr(args, "format", "table") == "json":
-        from sdsuite.cli.main import print_json
+        from sdsuite.core.console import print_json
 
         print_json(info)
 
 
-def _report_and_exit(ns: argparse.Namespace, out: Path, codes: list[int], plan_keys: list[str]) -> int:
+def _report_and_exit(
+    target: LaunchTarget, ns: argparse.Namespace, out: Path, codes: list[int], plan_keys: list[str]
+) -> int:
     """Print the command's report of the planned points; the exit code as the command itself would give it."""
     from sdsuite.launch.merge import latest_per_point
     from sdsuite.store.results import ResultsDir
@@ -341,28 +357,7 @@ def _report_and_exit(ns: argparse.Namespace, out: Path, codes: list[int], plan_k
     say(
         f"scale-out: {len(plan_keys) - len(missing)}/{len(plan_keys)} point(s) finished in {out / 'results.jsonl'}{hint}"
     )
-    _command_report(ns, out, chosen, missing=len(missing), complete=bool(recs) and not missing)
+    target.report(ns, out, chosen, missing=len(missing), complete=bool(recs) and not missing)
     if plan_keys and len(missing) == len(plan_keys) and (input_errors or (codes and all(c == 2 for c in codes))):
         return 2  # nothing could run, and every failure was an input problem: as `sdsuite run`/`sweep` exit
     return 1 if missing or any(codes) else 0
-
-
-def _command_report(ns: argparse.Namespace, out: Path, chosen: list, *, missing: int, complete: bool) -> None:
-    """What the command prints after its own run: run's table (or JSON) of its cases, failed ones too; the sweep's
-    DVFS report once every point is finished, and its records under --format json."""
-    from sdsuite.core.console import console as make_console
-
-    json_out = getattr(ns, "format", "table") == "json"
-    if getattr(ns, "launch_command", "sweep") == "run":
-        from sdsuite.cli.run import print_launched
-
-        print_launched(ns, out, chosen)
-        return
-    if complete and not getattr(ns, "no_report", False):
-        from sdsuite.cli.sweep import _report
-
-        _report(ns, out, make_console(stderr=json_out))
-    if json_out:
-        from sdsuite.cli.main import print_json
-
-        print_json({"records": chosen, "missing": missing})

@@ -26,10 +26,42 @@ from sdsuite.launch.shards import PointRef, TaskSpec
 
 SPEC_FILE = "spec.json"
 SPEC_SCHEMA = "sdsuite-launch-spec"
-SPEC_VERSION = 1
-# The command handlers a spec may name (a spec is data: it never names code to import).
-HANDLERS = {"run": ("sdsuite.cli.run", "cmd_run"), "sweep": ("sdsuite.cli.sweep", "cmd_sweep")}
+SPEC_VERSION = 2  # 2: the command's worker entry is named by the front end (``entry``), not by a table here
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# A spec names its worker entry as ``module:function``, a function of sdsuite marked with @launch_entry; anything
+# else is refused before it is called (a shared --out must not be a way to run code).
+_ENTRY = re.compile(r"(sdsuite(?:\.[a-z_][a-z0-9_]*)+):([a-z_][a-z0-9_]*)")
+_ENTRY_MARK = "__sdsuite_launch_entry__"
+
+
+def launch_entry(fn):
+    """Mark a command handler as one a launch spec may name: the worker calls it with a task's arguments (its points
+    only), the launcher with a plan sink (``plan_sink``) to get the plan. The front end decorates its handlers; the
+    launcher never imports the front end."""
+    setattr(fn, _ENTRY_MARK, True)
+    return fn
+
+
+def entry_name(fn) -> str:
+    """``module:function`` of a marked handler (ValueError for anything else)."""
+    name = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
+    if not getattr(fn, _ENTRY_MARK, False) or not _ENTRY.fullmatch(name):
+        raise ValueError(f"handler {fn!r} is not a launch entry (sdsuite.launch.worker.launch_entry)")
+    return name
+
+
+def resolve_entry(name: str):
+    """The marked handler ``module:function`` names, or None when it names anything else."""
+    import importlib
+
+    m = _ENTRY.fullmatch(name) if isinstance(name, str) else None
+    if m is None:
+        return None
+    try:
+        fn = getattr(importlib.import_module(m.group(1)), m.group(2), None)
+    except ImportError:
+        return None
+    return fn if getattr(fn, _ENTRY_MARK, False) is True else None
 
 
 @dataclass(frozen=True)
@@ -59,23 +91,13 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def spec_to_json(spec: LaunchSpec) -> dict:
-    """The spec as a JSON document: the arguments as plain values, the handler by command name."""
+    """The spec as a JSON document: the arguments as plain values, the handler as its entry (``module:function``)."""
     args = dict(vars(spec.args))
     handler = args.pop("handler", None)
-    command = next(
-        (
-            c
-            for c, (mod, fn) in HANDLERS.items()
-            if handler is not None and handler.__module__ == mod and handler.__name__ == fn
-        ),
-        None,
-    )
-    if handler is not None and command is None:
-        raise ValueError(f"handler {handler!r} is not one of {', '.join(HANDLERS)}")
     return {
         "schema": SPEC_SCHEMA,
         "schema_version": SPEC_VERSION,
-        "command": command,
+        "entry": entry_name(handler) if handler is not None else None,
         "args": {k: _plain(v, f"args.{k}") for k, v in args.items()},
         "out": spec.out,
         "submission": spec.submission,
@@ -116,8 +138,6 @@ def _is_int(x: Any) -> bool:
 
 def spec_from_json(doc: Any, path: Path) -> LaunchSpec:
     """Validate a decoded spec document against the schema; InputFileError naming ``path`` otherwise."""
-    import importlib
-
     _need(isinstance(doc, dict), path, "expected a JSON object")
     _need(
         doc.get("schema") == SPEC_SCHEMA and doc.get("schema_version") == SPEC_VERSION,
@@ -125,11 +145,13 @@ def spec_from_json(doc: Any, path: Path) -> LaunchSpec:
         f"schema must be {SPEC_SCHEMA!r} version {SPEC_VERSION}",
     )
     _need(
-        set(doc) == {"schema", "schema_version", "command", "args", "out", "submission", "gpus_per_task", "tasks"},
+        set(doc) == {"schema", "schema_version", "entry", "args", "out", "submission", "gpus_per_task", "tasks"},
         path,
         "unexpected or missing fields",
     )
-    _need(doc["command"] in HANDLERS, path, f"command must be one of {', '.join(HANDLERS)}")
+    _need(
+        isinstance(doc["entry"], str) and bool(_ENTRY.fullmatch(doc["entry"])), path, "'entry' must be module:function"
+    )
     args = doc["args"]
     _need(
         isinstance(args, dict) and all(isinstance(k, str) and k.isidentifier() for k in args),
@@ -175,8 +197,9 @@ def spec_from_json(doc: Any, path: Path) -> LaunchSpec:
             _need(p["group"] is None or isinstance(p["group"], str), path, "a point's group is a string or null")
             points.append(PointRef(p["key"], p["case_id"], p["variant"], p["freq_mhz"], p["group"]))
         tasks.append(TaskSpec(t["index"], tuple(points), t["gpu"]))
-    module, name = HANDLERS[doc["command"]]
-    ns = argparse.Namespace(**args, handler=getattr(importlib.import_module(module), name))
+    handler = resolve_entry(doc["entry"])  # validated above; imported only now, once the rest is known to be data
+    _need(handler is not None, path, f"'entry' {doc['entry']!r} is not a command sdsuite launches")
+    ns = argparse.Namespace(**args, handler=handler)
     return LaunchSpec(ns, doc["out"], doc["submission"], tuple(tasks), gpus_per_task=doc["gpus_per_task"])
 
 
@@ -253,7 +276,7 @@ def _cap_cpu_threads() -> None:
 
 def run_task(spec_path: str, index: int) -> int:
     """Measure task ``index`` of the spec, then merge every finished task into the shared --out; the command's exit code."""
-    from sdsuite.cli.main import quiet_third_party_imports
+    from sdsuite.core.quiet import quiet_third_party_imports
 
     quiet_third_party_imports()
     _cap_cpu_threads()
@@ -275,9 +298,8 @@ def run_task(spec_path: str, index: int) -> int:
         rc = exc.exit_code
     finally:
         merge_tasks(spec.out)  # even a failing task keeps what it finished
-    from sdsuite.cli.main import _restore_verdict
-
-    return _restore_verdict(rc)
+    clocks = sys.modules.get("sdsuite.gpu.clocks")  # imported only by commands that can change clocks
+    return clocks.restore_verdict(rc) if clocks is not None else rc
 
 
 def _spread_over_gpus(spec: LaunchSpec, task: TaskSpec, n_gpus: int) -> int:

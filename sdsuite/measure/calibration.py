@@ -22,11 +22,12 @@ import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from sdsuite.measure.meters.timing import synchronize
+if TYPE_CHECKING:
+    import torch
 
 # Bump when the workload changes: calibrated numbers of different workload versions are not comparable.
 WORKLOAD = "sdsuite-calib-v1"
@@ -82,33 +83,42 @@ class Calibration:
         )
 
 
-class _Workload(torch.nn.Module):
-    """UNet-like op mix at the tiny models' sizes, with deterministic weights."""
+@lru_cache(maxsize=1)
+def _workload_class():
+    """The workload module class (defined on first use: records and baselines read calibrations without torch)."""
+    import torch
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv_hi = torch.nn.Conv2d(16, 16, 3, padding=1)  # VAE decoder scale: 64x64, few channels
-        self.norm_hi = torch.nn.GroupNorm(4, 16)
-        self.conv_lo = torch.nn.Conv2d(64, 64, 3, padding=1)  # UNet scale: 8x8 latents, 32-64 channels
-        self.norm_lo = torch.nn.GroupNorm(32, 64)
-        self.qkv = torch.nn.Linear(64, 3 * 64)
-        self.proj = torch.nn.Linear(64, 64)
-        self.ff = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
+    class _Workload(torch.nn.Module):
+        """UNet-like op mix at the tiny models' sizes, with deterministic weights."""
 
-    def forward(self, hi: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
-        h = self.conv_hi(torch.nn.functional.silu(self.norm_hi(hi)))
-        x = self.conv_lo(torch.nn.functional.silu(self.norm_lo(lo)))
-        tokens = x.flatten(2).transpose(1, 2)  # (1, 64 tokens, 64 channels)
-        q, k, v = self.qkv(tokens).reshape(1, 64, 3, 4, 16).permute(2, 0, 3, 1, 4)
-        attn = torch.softmax(q @ k.transpose(-1, -2) / 4.0, dim=-1) @ v
-        tokens = tokens + self.proj(attn.transpose(1, 2).reshape(1, 64, 64))
-        tokens = tokens + self.ff(tokens)
-        return h.mean() + tokens.mean()
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv_hi = torch.nn.Conv2d(16, 16, 3, padding=1)  # VAE decoder scale: 64x64, few channels
+            self.norm_hi = torch.nn.GroupNorm(4, 16)
+            self.conv_lo = torch.nn.Conv2d(64, 64, 3, padding=1)  # UNet scale: 8x8 latents, 32-64 channels
+            self.norm_lo = torch.nn.GroupNorm(32, 64)
+            self.qkv = torch.nn.Linear(64, 3 * 64)
+            self.proj = torch.nn.Linear(64, 64)
+            self.ff = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
+
+        def forward(self, hi: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+            h = self.conv_hi(torch.nn.functional.silu(self.norm_hi(hi)))
+            x = self.conv_lo(torch.nn.functional.silu(self.norm_lo(lo)))
+            tokens = x.flatten(2).transpose(1, 2)  # (1, 64 tokens, 64 channels)
+            q, k, v = self.qkv(tokens).reshape(1, 64, 3, 4, 16).permute(2, 0, 3, 1, 4)
+            attn = torch.softmax(q @ k.transpose(-1, -2) / 4.0, dim=-1) @ v
+            tokens = tokens + self.proj(attn.transpose(1, 2).reshape(1, 64, 64))
+            tokens = tokens + self.ff(tokens)
+            return h.mean() + tokens.mean()
+
+    return _Workload
 
 
-def _build(device: torch.device) -> tuple[_Workload, torch.Tensor, torch.Tensor]:
+def _build(device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    import torch
+
     gen = torch.Generator("cpu").manual_seed(1234)
-    net = _Workload()
+    net = _workload_class()()
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
@@ -124,6 +134,10 @@ def measure_calibration(
 
     ``blocks`` (workload passes per window) is for tests only: calibrations with different values are not comparable.
     """
+    import torch
+
+    from sdsuite.measure.meters.timing import synchronize
+
     device = torch.device(device)
     if repeats < 1:
         raise ValueError("repeats must be >= 1")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-
-import torch
+from typing import TYPE_CHECKING
 
 from sdsuite.optimizations.sets import _CUDAGRAPH_MODES, FP8_MIN_CAPABILITY, OptimizationSet
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _has(module: str) -> bool:
@@ -20,11 +22,16 @@ def _cxx_compiler() -> str | None:
     return next((p for p in (os.environ.get("CXX"), "g++", "c++", "clang++") if p and shutil.which(p)), None)
 
 
-def supported(opts: OptimizationSet, device: torch.device | str, dtype: torch.dtype | None = None) -> str | None:
-    """None when ``opts`` can run on ``device`` (in ``dtype``) with the installed packages, else the skip reason."""
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    gpu = torch.cuda.get_device_name(device) if cuda else device.type
+def supported(opts: OptimizationSet, device: torch.device | str, dtype: torch.dtype | str | None = None) -> str | None:
+    """None when ``opts`` can run on ``device`` (in ``dtype``, a torch dtype or its name: ``bfloat16``) with the
+    installed packages, else the skip reason. Imports torch only for a CUDA device (``sdsuite options`` on a CPU)."""
+    kind = device.type if hasattr(device, "type") else str(device).split(":")[0]
+    cuda = kind == "cuda"
+    if cuda:
+        import torch
+
+        device = torch.device(device)
+    gpu = torch.cuda.get_device_name(device) if cuda else kind
     if opts.attention == "xformers":
         if not _has("xformers"):
             return (
@@ -72,7 +79,7 @@ def supported(opts: OptimizationSet, device: torch.device | str, dtype: torch.dt
                     f"quantization int4wo: torchao's int4 weight-only kernels (tinygemm) need a CUDA GPU "
                     f"(running on {gpu}); on the CPU torchao leaves the layers unquantized"
                 )
-            if dtype is not None and dtype != torch.bfloat16:
+            if dtype is not None and str(dtype).removeprefix("torch.") != "bfloat16":
                 return (
                     f"quantization int4wo: torchao's int4 weight-only kernels need bf16 weights "
                     f"(precision is {str(dtype).removeprefix('torch.')}); use --precision bf16"

@@ -9,11 +9,12 @@ case is reproducible on every machine without any data file.
 from __future__ import annotations
 
 import inspect
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from sdsuite.core.errors import UsageError, unknown_choice
+
+if TYPE_CHECKING:
+    import torch
 
 TEXT_TO_IMAGE = "text-to-image"
 IMAGE_TO_IMAGE = "image-to-image"
@@ -71,6 +72,8 @@ def input_image(height: int, width: int, batch_size: int = 1, seed: int = 0) -> 
     """
     if height < 8 or width < 8:
         raise UsageError(f"input image size must be at least 8x8, got {width}x{height}.")
+    import torch
+
     y = torch.linspace(0, 1, height).view(1, 1, height, 1)
     x = torch.linspace(0, 1, width).view(1, 1, 1, width)
     base = torch.cat(
@@ -91,6 +94,8 @@ def input_mask(height: int, width: int, batch_size: int = 1, fraction: float = 0
     """Deterministic inpainting mask (N, 1, H, W): 1 (repaint) in a centred box covering ``fraction`` of each side."""
     if not 0.0 <= fraction <= 1.0:
         raise UsageError(f"mask fraction must be in 0..1, got {fraction}.")
+    import torch
+
     mask = torch.zeros((batch_size, 1, height, width))
     mh, mw = round(height * fraction), round(width * fraction)
     top, left = (height - mh) // 2, (width - mw) // 2

@@ -163,7 +163,8 @@ def test_sim_gpu_follows_cuda_visible_devices(monkeypatch):
 
 
 def test_xdist_workers_get_distinct_gpus(monkeypatch):
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # recorded, so that the value apply_worker_gpu sets is undone
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     inputs = [{} for _ in range(2)]
     for i, wi in enumerate(inputs):
         assign_worker_gpu(wi, f"gw{i}", 2)
@@ -513,3 +514,20 @@ def test_emit_sbatch_under_json_prints_one_document(tmp_path, capsys):
     assert main(args) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["script"] == str(tmp_path / "j.sh") and info["tasks"] == 1
+
+
+def test_a_spec_names_only_a_marked_entry_of_sdsuite(tmp_path, capsys):
+    """The worker entry is data the front end wrote; an unmarked function or a module outside sdsuite is refused."""
+    import json
+
+    from sdsuite.core.errors import InputFileError
+    from sdsuite.launch.worker import load_spec
+
+    assert main([*RUN_SIM, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh"), "--device", "cpu"]) == 0
+    spec_path = next((tmp_path / "launch").glob("*/spec.json"))
+    doc = json.loads(spec_path.read_text())
+    assert doc["entry"] == "sdsuite.cli.run:cmd_run" and load_spec(spec_path).args.handler.__name__ == "cmd_run"
+    for entry in ("sdsuite.core.console:print_json", "os:system", "sdsuite.cli.run:_run", "sdsuite.nope:cmd_run"):
+        spec_path.write_text(json.dumps({**doc, "entry": entry}))
+        with pytest.raises(InputFileError, match="not a launch spec this sdsuite wrote"):
+            load_spec(spec_path)
