@@ -205,16 +205,10 @@ def spec_from_json(doc: Any, path: Path) -> LaunchSpec:
 
 def load_spec(path: str | os.PathLike) -> LaunchSpec:
     """The spec a launcher wrote, validated against the schema (anything else is refused with its path)."""
-    from sdsuite.store.results import read_text_file
+    from sdsuite.store.results import read_json_file
 
     path = Path(path)
-    text = read_text_file(path, "launch spec")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputFileError(
-            f"{path}: not valid JSON ({exc.msg}); not a launch spec this sdsuite wrote. Relaunch the command."
-        ) from None
+    doc = read_json_file(path, "launch spec", "not a launch spec this sdsuite wrote. Relaunch the command.", line=False)
     return spec_from_json(doc, path)
 
 
