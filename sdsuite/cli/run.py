@@ -141,8 +141,8 @@ def _run(
         """Keep the record; without a progress bar (piped, --no-progress) print one line per finished case on stderr."""
         records.append(rec)
         if not show_progress:
+            from sdsuite.core.metrics import metric_center
             from sdsuite.measure.display import fmt_seconds
-            from sdsuite.measure.runner import metric_center
 
             status = rec["status"] if rec["status"] == "ok" else f"{rec['status']}: {rec.get('reason')}"
             lat = metric_center((rec.get("metrics") or {}).get("latency_s"))

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from sdsuite.core.console import console as make_console
 from sdsuite.core.console import readable
-from sdsuite.measure.runner import metric_center
+from sdsuite.core.metrics import metric_center
 
 
 def fmt_bytes(n: float | None) -> str:

@@ -21,7 +21,8 @@ import torch
 
 from sdsuite import __version__
 from sdsuite.core.errors import SdsuiteError
-from sdsuite.core.stats import summarize
+from sdsuite.core.metrics import metric_center as metric_center  # re-exported for callers of the runner
+from sdsuite.core.metrics import samples_metric, unavailable_metric, value_metric
 from sdsuite.gpu.derived import energy_metrics
 from sdsuite.measure.hardware import device_record, precision_support
 from sdsuite.measure.meters.energy import EnergyMeter, default_energy_meter
@@ -78,28 +79,6 @@ class RunOptions:
 def utcnow() -> str:
     """ISO-8601 UTC timestamp."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def samples_metric(samples: list[float], unit: str, **extra: Any) -> dict:
-    """A metric measured once per run: raw samples plus their statistics."""
-    return {"unit": unit, "available": True, "samples": [float(s) for s in samples], **summarize(samples), **extra}
-
-
-def value_metric(value: float | int, unit: str, **extra: Any) -> dict:
-    """A metric measured once per case (load time, FLOPs)."""
-    return {"unit": unit, "available": True, "value": value, **extra}
-
-
-def unavailable_metric(unit: str, reason: str) -> dict:
-    """A metric that cannot be measured here, with the reason (never an estimate)."""
-    return {"unit": unit, "available": False, "reason": reason}
-
-
-def metric_center(metric: dict) -> float | None:
-    """The representative number of a metric: the median of samples, or its single value."""
-    if not metric or not metric.get("available"):
-        return None
-    return metric.get("median", metric.get("value"))
 
 
 def image_fingerprint(images: torch.Tensor) -> dict:

@@ -20,9 +20,10 @@ import torch
 from sdsuite.cli.args import new_run_id
 from sdsuite.core.errors import SdsuiteError, UsageError
 from sdsuite.core.limits import allow_large, check_resolution, int_list, split_list
+from sdsuite.core.metrics import metric_center
 from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockLock, ClockPermissionError, clock_control_allowed
 from sdsuite.measure.hardware import apply_threads, device_gpu_class, resolve_device
-from sdsuite.measure.runner import CaseRun, RunOptions, metric_center, run_case
+from sdsuite.measure.runner import CaseRun, RunOptions, run_case
 from sdsuite.pipelines.build import validate_weights
 from sdsuite.pipelines.cache import PIPELINES
 from sdsuite.pipelines.registry import SCHEDULERS, VARIANTS
