@@ -19,7 +19,6 @@ import torch
 
 from sdsuite.cli.args import new_run_id
 from sdsuite.core.errors import SdsuiteError, UsageError
-from sdsuite.core.limits import allow_large, check_resolution, int_list, split_list
 from sdsuite.core.metrics import metric_center
 from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockLock, ClockPermissionError, clock_control_allowed
 from sdsuite.measure.hardware import apply_threads, device_gpu_class, resolve_device
@@ -27,8 +26,9 @@ from sdsuite.measure.runner import CaseRun, RunOptions, run_case
 from sdsuite.pipelines.build import validate_weights
 from sdsuite.pipelines.cache import PIPELINES
 from sdsuite.pipelines.registry import SCHEDULERS, VARIANTS
-from sdsuite.spec.case import Case, GridSpec, parse_resolution
+from sdsuite.spec.case import Case
 from sdsuite.spec.flags import add_pytest_options
+from sdsuite.spec.grid import QUICK_SCHEDULERS, build_grids, expand_grids
 from sdsuite.store.results import ResultsDir
 
 GPU_CLASS_MARKERS = ("v100", "a100", "h100")
@@ -41,21 +41,6 @@ MARKERS = {
     "h100": "runs only on an NVIDIA H100",
     "slow": "takes minutes (real model sizes)",
 }
-QUICK_SCHEDULERS = ("euler", "dpm++2m", "ddim")
-CORE_SCHEDULERS = (
-    "ddim",
-    "pndm",
-    "lms",
-    "euler",
-    "euler-a",
-    "heun",
-    "dpm++2m",
-    "dpm++2m-karras",
-    "dpm++2m-sde-karras",
-    "unipc",
-)
-TINY = tuple(n for n, v in VARIANTS.items() if v.embedded)
-REAL = tuple(n for n, v in VARIANTS.items() if not v.embedded)
 
 
 @dataclass
@@ -118,47 +103,12 @@ def _marks_for(case: Case, cfg_device: torch.device, device_explicit: bool) -> t
     return tuple(marks)
 
 
-def _checked_resolution(text: str) -> tuple[int, int]:
-    """``--resolution`` parsed and within the plan-time limit (SDSUITE_ALLOW_LARGE=1 raises it)."""
-    h, w = parse_resolution(text)
-    check_resolution(h, w, text, large=allow_large())
-    return h, w
-
-
 def _build_cases(config: pytest.Config, device: torch.device, device_explicit: bool) -> tuple[list, bool]:
-    opt = config.getoption
-    explicit = any(opt(n) for n in ("variant", "scheduler", "precision", "steps", "resolution"))
-    grids: list[GridSpec] = []
-    if explicit:
-        variants = split_list(opt("variant")) or list(TINY)
-        schedulers = split_list(opt("scheduler")) or (
-            list(QUICK_SCHEDULERS) if all(v in TINY for v in variants) else ["default"]
-        )
-        grids.append(
-            GridSpec(
-                variants=variants,
-                schedulers=schedulers,
-                precisions=split_list(opt("precision")) or ["fp32"],
-                steps=int_list(opt("steps"), "steps", large=allow_large()) or [None],
-                resolutions=[_checked_resolution(r) for r in split_list(opt("resolution"))] or [None],
-            )
-        )
-    else:
-        grids.append(GridSpec(variants=TINY, schedulers=QUICK_SCHEDULERS, precisions=["fp32"]))
-        if opt("full"):
-            grids.append(GridSpec(variants=TINY, schedulers=CORE_SCHEDULERS, precisions=["fp32", "bf16"]))
-            grids.append(GridSpec(variants=REAL, schedulers=["default", "dpm++2m-karras"], precisions=["fp16"]))
-    from sdsuite.cli.args import option_sets_from, task_axes_from
+    """The session's cases with their marks (the grid of sdsuite.spec.grid.build_grids, as the CLI builds it)."""
+    from sdsuite.spec.flags import pytest_getter  # not at module level: pytest takes pytest_* names for hooks
 
-    axes = {**task_axes_from(opt), "options": option_sets_from(opt)}
-    grids = [dataclasses.replace(g, **axes) for g in grids]
-    seen, cases = set(), []
-    for grid in grids:
-        for c in grid.expand():
-            if c not in seen:
-                seen.add(c)
-                cases.append((c, _marks_for(c, device, device_explicit)))
-    return cases, explicit
+    grids, explicit = build_grids(pytest_getter(config), suite=True)
+    return [(c, _marks_for(c, device, device_explicit)) for c in expand_grids(grids)], explicit
 
 
 def pytest_configure(config: pytest.Config) -> None:
