@@ -60,7 +60,7 @@ OPTION_FLAGS = (
 
 
 def option_sets_from(get: Getter) -> list:
-    """The optimization axis from flag values, ``get(name)`` reading a flag (argparse or pytest); UsageError when unknown."""
+    """The optimization axis from flag values read by ``get(name)`` (argparse or pytest); UsageError when unknown."""
     from sdsuite.optimizations.sets import option_grid
 
     def axis(name: str) -> list[str] | None:
@@ -111,7 +111,7 @@ def prompt_axis_from(source: str | None, n: int | None, prompt: str | None) -> l
 
 
 def with_reference(sets: list, compare: bool) -> list:
-    """``--compare-options``: the reference set joins the axis (first), so every other set has something to compare with."""
+    """``--compare-options``: the reference set joins the axis (first), so every other set has one to compare with."""
     from sdsuite.quality.effects import REFERENCE
 
     return [REFERENCE, *(s for s in sets if s != REFERENCE)] if compare else sets
