@@ -192,8 +192,9 @@ class CaseMeasurement:
         tl.stop()
         marks, wall_s = tl.marks(), tl.wall_s
         # The energy counter updates only every ~100 ms: repeat the same generation inside the window
-        # until it lasts min_window_s (and its counter ticks time it to 0.5%), and let the metrics divide by the count. The sample's timing stays the
-        # first call's; the spread of every call's wall time is kept with the window (generation_s).
+        # until it lasts min_window_s (and its counter ticks time it to 0.5%), and let the metrics divide by the
+        # count. The sample's timing stays the first call's; the spread of every call's wall time is kept with the
+        # window (generation_s).
         calls_s = [wall_s]
         precise = getattr(self.energy_meter, "precise_enough", lambda: True)
         while getattr(self.energy_meter, "available", False) and (
