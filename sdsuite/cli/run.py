@@ -130,6 +130,8 @@ def _print_effects(records: list[dict], console: Console) -> None:
 def _run(
     args: argparse.Namespace, cases: list, device, out, telemetry: TelemetrySetup, keys: dict | None = None
 ) -> int:
+    from sdsuite.measure.context import RunContext
+
     opts = run_options_from_args(args, device)
     run_id = new_run_id()
     err = make_console(stderr=True)
@@ -160,12 +162,8 @@ def _run(
         task = progress.add_task("measuring", total=total_runs)
         run_grid(
             cases,
-            opts,
-            device,
+            RunContext(opts, device, run_id, energy_meter=telemetry.meter, clock_session=telemetry.clock_session()),
             str(out),
-            run_id,
-            energy_meter=telemetry.meter,
-            clock_session=telemetry.clock_session(),
             on_case_start=lambda c: progress.update(task, description=c.case_id),
             on_run=lambda i: progress.advance(task),
             on_record=on_record,

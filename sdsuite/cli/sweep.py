@@ -391,6 +391,7 @@ def _record_bytes(existing: list[dict]) -> int:
 def _execute(
     args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings
 ) -> int:
+    from sdsuite.measure.context import RunContext
     from sdsuite.measure.envinfo import environment
 
     env = environment()
@@ -446,15 +447,9 @@ def _execute(
 
         outcome = run_sweep(
             plan,
-            session=session,
-            opts=opts,
-            device=device,
+            RunContext(opts, device, run_id, env["fingerprint"], setup.meter, cache, clock_session=session),
             results=results,
-            run_id=run_id,
             sweep_info=sweep_info,
-            env_fingerprint=env["fingerprint"],
-            energy_meter=setup.meter,
-            cache=cache,
             max_throttle_pct=args.max_throttle,
             sleeps=sleeps,
             images=saver,

@@ -21,6 +21,7 @@ import torch
 from sdsuite import __version__
 from sdsuite.core.errors import SdsuiteError
 from sdsuite.core.metrics import metric_center as metric_center  # re-exported for callers of the runner
+from sdsuite.measure.context import RunContext
 from sdsuite.measure.hardware import device_record, precision_support
 from sdsuite.measure.measurement import CaseMeasurement, Sample
 from sdsuite.measure.measurement import image_fingerprint as image_fingerprint  # re-exported
@@ -110,24 +111,15 @@ class CaseRun:
     A failure anywhere becomes a ``failed`` record with its reason; Ctrl-C is never swallowed.
     """
 
-    def __init__(
-        self,
-        case: Case,
-        opts: RunOptions,
-        device: torch.device,
-        *,
-        run_id: str = "adhoc",
-        env_fingerprint: str | None = None,
-        cache: PipelineCache = PIPELINES,
-        energy_meter: EnergyMeter | None = None,
-    ):
+    def __init__(self, case: Case, ctx: RunContext):
         self.case = case
-        self.opts = opts
-        self.device = device
-        self.cache = cache
-        self.meter = energy_meter or default_energy_meter(device.type)
-        self.run_id = run_id
-        self.env_fingerprint = env_fingerprint
+        self.ctx = ctx
+        self.opts = ctx.options
+        self.device = ctx.device
+        self.cache = ctx.cache
+        self.meter = ctx.energy_meter or default_energy_meter(ctx.device.type)
+        self.run_id = ctx.run_id
+        self.env_fingerprint = ctx.env_fingerprint
         self.record: dict = {}
         self.measurement: CaseMeasurement | None = None
         self.applied = None  # reversible optimizations applied for this case (undone on exit)
@@ -274,28 +266,43 @@ class CaseRun:
         return exc is not None and not isinstance(exc, KeyboardInterrupt)
 
 
-def run_case(
+def measure_case(
     case: Case,
-    opts: RunOptions,
-    device: torch.device,
+    ctx: RunContext,
     *,
     on_run: Callable[[int], None] | None = None,
     on_images: Callable[[torch.Tensor], None] | None = None,
-    **kwargs: Any,
 ) -> dict:
-    """Measure one case and return its record. Failures become ``failed`` records; the caller goes on.
+    """Measure one case in ``ctx`` and return its record. Failures become ``failed`` records; the caller goes on.
 
     ``on_images`` receives the last measured run's images (e.g. to save samples; sdsuite.store.image_files).
     """
-    with CaseRun(case, opts, device, **kwargs) as run:
+    with CaseRun(case, ctx) as run:
         if run.ready:
-            for i in range(opts.runs):
+            for i in range(ctx.options.runs):
                 run.measure_once()
                 if on_run:
                     on_run(i)
             if on_images and run.measurement.last_images() is not None:
                 on_images(run.measurement.last_images())
     return run.record
+
+
+def run_case(
+    case: Case,
+    opts: RunOptions,
+    device: torch.device,
+    *,
+    run_id: str = "adhoc",
+    env_fingerprint: str | None = None,
+    cache: PipelineCache = PIPELINES,
+    energy_meter: EnergyMeter | None = None,
+    on_run: Callable[[int], None] | None = None,
+    on_images: Callable[[torch.Tensor], None] | None = None,
+) -> dict:
+    """``measure_case`` with the context given field by field (scripts and tests)."""
+    ctx = RunContext(opts, device, run_id, env_fingerprint, energy_meter, cache)
+    return measure_case(case, ctx, on_run=on_run, on_images=on_images)
 
 
 def failed_record(

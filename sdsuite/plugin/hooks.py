@@ -21,8 +21,9 @@ from sdsuite.cli.args import new_run_id
 from sdsuite.core.errors import SdsuiteError, UsageError
 from sdsuite.core.metrics import metric_center
 from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockLock, ClockPermissionError, clock_control_allowed
+from sdsuite.measure.context import RunContext
 from sdsuite.measure.hardware import apply_threads, device_gpu_class, resolve_device
-from sdsuite.measure.runner import CaseRun, RunOptions, run_case
+from sdsuite.measure.runner import CaseRun, RunOptions, measure_case
 from sdsuite.pipelines.build import validate_weights
 from sdsuite.pipelines.cache import PIPELINES
 from sdsuite.pipelines.registry import SCHEDULERS, VARIANTS
@@ -73,6 +74,11 @@ class SdsuiteConfig:
             trace_dir=self.trace_dir,
             fidelity=self.fidelity,
         )
+
+    def context(self, env_fingerprint: str | None = None, **overrides) -> RunContext:
+        """The RunContext of this session's cases (``overrides``: RunOptions fields of one test)."""
+        meter = self.telemetry.meter if self.telemetry is not None else None
+        return RunContext(self.options(), self.device, self.run_id, env_fingerprint, meter).with_options(**overrides)
 
 
 CONFIG_KEY = pytest.StashKey[SdsuiteConfig]()
@@ -332,10 +338,6 @@ def sdsuite_results(sdsuite_config: SdsuiteConfig) -> ResultsDir:
     return results
 
 
-def _meter(cfg: SdsuiteConfig):
-    return cfg.telemetry.meter if cfg.telemetry is not None else None
-
-
 @contextlib.contextmanager
 def _frequency_point(cfg: SdsuiteConfig, case: Case):
     """Lock the case's frequency for the block and restore after; skip when clocks may not be changed."""
@@ -411,18 +413,9 @@ def sd_run_case(request: pytest.FixtureRequest, sdsuite_config: SdsuiteConfig, s
     """Factory: measure a case with the session's options, append its record, return it."""
 
     def run(case: Case, **overrides) -> dict:
-        opts = sdsuite_config.options()
-        if overrides:
-            opts = RunOptions(**{**opts.__dict__, **overrides})
+        ctx = sdsuite_config.context(sdsuite_results.env_fingerprint, **overrides)
         with _frequency_point(sdsuite_config, case) as point:
-            rec = run_case(
-                case,
-                opts,
-                sdsuite_config.device,
-                run_id=sdsuite_config.run_id,
-                env_fingerprint=sdsuite_results.env_fingerprint,
-                energy_meter=_meter(sdsuite_config),
-            )
+            rec = measure_case(case, ctx)
             point.annotate(rec)
         sdsuite_results.append(rec)
         request.config.hook.pytest_sdsuite_record(record=rec, item=request.node, config=request.config)
@@ -486,22 +479,11 @@ def sd_benchmark(request: pytest.FixtureRequest, sdsuite_config: SdsuiteConfig, 
     benchmark = request.getfixturevalue("sd_pytest_benchmark")
 
     def run(case: Case) -> dict:
-        opts = sdsuite_config.options()
-        meter = _meter(sdsuite_config)
-        with (
-            _frequency_point(sdsuite_config, case) as point,
-            CaseRun(
-                case,
-                opts,
-                sdsuite_config.device,
-                run_id=sdsuite_config.run_id,
-                env_fingerprint=sdsuite_results.env_fingerprint,
-                energy_meter=meter,
-            ) as run,
-        ):
+        ctx = sdsuite_config.context(sdsuite_results.env_fingerprint)
+        with _frequency_point(sdsuite_config, case) as point, CaseRun(case, ctx) as run:
             if run.ready:
                 benchmark.group = benchmark.group or case_family(case)
-                benchmark.pedantic(run.measure_once, rounds=opts.runs, iterations=1, warmup_rounds=0)
+                benchmark.pedantic(run.measure_once, rounds=ctx.options.runs, iterations=1, warmup_rounds=0)
         rec = point.annotate(run.record)
         sdsuite_results.append(rec)
         benchmark.extra_info["case_id"] = rec["case_id"]
