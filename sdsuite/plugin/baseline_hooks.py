@@ -110,7 +110,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _sdsuite_session(config: pytest.Config):
-    from sdsuite.plugin.hooks import CONFIG_KEY
+    from sdsuite.plugin.session import CONFIG_KEY
 
     return config.stash.get(CONFIG_KEY, None)
 
