@@ -764,7 +764,8 @@ def make_case(p: dict, **kw: Any):
 def measure_case(sec: Section, ctx: WorkerContext, label: str, case, p: dict, *, fidelity: str = "off") -> dict:
     """One case through the engine (sdsuite.measure.runner.CaseRun), stopping early (>= min_runs) when the section's
     time runs out."""
-    from sdsuite.measure.runner import CaseRun, RunOptions
+    from sdsuite.measure.context import RunContext, RunOptions
+    from sdsuite.measure.runner import CaseRun
 
     if case.freq_mhz is not None:
         refuse(f"a case with freq_mhz={case.freq_mhz}")
@@ -782,7 +783,7 @@ def measure_case(sec: Section, ctx: WorkerContext, label: str, case, p: dict, *,
         f"{label}: load + first call ({case.variant} {case.precision} {case.width}x{case.height}/{case.steps})"
     )
     runs_done, per_run = 0, None
-    with CaseRun(case, opts, ctx.device, energy_meter=ctx.meter()) as run:
+    with CaseRun(case, RunContext(opts, ctx.device, energy_meter=ctx.meter())) as run:
         if run.ready:
             first = run.measurement.first_call_s
             sec.progress(f"{label}: first call {first:.2f} s; measuring {p['runs']} runs")

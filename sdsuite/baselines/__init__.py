@@ -5,6 +5,7 @@ record -> hardware key (keys) -> obtained entry (entries) -> baseline entry (sto
 for both front ends (sdsuite.plugin.baseline_hooks and sdsuite.cli.baseline).
 """
 
+from sdsuite.baselines.baseline_store import BaselineFile, BaselineStore, load_baseline_file
 from sdsuite.baselines.compare import (
     CaseComparison,
     MetricComparison,
@@ -17,7 +18,6 @@ from sdsuite.baselines.compare import (
 from sdsuite.baselines.gate import GateConfig, GateResult, Status, UpdateMode, gate_record
 from sdsuite.baselines.keys import hardware_key
 from sdsuite.baselines.kinds import KINDS, MetricKind, kind_for, register
-from sdsuite.baselines.store import BaselineFile, BaselineStore, load_baseline_file
 from sdsuite.baselines.tolerance import Direction, Tolerance, ToleranceRules, parse_tolerance
 
 __all__ = [

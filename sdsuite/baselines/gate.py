@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sdsuite.baselines.baseline_store import BaselineStore
 from sdsuite.baselines.compare import CaseComparison, Significance, compare_entry
 from sdsuite.baselines.entries import obtained_entry
 from sdsuite.baselines.keys import hardware_key, is_portable_key
-from sdsuite.baselines.store import BaselineStore
 from sdsuite.baselines.tolerance import ToleranceRules
 from sdsuite.core.errors import InputFileError, UsageError
 

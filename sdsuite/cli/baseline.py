@@ -12,13 +12,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdsuite.baselines.compare import SIGNIFICANCE_METHODS, Significance
+from sdsuite.baselines.baseline_store import default_file_name
 from sdsuite.baselines.entries import obtained_entry, pool_entries
-from sdsuite.baselines.gate import MISSING_POLICIES, GateConfig, GateResult, Status, UpdateMode, gate_record
-from sdsuite.baselines.keys import SCOPES, hardware_key
+from sdsuite.baselines.gate import GateConfig, GateResult, Status, UpdateMode, gate_record
+from sdsuite.baselines.gate_options import add_cli_gate_options, cli_gate_getter, gate_config
+from sdsuite.baselines.keys import hardware_key
 from sdsuite.baselines.render import markdown, text_table
-from sdsuite.baselines.store import BaselineStore, default_file_name
-from sdsuite.baselines.tolerance import ToleranceRules, check_layer_metrics, layer_from_cli, load_tolerances_file
+from sdsuite.baselines.tolerance import check_layer_metrics
 from sdsuite.cli.commands import help_of
 from sdsuite.core.errors import UsageError
 from sdsuite.measure.calibration import load_calibrations
@@ -28,39 +28,10 @@ FORMATS = ("table", "json", "markdown")
 DEFAULT_FILE = "sdsuite"
 
 
-def _add_gate_arguments(p: argparse.ArgumentParser) -> None:
+def _add_gate_arguments(p: argparse.ArgumentParser, *, missing: bool = False) -> None:
+    """RESULTS_DIR and the gate options (declared with the pytest plugin's in sdsuite.baselines.gate_options)."""
     p.add_argument("results", metavar="RESULTS_DIR", help="results directory (holds results.jsonl and run.json)")
-    p.add_argument("--baselines", required=True, metavar="DIR", help="baseline store: DIR/<hardware-key>/*.json")
-    p.add_argument(
-        "--hardware-key",
-        choices=SCOPES,
-        default="auto",
-        help="auto: the exact hardware of each record, all metrics (default); portable: machine-independent metrics",
-    )
-    p.add_argument(
-        "--run",
-        metavar="RUN_ID",
-        default=None,
-        help="only records of this run (default: the latest record of each case)",
-    )
-    p.add_argument(
-        "--tolerance",
-        action="append",
-        default=[],
-        metavar="METRIC=SPEC",
-        help="override a tolerance, e.g. latency_s=7.5%% or 'image_*=atol=1e-5' (repeatable; beats the files)",
-    )
-    p.add_argument("--tolerances", metavar="FILE", default=None, help="tolerances file (JSON; see docs/baselines.md)")
-    p.add_argument(
-        "--significance",
-        choices=SIGNIFICANCE_METHODS,
-        default="auto",
-        help="confirm beyond-tolerance changes with Mann-Whitney U (auto, needs scipy), a bootstrap, or not at all",
-    )
-    p.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
-    p.add_argument(
-        "--min-samples", type=int, default=5, help="samples each side needs before significance is tested (default 5)"
-    )
+    add_cli_gate_options(p, missing=missing)
 
 
 def register(sub) -> None:
@@ -70,13 +41,7 @@ def register(sub) -> None:
         help=help_of("compare"),
         description="Compare each record with its baseline entry; exit 0 pass, 1 regression or missing baseline, 2 bad input.",
     )
-    _add_gate_arguments(p)
-    p.add_argument(
-        "--missing",
-        choices=MISSING_POLICIES,
-        default="fail",
-        help="a case without a baseline fails (default) or is skipped",
-    )
+    _add_gate_arguments(p, missing=True)
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default), json or markdown")
     p.set_defaults(handler=cmd_compare)
 
@@ -135,15 +100,7 @@ def _load_results(args: argparse.Namespace) -> _Loaded:
 
 
 def _gate_config(args: argparse.Namespace, update: UpdateMode, missing: str) -> GateConfig:
-    policy = load_tolerances_file(args.tolerances) if args.tolerances else ()
-    return GateConfig(
-        store=BaselineStore(args.baselines),
-        scope=args.hardware_key,
-        rules=ToleranceRules(policy=policy, command_line=layer_from_cli(args.tolerance)),
-        significance=Significance(method=args.significance, alpha=args.alpha, min_samples=args.min_samples),
-        missing=missing,
-        update=update,
-    )
+    return gate_config(cli_gate_getter(args), args.baselines, update=update, missing=missing)
 
 
 def _run(args: argparse.Namespace, cfg: GateConfig, file_name: str, pool: bool = False) -> list[GateResult]:

@@ -12,19 +12,14 @@ import dataclasses
 import sys
 from typing import TYPE_CHECKING
 
-from sdsuite.cli.args import (
-    add_case_arguments,
-    grid_from_args,
-    new_run_id,
-    run_options_from_args,
-    telemetry_options_from_args,
-)
+from sdsuite.cli.args import add_case_arguments, grid_from_args, run_options_from_args, telemetry_options_from_args
 from sdsuite.cli.commands import help_of
 from sdsuite.core.console import console as make_console
 from sdsuite.core.console import print_json
 from sdsuite.core.errors import UsageError
 from sdsuite.launch.scaleout import LaunchTarget, add_scaleout_arguments, launch, wants_launch
 from sdsuite.launch.worker import launch_entry
+from sdsuite.measure.context import new_run_id
 from sdsuite.store.results import ResultsDir, check_writable_dir
 
 if TYPE_CHECKING:
@@ -141,6 +136,7 @@ def _run(
 ) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from sdsuite.measure.context import RunContext
     from sdsuite.measure.display import print_records
     from sdsuite.measure.engine import run_grid
 
@@ -155,8 +151,8 @@ def _run(
         """Keep the record; without a progress bar (piped, --no-progress) print one line per finished case on stderr."""
         records.append(rec)
         if not show_progress:
+            from sdsuite.core.metrics import metric_center
             from sdsuite.measure.display import fmt_seconds
-            from sdsuite.measure.runner import metric_center
 
             status = rec["status"] if rec["status"] == "ok" else f"{rec['status']}: {rec.get('reason')}"
             lat = metric_center((rec.get("metrics") or {}).get("latency_s"))
@@ -174,12 +170,8 @@ def _run(
         task = progress.add_task("measuring", total=total_runs)
         run_grid(
             cases,
-            opts,
-            device,
+            RunContext(opts, device, run_id, energy_meter=telemetry.meter, clock_session=telemetry.clock_session()),
             str(out),
-            run_id,
-            energy_meter=telemetry.meter,
-            clock_session=telemetry.clock_session(),
             on_case_start=lambda c: progress.update(task, description=c.case_id),
             on_run=lambda i: progress.advance(task),
             on_record=on_record,

@@ -26,13 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sdsuite import __version__
-from sdsuite.cli.args import (
-    add_case_arguments,
-    grid_from_args,
-    new_run_id,
-    run_options_from_args,
-    telemetry_options_from_args,
-)
+from sdsuite.cli.args import add_case_arguments, grid_from_args, run_options_from_args, telemetry_options_from_args
 from sdsuite.cli.commands import help_of
 from sdsuite.core.console import console as make_console
 from sdsuite.core.console import print_json, readable
@@ -52,13 +46,14 @@ from sdsuite.launch.scaleout import (
     wants_launch,
 )
 from sdsuite.launch.worker import launch_entry
+from sdsuite.measure.context import new_run_id
 from sdsuite.measure.display import fmt_bytes, fmt_seconds
 from sdsuite.store.image_files import IMAGE_MODES, ImageSaver, images_root, run_dir_name, sample_selection
 from sdsuite.store.results import ResultsDir, check_writable_dir
 
 if TYPE_CHECKING:  # the measuring modules import torch: the handlers import them once the flags are valid
     from sdsuite.dvfs.sweep_engine import PlanEstimate, PointDone, SweepPlan
-    from sdsuite.measure.runner import RunOptions
+    from sdsuite.measure.context import RunOptions
 
 SWEEP_LOCK = ".sweep.lock"
 
@@ -393,6 +388,7 @@ def _execute(
     args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings
 ) -> int:
     from sdsuite.dvfs.sweep_engine import SleepMeter, run_sweep
+    from sdsuite.measure.context import RunContext
     from sdsuite.measure.envinfo import environment
     from sdsuite.pipelines.cache import PIPELINES
 
@@ -449,15 +445,9 @@ def _execute(
 
         outcome = run_sweep(
             plan,
-            session=session,
-            opts=opts,
-            device=device,
+            RunContext(opts, device, run_id, env["fingerprint"], setup.meter, cache, clock_session=session),
             results=results,
-            run_id=run_id,
             sweep_info=sweep_info,
-            env_fingerprint=env["fingerprint"],
-            energy_meter=setup.meter,
-            cache=cache,
             max_throttle_pct=args.max_throttle,
             sleeps=sleeps,
             images=saver,

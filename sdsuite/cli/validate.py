@@ -100,7 +100,9 @@ def register(sub) -> None:
 
 
 def _unavailable(reason: str) -> dict:
-    return {"unit": "1", "available": False, "reason": reason}
+    from sdsuite.core.metrics import unavailable_metric
+
+    return unavailable_metric("1", reason)
 
 
 def _case_from_args(args: argparse.Namespace):
@@ -170,6 +172,7 @@ def evaluate(
     preflight: dict[str, str | None] | None = None,
 ) -> dict[str, dict]:
     """CLIP score, FID and IS of ``images``; each unavailable with the reason when its files are missing."""
+    from sdsuite.core.metrics import value_metric
     from sdsuite.quality import distribution as q
 
     pre = preflight or preflight_reasons(clip_model, inception, fid_stats)
@@ -187,12 +190,9 @@ def evaluate(
         metrics["fid"] = (
             _unavailable(reason)
             if extractor is None
-            else {
-                "unit": "1",
-                "available": True,
-                "value": q.fid_against_reference(images, q.load_reference_stats(fid_stats), extractor),
-                "n": images.shape[0],
-            }
+            else value_metric(
+                q.fid_against_reference(images, q.load_reference_stats(fid_stats), extractor), "1", n=images.shape[0]
+            )
         )
     if pre["inception_score"] or images is None:
         metrics["inception_score"] = _unavailable(pre["inception_score"] or "no images")
@@ -203,7 +203,7 @@ def evaluate(
         else:
             splits = min(10, images.shape[0])
             mean, std = q.inception_score(images, classifier, splits=splits)
-            metrics["inception_score"] = {"unit": "1", "available": True, "value": mean, "std": std, "splits": splits}
+            metrics["inception_score"] = value_metric(mean, "1", std=std, splits=splits)
     return metrics
 
 

@@ -30,10 +30,10 @@ from sdsuite.dvfs.points import (  # re-exported: the torch-free part, for the l
 from sdsuite.dvfs.points import FINISHED_STATUSES as FINISHED_STATUSES
 from sdsuite.dvfs.points import record_point_key as record_point_key
 from sdsuite.gpu.base import GpuLostError, TelemetryError
-from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockPermissionError, ClockSession
+from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockPermissionError
+from sdsuite.measure.context import RunContext, RunOptions
 from sdsuite.measure.engine import order_for_loading
-from sdsuite.measure.runner import RunOptions, failed_record, run_case
-from sdsuite.pipelines.cache import PIPELINES
+from sdsuite.measure.runner import failed_record, measure_case
 from sdsuite.spec.case import Case
 from sdsuite.store.image_files import ImageSaver, estimate_bytes
 from sdsuite.store.results import ResultsDir
@@ -273,24 +273,20 @@ class PointResult:
 
 def measure_point(
     case: Case,
+    ctx: RunContext,
     *,
-    session: ClockSession,
-    opts: RunOptions,
-    device: torch.device,
-    run_id: str,
-    env_fingerprint: str | None = None,
-    energy_meter: Any = None,
-    cache: Any = PIPELINES,
     max_throttle_pct: float = DEFAULT_MAX_THROTTLE_PCT,
     sleeps: SleepMeter | None = None,
     keep_images: bool = False,
     extra: Mapping[str, Any] | None = None,
 ) -> PointResult:
-    """Lock (through ``session``), measure with the runner, annotate; a telemetry error becomes a failed record.
+    """Lock (through ``ctx.clock_session``), measure with the runner, annotate; a telemetry error becomes a failed
+    record.
 
     Opt-in and permission problems are the user's to fix and propagate (UsageError); a lost GPU
     propagates too, since no later point could be measured.
     """
+    session = ctx.clock_session
     slept0 = sleeps.total_s if sleeps else 0.0
     t0 = time.perf_counter()
     telemetry = session.telemetry is not None
@@ -305,20 +301,13 @@ def measure_point(
     slept = (sleeps.total_s if sleeps else 0.0) - slept0
     captured: list[torch.Tensor] = []
     if point is None:
-        rec = failed_record(case, opts, device, reason, run_id=run_id, env_fingerprint=env_fingerprint)
-        rec["simulated"] = bool(getattr(energy_meter, "simulated", False))
+        rec = failed_record(
+            case, ctx.options, ctx.device, reason, run_id=ctx.run_id, env_fingerprint=ctx.env_fingerprint
+        )
+        rec["simulated"] = bool(getattr(ctx.energy_meter, "simulated", False))
         measure_s = 0.0
     else:
-        rec = run_case(
-            case,
-            opts,
-            device,
-            run_id=run_id,
-            env_fingerprint=env_fingerprint,
-            energy_meter=energy_meter,
-            cache=cache,
-            on_images=captured.append if keep_images else None,
-        )
+        rec = measure_case(case, ctx, on_images=captured.append if keep_images else None)
         measure_s = time.perf_counter() - t_locked
         point.annotate(rec)
         problem = point_problem(rec, max_throttle_pct, telemetry)
@@ -355,16 +344,10 @@ class SweepOutcome:
 
 def run_sweep(
     plan: SweepPlan,
+    ctx: RunContext,
     *,
-    session: ClockSession,
-    opts: RunOptions,
-    device: torch.device,
     results: ResultsDir,
-    run_id: str,
     sweep_info: Mapping[str, Any],
-    env_fingerprint: str | None = None,
-    energy_meter: Any = None,
-    cache: Any = PIPELINES,
     max_throttle_pct: float = DEFAULT_MAX_THROTTLE_PCT,
     sleeps: SleepMeter | None = None,
     images: ImageSaver | None = None,
@@ -374,12 +357,13 @@ def run_sweep(
 ) -> SweepOutcome:
     """Measure every point not yet done, appending each record as soon as it finishes.
 
-    The session restores the clocks at the end, on Ctrl-C (its signal handlers) and on any error;
+    ``ctx.clock_session`` (required) restores the clocks at the end, on Ctrl-C (its signal handlers) and on any error;
     every point appended before that is kept. A failing point is recorded with its reason and the
     sweep goes on; a lost GPU (or a meter that lost it) stops the sweep, since nothing more can be measured.
     """
     outcome = SweepOutcome(skipped=plan.already_done)
-    with session:
+    energy_meter = ctx.energy_meter
+    with ctx.clock_session:
         for index, pt in enumerate(plan.points):
             if pt.key in plan.done:
                 continue
@@ -389,13 +373,7 @@ def run_sweep(
             try:
                 res = measure_point(
                     pt.case,
-                    session=session,
-                    opts=opts,
-                    device=device,
-                    run_id=run_id,
-                    env_fingerprint=env_fingerprint,
-                    energy_meter=energy_meter,
-                    cache=cache,
+                    ctx,
                     max_throttle_pct=max_throttle_pct,
                     sleeps=sleeps,
                     keep_images=images is not None and images.wants(pt.case),
@@ -403,7 +381,12 @@ def run_sweep(
                 )
             except GpuLostError as exc:
                 rec = failed_record(
-                    pt.case, opts, device, f"the GPU is lost: {exc}", run_id=run_id, env_fingerprint=env_fingerprint
+                    pt.case,
+                    ctx.options,
+                    ctx.device,
+                    f"the GPU is lost: {exc}",
+                    run_id=ctx.run_id,
+                    env_fingerprint=ctx.env_fingerprint,
                 )
                 rec["sweep"] = info
                 results.append(rec)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sdsuite.core.errors import UsageError
+from sdsuite.core.metrics import value_metric
 from sdsuite.gpu.base import (
     ClockState,
     GpuLostError,
@@ -536,7 +537,7 @@ class PointInfo:
             record["idle_power"] = self.idle
             if self.idle.get("available") and self.idle.get("avg_power_w") is not None:
                 metrics = record.setdefault("metrics", {})
-                metrics["idle_power_w"] = {"unit": "W", "available": True, "value": self.idle["avg_power_w"]}
+                metrics["idle_power_w"] = value_metric(self.idle["avg_power_w"], "W")
         return record
 
 

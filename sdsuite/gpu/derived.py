@@ -7,13 +7,7 @@ pipeline call (or per image / per step) and honest about it.
 
 from __future__ import annotations
 
-from typing import Any
-
-from sdsuite.core.stats import summarize
-
-
-def _metric(samples: list[float], unit: str, **extra: Any) -> dict:
-    return {"unit": unit, "available": True, "samples": [float(s) for s in samples], **summarize(samples), **extra}
+from sdsuite.core.metrics import samples_metric as _metric
 
 
 def energy_metrics(windows: list[dict], batch_size: int, steps: int) -> dict[str, dict]:

@@ -61,6 +61,33 @@ class TelemetryOptions:
     cooldown: str | None = None
 
 
+def telemetry_options_from(get, flag_of=lambda name: "--" + name.replace("_", "-")):
+    """TelemetryOptions from flag values, ``get(dest)`` reading a flag by its CLI dest (argparse, or the pytest plugin
+    through sdsuite.spec.flags.pytest_getter); ``flag_of(dest)`` names the flag in an error message."""
+    from sdsuite.core.limits import check_flags
+
+    check_flags(
+        get,
+        flag_of,
+        dests=("freq_floor", "mem_freq", "clock_settle", "poll_interval_ms", "min_energy_window", "idle_baseline"),
+    )
+    return TelemetryOptions(
+        backend=get("telemetry"),
+        gpu_model=get("gpu_model"),
+        sim_faults=tuple(get("sim_fault") or ()),
+        freq=get("freq"),
+        freq_floor_mhz=get("freq_floor"),
+        mem_freq_mhz=get("mem_freq"),
+        allow_clock_control=get("allow_clock_control"),
+        settle_s=get("clock_settle"),
+        energy_source=get("energy_source"),
+        poll_interval_ms=get("poll_interval_ms"),
+        power_trace=get("power_trace"),
+        idle_baseline_s=get("idle_baseline"),
+        cooldown=get("cooldown"),
+    )
+
+
 def open_telemetry(
     backend: str, *, device_type: str = "cpu", device_index: int = 0, gpu_model: str | None = None, sim_faults=()
 ) -> Telemetry | None:

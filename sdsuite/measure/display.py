@@ -9,6 +9,7 @@ from rich.table import Table
 
 from sdsuite.core.console import console as make_console
 from sdsuite.core.console import readable
+from sdsuite.core.metrics import metric_center
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -54,7 +55,6 @@ def _spread(metric: dict) -> str:
 
 def records_table(records: Sequence[dict], title: str = "sdsuite results") -> Table:
     """One row per record: latency median with half-IQR spread, per-step, images/s, memory, energy, FLOPs."""
-    from sdsuite.measure.runner import metric_center  # the runner imports torch: only where records are shown
 
     t = Table(title=title, title_justify="left")
     for col, kw in [

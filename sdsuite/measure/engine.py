@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torch
-
 from sdsuite.gpu.clocks import ClockSession
+from sdsuite.measure.context import RunContext
 from sdsuite.measure.envinfo import environment
-from sdsuite.measure.meters.energy import EnergyMeter
-from sdsuite.measure.runner import RunOptions, run_case
+from sdsuite.measure.runner import measure_case
 from sdsuite.spec.case import Case
 from sdsuite.store.results import ResultsDir, check_writable_dir
 
@@ -41,42 +39,31 @@ def order_for_loading(cases: Sequence[Case]) -> list[Case]:
 
 def run_grid(
     cases: Sequence[Case],
-    opts: RunOptions,
-    device: torch.device,
+    ctx: RunContext,
     out: str,
-    run_id: str,
     *,
-    energy_meter: EnergyMeter | None = None,
-    clock_session: ClockSession | None = None,
     on_case_start: Callable[[Case], None] | None = None,
     on_run: Callable[[int], None] | None = None,
     on_record: Callable[[dict], None] | None = None,
     annotate: Callable[[Case, dict], None] | None = None,
 ) -> list[dict]:
-    """Measure every case, appending each record as soon as it is done (Ctrl-C keeps finished ones).
+    """Measure every case in ``ctx``, appending each record as soon as it is done (Ctrl-C keeps finished ones).
 
-    ``clock_session`` locks each case's frequency (once per change) and always restores the clocks;
+    ``ctx.clock_session`` locks each case's frequency (once per change) and always restores the clocks;
     ``annotate`` adds fields to a record before it is written (a launched task's point key).
     """
     results = ResultsDir(check_writable_dir(out))
     env = environment()
-    env["device"] = str(device)
-    results.write_run_info(run_id, env)
+    env["device"] = str(ctx.device)
+    results.write_run_info(ctx.run_id, env)
+    ctx = ctx.replace(env_fingerprint=env["fingerprint"])
     records = []
-    with clock_session or ClockSession(None) as clocks:
+    with ctx.clock_session or ClockSession(None) as clocks:
         for case in order_for_loading(cases):
             if on_case_start:
                 on_case_start(case)
             point = clocks.point(case.freq_mhz)
-            rec = run_case(
-                case,
-                opts,
-                device,
-                run_id=run_id,
-                env_fingerprint=env["fingerprint"],
-                energy_meter=energy_meter,
-                on_run=on_run,
-            )
+            rec = measure_case(case, ctx, on_run=on_run)
             point.annotate(rec)
             if annotate:
                 annotate(case, rec)

@@ -9,357 +9,37 @@ Everything outside the window (peak reads, fingerprints, bookkeeping) is kept ou
 from __future__ import annotations
 
 import datetime as _dt
-import statistics
 import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from sdsuite import __version__
 from sdsuite.core.errors import SdsuiteError
-from sdsuite.core.stats import summarize
-from sdsuite.gpu.derived import energy_metrics
+from sdsuite.core.metrics import metric_center as metric_center  # re-exported for callers of the runner
+from sdsuite.measure.context import RunContext, RunOptions
 from sdsuite.measure.hardware import device_record, precision_support
+from sdsuite.measure.measurement import CaseMeasurement, Sample
+from sdsuite.measure.measurement import image_fingerprint as image_fingerprint  # re-exported
 from sdsuite.measure.meters.energy import EnergyMeter, default_energy_meter
-from sdsuite.measure.meters.flops import count_flops
-from sdsuite.measure.meters.memory import PeakMemoryMeter
-from sdsuite.measure.meters.timing import Timeline, synchronize
-from sdsuite.measure.noise import timing_warning
-from sdsuite.measure.profiling import LOAD, SpanRecorder, instrument_pipeline, trace
-from sdsuite.optimizations.apply import apply_optimizations, options_record
+from sdsuite.measure.steps import MEASURED_STEPS, POST_MEASURE_STEPS, prepare_reference
+from sdsuite.optimizations.apply import apply_optimizations
 from sdsuite.optimizations.sets import UnsupportedOptimization
 from sdsuite.optimizations.support import supported
 from sdsuite.pipelines.build import weights_kind
 from sdsuite.pipelines.cache import PIPELINES, LoadedPipeline, PipelineCache
 from sdsuite.pipelines.registry import get_precision, get_variant
-from sdsuite.quality.effects import (
-    REFERENCE,
-    REFERENCES,
-    ReferenceResult,
-    effects_for,
-    fidelity_wanted,
-    is_reference,
-    reference_case,
-)
-from sdsuite.quality.fidelity import capture_stages, first_differing_stage
-from sdsuite.quality.sanity import sanity_check
 from sdsuite.spec.case import Case
-from sdsuite.spec.tasks import TEXT_TO_IMAGE, task_call_kwargs, task_pipeline
+from sdsuite.spec.tasks import task_pipeline
 from sdsuite.store.results import SCHEMA_VERSION
-
-BLANK_STD = 1e-4
-# A window may grow to this many times --min-energy-window while its counter ticks do not yet time its energy to 0.5%.
-MAX_WINDOW_FACTOR = 4  # an image whose pixel std is below this is constant (blank)
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to measure: repetitions, device, weights source, optional meters."""
-
-    runs: int = 5
-    warmup: int = 1
-    device: str = "auto"
-    weights: str = "auto"
-    count_flops: bool = True
-    # Energy windows shorter than this repeat the generation inside the window (0: never); see measure_once.
-    min_energy_window_s: float = 1.0
-    # One extra, untimed generation after the measured runs, instrumented with profiling spans
-    # (text encode, denoise, decode: time and memory); traced with torch.profiler into trace_dir when set.
-    spans: bool = True
-    trace_dir: str | None = None
-    # Output fidelity against the reference optimization set: auto, all or off (sdsuite.quality.effects.FIDELITY_MODES).
-    fidelity: str = "auto"
 
 
 def utcnow() -> str:
     """ISO-8601 UTC timestamp."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def samples_metric(samples: list[float], unit: str, **extra: Any) -> dict:
-    """A metric measured once per run: raw samples plus their statistics."""
-    return {"unit": unit, "available": True, "samples": [float(s) for s in samples], **summarize(samples), **extra}
-
-
-def value_metric(value: float | int, unit: str, **extra: Any) -> dict:
-    """A metric measured once per case (load time, FLOPs)."""
-    return {"unit": unit, "available": True, "value": value, **extra}
-
-
-def unavailable_metric(unit: str, reason: str) -> dict:
-    """A metric that cannot be measured here, with the reason (never an estimate)."""
-    return {"unit": unit, "available": False, "reason": reason}
-
-
-def metric_center(metric: dict) -> float | None:
-    """The representative number of a metric: the median of samples, or its single value."""
-    if not metric or not metric.get("available"):
-        return None
-    return metric.get("median", metric.get("value"))
-
-
-def image_fingerprint(images: torch.Tensor) -> dict:
-    """Mean/std of pixels (0..1) and NaN/inf/blank flags of a batch of output images."""
-    x = images.detach().float()
-    finite = torch.isfinite(x)
-    nan = bool(torch.isnan(x).any())
-    inf = bool(torch.isinf(x).any())
-    xf = x[finite] if not bool(finite.all()) else x
-    mean = float(xf.mean()) if xf.numel() else float("nan")
-    std = float(xf.std()) if xf.numel() > 1 else 0.0
-    return {
-        "shape": list(x.shape),
-        "mean": mean,
-        "std": std,
-        "channel_means": [float(c) for c in x.mean(dim=(0, 2, 3))] if x.dim() == 4 else [],
-        "has_nan": nan,
-        "has_inf": inf,
-        "blank": (not nan and not inf and std < BLANK_STD),
-    }
-
-
-@dataclass
-class Sample:
-    """One measured run."""
-
-    wall_s: float
-    step_s: list[float]
-    text_encode_s: float | None
-    denoise_s: float | None
-    vae_decode_s: float | None
-    peak_memory_bytes: int | None
-    energy: dict
-
-
-@dataclass
-class CaseMeasurement:
-    """Measures one resolved case on a loaded pipeline. Use ``with`` so the hooks are removed."""
-
-    case: Case
-    loaded: LoadedPipeline
-    device: torch.device
-    energy_meter: EnergyMeter
-    samples: list[Sample] = field(default_factory=list)
-    first_call_s: float | None = None
-    _timeline: Timeline | None = None
-    _reference_image: torch.Tensor | None = None
-    _last_images: torch.Tensor | None = None
-    _deterministic: bool = True
-    min_window_s: float = 0.0
-    pipe: Any = None  # what is called: the loaded pipeline, or a task pipeline sharing its modules (sdsuite.spec.tasks)
-
-    def __post_init__(self) -> None:
-        if self.pipe is None:
-            self.pipe = self.loaded.pipe
-        self.loaded.set_scheduler(self.case.scheduler)
-        if self.pipe is not self.loaded.pipe:  # a from_pipe task pipeline holds its own scheduler reference
-            self.pipe.scheduler = self.loaded.pipe.scheduler
-        pipe = self.pipe
-        dtype = pipe.unet.dtype
-        # Fixed latents drawn on the CPU from the case seed (as MLPerf does), so a case gives the
-        # same starting point on every device.
-        gen = torch.Generator("cpu").manual_seed(self.case.seed)
-        shape = (
-            self.case.num_images,
-            pipe.unet.config.in_channels,
-            self.case.height // pipe.vae_scale_factor,
-            self.case.width // pipe.vae_scale_factor,
-        )
-        self.latents = torch.randn(shape, generator=gen, dtype=torch.float32).to(self.device, dtype)
-        self._memory = PeakMemoryMeter(self.device)
-        self._timeline = Timeline(self.device)
-
-    # -- the call ------------------------------------------------------------------------------
-
-    def call_kwargs(self) -> dict[str, Any]:
-        """Arguments of one pipeline call for this case (fresh CPU generator for stochastic samplers)."""
-        c = self.case
-        kwargs = {
-            "prompt": [c.prompt] * c.batch_size,
-            "negative_prompt": [c.negative_prompt] * c.batch_size if c.negative_prompt else None,
-            "height": c.height,
-            "width": c.width,
-            "num_inference_steps": c.steps,
-            "guidance_scale": c.guidance_scale,
-            "latents": self.latents,
-            "generator": torch.Generator("cpu").manual_seed(c.seed),
-            "output_type": "pt",
-        }
-        if c.images_per_prompt != 1:
-            kwargs["num_images_per_prompt"] = c.images_per_prompt
-        if c.task != TEXT_TO_IMAGE:  # deterministic input image (and mask) from the case seed; latents dropped
-            kwargs = task_call_kwargs(self.pipe, c.task, kwargs, strength=c.strength, image_seed=c.seed)
-        return kwargs
-
-    def _on_step_end(self, pipe, step, timestep, callback_kwargs):
-        self._timeline.mark("step")
-        return callback_kwargs
-
-    def __enter__(self) -> CaseMeasurement:
-        pipe = self.pipe
-        timeline = self._timeline
-        encode, decode = pipe.encode_prompt, pipe.vae.decode
-
-        def timed_encode(*a, **k):
-            timeline.mark("encode_start")
-            out = encode(*a, **k)
-            timeline.mark("encode_end")
-            return out
-
-        def timed_decode(*a, **k):
-            timeline.mark("decode_start")
-            out = decode(*a, **k)
-            timeline.mark("decode_end")
-            return out
-
-        # Instance attributes shadow the methods; whatever was there before is put back on exit.
-        self._saved = [
-            (obj, name, vars(obj).get(name)) for obj, name in ((pipe, "encode_prompt"), (pipe.vae, "decode"))
-        ]
-        pipe.encode_prompt = timed_encode
-        pipe.vae.decode = timed_decode
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for obj, name, previous in getattr(self, "_saved", []):
-            if previous is None:
-                vars(obj).pop(name, None)
-            else:
-                setattr(obj, name, previous)
-        self._saved = []
-
-    def generate(self) -> torch.Tensor:
-        """One generation with the case's fixed inputs; returns the images (N, 3, H, W) in 0..1."""
-        return self.pipe(
-            **self.call_kwargs(), callback_on_step_end=self._on_step_end, callback_on_step_end_tensor_inputs=[]
-        ).images
-
-    # -- phases --------------------------------------------------------------------------------
-
-    def first_call(self) -> float:
-        """Time the first call of this case (includes lazy initialisation, cuDNN autotuning...)."""
-        synchronize(self.device)
-        t0 = time.perf_counter()
-        self.generate()
-        synchronize(self.device)
-        self.first_call_s = time.perf_counter() - t0
-        return self.first_call_s
-
-    def warmup(self, n: int) -> None:
-        """Untimed runs before measuring."""
-        for _ in range(n):
-            self.generate()
-        synchronize(self.device)
-
-    def measure_once(self) -> Sample:
-        """One measured window: sync, energy begin, run, sync, energy end; bookkeeping after."""
-        tl = self._timeline
-        self._memory.reset()
-        # The energy window opens first (its counter and sensor reads stay outside the timed region), then the timeline.
-        synchronize(self.device)
-        self.energy_meter.begin()
-        tl.start()
-        images = self.generate()
-        tl.stop()
-        marks, wall_s = tl.marks(), tl.wall_s
-        # The energy counter updates only every ~100 ms: repeat the same generation inside the window
-        # until it lasts min_window_s (and its counter ticks time it to 0.5%), and let the metrics divide by the count. The sample's timing stays the
-        # first call's; the spread of every call's wall time is kept with the window (generation_s).
-        calls_s = [wall_s]
-        precise = getattr(self.energy_meter, "precise_enough", lambda: True)
-        while getattr(self.energy_meter, "available", False) and (
-            sum(calls_s) < self.min_window_s
-            or (self.min_window_s > 0 and not precise() and sum(calls_s) < MAX_WINDOW_FACTOR * self.min_window_s)
-        ):
-            tl.start()
-            self.generate()
-            tl.stop()
-            calls_s.append(tl.wall_s)
-        energy = {**self.energy_meter.end(), "generations": len(calls_s)}
-        if len(calls_s) > 1:  # a summary, not the list: a fast GPU repeats a short call hundreds of times per window
-            ordered = sorted(calls_s)
-            energy["generation_s"] = {
-                "n": len(ordered),
-                "median": statistics.median(ordered),
-                "min": ordered[0],
-                "max": ordered[-1],
-            }
-        sample = self._sample_from(marks, wall_s, energy)
-        self.samples.append(sample)
-        if self._reference_image is None:
-            self._reference_image = images
-        elif self._deterministic and not torch.equal(images, self._reference_image):
-            self._deterministic = False
-        self._last_images = images
-        return sample
-
-    def _sample_from(self, marks: list[tuple[str, float]], wall_s: float, energy: dict) -> Sample:
-        at = {}
-        steps = []
-        for name, t in marks:
-            if name == "step":
-                steps.append(t)
-            else:
-                at.setdefault(name, t)
-        enc_end = at.get("encode_end")
-        step_s = [b - a for a, b in zip([enc_end if enc_end is not None else 0.0, *steps], steps, strict=False)]
-        denoise = (steps[-1] - enc_end) if steps and enc_end is not None else None
-        text = (enc_end - at["encode_start"]) if "encode_start" in at and enc_end is not None else None
-        dec = (at["decode_end"] - at["decode_start"]) if "decode_start" in at and "decode_end" in at else None
-        return Sample(wall_s, step_s, text, denoise, dec, self._memory.peak(), energy)
-
-    def last_images(self) -> torch.Tensor | None:
-        """Images of the last measured run."""
-        return self._last_images
-
-    def metrics(self) -> dict[str, dict]:
-        """All metrics of the measured runs so far."""
-        s = self.samples
-        b = self.case.num_images
-        m: dict[str, dict] = {
-            "latency_s": samples_metric([x.wall_s for x in s], "s"),
-            "images_per_s": samples_metric([b / x.wall_s for x in s], "images/s"),
-            "step_latency_s": samples_metric(
-                [d for x in s for d in x.step_s], "s", per_run_steps=len(s[0].step_s) if s else 0
-            ),
-        }
-        for name in ("text_encode_s", "denoise_s", "vae_decode_s"):
-            vals = [getattr(x, name) for x in s]
-            m[name] = (
-                samples_metric(vals, "s")
-                if all(v is not None for v in vals)
-                else unavailable_metric("s", "stage not observed")
-            )
-        mems = [x.peak_memory_bytes for x in s]
-        if all(v is not None for v in mems):
-            m["peak_memory_bytes"] = samples_metric(mems, "B", kind=self._memory.kind, note=self._memory.note)
-        else:
-            m["peak_memory_bytes"] = unavailable_metric("B", "peak memory is not exposed on this platform")
-        windows = [x.energy for x in s]
-        if windows and all(w.get("available") for w in windows):
-            m.update(energy_metrics(windows, b, self.case.steps))
-        else:
-            reason = next(
-                (w.get("reason") for w in windows if not w.get("available")), getattr(self.energy_meter, "reason", None)
-            )
-            m["energy_j"] = unavailable_metric("J", reason or "no energy meter")
-            m["energy_per_image_j"] = unavailable_metric("J", reason or "no energy meter")
-        m["load_s"] = value_metric(self.loaded.load_s, "s", cached=self.loaded.uses > 1)
-        if self.first_call_s is not None:
-            m["first_call_s"] = value_metric(self.first_call_s, "s")
-        return m
-
-    def image_summary(self) -> dict | None:
-        """Fingerprint of the last images plus whether all measured runs gave identical images."""
-        if self._last_images is None:
-            return None
-        fp = image_fingerprint(self._last_images)
-        fp["deterministic"] = self._deterministic
-        return fp
 
 
 def _base_record(case: Case, opts: RunOptions, device: torch.device, run_id: str, env_fp: str | None) -> dict:
@@ -411,29 +91,20 @@ class CaseRun:
     A failure anywhere becomes a ``failed`` record with its reason; Ctrl-C is never swallowed.
     """
 
-    def __init__(
-        self,
-        case: Case,
-        opts: RunOptions,
-        device: torch.device,
-        *,
-        run_id: str = "adhoc",
-        env_fingerprint: str | None = None,
-        cache: PipelineCache = PIPELINES,
-        energy_meter: EnergyMeter | None = None,
-    ):
+    def __init__(self, case: Case, ctx: RunContext):
         self.case = case
-        self.opts = opts
-        self.device = device
-        self.cache = cache
-        self.meter = energy_meter or default_energy_meter(device.type)
-        self.run_id = run_id
-        self.env_fingerprint = env_fingerprint
+        self.ctx = ctx
+        self.opts = ctx.options
+        self.device = ctx.device
+        self.cache = ctx.cache
+        self.meter = ctx.energy_meter or default_energy_meter(ctx.device.type)
+        self.run_id = ctx.run_id
+        self.env_fingerprint = ctx.env_fingerprint
         self.record: dict = {}
         self.measurement: CaseMeasurement | None = None
         self.applied = None  # reversible optimizations applied for this case (undone on exit)
-        self._weight_applied = None  # weight-mutating ones, applied when the cached pipeline was loaded
-        self._loaded_here = False
+        self.weight_applied = None  # weight-mutating ones, applied when the cached pipeline was loaded
+        self.loaded_here = False  # this case loaded the pipeline (else it came from the cache)
 
     @property
     def ready(self) -> bool:
@@ -441,12 +112,41 @@ class CaseRun:
         return self.measurement is not None and self.record.get("status") == "ok"
 
     def __enter__(self) -> CaseRun:
+        """prepare -> load -> apply options -> first call -> warm up; a skip or failure goes into ``record``."""
         self.case = self.case.resolved()
-        self.record = _base_record(self.case, self.opts, self.device, self.run_id, self.env_fingerprint)
+        self._start_record()
+        skip = self._skip_reason()
+        if skip:
+            self.record.update(status="skipped", reason=skip)
+            return self
+        try:
+            prepare_reference(self)
+            loaded = self._load()
+            pipe = self._apply_options(loaded)
+            self.measurement = CaseMeasurement(
+                self.case, loaded, self.device, self.meter, min_window_s=self.opts.min_energy_window_s, pipe=pipe
+            )
+            self.measurement.__enter__()
+            self._first_call_and_warmup()
+        except KeyboardInterrupt:
+            self._close_measurement()
+            raise
+        except UnsupportedOptimization as exc:  # found only when applying (e.g. torchao left every layer unquantized)
+            self._close_measurement()
+            self.measurement = None
+            self.record.update(status="skipped", reason=str(exc))
+        except Exception as exc:
+            self._fail(exc)
+        return self
+
+    # -- the steps of __enter__ ----------------------------------------------------------------
+
+    def _start_record(self) -> None:
+        c = self.case
+        self.record = _base_record(c, self.opts, self.device, self.run_id, self.env_fingerprint)
         self.record["simulated"] = bool(getattr(self.meter, "simulated", False))
         record_info = getattr(self.meter, "record_info", None)
         self.record["telemetry"] = record_info() if record_info else None
-        c = self.case
         self.record.update(
             options=c.options.to_dict(),
             task={
@@ -459,42 +159,35 @@ class CaseRun:
             fidelity=None,
             effects=None,
         )
-        # Options the device or the installed packages cannot run skip before anything loads.
-        skip = precision_support(self.device, c.precision) or supported(
+
+    def _skip_reason(self) -> str | None:
+        """Options the device or the installed packages cannot run skip before anything loads."""
+        c = self.case
+        return precision_support(self.device, c.precision) or supported(
             c.options, self.device, getattr(torch, get_precision(c.precision))
         )
-        if skip:
-            self.record.update(status="skipped", reason=skip)
-            return self
-        try:
-            self._prepare_reference()
-            t0 = time.perf_counter()
-            loaded = self.cache.get(c.variant, self.opts.weights, c.precision, self.device, options=c.options)
-            self.record["untimed_s"]["load"] = time.perf_counter() - t0  # ~0 when the pipeline was cached
-            self.record["params"] = loaded.param_counts
-            self._loaded_here, self._weight_applied = loaded.uses == 1, loaded.applied
-            # Reversible options go on before CaseMeasurement wraps encode_prompt / vae.decode; undone on exit.
-            self.applied = apply_optimizations(loaded.pipe, c.options.reversible_part(), self.device)
-            pipe = task_pipeline(loaded.pipe, c.task)
-            self.record["task"]["pipeline"] = type(pipe).__name__
-            self.measurement = CaseMeasurement(
-                c, loaded, self.device, self.meter, min_window_s=self.opts.min_energy_window_s, pipe=pipe
-            )
-            self.measurement.__enter__()
-            t0 = time.perf_counter()
-            self.measurement.first_call()
-            self.measurement.warmup(max(self.opts.warmup - 1, 0))  # the first call is the first warm-up run
-            self.record["untimed_s"]["first_call_and_warmup"] = time.perf_counter() - t0
-        except KeyboardInterrupt:
-            self._close_measurement()
-            raise
-        except UnsupportedOptimization as exc:  # found only when applying (e.g. torchao left every layer unquantized)
-            self._close_measurement()
-            self.measurement = None
-            self.record.update(status="skipped", reason=str(exc))
-        except Exception as exc:
-            self._fail(exc)
-        return self
+
+    def _load(self) -> LoadedPipeline:
+        c = self.case
+        t0 = time.perf_counter()
+        loaded = self.cache.get(c.variant, self.opts.weights, c.precision, self.device, options=c.options)
+        self.record["untimed_s"]["load"] = time.perf_counter() - t0  # ~0 when the pipeline was cached
+        self.record["params"] = loaded.param_counts
+        self.loaded_here, self.weight_applied = loaded.uses == 1, loaded.applied
+        return loaded
+
+    def _apply_options(self, loaded: LoadedPipeline):
+        """Reversible options go on before CaseMeasurement wraps encode_prompt / vae.decode; undone on exit."""
+        self.applied = apply_optimizations(loaded.pipe, self.case.options.reversible_part(), self.device)
+        pipe = task_pipeline(loaded.pipe, self.case.task)
+        self.record["task"]["pipeline"] = type(pipe).__name__
+        return pipe
+
+    def _first_call_and_warmup(self) -> None:
+        t0 = time.perf_counter()
+        self.measurement.first_call()
+        self.measurement.warmup(max(self.opts.warmup - 1, 0))  # the first call is the first warm-up run
+        self.record["untimed_s"]["first_call_and_warmup"] = time.perf_counter() - t0
 
     def measure_once(self) -> Sample:
         """One measured run (see CaseMeasurement.measure_once)."""
@@ -526,139 +219,13 @@ class CaseRun:
             self.record["metrics"] = self.measurement.metrics()  # keep what was measured before the failure
 
     def _finalize(self) -> None:
-        m = self.measurement
-        rec = self.record
-        rec["metrics"] = m.metrics()
-        img = m.image_summary()
-        rec["image"] = img
-        rec["energy_windows"] = [x.energy for x in m.samples]
-        rec["timing_warning"] = timing_warning(rec["metrics"].get("latency_s"), threads=torch.get_num_threads())
-        if self.opts.count_flops:
-            t0 = time.perf_counter()
-            flops = count_flops(m.generate)
-            rec["untimed_s"]["flop_count"] = time.perf_counter() - t0
-            rec["metrics"]["flops_per_image"] = value_metric(flops / self.case.batch_size, "FLOP")
-        else:
-            rec["metrics"]["flops_per_image"] = unavailable_metric("FLOP", "FLOP counting switched off (--no-flops)")
-        if img is not None:
-            rec["metrics"]["image_mean"] = value_metric(img["mean"], "1")
-            rec["metrics"]["image_std"] = value_metric(img["std"], "1")
-            bad = [flag for flag in ("has_nan", "has_inf", "blank") if img[flag]]
-            # quality.sanity_check adds all-black and per-image constant colour, and counts the bad values.
-            problem = sanity_check(m.last_images())
-            if bad or problem:
-                rec.update(
-                    status="failed",
-                    reason="output images are invalid: " + ": ".join(x for x in (", ".join(bad), problem) if x),
-                )
+        """After the measured runs: metrics, FLOPs and image checks, then the post-measure steps (untimed)."""
+        for step in MEASURED_STEPS:
+            step(self)
         t0 = time.perf_counter()
-        self._post_measure()
-        rec["untimed_s"]["spans_and_checks"] = (
-            time.perf_counter() - t0
-        )  # profiled generation (--no-spans skips it), fidelity
-
-    # -- optimizations, quality and profiling (issue 6) ------------------------------------------
-
-    def _prepare_reference(self) -> None:
-        """Reference images for the fidelity check when the reference case was not measured in this process.
-
-        One untimed generation of the same case with the reference set, on the unmodified pipeline and
-        before this case's options are applied. A failure is recorded as the reason the check cannot run.
-        """
-        c, w, dev = self.case, self.opts.weights, self.device
-        if not fidelity_wanted(c, self.opts.fidelity, REFERENCES, w, dev) or REFERENCES.get(c, w, dev) is not None:
-            return
-        ref = reference_case(c)
-        try:
-            plain = self.cache.get(c.variant, w, c.precision, dev)
-            applied = apply_optimizations(plain.pipe, ref.options, dev)
-            try:
-                pipe = task_pipeline(plain.pipe, ref.task)
-                images = pipe(**CaseMeasurement(ref, plain, dev, self.meter, pipe=pipe).call_kwargs()).images
-            finally:
-                applied.undo()
-            REFERENCES.put(c, w, dev, ReferenceResult(ref.case_id, images.detach().cpu(), problem=sanity_check(images)))
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            first = str(exc).splitlines()[0][:300] if str(exc) else ""
-            REFERENCES.put(
-                c,
-                w,
-                dev,
-                ReferenceResult(
-                    ref.case_id, None, problem=f"the reference generation failed: {type(exc).__name__}: {first}"
-                ),
-            )
-
-    def _post_measure(self) -> None:
-        """After the measured runs: options record, determinism, profiling spans, fidelity and effects."""
-        m, rec = self.measurement, self.record
-        cached = (not self._loaded_here) if self.case.options.mutates_weights else None
-        rec["options"] = options_record(
-            self.case.options, self._weight_applied, self.applied, weight_setup_cached=cached
-        )
-        if rec.get("image") is not None and not rec["image"]["deterministic"]:
-            # Name the first stage where two runs of the case diverge (text embeddings, latents after step k, image).
-            diff = first_differing_stage(
-                capture_stages(m.pipe, **m.call_kwargs()), capture_stages(m.pipe, **m.call_kwargs())
-            )
-            rec["image"]["first_differing_stage"] = diff.to_dict() if diff else None
-            why = diff.reason if diff else "two staged re-runs matched, so the difference is intermittent"
-            if rec["status"] == "ok":
-                rec.update(
-                    status="failed", reason=f"nondeterministic output: the measured runs gave different images; {why}"
-                )
-        if self.opts.spans or self.opts.trace_dir:
-            recorder = SpanRecorder(self.device)
-            if self._loaded_here:
-                recorder.add(LOAD, m.loaded.load_s)
-                if self._weight_applied is not None:
-                    recorder.add_setup(self._weight_applied.setup_s)
-            if self.applied is not None:
-                recorder.add_setup(self.applied.setup_s)
-            try:
-                with (
-                    trace(self.opts.trace_dir, self.case.case_id, self.device) as traced,
-                    instrument_pipeline(m.pipe, recorder),
-                ):
-                    m.generate()
-                rec["spans"] = {**recorder.to_record(), "load_cached": not self._loaded_here}
-                if traced.path is not None:
-                    rec["trace"] = str(traced.path)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # a profiler problem must not throw away the measured runs
-                rec["spans"] = {
-                    "available": False,
-                    "reason": f"profiled generation failed: {type(exc).__name__}: {str(exc)[:300]}",
-                }
-        self._compare_with_reference()
-
-    def _compare_with_reference(self) -> None:
-        c, rec, w, dev = self.case, self.record, self.opts.weights, self.device
-        images = self.measurement.last_images()
-        if is_reference(c):
-            rec["fidelity"] = {"checked": False, "reason": f"{c.options.id} is the reference set"}
-            if rec["status"] == "ok":
-                REFERENCES.put(
-                    c, w, dev, ReferenceResult(c.case_id, images.detach().cpu(), rec["record_id"], rec["metrics"])
-                )
-            return
-        if not fidelity_wanted(c, self.opts.fidelity, REFERENCES, w, dev):
-            why = (
-                "fidelity checks are switched off"
-                if self.opts.fidelity == "off"
-                else f"the default set is compared with {REFERENCE.id} only when that case ran earlier in this process or with fidelity 'all'"
-            )
-            rec["fidelity"] = {"checked": False, "reason": why}
-            return
-        ref = REFERENCES.get(c, w, dev) or ReferenceResult(
-            reference_case(c).case_id, None, problem="no reference was prepared"
-        )
-        rec["effects"], rec["fidelity"] = effects_for(c, rec["metrics"], images, ref)
-        if rec["fidelity"].get("violation") and rec["status"] == "ok":
-            rec.update(status="failed", reason=f"fidelity vs {REFERENCE.id}: {rec['fidelity']['violation']}")
+        for step in POST_MEASURE_STEPS:  # options record, determinism, profiled generation, fidelity and effects
+            step(self)
+        self.record["untimed_s"]["spans_and_checks"] = time.perf_counter() - t0
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
@@ -679,28 +246,43 @@ class CaseRun:
         return exc is not None and not isinstance(exc, KeyboardInterrupt)
 
 
-def run_case(
+def measure_case(
     case: Case,
-    opts: RunOptions,
-    device: torch.device,
+    ctx: RunContext,
     *,
     on_run: Callable[[int], None] | None = None,
     on_images: Callable[[torch.Tensor], None] | None = None,
-    **kwargs: Any,
 ) -> dict:
-    """Measure one case and return its record. Failures become ``failed`` records; the caller goes on.
+    """Measure one case in ``ctx`` and return its record. Failures become ``failed`` records; the caller goes on.
 
     ``on_images`` receives the last measured run's images (e.g. to save samples; sdsuite.store.image_files).
     """
-    with CaseRun(case, opts, device, **kwargs) as run:
+    with CaseRun(case, ctx) as run:
         if run.ready:
-            for i in range(opts.runs):
+            for i in range(ctx.options.runs):
                 run.measure_once()
                 if on_run:
                     on_run(i)
             if on_images and run.measurement.last_images() is not None:
                 on_images(run.measurement.last_images())
     return run.record
+
+
+def run_case(
+    case: Case,
+    opts: RunOptions,
+    device: torch.device,
+    *,
+    run_id: str = "adhoc",
+    env_fingerprint: str | None = None,
+    cache: PipelineCache = PIPELINES,
+    energy_meter: EnergyMeter | None = None,
+    on_run: Callable[[int], None] | None = None,
+    on_images: Callable[[torch.Tensor], None] | None = None,
+) -> dict:
+    """``measure_case`` with the context given field by field (scripts and tests)."""
+    ctx = RunContext(opts, device, run_id, env_fingerprint, energy_meter, cache)
+    return measure_case(case, ctx, on_run=on_run, on_images=on_images)
 
 
 def failed_record(

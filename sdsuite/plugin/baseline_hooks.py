@@ -16,13 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from sdsuite.baselines.compare import SIGNIFICANCE_METHODS, Significance
 from sdsuite.baselines.entries import cpu_latency_samples
-from sdsuite.baselines.gate import MISSING_POLICIES, GateConfig, GateResult, Status, UpdateMode, gate_record
-from sdsuite.baselines.keys import SCOPES
+from sdsuite.baselines.gate import GateConfig, GateResult, Status, UpdateMode, gate_record
+from sdsuite.baselines.gate_options import add_pytest_gate_options, gate_config, plugin_gate_getter
 from sdsuite.baselines.render import text_table
-from sdsuite.baselines.store import BaselineStore
-from sdsuite.baselines.tolerance import ToleranceRules, layer_from_cli, load_tolerances_file
 from sdsuite.core.errors import SdsuiteError
 from sdsuite.measure.calibration import Calibration, append_calibration, combine, measure_calibration
 
@@ -50,67 +47,8 @@ CALIB_BEFORE = pytest.StashKey[Calibration]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Baseline options, grouped and prefixed."""
-    g = parser.getgroup("sdsuite-baselines", "sdsuite baseline gating (see docs/baselines.md)")
-    g.addoption(
-        "--baselines",
-        metavar="DIR",
-        default=None,
-        help="compare each benchmark record with its entry under DIR/<hardware-key>/ (off when absent)",
-    )
-    g.addoption(
-        "--baseline-key",
-        choices=SCOPES,
-        default="auto",
-        help="auto: this exact hardware, all metrics (default); portable: machine-independent metrics and calibrated timings",
-    )
-    g.addoption(
-        "--update-baselines",
-        action="store_true",
-        default=False,
-        help="rewrite failing and missing baseline entries of this run",
-    )
-    g.addoption(
-        "--regen-baselines", action="store_true", default=False, help="rewrite every baseline entry of this run"
-    )
-    g.addoption(
-        "--baseline-missing",
-        choices=MISSING_POLICIES,
-        default="fail",
-        help="a case without a baseline fails (default) or skips",
-    )
-    g.addoption(
-        "--baseline-tolerance",
-        action="append",
-        default=[],
-        metavar="METRIC=SPEC",
-        help="override a tolerance, e.g. latency_s=7.5%% or 'latency_*=rtol=10%%,atol=0.001' (repeatable)",
-    )
-    g.addoption(
-        "--baseline-tolerances",
-        metavar="FILE",
-        default=None,
-        help="tolerances file (JSON: metrics and per-case overrides)",
-    )
-    g.addoption(
-        "--baseline-significance",
-        choices=SIGNIFICANCE_METHODS,
-        default="auto",
-        help="test confirming a beyond-tolerance change: auto (Mann-Whitney U if scipy, else bootstrap), mannwhitney, bootstrap, none",
-    )
-    g.addoption("--baseline-alpha", type=float, default=0.01, help="significance level (default 0.01)")
-    g.addoption(
-        "--baseline-min-samples",
-        type=int,
-        default=5,
-        help="samples each side needs before significance is tested (default 5)",
-    )
-    g.addoption(
-        "--baseline-gated-only",
-        action="store_true",
-        default=False,
-        help="deselect tests that produce no sdsuite record (no sd_benchmark/sd_run_case): a gate run measures only what it gates",
-    )
+    """Baseline options, grouped and prefixed (declared with the CLI's in sdsuite.baselines.gate_options)."""
+    add_pytest_gate_options(parser)
 
 
 def _replay_args(config: pytest.Config, directory: str) -> list[str]:
@@ -149,19 +87,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     root = Path(directory) if Path(directory).is_absolute() else Path(config.invocation_params.dir) / directory
     try:
-        policy = load_tolerances_file(opt("baseline_tolerances")) if opt("baseline_tolerances") else ()
-        cfg = GateConfig(
-            store=BaselineStore(root),
-            scope=opt("baseline_key"),
-            rules=ToleranceRules(policy=policy, command_line=layer_from_cli(opt("baseline_tolerance"))),
-            significance=Significance(
-                method=opt("baseline_significance"),
-                alpha=opt("baseline_alpha"),
-                min_samples=opt("baseline_min_samples"),
-            ),
-            missing=opt("baseline_missing"),
-            update=update,
-            write_obtained=True,
+        cfg = gate_config(
+            plugin_gate_getter(config), root, update=update, missing=opt("baseline_missing"), write_obtained=True
         )
     except SdsuiteError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -183,7 +110,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _sdsuite_session(config: pytest.Config):
-    from sdsuite.plugin.hooks import CONFIG_KEY
+    from sdsuite.plugin.session import CONFIG_KEY
 
     return config.stash.get(CONFIG_KEY, None)
 

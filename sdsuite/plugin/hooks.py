@@ -8,25 +8,20 @@ same engine the CLI uses.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
-from sdsuite.cli.args import new_run_id
-from sdsuite.core.errors import SdsuiteError, UsageError
-from sdsuite.core.limits import allow_large, check_resolution, int_list, split_list
+from sdsuite.core.errors import UsageError
+from sdsuite.core.metrics import metric_center
 from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockLock, ClockPermissionError, clock_control_allowed
-from sdsuite.measure.hardware import apply_threads, device_gpu_class, resolve_device
-from sdsuite.measure.runner import CaseRun, RunOptions, metric_center, run_case
-from sdsuite.pipelines.build import validate_weights
+from sdsuite.measure.hardware import device_gpu_class
+from sdsuite.measure.runner import CaseRun, measure_case
 from sdsuite.pipelines.cache import PIPELINES
-from sdsuite.pipelines.registry import SCHEDULERS, VARIANTS
-from sdsuite.spec.case import Case, GridSpec, parse_resolution
+from sdsuite.pipelines.registry import SCHEDULERS
+from sdsuite.plugin.session import CONFIG_KEY, SdsuiteConfig, build_session
+from sdsuite.spec.case import Case
 from sdsuite.spec.flags import add_pytest_options
 from sdsuite.store.results import ResultsDir
 
@@ -40,56 +35,6 @@ MARKERS = {
     "h100": "runs only on an NVIDIA H100",
     "slow": "takes minutes (real model sizes)",
 }
-QUICK_SCHEDULERS = ("euler", "dpm++2m", "ddim")
-CORE_SCHEDULERS = (
-    "ddim",
-    "pndm",
-    "lms",
-    "euler",
-    "euler-a",
-    "heun",
-    "dpm++2m",
-    "dpm++2m-karras",
-    "dpm++2m-sde-karras",
-    "unipc",
-)
-TINY = tuple(n for n, v in VARIANTS.items() if v.embedded)
-REAL = tuple(n for n, v in VARIANTS.items() if not v.embedded)
-
-
-@dataclass
-class SdsuiteConfig:
-    """The plugin's view of the command line, built once per session."""
-
-    device: torch.device
-    device_explicit: bool
-    weights: str
-    runs: int
-    warmup: int
-    out: str
-    full: bool
-    explicit_grid: bool
-    cases: list[tuple[Case, tuple[str, ...]]] = field(default_factory=list)
-    run_id: str = ""
-    telemetry: Any = None  # sdsuite.gpu.telemetry.TelemetrySetup: device, energy meter, frequency axis
-    min_energy_window_s: float = 1.0
-    trace_dir: str | None = None  # --sdsuite-trace: torch.profiler trace per case
-    fidelity: str = "auto"  # comparison with the reference optimization set (sdsuite.quality.effects.FIDELITY_MODES)
-
-    def options(self) -> RunOptions:
-        """RunOptions for this session."""
-        return RunOptions(
-            runs=self.runs,
-            warmup=self.warmup,
-            device=str(self.device),
-            weights=self.weights,
-            min_energy_window_s=self.min_energy_window_s,
-            trace_dir=self.trace_dir,
-            fidelity=self.fidelity,
-        )
-
-
-CONFIG_KEY = pytest.StashKey[SdsuiteConfig]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -104,62 +49,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_pytest_options(parser)
 
 
-def _marks_for(case: Case, cfg_device: torch.device, device_explicit: bool) -> tuple[str, ...]:
-    spec = VARIANTS[case.variant]
-    if spec.embedded:
-        quick = case.precision == "fp32" and case.scheduler in QUICK_SCHEDULERS and not case.freq_mhz
-        if case.options.compile_mode:  # compiling takes minutes on a CPU
-            return ("full", "slow")
-        return ("quick",) if quick else ("full",)
-    marks = ["full", "slow"]
-    if not (device_explicit and cfg_device.type == "cpu"):
-        marks.append("gpu")
-    return tuple(marks)
-
-
-def _checked_resolution(text: str) -> tuple[int, int]:
-    """``--resolution`` parsed and within the plan-time limit (SDSUITE_ALLOW_LARGE=1 raises it)."""
-    h, w = parse_resolution(text)
-    check_resolution(h, w, text, large=allow_large())
-    return h, w
-
-
-def _build_cases(config: pytest.Config, device: torch.device, device_explicit: bool) -> tuple[list, bool]:
-    opt = config.getoption
-    explicit = any(opt(n) for n in ("variant", "scheduler", "precision", "steps", "resolution"))
-    grids: list[GridSpec] = []
-    if explicit:
-        variants = split_list(opt("variant")) or list(TINY)
-        schedulers = split_list(opt("scheduler")) or (
-            list(QUICK_SCHEDULERS) if all(v in TINY for v in variants) else ["default"]
-        )
-        grids.append(
-            GridSpec(
-                variants=variants,
-                schedulers=schedulers,
-                precisions=split_list(opt("precision")) or ["fp32"],
-                steps=int_list(opt("steps"), "steps", large=allow_large()) or [None],
-                resolutions=[_checked_resolution(r) for r in split_list(opt("resolution"))] or [None],
-            )
-        )
-    else:
-        grids.append(GridSpec(variants=TINY, schedulers=QUICK_SCHEDULERS, precisions=["fp32"]))
-        if opt("full"):
-            grids.append(GridSpec(variants=TINY, schedulers=CORE_SCHEDULERS, precisions=["fp32", "bf16"]))
-            grids.append(GridSpec(variants=REAL, schedulers=["default", "dpm++2m-karras"], precisions=["fp16"]))
-    from sdsuite.cli.args import option_sets_from, task_axes_from
-
-    axes = {**task_axes_from(opt), "options": option_sets_from(opt)}
-    grids = [dataclasses.replace(g, **axes) for g in grids]
-    seen, cases = set(), []
-    for grid in grids:
-        for c in grid.expand():
-            if c not in seen:
-                seen.add(c)
-                cases.append((c, _marks_for(c, device, device_explicit)))
-    return cases, explicit
-
-
 def pytest_configure(config: pytest.Config) -> None:
     """Register markers; validate the sdsuite options once (bad input: one clear usage error)."""
     for name, doc in MARKERS.items():
@@ -167,75 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from sdsuite.launch.xdist import apply_worker_gpu
 
     apply_worker_gpu(getattr(config, "workerinput", {}))  # one GPU per xdist worker, before torch initialises CUDA
-    try:
-        device = resolve_device(config.getoption("device"))
-        validate_weights(config.getoption("weights"))
-        runs, warmup = config.getoption("sdsuite_runs"), config.getoption("sdsuite_warmup")
-        if runs < 1 or warmup < 0:
-            raise pytest.UsageError(f"--sdsuite-runs must be >= 1 and --sdsuite-warmup >= 0 (got {runs}, {warmup}).")
-        device_explicit = config.getoption("device") != "auto"
-        cases, explicit = _build_cases(config, device, device_explicit)
-        telemetry = _open_telemetry(config, device)
-        if telemetry.freqs_mhz != (None,):  # frequency is the last axis of every grid
-            cases = [
-                (fc, _marks_for(fc, device, device_explicit))
-                for c, _ in cases
-                for fc in (dataclasses.replace(c, freq_mhz=f) for f in telemetry.freqs_mhz)
-            ]
-    except SdsuiteError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    workerinput = getattr(config, "workerinput", {})
-    if workerinput and device.type == "cpu":
-        # N xdist workers each running torch's default (one thread per core) oversubscribe the CPU and
-        # busy-waiting OpenMP threads slow every worker down several-fold: split the cores instead.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workerinput.get("workercount", 1))))
-    try:
-        apply_threads(config.getoption("sdsuite_threads"), "--sdsuite-threads")  # an explicit count wins
-    except SdsuiteError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    run_id = workerinput.get("sdsuite_run_id") or new_run_id()
-    config.stash[CONFIG_KEY] = SdsuiteConfig(
-        device=device,
-        device_explicit=device_explicit,
-        weights=config.getoption("weights"),
-        runs=runs,
-        warmup=warmup,
-        out=config.getoption("sdsuite_out"),
-        full=config.getoption("full"),
-        explicit_grid=explicit,
-        cases=cases,
-        run_id=run_id,
-        telemetry=telemetry,
-        min_energy_window_s=config.getoption("sdsuite_min_energy_window"),
-        trace_dir=config.getoption("sdsuite_trace"),
-        fidelity=config.getoption("sdsuite_fidelity"),
-    )
-
-
-def _open_telemetry(config: pytest.Config, device: torch.device):
-    """Open the telemetry device and resolve --freq (the opt-in is checked per test: it skips)."""
-    from sdsuite.cli.args import telemetry_options_from
-    from sdsuite.gpu.telemetry import open_setup
-    from sdsuite.spec.flags import pytest_flag_name, pytest_getter
-
-    options = telemetry_options_from(pytest_getter(config), pytest_flag_name)
-    setup = open_setup(options, device.type, device.index or 0, check_opt_in=False)
-    from sdsuite.launch.xdist import visible_gpus, workers_share_gpus
-
-    # Workers were checked by the controller and each sees its own GPU; the controller checks -n against the GPU count.
-    n_workers = getattr(config.option, "numprocesses", None)
-    if (
-        setup.freq_spec.locks
-        and not setup.simulated
-        and n_workers
-        and not hasattr(config, "workerinput")
-        and workers_share_gpus(n_workers, visible_gpus(False))
-    ):
-        setup.close()
-        raise UsageError(
-            f"locking the clocks of a real GPU from {n_workers} pytest-xdist workers with {visible_gpus(False)} GPU(s) puts two workers on one GPU; use -n <= the GPU count."
-        )
-    return setup
+    config.stash[CONFIG_KEY] = build_session(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -370,19 +191,7 @@ def sd_pipeline(sdsuite_config: SdsuiteConfig):
 @pytest.fixture(scope="session")
 def sdsuite_results(sdsuite_config: SdsuiteConfig) -> ResultsDir:
     """The results directory benchmark records are appended to (run.json written once per process)."""
-    from sdsuite.measure.envinfo import environment
-
-    results = ResultsDir(sdsuite_config.out)
-    env = environment()
-    env["device"] = str(sdsuite_config.device)
-    env["pytest_worker"] = os.environ.get("PYTEST_XDIST_WORKER")
-    results.write_run_info(sdsuite_config.run_id, env)
-    results.env_fingerprint = env["fingerprint"]
-    return results
-
-
-def _meter(cfg: SdsuiteConfig):
-    return cfg.telemetry.meter if cfg.telemetry is not None else None
+    return sdsuite_config.results()
 
 
 @contextlib.contextmanager
@@ -460,18 +269,9 @@ def sd_run_case(request: pytest.FixtureRequest, sdsuite_config: SdsuiteConfig, s
     """Factory: measure a case with the session's options, append its record, return it."""
 
     def run(case: Case, **overrides) -> dict:
-        opts = sdsuite_config.options()
-        if overrides:
-            opts = RunOptions(**{**opts.__dict__, **overrides})
+        ctx = sdsuite_config.context(sdsuite_results.env_fingerprint, **overrides)
         with _frequency_point(sdsuite_config, case) as point:
-            rec = run_case(
-                case,
-                opts,
-                sdsuite_config.device,
-                run_id=sdsuite_config.run_id,
-                env_fingerprint=sdsuite_results.env_fingerprint,
-                energy_meter=_meter(sdsuite_config),
-            )
+            rec = measure_case(case, ctx)
             point.annotate(rec)
         sdsuite_results.append(rec)
         request.config.hook.pytest_sdsuite_record(record=rec, item=request.node, config=request.config)
@@ -535,22 +335,11 @@ def sd_benchmark(request: pytest.FixtureRequest, sdsuite_config: SdsuiteConfig, 
     benchmark = request.getfixturevalue("sd_pytest_benchmark")
 
     def run(case: Case) -> dict:
-        opts = sdsuite_config.options()
-        meter = _meter(sdsuite_config)
-        with (
-            _frequency_point(sdsuite_config, case) as point,
-            CaseRun(
-                case,
-                opts,
-                sdsuite_config.device,
-                run_id=sdsuite_config.run_id,
-                env_fingerprint=sdsuite_results.env_fingerprint,
-                energy_meter=meter,
-            ) as run,
-        ):
+        ctx = sdsuite_config.context(sdsuite_results.env_fingerprint)
+        with _frequency_point(sdsuite_config, case) as point, CaseRun(case, ctx) as run:
             if run.ready:
                 benchmark.group = benchmark.group or case_family(case)
-                benchmark.pedantic(run.measure_once, rounds=opts.runs, iterations=1, warmup_rounds=0)
+                benchmark.pedantic(run.measure_once, rounds=ctx.options.runs, iterations=1, warmup_rounds=0)
         rec = point.annotate(run.record)
         sdsuite_results.append(rec)
         benchmark.extra_info["case_id"] = rec["case_id"]

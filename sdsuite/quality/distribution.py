@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from sdsuite.core.errors import InputFileError, UsageError
-from sdsuite.quality.fidelity import _unavailable, _value
+from sdsuite.core.metrics import unavailable_metric, value_metric
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ def clip_score(
     """
     reason = clip_model_unavailable_reason(model_dir)
     if reason:
-        return _unavailable("1", reason)
+        return unavailable_metric("1", reason)
     if len(prompts) != images.shape[0]:
         raise UsageError(f"CLIP score needs one prompt per image: {images.shape[0]} images, {len(prompts)} prompts.")
     from transformers import CLIPModel, CLIPProcessor
@@ -206,7 +206,7 @@ def clip_score(
             # CLIPModel returns L2-normalized projections: the row-wise dot product is the cosine.
             cos.append((out.image_embeds * out.text_embeds).sum(dim=-1))
     scores = 100.0 * torch.cat(cos).clamp(min=0)
-    return _value(
+    return value_metric(
         float(scores.mean()),
         "1",
         per_image=[float(x) for x in scores],

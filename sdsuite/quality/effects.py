@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from sdsuite.core.metrics import metric_center, unavailable_metric, value_metric
 from sdsuite.optimizations.sets import BASELINE, OptimizationSet
 from sdsuite.quality.fidelity import (
     FidelityTolerance,
@@ -118,30 +119,20 @@ def _lpips():
     return _LPIPS["fn"], _LPIPS["reason"]
 
 
-def _center(metric: dict | None) -> float | None:
-    if not metric or not metric.get("available"):
-        return None
-    return metric.get("median", metric.get("value"))
-
-
-def _unavailable(unit: str, reason: str) -> dict:
-    return {"unit": unit, "available": False, "reason": reason}
-
-
 def _ratio_effect(name: str, unit: str, mine: dict | None, ref: dict | None, fn, ref_result: ReferenceResult) -> dict:
     if ref_result.metrics is None:
-        return _unavailable(
+        return unavailable_metric(
             unit,
             f"the reference case {ref_result.case_id} was not measured in this process (its images were generated "
             "for the fidelity check only); measure it in the same run, e.g. `sdsuite run ... --compare-options`",
         )
-    a, b = _center(mine), _center(ref)
+    a, b = metric_center(mine), metric_center(ref)
     if a is None or b is None:
         why = (mine or {}).get("reason") or (ref or {}).get("reason") or "not measured"
-        return _unavailable(unit, f"{name} unavailable: {why}")
+        return unavailable_metric(unit, f"{name} unavailable: {why}")
     if b == 0 or a == 0:
-        return _unavailable(unit, f"{name}: a zero measurement cannot form a ratio")
-    return {"unit": unit, "available": True, "value": fn(a, b), "reference": b, "this": a}
+        return unavailable_metric(unit, f"{name}: a zero measurement cannot form a ratio")
+    return value_metric(fn(a, b), unit, reference=b, this=a)
 
 
 def speed_memory_energy(metrics: dict[str, dict], ref: ReferenceResult) -> dict[str, dict]:
@@ -252,8 +243,8 @@ def effect_rows(records: Sequence[dict]) -> list[list[str]]:
         fm = fid.get("metrics") or {}
         lat = (r.get("metrics") or {}).get("latency_s")
         mem = (r.get("metrics") or {}).get("peak_memory_bytes")
-        c_lat = _center(lat)
-        c_mem = _center(mem)
+        c_lat = metric_center(lat)
+        c_mem = metric_center(mem)
         if is_reference_record(r):
             verdict = "reference"
         elif fid.get("checked"):

@@ -19,14 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sdsuite.core.errors import UsageError, unknown_choice
-
-
-def _value(value: float | int | None, unit: str, **extra: Any) -> dict:
-    return {"unit": unit, "available": True, "value": value, **extra}
-
-
-def _unavailable(unit: str, reason: str) -> dict:
-    return {"unit": unit, "available": False, "reason": reason}
+from sdsuite.core.metrics import unavailable_metric, value_metric
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,15 +134,15 @@ def compare_images(
     """Fidelity metrics of ``candidate`` against ``reference`` (the baseline option's images of the same case)."""
     p = psnr(candidate, reference)
     out = {
-        "max_abs_diff": _value(max_abs_diff(candidate, reference), "1"),
+        "max_abs_diff": value_metric(max_abs_diff(candidate, reference), "1"),
         # JSON has no infinity: identical images report value None with infinite=True.
-        "psnr_db": _value(None, "dB", infinite=True) if math.isinf(p) else _value(p, "dB"),
-        "ssim": _value(ssim(candidate, reference), "1"),
+        "psnr_db": value_metric(None, "dB", infinite=True) if math.isinf(p) else value_metric(p, "dB"),
+        "ssim": value_metric(ssim(candidate, reference), "1"),
     }
     if lpips is not None:
-        out["lpips"] = _value(float(lpips(candidate, reference)), "1")
+        out["lpips"] = value_metric(float(lpips(candidate, reference)), "1")
     else:
-        out["lpips"] = _unavailable("1", lpips_reason or lpips_unavailable_reason() or "no LPIPS model was given")
+        out["lpips"] = unavailable_metric("1", lpips_reason or lpips_unavailable_reason() or "no LPIPS model was given")
     return out
 
 

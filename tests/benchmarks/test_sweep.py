@@ -21,7 +21,7 @@ from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockPermissionError, Clo
 from sdsuite.gpu.freqspec import resolve_freqs
 from sdsuite.gpu.sim import SimulatedGpu
 from sdsuite.gpu.telemetry_meter import MeterOptions, TelemetryEnergyMeter
-from sdsuite.measure.runner import RunOptions
+from sdsuite.measure.context import RunContext, RunOptions
 from sdsuite.spec.case import Case
 from sdsuite.store.results import ResultsDir
 
@@ -38,12 +38,14 @@ def test_dvfs_point(sd_case, sdsuite_config, sdsuite_results, request):
         try:
             res = measure_point(
                 sd_case,
-                session=session,
-                opts=sdsuite_config.options(),
-                device=sdsuite_config.device,
-                run_id=sdsuite_config.run_id,
-                env_fingerprint=sdsuite_results.env_fingerprint,
-                energy_meter=setup.meter,
+                RunContext(
+                    sdsuite_config.options(),
+                    sdsuite_config.device,
+                    sdsuite_config.run_id,
+                    sdsuite_results.env_fingerprint,
+                    setup.meter,
+                    clock_session=session,
+                ),
             )
         except (ClockControlNotAllowed, ClockPermissionError) as exc:
             pytest.skip(str(exc))
@@ -76,13 +78,9 @@ def test_sweep_harness_overhead_per_point(sd_pytest_benchmark, tmp_path, sdsuite
         outcomes.append(
             run_sweep(
                 plan,
-                session=session,
-                opts=opts,
-                device=sdsuite_device,
+                RunContext(opts, sdsuite_device, "bench", energy_meter=meter, clock_session=session),
                 results=results,
-                run_id="bench",
                 sweep_info={},
-                energy_meter=meter,
                 sleeps=sleeps,
             )
         )

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sdsuite.measure.runner import RunOptions, run_case
+from sdsuite.measure.context import RunOptions
+from sdsuite.measure.runner import run_case
 from sdsuite.spec.case import Case
 
 pytestmark = pytest.mark.gpu

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from sdsuite.baselines.baseline_store import BaselineStore, dumps, load_baseline_file
 from sdsuite.baselines.entries import obtained_entry
 from sdsuite.baselines.gate import GateConfig, Status, UpdateMode, gate_record
 from sdsuite.baselines.keys import hardware_key, slug
 from sdsuite.baselines.kinds import KINDS, CalibratedTimeKind, FlopsKind, LatencyKind, MetricKind, kind_for, register
-from sdsuite.baselines.store import BaselineStore, dumps, load_baseline_file
 from sdsuite.core.errors import InputFileError, UsageError
 from sdsuite.measure.calibration import Calibration
 

@@ -137,7 +137,7 @@ def test_both_front_ends_parse_the_same_command_lines(cli, config):
 
 
 def test_one_function_builds_telemetry_options_from_either_front_end(pytester):
-    from sdsuite.cli.args import telemetry_options_from
+    from sdsuite.gpu.telemetry import telemetry_options_from
     from sdsuite.spec.flags import pytest_flag_name, pytest_getter
 
     config = pytester.parseconfig("--telemetry", "sim", "--freq", "1410", "--sdsuite-poll-interval-ms", "5")

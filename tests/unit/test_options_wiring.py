@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sdsuite.core.errors import UsageError
+from sdsuite.measure.context import RunOptions
 from sdsuite.measure.engine import order_for_loading
-from sdsuite.measure.runner import RunOptions, run_case
+from sdsuite.measure.runner import run_case
 from sdsuite.optimizations import apply as opt_apply
 from sdsuite.optimizations import attention as opt_attention
 from sdsuite.optimizations.attention import SdsuiteAttnProcessor

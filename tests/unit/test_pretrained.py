@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from sdsuite.core.errors import WeightsNotFoundError
-from sdsuite.measure.runner import RunOptions, run_case
+from sdsuite.measure.context import RunOptions
+from sdsuite.measure.runner import run_case
 from sdsuite.pipelines.build import load_pipeline
 from sdsuite.pipelines.cache import PipelineCache
 from sdsuite.pipelines.registry import VARIANTS

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from sdsuite.measure.runner import RunOptions, metric_center, run_case
+from sdsuite.measure.context import RunOptions
+from sdsuite.measure.runner import metric_center, run_case
 from sdsuite.pipelines.cache import PipelineCache
 from sdsuite.spec.case import Case
 

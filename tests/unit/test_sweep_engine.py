@@ -155,7 +155,7 @@ def test_sweep_prints_the_plan_saves_sampled_images_and_resumes_without_duplicat
 def test_interrupted_sweep_restores_clocks_keeps_points_and_resumes(tmp_path, monkeypatch, capsys):
     out, state = tmp_path / "s", tmp_path / "gpu.json"
     args = [*SIM, "--freq", "sample:5", "--out", str(out), "--sim-state-file", str(state), *FAST]
-    real = sweep_mod.run_case
+    real = sweep_mod.measure_case
     calls = []
 
     def ctrl_c_at_third_point(case, *a, **k):
@@ -164,12 +164,12 @@ def test_interrupted_sweep_restores_clocks_keeps_points_and_resumes(tmp_path, mo
             raise KeyboardInterrupt  # as Ctrl-C arrives in the middle of a measurement
         return real(case, *a, **k)
 
-    monkeypatch.setattr(sweep_mod, "run_case", ctrl_c_at_third_point)
+    monkeypatch.setattr(sweep_mod, "measure_case", ctrl_c_at_third_point)
     assert main(args) == 130
     assert json.loads(state.read_text()) == UNLOCKED
     first = _lines(out)
     assert len(first) == 2
-    monkeypatch.setattr(sweep_mod, "run_case", real)
+    monkeypatch.setattr(sweep_mod, "measure_case", real)
     assert main(args) == 0
     assert "2 point(s) already done" in capsys.readouterr().out
     recs = _lines(out)
@@ -196,7 +196,7 @@ def test_a_crash_restores_clocks_and_keeps_every_finished_point(tmp_path, monkey
 
 def test_a_failing_point_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
     out = tmp_path / "s"
-    real = sweep_mod.run_case
+    real = sweep_mod.measure_case
 
     def oom_at_810(case, *a, **k):
         rec = real(case, *a, **k)
@@ -204,12 +204,12 @@ def test_a_failing_point_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_p
             rec.update(status="failed", reason="out of memory: CUDA out of memory. Tried to allocate 20.00 GiB")
         return rec
 
-    monkeypatch.setattr(sweep_mod, "run_case", oom_at_810)
+    monkeypatch.setattr(sweep_mod, "measure_case", oom_at_810)
     args = [*SIM, "--freq", "1410,810,510", "--out", str(out), *FAST]
     assert main(args) == 1
     assert "point tiny-sd/default/fp32/f810/64x64/s1/b1 failed: out of memory" in capsys.readouterr().err
     assert [r["status"] for r in _lines(out)] == ["ok", "failed", "ok"]
-    monkeypatch.setattr(sweep_mod, "run_case", real)
+    monkeypatch.setattr(sweep_mod, "measure_case", real)
     assert main(args) == 0  # only the failed point runs again
     assert [(r["case"]["freq_mhz"], r["status"]) for r in _lines(out)][3:] == [(810, "ok")]
 

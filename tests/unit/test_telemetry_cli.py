@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from sdsuite.cli.main import main
-from sdsuite.measure.runner import RunOptions, run_case
+from sdsuite.measure.context import RunOptions
+from sdsuite.measure.runner import run_case
 from sdsuite.spec.case import Case
 
 FAST = ["--runs", "1", "--warmup", "0", "--steps", "2", "--no-flops", "--no-progress", "--min-energy-window", "0.1"]
