@@ -9,7 +9,8 @@ from sdsuite.core.errors import UsageError
 
 
 def outer_visible(env: Mapping[str, str] | None = None) -> list[int] | None:
-    """Indices in an outer CUDA_VISIBLE_DEVICES (None when unset; UUID or MIG lists are kept as None: no renumbering)."""
+    """Indices in an outer CUDA_VISIBLE_DEVICES (None when unset; UUID or MIG lists are kept as None: no
+    renumbering)."""
     raw = (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES")
     if raw is None or not raw.strip():
         return None

@@ -70,7 +70,8 @@ def run_local(
                 env["OMP_NUM_THREADS"] = str(cpu_threads)  # N workers on one CPU must not each take every core
             log = open(log_dir / f"task{t.index}-gpu{t.gpu}.log", "w", encoding="utf-8")  # noqa: SIM115 - closed below
             cmd = [sys.executable, "-m", "sdsuite.launch.worker", str(spec_path), str(t.index)]
-            procs.append(  # Its own session: a Ctrl-C or hang-up at the terminal reaches the launcher, which forwards it exactly once.
+            # Its own session: a Ctrl-C or hang-up at the terminal reaches the launcher, which forwards it exactly once.
+            procs.append(
                 (t, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
             )
             log.close()

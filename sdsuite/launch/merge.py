@@ -44,7 +44,8 @@ def finished_point_keys(records: Iterable[Mapping[str, Any]]) -> set[str]:
 
 
 def latest_per_point(records: Iterable[Mapping[str, Any]], keys: Iterable[str]) -> list[Mapping[str, Any]]:
-    """The record that stands for each of ``keys``, in that order: the latest finished one, else the latest failed one."""
+    """The record that stands for each of ``keys``, in that order: the latest finished one, else the latest failed
+    one."""
     latest: dict[str, Mapping[str, Any]] = {}
     for r in records:
         key = record_point_key(r)

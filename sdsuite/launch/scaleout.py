@@ -121,7 +121,10 @@ def add_scaleout_arguments(p: argparse.ArgumentParser, command: str) -> None:
         g.add_argument(
             "--resume",
             action="store_true",
-            help=f"with --gpus/--launcher: run only the {what} not finished in --out (what a launched rerun on the same --out always does)",
+            help=(
+                f"with --gpus/--launcher: run only the {what} not finished in --out "
+                "(what a launched rerun on the same --out always does)"
+            ),
         )
     g.add_argument(
         "--emit-sbatch", default=None, metavar="PATH", help="write a job-array script for plain sbatch to PATH and exit"
@@ -158,9 +161,10 @@ def scaleout_plan(args: argparse.Namespace, plan: Any) -> Any | None:
         mine = tuple(p for p in plan.points if p.key in wanted)
         if len(mine) < len(wanted):
             raise UsageError(
-                f"{len(wanted) - len(mine)} of this task's {len(wanted)} point(s) do not exist here: the launcher planned them "
-                "for another device (GPU class, torch device or telemetry backend differ on this node). Submit from a node "
-                "like the ones the tasks run on (e.g. in `srun --gpus 1 --pty bash`), or give --device and --telemetry explicitly."
+                f"{len(wanted) - len(mine)} of this task's {len(wanted)} point(s) do not exist here: the launcher "
+                "planned them for another device (GPU class, torch device or telemetry backend differ on this node). "
+                "Submit from a node like the ones the tasks run on (e.g. in `srun --gpus 1 --pty bash`), or give "
+                "--device and --telemetry explicitly."
             )
         return replace(plan, points=mine)
     return plan
@@ -205,7 +209,8 @@ def scaleout_annotation(args: argparse.Namespace, point_key: str | None = None) 
 
 
 def launch(args: argparse.Namespace, target: LaunchTarget) -> int:
-    """``sdsuite run|sweep --gpus/--launcher slurm/--emit-sbatch``: plan, split the missing points, run or submit them."""
+    """``sdsuite run|sweep --gpus/--launcher slurm/--emit-sbatch``: plan, split the missing points, run or submit
+    them."""
     from sdsuite.store.results import check_writable_dir
 
     say = _say(args)
@@ -213,7 +218,8 @@ def launch(args: argparse.Namespace, target: LaunchTarget) -> int:
     slurm = args.launcher == "slurm" or bool(args.emit_sbatch)
     if args.gpus and slurm:
         raise UsageError(
-            f"--gpus spreads the {command} over this machine's GPUs; with SLURM use --slurm-gpus-per-node (GPUs per array task)."
+            f"--gpus spreads the {command} over this machine's GPUs; "
+            "with SLURM use --slurm-gpus-per-node (GPUs per array task)."
         )
     if args.launcher == "slurm" and not args.emit_sbatch:
         require_submitit()  # before any work: name the extra to install
@@ -223,15 +229,15 @@ def launch(args: argparse.Namespace, target: LaunchTarget) -> int:
 
         if not torch.cuda.is_available():
             raise UsageError(
-                "--launcher slurm plans the points here, where torch sees no GPU (--device auto means the CPU here), but the "
-                f"array tasks get {sopts.gpus_per_node} GPU(s) each and would run on CUDA: different points. Submit from a GPU "
-                "node of the same class (e.g. in `srun --gpus 1 --pty bash`), or for a CPU/simulated dry run pass --device cpu "
-                "or --slurm-gpus-per-node 0."
+                "--launcher slurm plans the points here, where torch sees no GPU (--device auto means the CPU here), "
+                f"but the array tasks get {sopts.gpus_per_node} GPU(s) each and would run on CUDA: different points. "
+                "Submit from a GPU node of the same class (e.g. in `srun --gpus 1 --pty bash`), or for a "
+                "CPU/simulated dry run pass --device cpu or --slurm-gpus-per-node 0."
             )
     if sopts and sopts.gpus_per_node > 1 and str(args.device) not in ("auto", "cuda", "cuda:0", "cpu"):
         raise UsageError(
-            f"--slurm-gpus-per-node {sopts.gpus_per_node} spreads each task over its GPUs, one process each seeing its GPU as "
-            f"cuda:0; leave --device at auto or cuda (got {args.device})."
+            f"--slurm-gpus-per-node {sopts.gpus_per_node} spreads each task over its GPUs, "
+            f"one process each seeing its GPU as cuda:0; leave --device at auto or cuda (got {args.device})."
         )
     gpus: tuple[int, ...] = ()
     if args.gpus:
@@ -248,7 +254,8 @@ def launch(args: argparse.Namespace, target: LaunchTarget) -> int:
         PointRef(p.key, p.case.case_id, p.case.variant, p.case.freq_mhz, _option_group(p.case)) for p in plan.to_run
     ]
     say(
-        f"scale-out: {len(plan.points)} point(s), {plan.already_done} already done in {out}, {len(todo)} to run ({merged.task_dirs} task dir(s) merged)"
+        f"scale-out: {len(plan.points)} point(s), {plan.already_done} already done in {out}, "
+        f"{len(todo)} to run ({merged.task_dirs} task dir(s) merged)"
     )
     if not todo:
         say(f"scale-out: nothing to run; the {command} is complete (use another --out to measure again).")
@@ -284,7 +291,8 @@ def launch(args: argparse.Namespace, target: LaunchTarget) -> int:
         job_id, jobs = submit_array(spec_path, len(tasks), out, sopts, name=f"sdsuite-{command}")
         write_manifest(sub_dir, {**manifest, "job_id": job_id})
         say(
-            f"submitted SLURM array job {job_id}: {len(tasks)} task(s); logs in {out / 'slurm' / job_id}; progress: sdsuite status {out}"
+            f"submitted SLURM array job {job_id}: {len(tasks)} task(s); logs in {out / 'slurm' / job_id}; "
+            f"progress: sdsuite status {out}"
         )
         if not args.wait:
             _print_submission(args, {"job_id": job_id, "tasks": len(tasks), "out": str(out), "submission": submission})
@@ -295,7 +303,8 @@ def launch(args: argparse.Namespace, target: LaunchTarget) -> int:
                 codes.append(int(job.result() or 0))
             except Exception as exc:  # a killed or failed task: its finished points are kept, a rerun submits the rest
                 say(
-                    f"sdsuite: array task {job.job_id} did not finish: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                    f"sdsuite: array task {job.job_id} did not finish: "
+                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                 )
                 codes.append(1)
         merge_tasks(out)
@@ -355,7 +364,8 @@ def _report_and_exit(
             "fix the input (see the reasons)" if input_errors else "rerun with --resume"
         )
     say(
-        f"scale-out: {len(plan_keys) - len(missing)}/{len(plan_keys)} point(s) finished in {out / 'results.jsonl'}{hint}"
+        f"scale-out: {len(plan_keys) - len(missing)}/{len(plan_keys)} point(s) finished in "
+        f"{out / 'results.jsonl'}{hint}"
     )
     target.report(ns, out, chosen, missing=len(missing), complete=bool(recs) and not missing)
     if plan_keys and len(missing) == len(plan_keys) and (input_errors or (codes and all(c == 2 for c in codes))):

@@ -56,7 +56,8 @@ def _split_groups(groups: Sequence[Sequence[PointRef]], n: int) -> list[tuple[Po
 
 
 def _even_bounds(sizes: Sequence[int], n: int) -> list[int]:
-    """Group indices 0 = b0 <= b1 <= ... <= bn = len(sizes) minimising the sum of squared part sizes (dynamic programming)."""
+    """Group indices 0 = b0 <= b1 <= ... <= bn = len(sizes) minimising the sum of squared part sizes (dynamic
+    programming)."""
     m = len(sizes)
     prefix = [0]
     for x in sizes:

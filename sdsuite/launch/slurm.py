@@ -1,4 +1,5 @@
-"""SLURM through submitit: one job-array task per TaskSpec, logs under ``OUT/slurm/<job id>``; or a plain sbatch script."""
+"""SLURM through submitit: one job-array task per TaskSpec, logs under ``OUT/slurm/<job id>``; or a plain sbatch
+script."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def require_submitit():
 
 
 def _submitit_logs_to_stderr_only() -> None:
-    """submitit logs to stdout as well as stderr (each warning twice); stdout is sdsuite's (tables, JSON): keep stderr."""
+    """submitit logs to stdout as well as stderr (each warning twice); stdout is sdsuite's (tables, JSON): keep
+    stderr."""
     import logging
 
     logger = logging.getLogger("submitit")
@@ -109,9 +111,11 @@ def sbatch_script(spec_path: Path, n_tasks: int, out: Path, opts: SlurmOptions, 
         lines.append(f"#SBATCH --cpus-per-task={opts.cpus_per_task}")
     lines += [f"#SBATCH --{k}={v}" if v else f"#SBATCH --{k}" for k, v in opts.extra]
     lines += [
-        "# Each task measures its share of the points into OUT/tasks/slurm-<job>_<task>, then merges into OUT/results.jsonl.",
+        "# Each task measures its share of the points into OUT/tasks/slurm-<job>_<task>, "
+        "then merges into OUT/results.jsonl.",
         "# Resubmit after failures with the same `sdsuite sweep ... --emit-sbatch` (it lists only missing points).",
-        f'exec {shlex.quote(sys.executable)} -m sdsuite.launch.worker {shlex.quote(str(spec_path))} "$SLURM_ARRAY_TASK_ID"',
+        f"exec {shlex.quote(sys.executable)} -m sdsuite.launch.worker "
+        f'{shlex.quote(str(spec_path))} "$SLURM_ARRAY_TASK_ID"',
         "",
     ]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""One scale-out task: an ordinary ``sdsuite sweep`` (or ``sdsuite run``) restricted to the task's points, in its own directory.
+"""One scale-out task: an ordinary ``sdsuite sweep`` (or ``sdsuite run``) restricted to the task's points, in its
+own directory.
 
 Run as ``python -m sdsuite.launch.worker SPEC TASK`` (local launcher, plain sbatch) or as the
 function submitit pickles (``run_task``). The task directory is named by SLURM job and task id when
@@ -224,7 +225,8 @@ def task_dir_name(spec: LaunchSpec, task: TaskSpec, env: dict | None = None) -> 
 
 
 def worker_args(spec: LaunchSpec, task: TaskSpec, task_dir: Path) -> argparse.Namespace:
-    """The sweep arguments of one task: its points only, its directory, no launcher, no report (the launcher reports)."""
+    """The sweep arguments of one task: its points only, its directory, no launcher, no report (the launcher
+    reports)."""
     ns = copy.copy(spec.args)
     ns.out = str(task_dir)
     ns.only_points = task.keys
@@ -241,7 +243,8 @@ def worker_args(spec: LaunchSpec, task: TaskSpec, task_dir: Path) -> argparse.Na
 
 
 def task_gpus(spec: LaunchSpec, env: dict | None = None) -> int:
-    """How many GPUs this task spreads its points over: what it asked for, capped by what it sees (1 when it sees fewer than 2)."""
+    """How many GPUs this task spreads its points over: what it asked for, capped by what it sees (1 when it sees
+    fewer than 2)."""
     if spec.gpus_per_task <= 1:
         return 1
     from sdsuite.launch.gpus import gpu_count
@@ -269,7 +272,8 @@ def _cap_cpu_threads() -> None:
 
 
 def run_task(spec_path: str, index: int) -> int:
-    """Measure task ``index`` of the spec, then merge every finished task into the shared --out; the command's exit code."""
+    """Measure task ``index`` of the spec, then merge every finished task into the shared --out; the command's exit
+    code."""
     from sdsuite.core.quiet import quiet_third_party_imports
 
     quiet_third_party_imports()
@@ -282,7 +286,8 @@ def run_task(spec_path: str, index: int) -> int:
     task_dir = Path(spec.out) / TASKS_DIR / task_dir_name(spec, task)
     ns = worker_args(spec, task, task_dir)
     print(
-        f"sdsuite task {index}: {len(task.keys)} point(s) -> {task_dir} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')})",
+        f"sdsuite task {index}: {len(task.keys)} point(s) -> {task_dir} "
+        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')})",
         flush=True,
     )
     try:
@@ -297,7 +302,8 @@ def run_task(spec_path: str, index: int) -> int:
 
 
 def _spread_over_gpus(spec: LaunchSpec, task: TaskSpec, n_gpus: int) -> int:
-    """A task holding several GPUs: one local worker per GPU on its share of the points (each locks and restores its own GPU)."""
+    """A task holding several GPUs: one local worker per GPU on its share of the points (each locks and restores its
+    own GPU)."""
     from sdsuite.launch.local import run_local
     from sdsuite.launch.shards import tasks_per_gpu
 

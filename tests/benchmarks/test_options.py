@@ -142,7 +142,8 @@ def test_kv_cache_saving_in_flops_and_wall_time(sd_pytest_benchmark, attention, 
     )
     print(
         f"\nK/V cache, attn={attention}: FLOPs {flops[False] / 1e6:.1f} M -> {flops[True] / 1e6:.1f} M "
-        f"(saved {saved / 1e6:.2f} M, {100 * saved / flops[False]:.2f}%), wall {off * 1e3:.1f} -> {on * 1e3:.1f} ms ({off / on:.2f}x), "
+        f"(saved {saved / 1e6:.2f} M, {100 * saved / flops[False]:.2f}%), "
+        f"wall {off * 1e3:.1f} -> {on * 1e3:.1f} ms ({off / on:.2f}x), "
         f"output max abs diff {kv_diff:.1e}"
     )
 

@@ -1,8 +1,8 @@
 """Harness overhead: sdsuite's measured run vs a bare pipeline call in the same process.
 
 Goal: <= 3% extra wall time. Not in the quick selection (it times 2 x 20 interleaved pairs):
-run it with `pytest tests/benchmarks/test_overhead.py -s`. The figure goes to pytest-benchmark's extra_info and the terminal;
-it is a measurement, not a unit-test assertion.
+run it with `pytest tests/benchmarks/test_overhead.py -s`. The figure goes to pytest-benchmark's extra_info and the
+terminal; it is a measurement, not a unit-test assertion.
 """
 
 import statistics
@@ -63,6 +63,7 @@ def test_harness_overhead(sd_pytest_benchmark, variant, sdsuite_device):
         rounds=ROUNDS,
     )
     print(
-        f"\n{variant}: bare {statistics.median(bare_s) * 1e3:.2f} ms, sdsuite {statistics.median(ours_s) * 1e3:.2f} ms, overhead {overhead * 100:+.2f}%"
+        f"\n{variant}: bare {statistics.median(bare_s) * 1e3:.2f} ms, "
+        f"sdsuite {statistics.median(ours_s) * 1e3:.2f} ms, overhead {overhead * 100:+.2f}%"
     )
     assert len(m.samples) == ROUNDS

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.slow
 
 SWEEP = [
     "sweep", "--telemetry", "sim", "--gpu-model", "a100", "--freq", "sample:6", "--allow-clock-control",
-    "--runs", "1", "--warmup", "0", "--no-flops", "--steps", "2", "--save-images", "none", "--no-report", "--no-progress",
-    "--launcher", "slurm", "--slurm-gpus-per-node", "0", "--slurm-cpus-per-task", "1", "--slurm-time", "10", "--points-per-task", "2",
+    "--runs", "1", "--warmup", "0", "--no-flops", "--steps", "2", "--save-images", "none", "--no-report",
+    "--no-progress", "--launcher", "slurm", "--slurm-gpus-per-node", "0", "--slurm-cpus-per-task", "1",
+    "--slurm-time", "10", "--points-per-task", "2",
 ]  # fmt: skip
 
 
@@ -106,8 +107,9 @@ def test_array_kill_one_task_and_resume(tmp_path):
 
 
 RUN = [
-    "run", "--telemetry", "sim", "--runs", "1", "--warmup", "0", "--no-flops", "--steps", "2", "--seed", "0,1,2,3", "--no-progress",
-    "--launcher", "slurm", "--slurm-gpus-per-node", "0", "--slurm-cpus-per-task", "1", "--slurm-time", "10", "--points-per-task", "2",
+    "run", "--telemetry", "sim", "--runs", "1", "--warmup", "0", "--no-flops", "--steps", "2", "--seed", "0,1,2,3",
+    "--no-progress", "--launcher", "slurm", "--slurm-gpus-per-node", "0", "--slurm-cpus-per-task", "1",
+    "--slurm-time", "10", "--points-per-task", "2",
 ]  # fmt: skip
 
 

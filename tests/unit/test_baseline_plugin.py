@@ -33,12 +33,16 @@ CPU["median"] = sorted(CPU["samples"])[2]
 def record(case_id):
     lat = [0.060 * SCALE * f for f in (1.00, 1.01, 0.99, 1.02, 0.98)]
     return {{
-        "schema_version": 1, "record_id": "r-" + case_id, "case_id": case_id, "status": "ok", "sdsuite_version": "0.1.0",
-        "device": {{"type": "cpu", "name": "cpu"}}, "env": {{"run_id": "run1", "fingerprint": "fp"}}, "simulated": False,
+        "schema_version": 1, "record_id": "r-" + case_id, "case_id": case_id, "status": "ok", \
+"sdsuite_version": "0.1.0",
+        "device": {{"type": "cpu", "name": "cpu"}}, "env": {{"run_id": "run1", "fingerprint": "fp"}}, \
+"simulated": False,
         "finished_at": "2026-11-23T10:00:00", "params": {{"unet": 1000}},
-        "calibration": {{"median_s": 0.012, "samples_s": [0.012] * 7, "cpu_median_s": 0.012, "cpu_samples_s": [0.012] * 7}},
+        "calibration": {{"median_s": 0.012, "samples_s": [0.012] * 7, "cpu_median_s": 0.012, \
+"cpu_samples_s": [0.012] * 7}},
         "metrics": {{
-            "latency_s": {{"unit": "s", "available": True, "median": sorted(lat)[2], "iqr": 0.001, "n": 5, "samples": lat}},
+            "latency_s": {{"unit": "s", "available": True, "median": sorted(lat)[2], "iqr": 0.001, "n": 5, \
+"samples": lat}},
             {cpu_metric}
             "flops_per_image": {{"unit": "FLOP", "available": True, "value": 1000}},
         }},
@@ -66,7 +70,8 @@ def baseline_files(pytester):
 
 
 def run(pytester, *args):
-    # no:hypothesispytest: pytester restores sys.modules after each run, and hypothesis' plugin would re-import it (~1 s) every time.
+    # no:hypothesispytest: pytester restores sys.modules after each run, and hypothesis' plugin would re-import it
+    # (~1 s) every time.
     return pytester.runpytest("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--baselines", "bl", "-rs", *args)
 
 

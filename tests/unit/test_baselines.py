@@ -189,15 +189,24 @@ def test_concurrent_writers_lose_no_entry(tmp_path):
             "does not match its directory",
         ),
         (
-            '{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "k", "entries": {"c": {"metrics": {"m": {"unit": "s"}}}}}',
+            (
+                '{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "k", '
+                '"entries": {"c": {"metrics": {"m": {"unit": "s"}}}}}'
+            ),
             "median",
         ),
         (
-            '{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "k", "entries": {"c": {"metrics": {}, "simulated": true}}}',
+            (
+                '{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "k", '
+                '"entries": {"c": {"metrics": {}, "simulated": true}}}'
+            ),
             "simulated device",
         ),
         (
-            '{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "k", "entries": {"c": {"metrics": {}, "tolerances": {"m": "x"}}}}',
+            (
+                '{"schema": "sdsuite-baselines", "schema_version": 1, "hardware_key": "k", '
+                '"entries": {"c": {"metrics": {}, "tolerances": {"m": "x"}}}}'
+            ),
             "cannot read",
         ),
     ],
@@ -317,7 +326,8 @@ def test_a_corrupt_baseline_stops_the_gate_and_stays_untouched(tmp_path):
 
 
 def test_other_key_skips_name_the_portable_key_when_it_exists():
-    # the README's gate command on a fresh machine skipped every record as other-key without naming --baseline-key portable
+    # the README's gate command on a fresh machine skipped every record as other-key without naming
+    # --baseline-key portable
     from sdsuite.baselines.gate import portable_hint
 
     hint = portable_hint(["cpu-amd-epyc-1t", "cpu-portable-1t"])

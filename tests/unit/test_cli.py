@@ -75,7 +75,8 @@ def test_missing_weights_exit_2_with_both_remedies(tmp_path, capsys, monkeypatch
 
 def test_list_and_env(capsys, monkeypatch):
     # No NVML here, whatever ran before: a fake libnvidia-ml an earlier test mapped in this worker would be found by its
-    # soname (dlopen reuses a loaded library), so env would report the fake GPU (an order dependency under pytest-randomly).
+    # soname (dlopen reuses a loaded library), so env would report the fake GPU (an order
+    # dependency under pytest-randomly).
     monkeypatch.setitem(sys.modules, "pynvml", None)
     assert main(["list", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -73,7 +73,8 @@ def test_json_and_markdown_formats(tmp_path, store, capsys):
 
 
 def test_missing_baseline_exits_1_or_is_skipped(tmp_path, store, capsys):
-    """A store without this case's entry: exit 1 (or skipped); a missing store directory is a usage error (test_hostile_input)."""
+    """A store without this case's entry: exit 1 (or skipped); a missing store directory is a usage error
+    (test_hostile_input)."""
     res = results_dir(tmp_path / "r1")
     Path(store).mkdir()
     assert main(["compare", res, "--baselines", store]) == 1

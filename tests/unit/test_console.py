@@ -1,4 +1,5 @@
-"""One console policy for every command: terminal width in a terminal, unlimited when piped, nothing cut, text verbatim."""
+"""One console policy for every command: terminal width in a terminal, unlimited when piped, nothing cut, text
+verbatim."""
 
 from __future__ import annotations
 
@@ -86,7 +87,10 @@ def test_text_in_a_narrow_terminal_wraps_at_words_not_inside_them(capsys, termin
     # the sweep plan used to be printed unwrapped (soft wrap): the terminal then split words at column 80
     from sdsuite.core.console import console
 
-    line = "  estimated duration: 0 s known (settle, cooldown, energy windows) + 8 x 5 generations of unknown length (no earlier record)"
+    line = (
+        "  estimated duration: 0 s known (settle, cooldown, energy windows) + 8 x 5 generations of unknown length "
+        "(no earlier record)"
+    )
     console().print(line)
     out = capsys.readouterr().out.splitlines()
     assert len(out) > 1 and all(len(o) <= 80 for o in out)

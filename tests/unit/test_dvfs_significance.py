@@ -1,4 +1,5 @@
-"""A saving or slowdown smaller than its combined uncertainty is marked not significant, in the analysis and the report."""
+"""A saving or slowdown smaller than its combined uncertainty is marked not significant, in the analysis and the
+report."""
 
 from __future__ import annotations
 

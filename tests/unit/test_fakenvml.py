@@ -104,7 +104,8 @@ def test_count_handles_names_uuids_and_identity(nvml):
     p.nvmlInit()
     assert [p.nvmlDeviceGetUUID(p.nvmlDeviceGetHandleByIndex(i)) for i in range(4)] == uuids
     out = fake.run_python(
-        "import pynvml as p; p.nvmlInit(); print(','.join(p.nvmlDeviceGetUUID(p.nvmlDeviceGetHandleByIndex(i)) for i in range(4)))"
+        "import pynvml as p; p.nvmlInit(); "
+        "print(','.join(p.nvmlDeviceGetUUID(p.nvmlDeviceGetHandleByIndex(i)) for i in range(4)))"
     )
     assert out.stdout.strip().split(",") == uuids
 
@@ -452,8 +453,8 @@ def test_r470_lacks_the_post_r470_symbols(fake_nvml, fake_nvml_libs):
 
         new, old = exported("r535"), exported("r470")
         assert new - old == {
-            "nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetSupportedClocksEventReasons", "nvmlDeviceGetTemperatureV",
-            "nvmlDeviceGetMemoryInfo_v2", "nvmlDeviceGetC2cModeInfoV",
+            "nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetSupportedClocksEventReasons",
+            "nvmlDeviceGetTemperatureV", "nvmlDeviceGetMemoryInfo_v2", "nvmlDeviceGetC2cModeInfoV",
         }  # fmt: skip
         assert "nvmlDeviceGetCurrentClocksThrottleReasons" in old and not old - new
     fake_nvml.variant = "r470"
@@ -508,7 +509,10 @@ def test_mig_handles(nvml):
 
 
 def test_error_injection(nvml):
-    spec = "nvmlDeviceGetTotalEnergyConsumption:GPU_IS_LOST@3x2,nvmlDeviceGetPowerUsage:3,nvmlDeviceSetGpuLockedClocks:NO_PERMISSION"
+    spec = (
+        "nvmlDeviceGetTotalEnergyConsumption:GPU_IS_LOST@3x2,nvmlDeviceGetPowerUsage:3,"
+        "nvmlDeviceSetGpuLockedClocks:NO_PERMISSION"
+    )
     p, fake = nvml(gpus="h100", fail=spec)
     h = p.nvmlDeviceGetHandleByIndex(0)
     results = []

@@ -228,7 +228,8 @@ def test_dry_run_writes_every_section_and_scrubs_the_clock_opt_in(tmp_path):
 
 
 def test_guards_keep_setters_from_reaching_the_fake_nvml(fake_nvml):
-    """Through the proxy, through pynvml and by C symbol: refused, never logged; the unguarded control call is logged."""
+    """Through the proxy, through pynvml and by C symbol: refused, never logged; the unguarded control call is
+    logged."""
     code = textwrap.dedent(
         f"""
         import importlib.util, pynvml
@@ -271,7 +272,8 @@ def test_dry_run_against_the_fake_nvml_calls_no_setter(fake_nvml, tmp_path):
         {**os.environ, "SDSUITE_NVML_ON_CPU": "1", "SDSUITE_ALLOW_CLOCK_CONTROL": "1", "OMP_NUM_THREADS": "1"}
     )
     out = tmp_path / "acc"
-    # The sections that read NVML (the full dry run is test_dry_run_...; fewer sections keep this one robust on a loaded machine).
+    # The sections that read NVML (the full dry run is test_dry_run_...; fewer sections keep this one robust on a
+    # loaded machine).
     proc = _run_dry(out, env, 150, "--sections", "env,counter,sd15")
     assert proc.returncode == 0, proc.stderr[-4000:]
     doc = json.loads((out / "acceptance.json").read_text())

@@ -23,7 +23,10 @@ from sdsuite.gpu.clocks import ClockSession, restore_failure_message
 from sdsuite.gpu.sim import SimFaults, SimulatedGpu
 
 UNLOCKED = {"locked_sm_mhz": None, "locked_mem_mhz": None, "applications_mhz": None}
-CHILD = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); from sdsuite.cli.main import main; sys.exit(main(sys.argv[1:]))"
+CHILD = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from sdsuite.cli.main import main; sys.exit(main(sys.argv[1:]))"
+)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -36,9 +39,10 @@ def _state(path: Path) -> dict | None:
 
 def _sweep_args(out: Path, state: Path, *extra: str, freq: str = "sample:6") -> list[str]:
     return [
-        "sweep", "--telemetry", "sim", "--gpu-model", "a100", "--allow-clock-control", "--freq", freq, "--sim-clock", "real",
-        "--settle", "0.4", "--min-energy-window", "0", "--steps", "1", "--runs", "1", "--no-flops", "--no-spans", "--no-progress",
-        "--save-images", "none", "--no-report", "--sim-state-file", str(state), "--out", str(out), *extra,
+        "sweep", "--telemetry", "sim", "--gpu-model", "a100", "--allow-clock-control", "--freq", freq,
+        "--sim-clock", "real", "--settle", "0.4", "--min-energy-window", "0", "--steps", "1", "--runs", "1",
+        "--no-flops", "--no-spans", "--no-progress", "--save-images", "none", "--no-report",
+        "--sim-state-file", str(state), "--out", str(out), *extra,
     ]  # fmt: skip
 
 
@@ -123,8 +127,8 @@ def test_after_a_sigkill_the_next_run_finds_the_stale_lock_restores_it_and_says_
     assert main(args) == 0  # the same command resumes the sweep
     err = capsys.readouterr().err
     assert (
-        f"was left with changed clocks (locked) by sdsuite process {child.pid}, which ended without restoring them; restored them"
-        in err
+        f"was left with changed clocks (locked) by sdsuite process {child.pid}, "
+        "which ended without restoring them; restored them" in err
     )
     assert _state(state) == UNLOCKED
     assert not list((tmp_path / "locks").glob("*.json"))

@@ -405,7 +405,8 @@ def test_status_of_a_launched_run_names_the_run_command(tmp_path, capsys):
 
 
 def test_an_option_grid_stays_in_one_task(tmp_path, capsys):
-    """--compare-options forms effects against the reference set in the same process: the launcher keeps a case's sets together."""
+    """--compare-options forms effects against the reference set in the same process: the launcher keeps a case's
+    sets together."""
     args = [
         "run",
         "--telemetry",
@@ -443,7 +444,8 @@ def test_an_option_grid_stays_in_one_task(tmp_path, capsys):
 
 
 def test_gpu_records_name_the_physical_gpu(monkeypatch):
-    """On a GPU the record holds torch's index, the NVML-style UUID and the CUDA_VISIBLE_DEVICES it ran under (no GPU here: faked)."""
+    """On a GPU the record holds torch's index, the NVML-style UUID and the CUDA_VISIBLE_DEVICES it ran under (no GPU
+    here: faked)."""
     import torch
 
     from sdsuite.measure.hardware import device_record
@@ -461,7 +463,8 @@ def test_gpu_records_name_the_physical_gpu(monkeypatch):
 
 
 def test_slurm_submission_planned_without_a_gpu_for_gpu_tasks_exits_2(tmp_path, capsys):
-    """Planned here on the CPU (--device auto), run there on CUDA: the points would not match; refused before any work."""
+    """Planned here on the CPU (--device auto), run there on CUDA: the points would not match; refused before any
+    work."""
     assert main([*RUN_SIM, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh")]) == 2
     err = capsys.readouterr().err
     assert "torch sees no GPU" in err and "--device cpu" in err and "srun --gpus 1" in err
@@ -469,7 +472,8 @@ def test_slurm_submission_planned_without_a_gpu_for_gpu_tasks_exits_2(tmp_path, 
 
 
 def test_a_task_planned_for_another_device_fails_loudly(tmp_path, capsys):
-    """A worker whose points do not exist on its node (planned for another device) exits 2 instead of measuring nothing."""
+    """A worker whose points do not exist on its node (planned for another device) exits 2 instead of measuring
+    nothing."""
     from sdsuite.launch.worker import run_task
 
     assert main([*RUN_SIM, "--out", str(tmp_path), "--emit-sbatch", str(tmp_path / "j.sh"), "--device", "cpu"]) == 0

@@ -84,7 +84,10 @@ def test_old_driver_without_the_clock_event_reasons_symbol_falls_back_and_energy
 
 def test_a_failed_optional_read_never_voids_the_window(nvml):
     nvml.configure(
-        fail="nvmlDeviceGetTemperatureV:NOT_SUPPORTED,nvmlDeviceGetCurrentClocksEventReasons:UNKNOWN,nvmlDeviceGetClockInfo:UNKNOWN"
+        fail=(
+            "nvmlDeviceGetTemperatureV:NOT_SUPPORTED,nvmlDeviceGetCurrentClocksEventReasons:UNKNOWN,"
+            "nvmlDeviceGetClockInfo:UNKNOWN"
+        )
     )
     tel = _tel()
     meter = TelemetryEnergyMeter(tel, MeterOptions(poll_interval_s=0.01))
@@ -130,7 +133,8 @@ def test_power_is_read_instantaneously_where_the_field_exists_and_named_averaged
 @pytest.mark.slow
 @pytest.mark.parametrize("gpu", ["h100", "a100"])
 def test_every_default_window_is_within_1_percent_of_the_true_power_and_inside_its_bound(nvml, gpu):
-    """Constant power, the default 1 s window, a 100 ms counter: the plain counter difference was off by -8.1%..+4.5%."""
+    """Constant power, the default 1 s window, a 100 ms counter: the plain counter difference was off by
+    -8.1%..+4.5%."""
     nvml.configure(gpus=gpu)
     tel = _tel()
     meter = TelemetryEnergyMeter(tel)  # the default options
@@ -371,7 +375,8 @@ def test_a_sweep_killed_with_sigkill_and_resumed_leaves_the_gpu_unlocked(fake_nv
     )
 
     def settling() -> bool:
-        """A point is recorded and a lock was set under 0.5 s ago: the sweep is inside its 1.5 s settle, clocks locked."""
+        """A point is recorded and a lock was set under 0.5 s ago: the sweep is inside its 1.5 s settle, clocks
+        locked."""
         log = fake_nvml.setter_log()
         fresh = (
             bool(log)
@@ -440,7 +445,8 @@ def test_memory_clock_lock_and_restore(nvml):
         assert lock.readback.observed_mem_mhz == 1593
     names = [c.function for c in nvml.setter_log()]
     assert names == [
-        "nvmlDeviceSetMemoryLockedClocks", "nvmlDeviceSetGpuLockedClocks", "nvmlDeviceResetGpuLockedClocks", "nvmlDeviceResetMemoryLockedClocks",
+        "nvmlDeviceSetMemoryLockedClocks", "nvmlDeviceSetGpuLockedClocks", "nvmlDeviceResetGpuLockedClocks",
+        "nvmlDeviceResetMemoryLockedClocks",
     ]  # fmt: skip
     tel.close()
 

@@ -249,7 +249,10 @@ def test_the_default_set_alone_is_not_compared_unless_asked(cache):
     assert rec["status"] == "ok" and rec["effects"] is None
     assert rec["fidelity"] == {
         "checked": False,
-        "reason": "the default set is compared with attn=eager only when that case ran earlier in this process or with fidelity 'all'",
+        "reason": (
+            "the default set is compared with attn=eager only when that case ran earlier in this process "
+            "or with fidelity 'all'"
+        ),
     }
     assert run_case(tiny(), dataclasses.replace(FAST, fidelity="all"), CPU, cache=cache)["fidelity"]["passed"]
 

@@ -65,7 +65,8 @@ def test_options_run_compare_and_skip_with_reasons(pytester):
     pytester.makepyfile(BENCH)
     out = pytester.path / "res"
     result = pytester.runpytest(
-        *GRID, "--recipe", "baseline,memory-saver", "--quantize", "none,int4wo", "--sdsuite-runs", "2", "--sdsuite-out", str(out), "-rs", "-p", "no:randomly"
+        *GRID, "--recipe", "baseline,memory-saver", "--quantize", "none,int4wo", "--sdsuite-runs", "2",
+        "--sdsuite-out", str(out), "-rs", "-p", "no:randomly"
     )  # fmt: skip
     result.assert_outcomes(passed=2, skipped=2)
     result.stdout.fnmatch_lines(["*int4 weight-only kernels (tinygemm) need a CUDA GPU*"])

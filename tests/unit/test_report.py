@@ -158,7 +158,8 @@ def test_a_single_clock_gets_one_line_not_trivial_optima(tmp_path, capsys):
 
 
 def test_plots_draw_rounding_negative_and_nan_spreads_as_zero_bars(tmp_path):
-    # An older record's IQR can be -3.55e-15 (float rounding); matplotlib refuses negative yerr: the plots never trust it
+    # An older record's IQR can be -3.55e-15 (float rounding); matplotlib refuses negative yerr: the plots
+    # never trust it
     from sdsuite.dvfs.analysis import Spread
     from sdsuite.dvfs.plots import _bars
 
@@ -201,10 +202,12 @@ def test_an_all_failed_sweep_has_nothing_to_plot(tmp_path):
             for t in times
         ]
         return {
-            "schema_version": 1, "record_id": f"r{freq}", "run_id": "run", "case_id": f"tiny-sd/default/fp32/f{freq}/64x64/s4/b1",
+            "schema_version": 1, "record_id": f"r{freq}", "run_id": "run",
+            "case_id": f"tiny-sd/default/fp32/f{freq}/64x64/s4/b1",
             "case": {"variant": "tiny-sd", "freq_mhz": freq, "batch_size": 1, "images_per_prompt": 1}, "status": status,
             "reason": "boom" if status != "ok" else None, "simulated": True, "telemetry": {"name": "GPU"},
-            "metrics": {"latency_s": {"samples": list(times)}}, "energy_windows": windows, "finished_at": "2030-01-01T00:00:00",
+            "metrics": {"latency_s": {"samples": list(times)}}, "energy_windows": windows,
+            "finished_at": "2030-01-01T00:00:00",
         }  # fmt: skip
 
     def one_set(recs):

@@ -16,7 +16,10 @@ from sdsuite.cli.main import main
 UNLOCKED = {"locked_sm_mhz": None, "locked_mem_mhz": None, "applications_mhz": None}
 # The child restores Python's own SIGINT handler first: a process started from a pytest-xdist worker
 # may inherit SIGINT as ignored, and then Ctrl-C would never reach it.
-CHILD = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); from sdsuite.cli.main import main; sys.exit(main(sys.argv[1:]))"
+CHILD = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from sdsuite.cli.main import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 def _lines(path):
@@ -31,9 +34,10 @@ def test_sigint_half_way_restores_clocks_and_the_rerun_resumes_without_duplicate
     out, state = tmp_path / "s", tmp_path / "gpu.json"
     # Real (wall) clock with a 0.3 s settle: points take long enough to be interrupted between them.
     args = [
-        "sweep", "--telemetry", "sim", "--gpu-model", "a100", "--allow-clock-control", "--freq", "sample:8", "--sim-clock", "real",
-        "--settle", "0.3", "--min-energy-window", "0", "--steps", "1", "--runs", "1", "--no-flops", "--no-spans", "--no-progress",
-        "--save-images", "none", "--no-report", "--sim-state-file", str(state), "--out", str(out),
+        "sweep", "--telemetry", "sim", "--gpu-model", "a100", "--allow-clock-control", "--freq", "sample:8",
+        "--sim-clock", "real", "--settle", "0.3", "--min-energy-window", "0", "--steps", "1", "--runs", "1",
+        "--no-flops", "--no-spans", "--no-progress", "--save-images", "none", "--no-report",
+        "--sim-state-file", str(state), "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     child = subprocess.Popen(
