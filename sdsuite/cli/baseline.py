@@ -39,7 +39,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "compare",
         help=help_of("compare"),
-        description="Compare each record with its baseline entry; exit 0 pass, 1 regression or missing baseline, 2 bad input.",
+        description=(
+            "Compare each record with its baseline entry; exit 0 pass, 1 regression or missing baseline, 2 bad input."
+        ),
     )
     _add_gate_arguments(p, missing=True)
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default), json or markdown")
@@ -204,7 +206,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print("sdsuite: warning: no record was compared with a baseline.", file=sys.stderr)
     if any(r.failed for r in results):
         print(
-            f"sdsuite: regression or missing baseline; accept intended changes with `sdsuite baseline update {args.results} "
+            "sdsuite: regression or missing baseline; accept intended changes with "
+            f"`sdsuite baseline update {args.results} "
             f"--baselines {args.baselines}`.",
             file=sys.stderr,
         )

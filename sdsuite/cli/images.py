@@ -64,7 +64,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
     n = len(result.deleted)
     freed = plan.selected_bytes if args.dry_run else sum(f.size for f in plan.selected if f.rel in set(result.deleted))
     print(
-        f"{verb} {n} image(s), {fmt_bytes(freed)}, under {plan.root}; kept {len(plan.kept)} image(s), {fmt_bytes(plan.kept_bytes)}"
+        f"{verb} {n} image(s), {fmt_bytes(freed)}, under {plan.root}; "
+        f"kept {len(plan.kept)} image(s), {fmt_bytes(plan.kept_bytes)}"
         + (f"; archive: {result.archive}" if result.archive else "")
         + (
             f"; removed {len(result.removed_dirs)} empty director{'y' if len(result.removed_dirs) == 1 else 'ies'}"

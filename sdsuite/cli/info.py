@@ -91,7 +91,8 @@ DROP_ORDER = (
 
 
 def fit_columns(cols: list[str], cells: list[dict], width: int) -> tuple[list[str], list[str]]:
-    """The columns that fit ``width`` at their natural widths (long descriptions may wrap to 30), and the ones left out."""
+    """The columns that fit ``width`` at their natural widths (long descriptions may wrap to 30), and the ones left
+    out."""
 
     def need(cs: list[str]) -> int:
         natural = {c: max(len(c), *(len(r[c]) for r in cells)) for c in cs}
@@ -142,7 +143,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         console.print(readable(t, "name", "hub id", "class", "dtype"))
         if hidden:
             console.print(
-                f"{len(hidden)} column(s) left out at {console.width} columns: {', '.join(hidden)}; a wider terminal, a pipe or --format json shows them",
+                f"{len(hidden)} column(s) left out at {console.width} columns: {', '.join(hidden)}; "
+                "a wider terminal, a pipe or --format json shows them",
                 style="dim",
             )
     return 0
@@ -161,22 +163,26 @@ def cmd_env(args: argparse.Namespace) -> int:
     c = make_console()
     c.print(f"sdsuite {env['packages']['sdsuite']}  fingerprint {env['fingerprint']}")
     c.print(
-        f"CPU: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores, {fmt_bytes(env['cpu']['memory_bytes'])})"
+        f"CPU: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores, "
+        f"{fmt_bytes(env['cpu']['memory_bytes'])})"
     )
     c.print(
-        f"Python {env['python']} on {env['platform']['system']} {env['platform']['release']} ({env['platform']['machine']})"
+        f"Python {env['python']} on {env['platform']['system']} {env['platform']['release']} "
+        f"({env['platform']['machine']})"
     )
     c.print("Packages: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in env["packages"].items()))
     gpus = env["cuda"]["gpus"]
     if gpus:
         for g in gpus:
             c.print(
-                f"GPU {g['index']}: {g['name']} (class {g['class']}, {fmt_bytes(g['memory_bytes'])}, sm {g['compute_capability']})"
+                f"GPU {g['index']}: {g['name']} (class {g['class']}, {fmt_bytes(g['memory_bytes'])}, "
+                f"sm {g['compute_capability']})"
             )
         c.print(f"CUDA (torch build): {env['cuda']['torch_cuda']}")
     else:
         c.print(
-            f"GPU: none visible to torch (CUDA build: {env['cuda']['torch_cuda'] or 'no, CPU-only torch'}); benchmarks run on the CPU."
+            f"GPU: none visible to torch (CUDA build: {env['cuda']['torch_cuda'] or 'no, CPU-only torch'}); "
+            "benchmarks run on the CPU."
         )
     nv = env["nvml"]
     if nv["available"]:
@@ -190,13 +196,16 @@ def cmd_env(args: argparse.Namespace) -> int:
             f"mem {m}: {v['count']} SM clocks {v['min']}-{v['max']} MHz" for m, v in d["supported_clocks_mhz"].items()
         )
         c.print(
-            f"Telemetry ({tel['backend']}){sim} GPU {d['index']}: {d['name']} (class {d['gpu_class']}, uuid {d['uuid']}, "
-            f"sm {d['compute_capability']}, {fmt_bytes(d['memory_bytes'])}, driver {d['driver']}, power limit {d['power_limit_w']} W; {clocks or 'no clock table'})"
+            f"Telemetry ({tel['backend']}){sim} GPU {d['index']}: {d['name']} "
+            f"(class {d['gpu_class']}, uuid {d['uuid']}, "
+            f"sm {d['compute_capability']}, {fmt_bytes(d['memory_bytes'])}, driver {d['driver']}, "
+            f"power limit {d['power_limit_w']} W; {clocks or 'no clock table'})"
         )
         c.print("  " + _measurement_line(d), highlight=False)
     if not tel["devices"]:
         c.print(
-            f"Telemetry: none ({tel.get('reason')}); try `sdsuite env --telemetry sim --gpu-model a100` for the simulated device."
+            f"Telemetry: none ({tel.get('reason')}); "
+            "try `sdsuite env --telemetry sim --gpu-model a100` for the simulated device."
         )
     if env["git_commit"]:
         c.print(f"git commit: {env['git_commit']}")
@@ -221,7 +230,10 @@ def _measurement_line(d: dict) -> str:
         )
     else:
         why = (period.get("measurement") or {}).get("reason")
-        counter = f"energy counter period {period['period_s'] * 1e3:.0f} ms ({period.get('source')}{': ' + why if why else ''})"
+        counter = (
+            f"energy counter period {period['period_s'] * 1e3:.0f} ms "
+            f"({period.get('source')}{': ' + why if why else ''})"
+        )
     reading = d.get("power_reading") or {}
     power = f"power: {reading.get('method', 'unknown')}{' (~1 s average)' if reading.get('averaged') else ''}"
     return (

@@ -84,7 +84,8 @@ def cmd_options(args: argparse.Namespace) -> int:
         p.add_row(name, s.id, "yes" if reason is None else f"no: {reason}")
     console.print(readable(p, "preset", "set"))
     console.print(
-        "effects of each set are measured against attn=eager (the baseline preset) of the same case: sdsuite run ... --compare-options",
+        "effects of each set are measured against attn=eager (the baseline preset) of the same case: "
+        "sdsuite run ... --compare-options",
         style="dim",
     )
     return 0

@@ -60,7 +60,8 @@ def register(sub) -> None:
 
 
 def print_optima(analysis: DvfsAnalysis, console: Console) -> None:
-    """One table per series: each objective's clock, energy saving and slowdown vs the reference (+- combined uncertainty, n.s.)."""
+    """One table per series: each objective's clock, energy saving and slowdown vs the reference (+- combined
+    uncertainty, n.s.)."""
     from sdsuite.dvfs.summary import pm_cell
 
     for s in analysis.series:

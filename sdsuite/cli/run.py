@@ -79,7 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace, grid, device, out, telemetry: TelemetrySetup):
-    """The cases as scale-out points (identity keys; finished ones in --out marked done); None once a launcher took it."""
+    """The cases as scale-out points (identity keys; finished ones in --out marked done); None once a launcher took
+    it."""
     from sdsuite.dvfs.sweep_engine import build_plan, device_identity
     from sdsuite.launch.scaleout import scaleout_identity, scaleout_plan
 

@@ -1,4 +1,5 @@
-"""``sdsuite status OUT``: progress of a scale-out sweep or run (local ``--gpus`` or SLURM array), merging finished tasks first."""
+"""``sdsuite status OUT``: progress of a scale-out sweep or run (local ``--gpus`` or SLURM array), merging finished
+tasks first."""
 
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     job = f", SLURM job {st['job_id']}" if st.get("job_id") else ""
     print(
-        f"{out}: {st['finished']}/{st['planned']} point(s) finished, {st['missing']} missing (submission {st['submission']}, {st['launcher']}{job})"
+        f"{out}: {st['finished']}/{st['planned']} point(s) finished, {st['missing']} missing "
+        f"(submission {st['submission']}, {st['launcher']}{job})"
     )
     for t in st["tasks"]:
         gpu = f" gpu {t['gpu']}" if t["gpu"] is not None else ""

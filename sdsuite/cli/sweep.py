@@ -265,24 +265,30 @@ def _plan_lines(
         else (tel.default_settle_s if tel is not None else 0.0)
     )
     lines = [
-        f"Sweep plan: {len(plan.points)} point(s) = {n_cases} case(s) x {len(set(p.case.freq_mhz for p in plan.points))} clock(s) ({span}, {plan.order}) on {where}",
+        f"Sweep plan: {len(plan.points)} point(s) = {n_cases} case(s) x "
+        f"{len(set(p.case.freq_mhz for p in plan.points))} clock(s) ({span}, {plan.order}) on {where}",
         f"  resume: {plan.already_done} point(s) already done in {out}, {est.to_run} to run",
-        f"  per point: lock, settle {settle:g} s{' (virtual)' if virtual else ''}, warm-up {max(args.warmup, 1)} (dropped), "
-        f"{args.runs} measured run(s) with energy windows; cooldown between clocks: {args.cooldown or 'none'}{' (virtual)' if virtual and args.cooldown else ''}",
+        f"  per point: lock, settle {settle:g} s{' (virtual)' if virtual else ''}, "
+        f"warm-up {max(args.warmup, 1)} (dropped), "
+        f"{args.runs} measured run(s) with energy windows; cooldown between clocks: "
+        f"{args.cooldown or 'none'}{' (virtual)' if virtual and args.cooldown else ''}",
     ]
     if est.to_run == 0:
         lines.append(
-            "  estimated duration: nothing to run (every point is done; delete the records or use another --out to measure again)"
+            "  estimated duration: nothing to run (every point is done; "
+            "delete the records or use another --out to measure again)"
         )
     elif est.duration_s is not None:
         lines.append(
-            f"  estimated duration: ~{fmt_duration(est.duration_s)} ({est.generations_per_point} generations per point at "
+            f"  estimated duration: ~{fmt_duration(est.duration_s)} "
+            f"({est.generations_per_point} generations per point at "
             f"~{fmt_seconds(est.generation_s)}, from earlier records of these cases)"
         )
     else:
         lines.append(
-            f"  estimated duration: {fmt_duration(est.fixed_s)} known (settle, cooldown, energy windows) + {est.to_run} x "
-            f"{est.generations_per_point} generations of unknown length (no earlier record of these cases; the progress bar shows an ETA)"
+            f"  estimated duration: {fmt_duration(est.fixed_s)} known (settle, cooldown, energy windows) + "
+            f"{est.to_run} x {est.generations_per_point} generations of unknown length "
+            "(no earlier record of these cases; the progress bar shows an ETA)"
         )
     if est.cooldown_s is None and est.to_run:
         lines.append(f"  cooldown {args.cooldown}: waits until the GPU is cool enough, a length unknown in advance")
@@ -291,7 +297,8 @@ def _plan_lines(
         lines.append(f"  images: none (--save-images none); free disk at {out}: {free}")
     else:
         lines.append(
-            f"  images: {args.save_images}: {est.images} PNG(s), <= {fmt_bytes(est.image_bytes)} into {saver.directory}; free disk at {out}: {free}"
+            f"  images: {args.save_images}: {est.images} PNG(s), <= {fmt_bytes(est.image_bytes)} "
+            f"into {saver.directory}; free disk at {out}: {free}"
         )
     return lines
 
@@ -362,12 +369,14 @@ def _plan_and_execute(
         info.print(line)
     if est.free_bytes is not None and est.image_bytes > est.free_bytes:
         raise UsageError(
-            f"the images need up to {fmt_bytes(est.image_bytes)} but {out} has {fmt_bytes(est.free_bytes)} free; use --save-images sample or none."
+            f"the images need up to {fmt_bytes(est.image_bytes)} but {out} has {fmt_bytes(est.free_bytes)} free; "
+            "use --save-images sample or none."
         )
     need = est.to_run * _record_bytes(existing)
     if est.free_bytes is not None and need > est.free_bytes:
         raise UsageError(
-            f"the records need about {fmt_bytes(need)} but {out} has {fmt_bytes(est.free_bytes)} free; free some space or use another --out."
+            f"the records need about {fmt_bytes(need)} but {out} has {fmt_bytes(est.free_bytes)} free; "
+            "free some space or use another --out."
         )
     if args.plan_only:
         return 0
@@ -377,7 +386,8 @@ def _plan_and_execute(
 
 
 def _record_bytes(existing: list[dict]) -> int:
-    """Disk space one more record takes: twice the largest earlier one, at least 64 KiB (power traces, images' names)."""
+    """Disk space one more record takes: twice the largest earlier one, at least 64 KiB (power traces, images'
+    names)."""
     import json
 
     largest = max((len(json.dumps(r, default=str)) for r in existing[-50:]), default=0)

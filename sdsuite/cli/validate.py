@@ -216,7 +216,10 @@ def preflight_reasons(clip_model: str | None, inception: str | None, fid_stats: 
 
     clip = q.clip_model_unavailable_reason(clip_model)
     if inception is None:
-        inc = "no Inception weights were given (--inception: torch-fidelity's pt_inception-2015-12-05 .pth); nothing is downloaded"
+        inc = (
+            "no Inception weights were given (--inception: torch-fidelity's pt_inception-2015-12-05 .pth); "
+            "nothing is downloaded"
+        )
     elif not Path(inception).is_file():
         inc = f"no local weights at {inception} (the Inception .pth file does not exist)"
     else:
@@ -314,7 +317,8 @@ def _print(report: dict, windows) -> None:
         wtxt = (
             "-"
             if window is None
-            else f"[{'-inf' if window.low is None else f'{window.low:g}'}, {'inf' if window.high is None else f'{window.high:g}'}]"
+            else f"[{'-inf' if window.low is None else f'{window.low:g}'}, "
+            f"{'inf' if window.high is None else f'{window.high:g}'}]"
         )
         if not m.get("available"):
             t.add_row(name, f"unavailable: {m['reason']}", wtxt, "unchecked" if window is not None else "-")
@@ -328,7 +332,8 @@ def _print(report: dict, windows) -> None:
         console.print(f"images failed the sanity check: {imgs['sanity']}", style="bold red")
     else:
         console.print(
-            f"{imgs['n']} images {'x'.join(map(str, imgs['shape']))} generated in {imgs['generation_s']:.2f} s; sanity check passed"
+            f"{imgs['n']} images {'x'.join(map(str, imgs['shape']))} generated in {imgs['generation_s']:.2f} s; "
+            "sanity check passed"
         )
     acc = report["acceptance"]
     if acc is not None:

@@ -1,1 +1,2 @@
-"""Measuring one case: the runner, the grid engine, meters, profiling spans, calibration, device and environment info."""
+"""Measuring one case: the runner, the grid engine, meters, profiling spans, calibration, device and environment
+info."""

@@ -196,7 +196,8 @@ def append_calibration(
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {"latency_cpu_s": [float(x) for x in latency_cpu_s]} if latency_cpu_s else {}
     line = json.dumps({"record_id": record_id, **calibration.to_dict(), **extra}, sort_keys=True) + "\n"
-    # O_APPEND writes of one short line are atomic on local filesystems: concurrent xdist workers interleave whole lines.
+    # O_APPEND writes of one short line are atomic on local filesystems: concurrent xdist workers interleave whole
+    # lines.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.write(fd, line.encode())

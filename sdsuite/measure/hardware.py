@@ -45,7 +45,8 @@ def resolve_device(spec: str) -> torch.device:
     idx = int(m.group(1) or 0)
     if idx >= torch.cuda.device_count():
         raise UsageError(
-            f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) visible (cuda:0..cuda:{torch.cuda.device_count() - 1})."
+            f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) visible "
+            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})."
         )
     return torch.device(f"cuda:{idx}")
 
@@ -106,7 +107,8 @@ SLURM_ENV = {
 
 def device_record(device: torch.device) -> dict:
     """Where a record was measured: device type, name, class, and on a GPU its torch index, UUID and the
-    CUDA_VISIBLE_DEVICES of the process (so a scale-out record names its physical GPU); the host; the SLURM job, if any."""
+    CUDA_VISIBLE_DEVICES of the process (so a scale-out record names its physical GPU); the host; the SLURM job,
+    if any."""
     import torch
 
     info: dict = {

@@ -184,7 +184,8 @@ class SpanRecorder:
 
 @contextlib.contextmanager
 def instrument_pipeline(pipe, recorder: SpanRecorder, per_step: bool = False) -> Iterator[SpanRecorder]:
-    """Record ``text_encode``, ``denoise`` (first UNet call to the start of decoding) and ``decode`` spans of pipeline calls.
+    """Record ``text_encode``, ``denoise`` (first UNet call to the start of decoding) and ``decode`` spans of pipeline
+    calls.
 
     With ``per_step`` every UNet evaluation is a nested ``unet`` span. Wrappers are removed on exit.
     """

@@ -217,7 +217,8 @@ def pytest_sdsuite_record(record: dict, item: pytest.Item, config: pytest.Config
         device = _calibration_device(config)
         if gate.calibrates and device is not None and device.type == "cpu" and cpu_latency_samples(record, cpu) is None:
             pytest.fail(
-                "sdsuite baseline: the portable gate on the CPU needs per-run CPU time; add --benchmark-timer time.process_time "
+                "sdsuite baseline: the portable gate on the CPU needs per-run CPU time; "
+                "add --benchmark-timer time.process_time "
                 "and run without -n (pytest-benchmark times each run with it), as .ci/gate does.",
                 pytrace=False,
             )
@@ -233,7 +234,8 @@ def pytest_sdsuite_record(record: dict, item: pytest.Item, config: pytest.Config
     if result.status is Status.MISSING:
         msg = (
             f"{result.reason()}.\nObtained values: {result.obtained_path}\n"
-            f"Create it with:\n  {_update_command(gate, item)}\n(or pass --baseline-missing=skip to skip cases without a baseline)"
+            f"Create it with:\n  {_update_command(gate, item)}\n"
+            "(or pass --baseline-missing=skip to skip cases without a baseline)"
         )
         if result.missing_policy == "skip":
             pytest.skip(result.reason())
@@ -324,7 +326,8 @@ class GateReporter:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    """Add the sdsuite hardware key to pytest-benchmark's machine id (the GPU itself is added by sdsuite.plugin.hooks)."""
+    """Add the sdsuite hardware key to pytest-benchmark's machine id (the GPU itself is added by
+    sdsuite.plugin.hooks)."""
     from sdsuite.baselines.keys import hardware_key
     from sdsuite.measure.envinfo import environment
 

@@ -45,7 +45,8 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """sdsuite options (repeat a flag or give a comma list to make a grid), declared with the CLI's in sdsuite.spec.flags."""
+    """sdsuite options (repeat a flag or give a comma list to make a grid), declared with the CLI's in
+    sdsuite.spec.flags."""
     add_pytest_options(parser)
 
 
@@ -88,9 +89,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         n = 0
     if n:
         terminalreporter.write_line(
-            f"sdsuite: pytest-benchmark is off under pytest-xdist; the {n} benchmark case(s) were measured with sdsuite's own "
-            f"timing (every run, records in {path}); run without -n for pytest-benchmark's table and --benchmark-json, and for "
-            "timings no other worker disturbs."
+            f"sdsuite: pytest-benchmark is off under pytest-xdist; the {n} benchmark case(s) were measured with "
+            f"sdsuite's own timing (every run, records in {path}); run without -n for pytest-benchmark's table "
+            "and --benchmark-json, and for timings no other worker disturbs."
         )
 
 
@@ -125,7 +126,10 @@ def _skip_reason(item: pytest.Item, cfg: SdsuiteConfig) -> str | None:
         # On the simulated device a GPU-class test runs against the simulated class (dry runs of DVFS logic).
         have = sim.info().gpu_class
         if have not in classes:
-            return f"needs a {'/'.join(c.upper() for c in classes)} GPU; this one is the simulated {sim.info().name} (class {have})"
+            return (
+                f"needs a {'/'.join(c.upper() for c in classes)} GPU; "
+                f"this one is the simulated {sim.info().name} (class {have})"
+            )
         return None
     if cfg.device.type != "cuda":
         why = "torch sees no CUDA GPU" if not torch.cuda.is_available() else f"--device is {cfg.device}"
@@ -133,7 +137,10 @@ def _skip_reason(item: pytest.Item, cfg: SdsuiteConfig) -> str | None:
     if classes:
         have = device_gpu_class(cfg.device)
         if have not in classes:
-            return f"needs a {'/'.join(c.upper() for c in classes)} GPU; this one is {torch.cuda.get_device_name(cfg.device)} (class {have})"
+            return (
+                f"needs a {'/'.join(c.upper() for c in classes)} GPU; "
+                f"this one is {torch.cuda.get_device_name(cfg.device)} (class {have})"
+            )
     return None
 
 
@@ -231,7 +238,8 @@ def sd_clock_lock(sdsuite_config: SdsuiteConfig):
         setup = sdsuite_config.telemetry
         if setup is None or setup.telemetry is None:
             pytest.skip(
-                "clock locking needs GPU telemetry: run on a GPU with --telemetry nvml, or use --telemetry sim for a dry run"
+                "clock locking needs GPU telemetry: run on a GPU with --telemetry nvml, "
+                "or use --telemetry sim for a dry run"
             )
         lk = ClockLock(
             setup.telemetry,

@@ -1,1 +1,2 @@
-"""Image quality: fidelity against a reference, sanity checks, distribution metrics, acceptance windows, option effects."""
+"""Image quality: fidelity against a reference, sanity checks, distribution metrics, acceptance windows, option
+effects."""

@@ -47,7 +47,8 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
     s1, s2 = (torch.as_tensor(s, dtype=torch.float64) for s in (sigma1, sigma2))
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.numel(), mu1.numel()):
         raise UsageError(
-            f"Frechet distance needs matching shapes: mu {tuple(mu1.shape)}/{tuple(mu2.shape)}, sigma {tuple(s1.shape)}/{tuple(s2.shape)}."
+            f"Frechet distance needs matching shapes: mu {tuple(mu1.shape)}/{tuple(mu2.shape)}, "
+            f"sigma {tuple(s1.shape)}/{tuple(s2.shape)}."
         )
     r1 = _psd_sqrt(s1)
     inner = r1 @ s2 @ r1
@@ -102,7 +103,8 @@ def fid_against_reference(
     gen = feature_stats(_batched(extractor, images, batch_size))
     if gen.mu.shape != reference.mu.shape:
         raise UsageError(
-            f"the feature extractor gives {gen.mu.numel()} features but the reference statistics have {reference.mu.numel()}."
+            f"the feature extractor gives {gen.mu.numel()} features "
+            f"but the reference statistics have {reference.mu.numel()}."
         )
     return frechet_distance(gen.mu, gen.sigma, reference.mu, reference.sigma)
 
@@ -164,7 +166,10 @@ def load_inception(
 def clip_model_unavailable_reason(model_dir: str | os.PathLike | None) -> str | None:
     """None when a local transformers CLIP directory (config + weights + processor) is usable, else why not."""
     if model_dir is None:
-        return "no local CLIP model was given (a transformers CLIP directory, e.g. a copy of openai/clip-vit-base-patch32); nothing is downloaded"
+        return (
+            "no local CLIP model was given "
+            "(a transformers CLIP directory, e.g. a copy of openai/clip-vit-base-patch32); nothing is downloaded"
+        )
     d = Path(model_dir)
     if not d.exists():
         return f"no local CLIP weights at {d} (a transformers CLIP directory is expected; nothing is downloaded)"

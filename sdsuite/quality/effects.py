@@ -78,7 +78,8 @@ class ReferenceStore:
         return self._entries.get(k)
 
     def put(self, case, weights: str, device: torch.device | str, result: ReferenceResult) -> None:
-        """Store (or replace) the reference result for ``case``; a measured result is never replaced by an unmeasured one."""
+        """Store (or replace) the reference result for ``case``; a measured result is never replaced by an unmeasured
+        one."""
         k = self.key(case, weights, device)
         old = self._entries.get(k)
         if old is not None and old.metrics is not None and result.metrics is None:
@@ -163,7 +164,8 @@ def speed_memory_energy(metrics: dict[str, dict], ref: ReferenceResult) -> dict[
 
 
 def fidelity(images: torch.Tensor, ref: ReferenceResult, tolerance: FidelityTolerance) -> dict[str, Any]:
-    """Image difference from the reference and the tolerance verdict: ``{"checked", "passed", "violation", "metrics", ...}``."""
+    """Image difference from the reference and the tolerance verdict:
+    ``{"checked", "passed", "violation", "metrics", ...}``."""
     base = {
         "reference_options": REFERENCE.id,
         "reference_case_id": ref.case_id,
@@ -295,7 +297,8 @@ def effects_table(records: Sequence[dict], title: str = "optimization effects (v
 
 
 def effects_markdown(records: Sequence[dict]) -> str:
-    """GitHub markdown table of :func:`effect_rows`, plus the reasons of failed fidelity checks and unavailable effects."""
+    """GitHub markdown table of :func:`effect_rows`, plus the reasons of failed fidelity checks and unavailable
+    effects."""
     lines = ["| " + " | ".join(EFFECT_COLUMNS) + " |", "|" + "---|" * len(EFFECT_COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in effect_rows(records)]
     notes = effect_notes(records)
