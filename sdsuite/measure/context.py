@@ -10,15 +10,20 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch and the pipeline cache load with the first context: front ends import this module torch-free
+    import torch
 
-from sdsuite.pipelines.cache import PIPELINES, PipelineCache
-
-if TYPE_CHECKING:
     from sdsuite.gpu.clocks import ClockSession
+    from sdsuite.pipelines.cache import PipelineCache
+
+
+def _shared_cache() -> PipelineCache:
+    from sdsuite.pipelines.cache import PIPELINES
+
+    return PIPELINES
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class RunContext:
     run_id: str = "adhoc"
     env_fingerprint: str | None = None  # of run.json's environment entry (sdsuite.measure.envinfo)
     energy_meter: Any = None  # sdsuite.measure.meters.energy.EnergyMeter; None: the device's default meter
-    cache: PipelineCache = PIPELINES
+    cache: PipelineCache = field(default_factory=_shared_cache)  # the process-wide sdsuite.pipelines.cache.PIPELINES
     clock_session: ClockSession | None = None  # locks each case's frequency (sweeps, --freq); None: no clocks
 
     def replace(self, **changes: Any) -> RunContext:
