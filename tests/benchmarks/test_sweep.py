@@ -1,4 +1,5 @@
-"""DVFS sweeps through pytest, on the engine ``sdsuite sweep`` uses (sdsuite.dvfs.sweep_engine.measure_point / run_sweep).
+"""DVFS sweeps through pytest, on the engine ``sdsuite sweep`` uses
+(sdsuite.dvfs.sweep_engine.measure_point / run_sweep).
 
 One sweep point per ``sd_case`` x ``--freq`` value; the records go to --sdsuite-out, where
 ``sdsuite report`` reads them like a sweep directory:
@@ -91,7 +92,8 @@ def test_sweep_harness_overhead_per_point(sd_pytest_benchmark, tmp_path, sdsuite
     med, worst = statistics.median(overheads), max(overheads)
     benchmark.extra_info.update(points=len(overheads), overhead_median_s=med, overhead_max_s=worst, goal_s=GOAL_S)
     print(
-        f"\nsweep harness overhead per point ({len(overheads)} points, simulated A100): median {med * 1e3:.2f} ms, max {worst * 1e3:.2f} ms (goal <= {GOAL_S} s)"
+        f"\nsweep harness overhead per point ({len(overheads)} points, simulated A100): "
+        f"median {med * 1e3:.2f} ms, max {worst * 1e3:.2f} ms (goal <= {GOAL_S} s)"
     )
     assert len(outcome.records) == len(freqs) and all(r["status"] == "ok" for r in outcome.records)
     assert gpu.clock_state().locked_sm_mhz is None  # restored after the sweep
