@@ -23,19 +23,8 @@ from sdsuite.dvfs.analysis import DEFAULT_MAX_SLOWDOWN_PCT, OBJECTIVES, REFERENC
 EXIT_NO_PLOTS = 2
 
 
-def register(sub) -> None:
-    """Add the ``report`` subcommand."""
-    p = sub.add_parser(
-        "report",
-        help=help_of("report"),
-        description=__doc__,
-    )
-    p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="directories written by sdsuite sweep (or run)")
-    p.add_argument(
-        "--out",
-        default=None,
-        help="report directory (default: RESULTS_DIR/report for one directory, sdsuite-report for several)",
-    )
+def add_analysis_arguments(p) -> None:
+    """How the optima are chosen (``--max-slowdown``, ``--reference``): the same flags for ``report`` and ``sweep``."""
     p.add_argument(
         "--max-slowdown",
         type=float,
@@ -49,6 +38,22 @@ def register(sub) -> None:
         default="max",
         help="savings relative to the maximum locked clock (default) or the default-clock point",
     )
+
+
+def register(sub) -> None:
+    """Add the ``report`` subcommand."""
+    p = sub.add_parser(
+        "report",
+        help=help_of("report"),
+        description=__doc__,
+    )
+    p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="directories written by sdsuite sweep (or run)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="report directory (default: RESULTS_DIR/report for one directory, sdsuite-report for several)",
+    )
+    add_analysis_arguments(p)
     p.add_argument("--no-plots", action="store_true", help="CSV, JSON and Markdown only")
     p.add_argument(
         "--format",

@@ -28,10 +28,10 @@ from rich.table import Table
 from sdsuite import __version__
 from sdsuite.cli.args import add_case_arguments, grid_from_args, run_options_from_args, telemetry_options_from_args
 from sdsuite.cli.commands import help_of
+from sdsuite.cli.report import add_analysis_arguments
 from sdsuite.core.console import console as make_console
 from sdsuite.core.console import print_json, readable
 from sdsuite.core.errors import UsageError
-from sdsuite.dvfs.analysis import DEFAULT_MAX_SLOWDOWN_PCT, REFERENCES
 from sdsuite.dvfs.points import DEFAULT_MAX_THROTTLE_PCT, ORDERS, point_key
 from sdsuite.dvfs.simtime import SIM_CLOCKS, SimTimeModel, VirtualTimeCache, open_sim_device, record_note, sim_meter
 from sdsuite.gpu.telemetry import TelemetrySetup, open_setup
@@ -86,19 +86,7 @@ def register(sub) -> None:
         metavar="PCT",
         help="fail a point whose observed SM clock is off the lock by more than PCT%% (default: 5)",
     )
-    s.add_argument(
-        "--max-slowdown",
-        type=float,
-        default=DEFAULT_MAX_SLOWDOWN_PCT,
-        metavar="PCT",
-        help="slowdown bound of the energy-saving optimum (default: 3)",
-    )
-    s.add_argument(
-        "--reference",
-        choices=REFERENCES,
-        default="max",
-        help="savings relative to the maximum locked clock (default) or the default-clock point",
-    )
+    add_analysis_arguments(s)
     s.add_argument("--no-report", action="store_true", help="do not write <out>/report after the sweep")
     s.add_argument("--plan-only", action="store_true", help="print the plan and exit")
     sim = p.add_argument_group("simulated device (--telemetry sim)")
