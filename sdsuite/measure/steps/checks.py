@@ -14,10 +14,10 @@ from sdsuite.optimizations.apply import options_record
 from sdsuite.quality.sanity import sanity_check
 
 if TYPE_CHECKING:
-    from sdsuite.measure.runner import CaseRun
+    from sdsuite.measure.steps.state import StepRun
 
 
-def record_measurements(run: CaseRun) -> None:
+def record_measurements(run: StepRun) -> None:
     """Metrics of the measured runs, the image fingerprint, the energy windows and the timing warning."""
     m, rec = run.measurement, run.record
     rec["metrics"] = m.metrics()
@@ -26,7 +26,7 @@ def record_measurements(run: CaseRun) -> None:
     rec["timing_warning"] = timing_warning(rec["metrics"].get("latency_s"), threads=torch.get_num_threads())
 
 
-def count_flops_step(run: CaseRun) -> None:
+def count_flops_step(run: StepRun) -> None:
     """FLOPs per image from one extra, counted generation (``count_flops=False``: unavailable with the reason)."""
     rec = run.record
     if run.opts.count_flops:
@@ -38,7 +38,7 @@ def count_flops_step(run: CaseRun) -> None:
         rec["metrics"]["flops_per_image"] = unavailable_metric("FLOP", "FLOP counting switched off (--no-flops)")
 
 
-def image_checks(run: CaseRun) -> None:
+def image_checks(run: StepRun) -> None:
     """Image mean/std metrics; NaN, inf, blank or (quality.sanity_check) constant images fail the case."""
     rec, img = run.record, run.record["image"]
     if img is None:
@@ -55,7 +55,7 @@ def image_checks(run: CaseRun) -> None:
         )
 
 
-def options_step(run: CaseRun) -> None:
+def options_step(run: StepRun) -> None:
     """The options record: what was applied, where, and its setup time (cached weight setup named)."""
     cached = (not run.loaded_here) if run.case.options.mutates_weights else None
     run.record["options"] = options_record(

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 from sdsuite.quality.fidelity import capture_stages, first_differing_stage
 
 if TYPE_CHECKING:
-    from sdsuite.measure.runner import CaseRun
+    from sdsuite.measure.steps.state import StepRun
 
 
-def diagnose_nondeterminism(run: CaseRun) -> None:
+def diagnose_nondeterminism(run: StepRun) -> None:
     """Two staged re-runs (text embeddings, latents after step k, image) locate the difference; the case fails."""
     m, rec = run.measurement, run.record
     if rec.get("image") is None or rec["image"]["deterministic"]:

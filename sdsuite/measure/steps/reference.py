@@ -25,10 +25,10 @@ from sdsuite.quality.sanity import sanity_check
 from sdsuite.spec.tasks import task_pipeline
 
 if TYPE_CHECKING:
-    from sdsuite.measure.runner import CaseRun
+    from sdsuite.measure.steps.state import StepRun
 
 
-def prepare_reference(run: CaseRun) -> None:
+def prepare_reference(run: StepRun) -> None:
     """Reference images for the fidelity check when the reference case was not measured in this process.
 
     One untimed generation of the same case with the reference set, on the unmodified pipeline and
@@ -61,7 +61,7 @@ def prepare_reference(run: CaseRun) -> None:
         )
 
 
-def compare_with_reference(run: CaseRun) -> None:
+def compare_with_reference(run: StepRun) -> None:
     """Fidelity and effects against the reference case; the reference case itself is kept for the others."""
     c, rec, w, dev = run.case, run.record, run.opts.weights, run.device
     images = run.measurement.last_images()

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 from sdsuite.measure.profiling import LOAD, SpanRecorder, instrument_pipeline, trace
 
 if TYPE_CHECKING:
-    from sdsuite.measure.runner import CaseRun
+    from sdsuite.measure.steps.state import StepRun
 
 
-def profile_spans(run: CaseRun) -> None:
+def profile_spans(run: StepRun) -> None:
     """Spans of load, setup, text encode, denoise and decode (``spans``/``trace_dir`` of the options)."""
     if not (run.opts.spans or run.opts.trace_dir):
         return
