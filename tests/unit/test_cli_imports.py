@@ -1,6 +1,8 @@
 """A command that does not measure answers at once: it imports neither torch nor diffusers nor transformers.
 
-One fresh interpreter per command (cheap once torch is not imported); each asserts the exit code too."""
+Every command runs in one fresh interpreter, one after another, and the heavy packages are looked for after each:
+the first command that imports one fails its own test (a later one could only inherit it). Each test asserts the
+exit code and the error line too."""
 
 from __future__ import annotations
 
@@ -12,15 +14,20 @@ import pytest
 
 HEAVY = ("torch", "diffusers", "transformers")
 CHILD = """
-import json, sys
+import contextlib, io, json, sys
 HEAVY = ("torch", "diffusers", "transformers")
 from sdsuite.cli.main import main
-try:
-    rc = main(sys.argv[1:])
-except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
-    rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-sys.stderr.write("\\nIMPORTED " + json.dumps(sorted(m for m in HEAVY if m in sys.modules)) + "\\n")
-sys.exit(rc)
+report = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(argv)
+        except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
+            rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    heavy = sorted(m for m in HEAVY if m in sys.modules)
+    report.append({"rc": rc, "stderr": err.getvalue(), "imported": heavy})
+json.dump(report, sys.__stdout__)
 """
 
 
@@ -68,19 +75,30 @@ COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("argv,code", COMMANDS, ids=[" ".join(a) or "(none)" for a, _ in COMMANDS])
-def test_a_command_that_does_not_measure_imports_no_torch(argv, code, results, tmp_path):
-    argv = [a.format(out=results) for a in argv]
+@pytest.fixture(scope="module")
+def outcomes(results, tmp_path_factory) -> list[dict]:
+    """Every command of COMMANDS in one fresh interpreter: exit code, stderr and heavy packages after each."""
+    argvs = [[a.format(out=results) for a in argv] for argv, _ in COMMANDS]
     res = subprocess.run(
-        [sys.executable, "-c", CHILD, *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120
+        [sys.executable, "-c", CHILD, json.dumps(argvs)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path_factory.mktemp("cwd"),
+        timeout=300,
     )
-    *before, last = res.stderr.rstrip("\n").split("\n")
-    assert last.startswith("IMPORTED "), res.stderr
-    assert json.loads(last.removeprefix("IMPORTED ")) == [], f"sdsuite {' '.join(argv)} imported them"
-    assert res.returncode == code, res.stderr
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+@pytest.mark.parametrize("index", range(len(COMMANDS)), ids=[" ".join(a) or "(none)" for a, _ in COMMANDS])
+def test_a_command_that_does_not_measure_imports_no_torch(index, outcomes):
+    argv, code = COMMANDS[index]
+    got = outcomes[index]
+    assert got["imported"] == [], f"sdsuite {' '.join(argv)} imported them"
+    assert got["rc"] == code, got["stderr"]
     if code == 2:  # a usage error is one line, no traceback
-        lines = [line for line in before if line]
-        assert len(lines) == 1 and lines[0].startswith("sdsuite: error: "), res.stderr
+        lines = [line for line in got["stderr"].split("\n") if line]
+        assert len(lines) == 1 and lines[0].startswith("sdsuite: error: "), got["stderr"]
 
 
 def test_the_fidelity_choices_of_the_flags_are_the_quality_modes():
