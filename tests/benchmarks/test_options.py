@@ -1,4 +1,5 @@
-"""Optimization matrix benchmarks on tiny-sd (CPU-friendly; `pytest -m quick tests/benchmarks/test_options.py`).
+"""Optimization matrix benchmarks on tiny-sd (CPU-friendly, ~20 s: `pytest tests/benchmarks/test_options.py`; marked
+slow, so `pytest -m quick` leaves them to the full run).
 
 - attention (eager, sdpa, sliced) x K/V cache (off, on): each case is measured by the engine, recorded,
   and compared with the reference set (attn=eager) of the same case: speedup, memory, output difference;
@@ -53,7 +54,7 @@ def _summary(rec: dict) -> str:
     )
 
 
-@pytest.mark.quick
+@pytest.mark.slow  # six cases of 5 runs each against the reference: kept out of `pytest -m quick`
 @pytest.mark.parametrize("options", MATRIX)
 def test_attention_by_kv_cache_matrix(options, sd_benchmark, sdsuite_config):
     record = sd_benchmark(_case(options=options))  # fails the test with the reason on a fidelity violation
@@ -81,9 +82,9 @@ def _median_s(fn, rounds: int) -> list[float]:
 
 @pytest.mark.parametrize(
     "attention",
-    [  # the default kernel in the quick selection; the other two (same code path, 1.5 s each) in the full one
+    [  # the default kernel in the full run (slow); the other two (same code path, 1.5 s each) under --full
         pytest.param("eager", marks=pytest.mark.full),
-        pytest.param("sdpa", marks=pytest.mark.quick),
+        pytest.param("sdpa", marks=pytest.mark.slow),
         pytest.param("sliced", marks=pytest.mark.full),
     ],
 )
@@ -164,7 +165,7 @@ def test_int8_quantization_effect(options, sd_run_case):
     print("\n" + _summary(record))
 
 
-@pytest.mark.quick
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["image-to-image", "inpainting"])
 def test_tasks_on_the_tiny_variant(task, sd_benchmark):
     record = sd_benchmark(_case(task=task, options="attn=sliced"))

@@ -16,6 +16,7 @@ def _count(module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 @pytest.mark.parametrize("variant", sorted(UNET_M))
 def test_parameter_counts_match_reference(variant):
     from diffusers import AutoencoderKL, UNet2DConditionModel

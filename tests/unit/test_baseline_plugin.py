@@ -75,6 +75,7 @@ def run(pytester, *args):
     return pytester.runpytest("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--baselines", "bl", "-rs", *args)
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_workflow_missing_update_pass_slowdown_update_faster(pytester):
     write_bench(pytester)
     # 1. No baseline: fails, says how to create it.
@@ -174,6 +175,7 @@ def test_a_corrupt_baseline_fails_naming_the_file_and_is_left_untouched(pytester
     assert path.read_bytes() == before
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_tolerance_from_the_command_line_decides(pytester):
     write_bench(pytester)
     run(pytester, "--update-baselines")
@@ -241,6 +243,7 @@ def test_xdist_workers_share_one_baseline_file(pytester):
     assert set(json.loads(path.read_text())["entries"]) == set(cases)
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_summary_counts_cases_when_two_tests_gate_one_case(pytester):
     # .ci/gate said "14 compared" while sdsuite compare's summary (latest record per case) said 13
     write_bench(pytester, cases=(CASE, CASE, OTHER))

@@ -23,6 +23,7 @@ def test_run_writes_records_and_prints_a_table(tmp_path, capsys):
     assert run_ids == set(ResultsDir(tmp_path).run_info()["runs"])
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_run_json_format_is_machine_readable(tmp_path, capsys):
     assert (
         main(
@@ -64,6 +65,7 @@ def test_unwritable_out_exits_2_and_touches_nothing(tmp_path, capsys):
     assert blocker.read_text() == "keep"
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_missing_weights_exit_2_with_both_remedies(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))

@@ -301,6 +301,7 @@ def test_a_signalled_process_restores_the_clocks_before_it_dies(tmp_path, sig):
         assert proc.returncode != 0 and "KeyboardInterrupt" in err
 
 
+@pytest.mark.slow  # a Python start: kept out of `pytest -m quick`
 def test_interpreter_exit_restores_a_lock_left_held(tmp_path):
     proc, state = _child(tmp_path, "exit")
     proc.communicate(timeout=60)

@@ -9,6 +9,7 @@ from sdsuite.pipelines.cache import PipelineCache
 from sdsuite.spec.case import Case
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 @pytest.mark.parametrize(
     "variant, scheduler", [("tiny-sd", "euler"), ("tiny-sd", "euler-a"), ("tiny-sdxl", "dpm++2m-karras")]
 )
@@ -37,6 +38,7 @@ def test_suite_image_equals_plain_diffusers_call(variant, scheduler, cpu):
     assert torch.equal(ours, plain)
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_same_case_gives_the_same_image_twice(cpu):
     cache = PipelineCache()
     case = Case("tiny-sd", "euler-a", steps=2).resolved()

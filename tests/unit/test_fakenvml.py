@@ -340,6 +340,7 @@ p.nvmlDeviceResetGpuLockedClocks(h)  # never reached
     assert not [c for c in fake.setter_log() if c.function.startswith("nvmlDeviceReset")]
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_energy_counter_publishes_every_period_at_a_fixed_phase(nvml):
     p, fake = nvml(gpus="h100", counter_period_ms=50)
     h = p.nvmlDeviceGetHandleByIndex(0)
@@ -363,6 +364,7 @@ def test_energy_counter_publishes_every_period_at_a_fixed_phase(nvml):
     assert fake.lib.fakenvml_counter_period_ms(0) == 50
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_constant_load_counter_average_power_equals_true_power_within_quantization(nvml):
     p, fake = nvml(gpus="a100", counter_period_ms=100, load=0.6)
     h = p.nvmlDeviceGetHandleByIndex(0)
@@ -391,6 +393,7 @@ def test_constant_load_counter_average_power_equals_true_power_within_quantizati
     assert 0 <= truth_c - counter <= true_mw * 0.1 + 1
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_averaged_and_instant_power_after_a_lock_change_on_h100(nvml):
     p, fake = nvml(gpus="h100")  # GetPowerUsage: 1 s average on h100
     h = p.nvmlDeviceGetHandleByIndex(0)

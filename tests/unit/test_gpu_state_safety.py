@@ -171,6 +171,7 @@ def test_a_failed_restore_never_becomes_the_state_a_later_lock_restores(capsys):
     assert restore_failure_message() is None  # the later restore made it good
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_a_final_failed_restore_fails_the_command_naming_the_gpu_and_the_reset_command(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SDSUITE_LOCK_DIR", str(tmp_path / "locks"))
     args = _sweep_args(

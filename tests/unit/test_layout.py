@@ -5,6 +5,7 @@ package or a lower one of LAYERS. Read from the source with ``ast``: imports at 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -68,12 +69,18 @@ def _type_checking_only(tree: ast.AST) -> set[int]:
     return inside
 
 
+@functools.cache
+def _parse(source: str, module: str) -> ast.AST:
+    """One parse per source: both graphs below read the same tree."""
+    return ast.parse(source, module)
+
+
 def imports_in(
     source: str, module: str, is_package: bool = False, *, runtime_only: bool = False
 ) -> list[tuple[str, int]]:
     """(imported sdsuite module, line) of every import in the source of ``module`` (with ``runtime_only``, not those
     under ``if TYPE_CHECKING:``)."""
-    tree = ast.parse(source, module)
+    tree = _parse(source, module)
     package = module if is_package else module.rpartition(".")[0]
     skip = _type_checking_only(tree) if runtime_only else set()
     found: list[tuple[str, int]] = []

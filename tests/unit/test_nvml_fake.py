@@ -41,6 +41,7 @@ def _tel(index: int = 0):
 # -- discovery and readings ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_discovery_records_architecture_persistence_mig_power_reading_and_the_measured_counter_period(nvml):
     from sdsuite.gpu.nvml import discover_nvml_devices, nvml_available, nvml_devices
 
@@ -60,6 +61,7 @@ def test_discovery_records_architecture_persistence_mig_power_reading_and_the_me
     assert h100.to_dict()["counter_period"]["n"] >= 2
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_old_driver_without_the_clock_event_reasons_symbol_falls_back_and_energy_stays_available(
     fake_nvml, fake_nvml_libs
 ):
@@ -82,6 +84,7 @@ def test_old_driver_without_the_clock_event_reasons_symbol_falls_back_and_energy
         old.unload()
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_a_failed_optional_read_never_voids_the_window(nvml):
     nvml.configure(
         fail=(
@@ -101,6 +104,7 @@ def test_a_failed_optional_read_never_voids_the_window(nvml):
     tel.close()
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_a_lost_gpu_still_voids_the_window_with_the_reason(nvml):
     tel = _tel()
     meter = TelemetryEnergyMeter(tel, MeterOptions(poll_interval_s=0.01))

@@ -320,6 +320,7 @@ def _cross_attention_layers(pipe):
     return sum(1 for m in pipe.unet.modules() if isinstance(m, Attention) and m.is_cross_attention)
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 @pytest.mark.parametrize("variant", ["tiny-sd", "tiny-sdxl"])
 @pytest.mark.parametrize("guidance", [7.5, 1.0], ids=["cfg", "no-cfg"])
 def test_attention_by_kv_cache_matrix_matches_the_uncached_output(pipes, variant, guidance):
@@ -358,6 +359,7 @@ def test_attention_by_kv_cache_matrix_matches_the_uncached_output(pipes, variant
     assert torch.equal(_generate(pipe, guidance=guidance), reference), "undo did not restore the default processors"
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_kv_cache_saves_exactly_the_cross_attention_projection_flops(tiny_sd):
     flops = {}
     evals = _unet_calls(tiny_sd, lambda: _generate(tiny_sd))
@@ -376,6 +378,7 @@ def test_kv_cache_saves_exactly_the_cross_attention_projection_flops(tiny_sd):
 # -- applying and undoing ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_reversible_options_are_applied_recorded_and_undone(tiny_sd):
     reference = _generate(tiny_sd)
     conv = next(m for m in tiny_sd.unet.modules() if isinstance(m, torch.nn.Conv2d))
@@ -397,6 +400,7 @@ def test_reversible_options_are_applied_recorded_and_undone(tiny_sd):
     assert torch.equal(_generate(tiny_sd), reference)
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 @pytest.mark.filterwarnings(
     "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
 )  # raised by importing dynamo
@@ -416,6 +420,7 @@ def fresh_tiny_sd():
     return build_in_code(get_variant("tiny-sd"))
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_fused_qkv_mutates_structure_and_refuses_undo(fresh_tiny_sd, tiny_sd):
     reference = _generate(tiny_sd)
     applied = apply_optimizations(fresh_tiny_sd, OptimizationSet(fused_qkv=True, kv_cache=True, attention="eager"), CPU)
@@ -425,6 +430,7 @@ def test_fused_qkv_mutates_structure_and_refuses_undo(fresh_tiny_sd, tiny_sd):
         applied.undo()
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 @pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao is not installed (extra: quant)")
 @pytest.mark.parametrize("scheme", ["int8wo", "int8dq"])
 def test_int8_quantization_replaces_every_unet_linear_and_stays_close(fresh_tiny_sd, tiny_sd, scheme):

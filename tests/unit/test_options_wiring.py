@@ -183,6 +183,7 @@ def test_a_skip_found_only_when_applying_is_a_skip_and_nothing_is_cached(monkeyp
     assert len(cache) == 0  # the half-mutated pipeline was never cached
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_weight_mutating_sets_get_their_own_pipeline_and_reversible_ones_are_undone(cache):
     plain = cache.get("tiny-sd", "auto", "fp32", CPU)
     stock = {k: type(v) for k, v in plain.pipe.unet.attn_processors.items()}
@@ -212,6 +213,7 @@ def test_weight_mutating_sets_get_their_own_pipeline_and_reversible_ones_are_und
 # -- effects, fidelity, determinism, sanity ------------------------------------------------------------
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_effects_against_a_measured_reference_and_kv_cache_fidelity(cache):
     ref = run_case(tiny(options=REFERENCE), FAST, CPU, cache=cache)
     assert ref["status"] == "ok" and ref["fidelity"]["checked"] is False
@@ -229,6 +231,7 @@ def test_effects_against_a_measured_reference_and_kv_cache_fidelity(cache):
     assert run_case(tiny(), FAST, CPU, cache=cache)["fidelity"]["checked"]
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_without_a_measured_reference_fidelity_still_runs_and_speed_is_unavailable_with_the_reason(cache):
     rec = run_case(tiny(options="attn=sliced"), FAST, CPU, cache=cache)
     assert (
@@ -244,6 +247,7 @@ def test_without_a_measured_reference_fidelity_still_runs_and_speed_is_unavailab
     assert run_case(tiny(), FAST, CPU, cache=cache)["fidelity"]["checked"]
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_the_default_set_alone_is_not_compared_unless_asked(cache):
     rec = run_case(tiny(), FAST, CPU, cache=cache)
     assert rec["status"] == "ok" and rec["effects"] is None
@@ -257,6 +261,7 @@ def test_the_default_set_alone_is_not_compared_unless_asked(cache):
     assert run_case(tiny(), dataclasses.replace(FAST, fidelity="all"), CPU, cache=cache)["fidelity"]["passed"]
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_an_option_that_ruins_images_fails_the_case_with_the_reason(cache, monkeypatch):
     def ruined(q, k, v, mask, attn, slice_size):  # an injected broken kernel: attention output replaced by noise
         return torch.randn(q.shape, generator=torch.Generator().manual_seed(0), dtype=q.dtype) * 3
@@ -270,6 +275,7 @@ def test_an_option_that_ruins_images_fails_the_case_with_the_reason(cache, monke
     assert off["status"] == "ok" and off["fidelity"] == {"checked": False, "reason": "fidelity checks are switched off"}
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_nondeterminism_fails_naming_the_first_differing_stage(cache, monkeypatch):
     loaded = cache.get("tiny-sd", "auto", "fp32", CPU)
     decode = loaded.pipe.vae.decode
@@ -286,6 +292,7 @@ def test_nondeterminism_fails_naming_the_first_differing_stage(cache, monkeypatc
     assert rec["image"]["first_differing_stage"]["stage"] == "image" and "first differ at image" in rec["reason"]
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_black_output_fails_with_the_sanity_reason(cache, monkeypatch):
     loaded = cache.get("tiny-sd", "auto", "fp32", CPU)
     decode = loaded.pipe.vae.decode
@@ -306,6 +313,7 @@ def test_black_output_fails_with_the_sanity_reason(cache, monkeypatch):
 # -- tasks, batch shapes, spans, trace ------------------------------------------------------------------
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 @pytest.mark.parametrize("task", ["image-to-image", "inpainting"])
 def test_tasks_run_offline_deterministic_and_sane(cache, task):
     rec = run_case(tiny(task=task, steps=4), FAST, CPU, cache=cache)
@@ -318,12 +326,14 @@ def test_tasks_run_offline_deterministic_and_sane(cache, task):
     assert rec["case"]["strength"] == 0.75 and rec["metrics"]["step_latency_s"]["per_run_steps"] == 3  # int(4 x 0.75)
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_images_per_prompt_multiplies_the_images(cache):
     rec = run_case(tiny(batch_size=2, images_per_prompt=2), FAST, CPU, cache=cache)
     assert rec["status"] == "ok" and rec["image"]["shape"] == [4, 3, 32, 32]
     assert rec["case_id"].endswith("/b2/ipp2")
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_spans_and_trace_are_recorded(cache, tmp_path):
     rec = run_case(
         tiny(options="attn=eager+vae-slicing"), dataclasses.replace(FAST, trace_dir=str(tmp_path)), CPU, cache=cache

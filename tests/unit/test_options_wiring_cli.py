@@ -68,6 +68,7 @@ def test_bad_option_names_exit_2_with_the_valid_choices(tmp_path, capsys, args, 
     assert not (tmp_path / "o" / "results.jsonl").exists()
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_attention_by_kv_cache_matrix_with_compare_options(tmp_path, capsys):
     out = tmp_path / "o"
     code = main(
@@ -193,6 +194,7 @@ VALIDATE = [
 ]
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_validate_computes_clip_and_fid_with_local_files_and_judges_windows(
     tmp_path, capsys, monkeypatch, tiny_clip_dir
 ):

@@ -61,6 +61,7 @@ def test_unknown_option_is_a_usage_error_listing_the_choices(pytester):
     result.stderr.fnmatch_lines(["*unknown quantization 'int3'; valid choices: int8wo, int8dq, int4wo*"])
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_options_run_compare_and_skip_with_reasons(pytester):
     pytester.makepyfile(BENCH)
     out = pytester.path / "res"

@@ -150,6 +150,7 @@ def test_xdist_workers_agree_on_ids_and_share_one_results_dir(pytester):
     assert "pytest-benchmark is off under pytest-xdist" in printed  # says how they ran
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_with_pytest_benchmark_off_the_cases_still_measure_every_run_without_warnings(pytester):
     pytester.makepyfile(
         BENCH

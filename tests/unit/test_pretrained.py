@@ -12,6 +12,7 @@ from sdsuite.pipelines.registry import VARIANTS
 from sdsuite.spec.case import Case
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 @pytest.mark.parametrize("variant", ["tiny-sd", "tiny-sdxl"])
 def test_saved_pipeline_loads_back_with_from_pretrained_and_gives_the_same_image(tmp_path, variant, request):
     pipe = request.getfixturevalue("tiny_sd_pipe" if variant == "tiny-sd" else "tiny_sdxl_pipe")
@@ -24,6 +25,7 @@ def test_saved_pipeline_loads_back_with_from_pretrained_and_gives_the_same_image
     assert torch.equal(loaded(**kw).images, pipe(**kw).images)
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_weights_path_through_the_runner_records_pretrained(tmp_path, tiny_sd_pipe, cpu):
     tiny_sd_pipe.save_pretrained(tmp_path)
     rec = run_case(

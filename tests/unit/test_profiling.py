@@ -107,6 +107,7 @@ def test_latent_output_still_closes_denoise(tiny_sd):
     assert [s.name for s in rec.spans] == [TEXT_ENCODE, DENOISE]
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_trace_is_written_and_holds_the_named_spans(tiny_sd, tmp_path):
     rec = SpanRecorder()
     with trace(tmp_path / "traces", "tiny-sd/default/fp32", device="cpu") as result:

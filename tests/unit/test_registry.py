@@ -81,6 +81,7 @@ def test_scheduler_swap_uses_from_config_and_keeps_the_model_config(name):
     assert type(loaded.pipe.scheduler).__name__ == "PNDMScheduler"
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_cache_reuses_and_releases():
     cache = PipelineCache(max_entries=1)
     a = cache.get("tiny-sd", "auto", "fp32", "cpu")

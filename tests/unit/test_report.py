@@ -68,6 +68,7 @@ def test_several_directories_are_compared_side_by_side(sweeps, tmp_path, monkeyp
     assert len(list(out.glob("*.png"))) == len(PLOT_FILES)
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_without_matplotlib_the_tables_are_written_and_the_exit_is_2(sweeps, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     out = tmp_path / "rep"
@@ -83,6 +84,7 @@ def test_without_matplotlib_the_tables_are_written_and_the_exit_is_2(sweeps, tmp
     assert main(["report", str(sweeps / "a100"), "--out", str(out), "--no-plots"]) == 0
 
 
+@pytest.mark.slow  # the two sweeps of the `sweeps` fixture (~3 s): kept out of `pytest -m quick`
 def test_json_format_prints_the_summary(sweeps, tmp_path, capsys):
     assert (
         main(
@@ -135,6 +137,7 @@ def test_unknown_reference_exits_2(tmp_path, capsys):
     assert exc.value.code == 2 and "invalid choice: 'fastest'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_a_single_clock_gets_one_line_not_trivial_optima(tmp_path, capsys):
     run = [
         "run",
@@ -168,6 +171,7 @@ def test_plots_draw_rounding_negative_and_nan_spreads_as_zero_bars(tmp_path):
     assert lo == [0.0, 0.0] and hi == [0.0, 0.5]
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_a_report_with_nothing_to_plot_says_so_writes_no_png_and_exits_2(tmp_path, capsys):
     run = [
         "run",

@@ -31,6 +31,7 @@ def test_record_has_every_required_field_and_metric(cache, cpu):
     assert rec["params"]["unet"] > 0 and rec["image"]["deterministic"]
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_flops_scale_with_batch_and_steps(cache, cpu):
     opts = RunOptions(runs=1, warmup=0)
 
@@ -43,6 +44,7 @@ def test_flops_scale_with_batch_and_steps(cache, cpu):
     assert f(steps=2, batch_size=2) == pytest.approx(one, rel=1e-6)  # per image
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_failing_case_is_recorded_and_does_not_raise(cache, cpu, monkeypatch):
     loaded = cache.get("tiny-sd", "auto", "fp32", cpu)
 

@@ -132,6 +132,7 @@ def test_a_clock_off_the_lock_beyond_the_bound_is_a_failed_point(observed, reaso
 # --- the command ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_sweep_prints_the_plan_saves_sampled_images_and_resumes_without_duplicates(tmp_path, capsys):
     out = tmp_path / "s"
     args = [*SIM, "--freq", "sample:4", "--out", str(out), *FAST, "--save-images", "sample", "--runs", "2"]
@@ -194,6 +195,7 @@ def test_a_crash_restores_clocks_and_keeps_every_finished_point(tmp_path, monkey
     assert len(_lines(out)) == 2 and json.loads(state.read_text()) == UNLOCKED
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_a_failing_point_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
     out = tmp_path / "s"
     real = sweep_mod.measure_case

@@ -34,6 +34,7 @@ def _setup(monkeypatch, one_torch_thread):
     monkeypatch.delenv("SDSUITE_ALLOW_CLOCK_CONTROL", raising=False)
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_frequency_axis_records_sweep_points_that_report_reads(pytester, tmp_path, capsys):
     pytester.makepyfile(test_copied_bench=BENCH.read_text())  # a name no other test module uses
     out = tmp_path / "res"

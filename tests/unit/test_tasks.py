@@ -103,6 +103,7 @@ def test_img2img_depends_on_the_input_image(pipes, variant):
     assert not torch.equal(a, b)
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 @pytest.mark.parametrize("variant", ["tiny-sd", "tiny-sdxl"])
 def test_inpainting_repaints_only_inside_the_mask(pipes, variant):
     pipe = pipes[variant]

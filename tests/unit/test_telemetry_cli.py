@@ -94,6 +94,7 @@ class FixedMeter:
         return {"available": True, "energy_j": 12.0, "duration_s": 1.2, "source": "counter", "simulated": True}
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_short_generations_repeat_inside_one_window_and_energy_is_divided_honestly():
     opts = RunOptions(runs=2, warmup=0, device="cpu", count_flops=False, min_energy_window_s=0.3)
     rec = run_case(Case(steps=2, scheduler="euler"), opts, torch.device("cpu"), energy_meter=FixedMeter())

@@ -73,6 +73,7 @@ def test_frequency_is_a_real_axis_of_sd_case(pytester):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_benchmark_records_carry_requested_and_observed_clocks(pytester):
     pytester.makepyfile(
         """
