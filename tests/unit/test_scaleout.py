@@ -66,11 +66,23 @@ def test_gpus_sweep_measures_the_same_points_once(tmp_path):
     assert idx == {0, 1}  # each worker saw its own simulated GPU
 
 
-def test_xdist_two_workers_measure_the_same_points_once(tmp_path, pytester):
-    pytester.makepyfile(test_copied_sweep=(ROOT / "tests/benchmarks/test_sweep.py").read_text())  # a name of its own
+BENCH = """
+import dataclasses
 
-    def run(out: Path, *extra: str) -> Counter:
-        cmd = ["-p", "no:cacheprovider", "-k", "test_dvfs_point", "-q"]
+def test_bench(sd_case, sd_benchmark):  # seed 7: its records are told apart from the sweep points' by the case id
+    assert sd_benchmark(dataclasses.replace(sd_case, seed=7))["status"] == "ok"
+"""
+
+
+def test_xdist_two_workers_measure_the_same_points_once(tmp_path, pytester):
+    """One pytest-xdist session (controller and two workers, processes as in use) with sweep points and benchmark
+    cases: the same points as the single-process session, each once, one run id and one results directory, every
+    benchmark run measured although pytest-benchmark is off under xdist, and the terminal says how they ran."""
+    pytester.makepyfile(test_copied_sweep=(ROOT / "tests/benchmarks/test_sweep.py").read_text())  # a name of its own
+    pytester.makepyfile(test_bench=BENCH)
+
+    def run(out: Path, *extra: str):
+        cmd = ["-p", "no:cacheprovider", "-k", "test_dvfs_point or test_bench", "-q"]
         cmd += [
             "--telemetry",
             "sim",
@@ -79,23 +91,33 @@ def test_xdist_two_workers_measure_the_same_points_once(tmp_path, pytester):
             "--allow-clock-control",
             "--variant",
             "tiny-sd",
+            "--scheduler",
+            "euler",
             "--steps",
             "2",
             "--resolution",
             "64x64",
         ]
-        cmd += ["--sdsuite-runs", "1", "--sdsuite-warmup", "0", "--sdsuite-out", str(out)]
+        cmd += ["--sdsuite-runs", "2", "--sdsuite-warmup", "0", "--sdsuite-out", str(out)]
         cmd += ["-W", "ignore:Benchmarks are automatically disabled", *extra]  # the copied file's benchmark test
         # The reference in-process; pytest-xdist's controller and workers in a process of their own, as in use.
         res = pytester.runpytest_subprocess(*cmd, timeout=600) if extra else pytester.runpytest(*cmd)
         assert res.ret == 0, "\n".join(res.outlines[-60:] + res.errlines[-60:])
-        return _case_ids(out)
+        recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+        points = Counter(r["case_id"] for r in recs if r["status"] == "ok" and r["case"]["seed"] != 7)
+        return res, recs, points
 
-    one, two = run(tmp_path / "one"), run(tmp_path / "two", "-n", "2")
-    assert set(one) == set(two) and len(one) >= 3  # every case of the grid at 3 clocks
+    _, _, one = run(tmp_path / "one")
+    res, recs, two = run(tmp_path / "two", "-n", "2")
+    assert set(one) == set(two) and len(one) == 3  # the case of the grid at 3 clocks
     assert set(two.values()) == {1}
-    recs = [json.loads(line) for line in (tmp_path / "two" / "results.jsonl").read_text().splitlines()]
     assert len({r["run_id"] for r in recs}) == 1  # both workers under one run id, in one directory
+    bench = [r for r in recs if r["case"]["seed"] == 7]
+    assert len(bench) == len(two) and len({r["case_id"] for r in bench}) == len(two)
+    assert all(r["metrics"]["latency_s"]["n"] == 2 for r in bench)  # every run measured, pytest-benchmark off
+    printed = res.stdout.str() + res.stderr.str()
+    assert "Benchmark fixture was not used" not in printed and "PytestBenchmarkWarning" not in printed
+    assert "pytest-benchmark is off under pytest-xdist" in printed  # says how they ran
 
 
 def _records(out: Path) -> list[dict]:
