@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fcntl
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,13 +47,11 @@ from sdsuite.launch.worker import launch_entry
 from sdsuite.measure.context import new_run_id
 from sdsuite.measure.display import fmt_bytes, fmt_seconds
 from sdsuite.store.image_files import IMAGE_MODES, ImageSaver, images_root, run_dir_name, sample_selection
-from sdsuite.store.results import ResultsDir, check_writable_dir
+from sdsuite.store.results import ResultsDir, check_writable_dir, exclusive_sweep
 
 if TYPE_CHECKING:  # the measuring modules import torch: the handlers import them once the flags are valid
     from sdsuite.dvfs.sweep_engine import PlanEstimate, PointDone, SweepPlan
     from sdsuite.measure.context import RunOptions
-
-SWEEP_LOCK = ".sweep.lock"
 
 
 def register(sub) -> None:
@@ -111,22 +107,6 @@ def register(sub) -> None:
     )
     add_scaleout_arguments(p, "sweep")  # --gpus, --launcher slurm, --emit-sbatch (sdsuite.launch)
     p.set_defaults(handler=cmd_sweep, freq="all", out="sdsuite-sweep", min_energy_window=None)
-
-
-@contextlib.contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """One sweep at a time per results directory (two would measure the same points twice)."""
-    with open(out / SWEEP_LOCK, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise UsageError(
-                f"another sdsuite sweep is writing to {str(out)!r}; wait for it or use another --out."
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _sim_clock(args: argparse.Namespace) -> str | None:
@@ -295,7 +275,7 @@ def _sweep(
     args: argparse.Namespace, cases: list, device, out: Path, setup: TelemetrySetup, sim_clock: str | None, vclock
 ) -> int:
     # The lock is taken before planning: a second sweep on this --out must not plan points the first is measuring.
-    with contextlib.nullcontext() if args.plan_only else _exclusive(out):
+    with contextlib.nullcontext() if args.plan_only else exclusive_sweep(out):
         return _plan_and_execute(args, cases, device, out, setup, sim_clock, vclock)
 
 
