@@ -30,6 +30,7 @@ from sdsuite.cli.report import add_analysis_arguments
 from sdsuite.core.console import console as make_console
 from sdsuite.core.console import print_json, readable
 from sdsuite.core.errors import UsageError
+from sdsuite.dvfs.plan_text import plan_lines
 from sdsuite.dvfs.points import DEFAULT_MAX_THROTTLE_PCT, ORDERS, point_key
 from sdsuite.dvfs.simtime import SIM_CLOCKS, SimTimeModel, VirtualTimeCache, open_sim_device, record_note, sim_meter
 from sdsuite.gpu.telemetry import TelemetrySetup, open_setup
@@ -50,8 +51,7 @@ from sdsuite.store.image_files import IMAGE_MODES, ImageSaver, images_root, run_
 from sdsuite.store.results import ResultsDir, check_writable_dir, exclusive_sweep
 
 if TYPE_CHECKING:  # the measuring modules import torch: the handlers import them once the flags are valid
-    from sdsuite.dvfs.sweep_engine import PlanEstimate, PointDone, SweepPlan
-    from sdsuite.measure.context import RunOptions
+    from sdsuite.dvfs.sweep_engine import PointDone
 
 
 def register(sub) -> None:
@@ -170,107 +170,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         setup.close()
 
 
-def _settings(
-    args: argparse.Namespace, setup: TelemetrySetup, opts: RunOptions, sim_clock: str | None, model: SimTimeModel
-) -> dict:
-    tel = setup.telemetry
-    settle = (
-        setup.options.settle_s
-        if setup.options.settle_s is not None
-        else (tel.default_settle_s if tel is not None else 0.0)
-    )
-    settings = {
-        "runs": opts.runs,
-        "warmup": opts.warmup,
-        "min_energy_window_s": opts.min_energy_window_s,
-        "weights": opts.weights,
-        "energy_source": setup.options.energy_source,
-        "mem_freq_mhz": setup.options.mem_freq_mhz,
-        "settle_s": settle,
-        "cooldown": setup.options.cooldown,
-    }
-    if sim_clock is not None:
-        settings["sim"] = {
-            "clock": sim_clock,
-            "faults": dataclasses.asdict(tel.faults),
-            "time_model": model.to_dict() if sim_clock == "virtual" else None,
-        }
-    return settings
-
-
-def fmt_duration(seconds: float) -> str:
-    """``45 s``, ``3 min 20 s``, ``2 h 05 min``."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
-def _plan_lines(
-    plan: SweepPlan,
-    est: PlanEstimate,
-    *,
-    setup: TelemetrySetup,
-    sim_clock: str | None,
-    out: Path,
-    saver: ImageSaver | None,
-    args,
-) -> list[str]:
-    freqs = sorted({p.case.freq_mhz for p in plan.points if p.case.freq_mhz is not None})
-    n_cases = len({dataclasses.replace(p.case, freq_mhz=None) for p in plan.points})
-    dev = setup.describe() or {}
-    where = dev.get("name", "no GPU telemetry")
-    if sim_clock:
-        where += f" (SIMULATED, {sim_clock} clock)"
-    span = f"{freqs[0]}..{freqs[-1]} MHz" if freqs else "default clocks"
-    virtual = sim_clock == "virtual"
-    tel = setup.telemetry
-    settle = (
-        setup.options.settle_s
-        if setup.options.settle_s is not None
-        else (tel.default_settle_s if tel is not None else 0.0)
-    )
-    lines = [
-        f"Sweep plan: {len(plan.points)} point(s) = {n_cases} case(s) x "
-        f"{len(set(p.case.freq_mhz for p in plan.points))} clock(s) ({span}, {plan.order}) on {where}",
-        f"  resume: {plan.already_done} point(s) already done in {out}, {est.to_run} to run",
-        f"  per point: lock, settle {settle:g} s{' (virtual)' if virtual else ''}, "
-        f"warm-up {max(args.warmup, 1)} (dropped), "
-        f"{args.runs} measured run(s) with energy windows; cooldown between clocks: "
-        f"{args.cooldown or 'none'}{' (virtual)' if virtual and args.cooldown else ''}",
-    ]
-    if est.to_run == 0:
-        lines.append(
-            "  estimated duration: nothing to run (every point is done; "
-            "delete the records or use another --out to measure again)"
-        )
-    elif est.duration_s is not None:
-        lines.append(
-            f"  estimated duration: ~{fmt_duration(est.duration_s)} "
-            f"({est.generations_per_point} generations per point at "
-            f"~{fmt_seconds(est.generation_s)}, from earlier records of these cases)"
-        )
-    else:
-        lines.append(
-            f"  estimated duration: {fmt_duration(est.fixed_s)} known (settle, cooldown, energy windows) + "
-            f"{est.to_run} x {est.generations_per_point} generations of unknown length "
-            "(no earlier record of these cases; the progress bar shows an ETA)"
-        )
-    if est.cooldown_s is None and est.to_run:
-        lines.append(f"  cooldown {args.cooldown}: waits until the GPU is cool enough, a length unknown in advance")
-    free = fmt_bytes(est.free_bytes) if est.free_bytes is not None else "unknown"
-    if saver is None:
-        lines.append(f"  images: none (--save-images none); free disk at {out}: {free}")
-    else:
-        lines.append(
-            f"  images: {args.save_images}: {est.images} PNG(s), <= {fmt_bytes(est.image_bytes)} "
-            f"into {saver.directory}; free disk at {out}: {free}"
-        )
-    return lines
-
-
 def _sweep(
     args: argparse.Namespace, cases: list, device, out: Path, setup: TelemetrySetup, sim_clock: str | None, vclock
 ) -> int:
@@ -282,7 +181,7 @@ def _sweep(
 def _plan_and_execute(
     args: argparse.Namespace, cases: list, device, out: Path, setup: TelemetrySetup, sim_clock: str | None, vclock
 ) -> int:
-    from sdsuite.dvfs.sweep_engine import build_plan, device_identity, estimate_plan
+    from sdsuite.dvfs.sweep_engine import build_plan, device_identity, estimate_plan, record_bytes, sweep_settings
 
     opts = run_options_from_args(args, device)
     model = SimTimeModel(beta=args.sim_beta)
@@ -293,7 +192,7 @@ def _plan_and_execute(
     else:
         results.prepare()  # temp files of older versions removed, a torn last line repaired, every record validated
         existing = results.records()
-    settings = _settings(args, setup, opts, sim_clock, model)
+    settings = sweep_settings(args, setup, opts, sim_clock, model)
     identity = scaleout_identity(args, device_identity(setup.describe(), device))
     plan = build_plan(
         cases,
@@ -333,14 +232,14 @@ def _plan_and_execute(
         gpu_name=dev.get("name"),
     )
     info = make_console(stderr=args.format == "json")
-    for line in _plan_lines(plan, est, setup=setup, sim_clock=sim_clock, out=out, saver=saver, args=args):
+    for line in plan_lines(plan, est, setup=setup, sim_clock=sim_clock, out=out, saver=saver, args=args):
         info.print(line)
     if est.free_bytes is not None and est.image_bytes > est.free_bytes:
         raise UsageError(
             f"the images need up to {fmt_bytes(est.image_bytes)} but {out} has {fmt_bytes(est.free_bytes)} free; "
             "use --save-images sample or none."
         )
-    need = est.to_run * _record_bytes(existing)
+    need = est.to_run * record_bytes(existing)
     if est.free_bytes is not None and need > est.free_bytes:
         raise UsageError(
             f"the records need about {fmt_bytes(need)} but {out} has {fmt_bytes(est.free_bytes)} free; "
@@ -351,15 +250,6 @@ def _plan_and_execute(
     return _execute(
         args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings
     )
-
-
-def _record_bytes(existing: list[dict]) -> int:
-    """Disk space one more record takes: twice the largest earlier one, at least 64 KiB (power traces, images'
-    names)."""
-    import json
-
-    largest = max((len(json.dumps(r, default=str)) for r in existing[-50:]), default=0)
-    return max(2 * largest, 64 * 1024)
 
 
 def _execute(

@@ -14,9 +14,9 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -37,6 +37,12 @@ from sdsuite.measure.runner import failed_record, measure_case
 from sdsuite.spec.case import Case
 from sdsuite.store.image_files import ImageSaver, estimate_bytes
 from sdsuite.store.results import ResultsDir
+
+if TYPE_CHECKING:
+    import argparse
+
+    from sdsuite.dvfs.simtime import SimTimeModel
+    from sdsuite.gpu.telemetry import TelemetrySetup
 
 # Clock-event reasons that are expected while a clock is locked below the maximum, or between runs.
 BENIGN_THROTTLE_REASONS = frozenset({"gpu_idle", "applications_clocks_setting"})
@@ -230,6 +236,43 @@ class SleepMeter:
             self.sleep(seconds)
         finally:
             self.total_s += time.perf_counter() - t0
+
+
+def sweep_settings(
+    args: argparse.Namespace, setup: TelemetrySetup, opts: RunOptions, sim_clock: str | None, model: SimTimeModel
+) -> dict:
+    tel = setup.telemetry
+    settle = (
+        setup.options.settle_s
+        if setup.options.settle_s is not None
+        else (tel.default_settle_s if tel is not None else 0.0)
+    )
+    settings = {
+        "runs": opts.runs,
+        "warmup": opts.warmup,
+        "min_energy_window_s": opts.min_energy_window_s,
+        "weights": opts.weights,
+        "energy_source": setup.options.energy_source,
+        "mem_freq_mhz": setup.options.mem_freq_mhz,
+        "settle_s": settle,
+        "cooldown": setup.options.cooldown,
+    }
+    if sim_clock is not None:
+        settings["sim"] = {
+            "clock": sim_clock,
+            "faults": asdict(tel.faults),
+            "time_model": model.to_dict() if sim_clock == "virtual" else None,
+        }
+    return settings
+
+
+def record_bytes(existing: list[dict]) -> int:
+    """Disk space one more record takes: twice the largest earlier one, at least 64 KiB (power traces, images'
+    names)."""
+    import json
+
+    largest = max((len(json.dumps(r, default=str)) for r in existing[-50:]), default=0)
+    return max(2 * largest, 64 * 1024)
 
 
 def point_problem(record: Mapping[str, Any], max_throttle_pct: float, telemetry: bool) -> str | None:
