@@ -192,7 +192,7 @@ def _plan_and_execute(
     else:
         results.prepare()  # temp files of older versions removed, a torn last line repaired, every record validated
         existing = results.records()
-    settings = sweep_settings(args, setup, opts, sim_clock, model)
+    settings = sweep_settings(setup, opts, sim_clock, model)
     identity = scaleout_identity(args, device_identity(setup.describe(), device))
     plan = build_plan(
         cases,
@@ -232,7 +232,19 @@ def _plan_and_execute(
         gpu_name=dev.get("name"),
     )
     info = make_console(stderr=args.format == "json")
-    for line in plan_lines(plan, est, setup=setup, sim_clock=sim_clock, out=out, saver=saver, args=args):
+    lines = plan_lines(
+        plan,
+        est,
+        setup=setup,
+        sim_clock=sim_clock,
+        out=out,
+        saver=saver,
+        runs=args.runs,
+        warmup=args.warmup,
+        cooldown=args.cooldown,
+        image_mode=args.save_images,
+    )
+    for line in lines:
         info.print(line)
     if est.free_bytes is not None and est.image_bytes > est.free_bytes:
         raise UsageError(

@@ -32,8 +32,13 @@ def plan_lines(
     sim_clock: str | None,
     out: Path,
     saver: ImageSaver | None,
-    args,
+    runs: int,
+    warmup: int,
+    cooldown: str | None,
+    image_mode: str,
 ) -> list[str]:
+    """The plan as printed before a sweep: points and clocks, resume, the work per point, the estimated duration
+    (from earlier records of these cases when there are some), the images and the free disk."""
     freqs = sorted({p.case.freq_mhz for p in plan.points if p.case.freq_mhz is not None})
     n_cases = len({dataclasses.replace(p.case, freq_mhz=None) for p in plan.points})
     dev = setup.describe() or {}
@@ -42,20 +47,14 @@ def plan_lines(
         where += f" (SIMULATED, {sim_clock} clock)"
     span = f"{freqs[0]}..{freqs[-1]} MHz" if freqs else "default clocks"
     virtual = sim_clock == "virtual"
-    tel = setup.telemetry
-    settle = (
-        setup.options.settle_s
-        if setup.options.settle_s is not None
-        else (tel.default_settle_s if tel is not None else 0.0)
-    )
     lines = [
         f"Sweep plan: {len(plan.points)} point(s) = {n_cases} case(s) x "
         f"{len(set(p.case.freq_mhz for p in plan.points))} clock(s) ({span}, {plan.order}) on {where}",
         f"  resume: {plan.already_done} point(s) already done in {out}, {est.to_run} to run",
-        f"  per point: lock, settle {settle:g} s{' (virtual)' if virtual else ''}, "
-        f"warm-up {max(args.warmup, 1)} (dropped), "
-        f"{args.runs} measured run(s) with energy windows; cooldown between clocks: "
-        f"{args.cooldown or 'none'}{' (virtual)' if virtual and args.cooldown else ''}",
+        f"  per point: lock, settle {setup.settle_s:g} s{' (virtual)' if virtual else ''}, "
+        f"warm-up {max(warmup, 1)} (dropped), "
+        f"{runs} measured run(s) with energy windows; cooldown between clocks: "
+        f"{cooldown or 'none'}{' (virtual)' if virtual and cooldown else ''}",
     ]
     if est.to_run == 0:
         lines.append(
@@ -75,13 +74,13 @@ def plan_lines(
             "(no earlier record of these cases; the progress bar shows an ETA)"
         )
     if est.cooldown_s is None and est.to_run:
-        lines.append(f"  cooldown {args.cooldown}: waits until the GPU is cool enough, a length unknown in advance")
+        lines.append(f"  cooldown {cooldown}: waits until the GPU is cool enough, a length unknown in advance")
     free = fmt_bytes(est.free_bytes) if est.free_bytes is not None else "unknown"
     if saver is None:
         lines.append(f"  images: none (--save-images none); free disk at {out}: {free}")
     else:
         lines.append(
-            f"  images: {args.save_images}: {est.images} PNG(s), <= {fmt_bytes(est.image_bytes)} "
+            f"  images: {image_mode}: {est.images} PNG(s), <= {fmt_bytes(est.image_bytes)} "
             f"into {saver.directory}; free disk at {out}: {free}"
         )
     return lines

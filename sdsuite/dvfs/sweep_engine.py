@@ -39,8 +39,6 @@ from sdsuite.store.image_files import ImageSaver, estimate_bytes
 from sdsuite.store.results import ResultsDir
 
 if TYPE_CHECKING:
-    import argparse
-
     from sdsuite.dvfs.simtime import SimTimeModel
     from sdsuite.gpu.telemetry import TelemetrySetup
 
@@ -238,15 +236,8 @@ class SleepMeter:
             self.total_s += time.perf_counter() - t0
 
 
-def sweep_settings(
-    args: argparse.Namespace, setup: TelemetrySetup, opts: RunOptions, sim_clock: str | None, model: SimTimeModel
-) -> dict:
-    tel = setup.telemetry
-    settle = (
-        setup.options.settle_s
-        if setup.options.settle_s is not None
-        else (tel.default_settle_s if tel is not None else 0.0)
-    )
+def sweep_settings(setup: TelemetrySetup, opts: RunOptions, sim_clock: str | None, model: SimTimeModel) -> dict:
+    """What a point's identity holds of the sweep's settings (a change measures the points again)."""
     settings = {
         "runs": opts.runs,
         "warmup": opts.warmup,
@@ -254,13 +245,13 @@ def sweep_settings(
         "weights": opts.weights,
         "energy_source": setup.options.energy_source,
         "mem_freq_mhz": setup.options.mem_freq_mhz,
-        "settle_s": settle,
+        "settle_s": setup.settle_s,
         "cooldown": setup.options.cooldown,
     }
     if sim_clock is not None:
         settings["sim"] = {
             "clock": sim_clock,
-            "faults": asdict(tel.faults),
+            "faults": asdict(setup.telemetry.faults),
             "time_model": model.to_dict() if sim_clock == "virtual" else None,
         }
     return settings
