@@ -23,7 +23,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from sdsuite import __version__
 from sdsuite.cli.args import add_case_arguments, grid_from_args, run_options_from_args, telemetry_options_from_args
 from sdsuite.cli.commands import help_of
 from sdsuite.cli.report import add_analysis_arguments
@@ -46,8 +45,8 @@ from sdsuite.launch.scaleout import (
 )
 from sdsuite.launch.worker import launch_entry
 from sdsuite.measure.context import new_run_id
-from sdsuite.measure.display import fmt_bytes, fmt_seconds
-from sdsuite.store.image_files import IMAGE_MODES, ImageSaver, images_root, run_dir_name, sample_selection
+from sdsuite.measure.display import fmt_seconds
+from sdsuite.store.image_files import IMAGE_MODES
 from sdsuite.store.results import ResultsDir, check_writable_dir, exclusive_sweep
 
 if TYPE_CHECKING:  # the measuring modules import torch: the handlers import them once the flags are valid
@@ -181,7 +180,14 @@ def _sweep(
 def _plan_and_execute(
     args: argparse.Namespace, cases: list, device, out: Path, setup: TelemetrySetup, sim_clock: str | None, vclock
 ) -> int:
-    from sdsuite.dvfs.sweep_engine import build_plan, device_identity, estimate_plan, record_bytes, sweep_settings
+    from sdsuite.dvfs.sweep_engine import (
+        build_plan,
+        check_free_disk,
+        device_identity,
+        estimate_sweep,
+        sweep_images,
+        sweep_settings,
+    )
 
     opts = run_options_from_args(args, device)
     model = SimTimeModel(beta=args.sim_beta)
@@ -206,30 +212,16 @@ def _plan_and_execute(
     plan = scaleout_plan(args, plan)  # a launcher takes the plan here; a worker keeps only its points
     if plan is None:
         return 0
-    dev = setup.describe() or {}
-    saver = None
-    if args.save_images != "none":
-        selected = sample_selection([p.case for p in plan.points], args.save_images)
-        extra = {
-            "gpu": dev.get("name", str(device)),
-            "simulated": setup.simulated,
-            "run_id": run_id,
-            "version": __version__,
-        }
-        saver = ImageSaver(images_root(out), run_dir_name(run_id), args.save_images, frozenset(selected), extra)
-    virtual = sim_clock == "virtual"
-    # Real seconds only: on the virtual clock settling and cooling down cost nothing.
-    cooldown_s = 0.0 if virtual else (setup.cooldown.seconds if setup.cooldown.below_c is None else None)
-    est = estimate_plan(
+    saver = sweep_images(plan, args.save_images, out, run_id=run_id, setup=setup, device=device)
+    est = estimate_sweep(
         plan,
         opts,
-        settle_s=0.0 if virtual else settings["settle_s"],
-        cooldown_s=cooldown_s,
-        images_selected=sorted(saver.selected, key=lambda c: c.case_id) if saver else [],
+        setup=setup,
+        sim_clock=sim_clock,
+        saver=saver,
         image_mode=args.save_images,
         out=out,
-        earlier=existing,
-        gpu_name=dev.get("name"),
+        existing=existing,
     )
     info = make_console(stderr=args.format == "json")
     lines = plan_lines(
@@ -246,17 +238,7 @@ def _plan_and_execute(
     )
     for line in lines:
         info.print(line)
-    if est.free_bytes is not None and est.image_bytes > est.free_bytes:
-        raise UsageError(
-            f"the images need up to {fmt_bytes(est.image_bytes)} but {out} has {fmt_bytes(est.free_bytes)} free; "
-            "use --save-images sample or none."
-        )
-    need = est.to_run * record_bytes(existing)
-    if est.free_bytes is not None and need > est.free_bytes:
-        raise UsageError(
-            f"the records need about {fmt_bytes(need)} but {out} has {fmt_bytes(est.free_bytes)} free; "
-            "free some space or use another --out."
-        )
+    check_free_disk(est, existing, out)  # exit 2 after the plan is printed, before any work
     if args.plan_only:
         return 0
     return _execute(

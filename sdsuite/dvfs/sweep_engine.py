@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sdsuite import __version__
 from sdsuite.core.errors import UsageError
 from sdsuite.dvfs.points import (  # re-exported: the torch-free part, for the launcher and the CLI's flags
     DEFAULT_MAX_THROTTLE_PCT,
@@ -32,10 +33,11 @@ from sdsuite.dvfs.points import record_point_key as record_point_key
 from sdsuite.gpu.base import GpuLostError, TelemetryError
 from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockPermissionError
 from sdsuite.measure.context import RunContext, RunOptions
+from sdsuite.measure.display import fmt_bytes
 from sdsuite.measure.engine import order_for_loading
 from sdsuite.measure.runner import failed_record, measure_case
 from sdsuite.spec.case import Case
-from sdsuite.store.image_files import ImageSaver, estimate_bytes
+from sdsuite.store.image_files import ImageSaver, estimate_bytes, images_root, run_dir_name, sample_selection
 from sdsuite.store.results import ResultsDir
 
 if TYPE_CHECKING:
@@ -264,6 +266,66 @@ def record_bytes(existing: list[dict]) -> int:
 
     largest = max((len(json.dumps(r, default=str)) for r in existing[-50:]), default=0)
     return max(2 * largest, 64 * 1024)
+
+
+def sweep_images(
+    plan: SweepPlan, mode: str, out: Path, *, run_id: str, setup: TelemetrySetup, device: torch.device | str
+) -> ImageSaver | None:
+    """Where the sweep's PNGs go (None for --save-images none): the sampled points' (lowest/middle/highest clock) or
+    every point's, tagged with the GPU, the run and the version."""
+    if mode == "none":
+        return None
+    selected = sample_selection([p.case for p in plan.points], mode)
+    extra = {
+        "gpu": (setup.describe() or {}).get("name", str(device)),
+        "simulated": setup.simulated,
+        "run_id": run_id,
+        "version": __version__,
+    }
+    return ImageSaver(images_root(out), run_dir_name(run_id), mode, frozenset(selected), extra)
+
+
+def estimate_sweep(
+    plan: SweepPlan,
+    opts: RunOptions,
+    *,
+    setup: TelemetrySetup,
+    sim_clock: str | None,
+    saver: ImageSaver | None,
+    image_mode: str,
+    out: Path,
+    existing: Sequence[Mapping[str, Any]],
+) -> PlanEstimate:
+    """``estimate_plan`` with this sweep's settle, cooldown and images."""
+    virtual = sim_clock == "virtual"
+    # Real seconds only: on the virtual clock settling and cooling down cost nothing.
+    cooldown_s = 0.0 if virtual else (setup.cooldown.seconds if setup.cooldown.below_c is None else None)
+    return estimate_plan(
+        plan,
+        opts,
+        settle_s=0.0 if virtual else setup.settle_s,
+        cooldown_s=cooldown_s,
+        images_selected=sorted(saver.selected, key=lambda c: c.case_id) if saver else [],
+        image_mode=image_mode,
+        out=out,
+        earlier=existing,
+        gpu_name=(setup.describe() or {}).get("name"),
+    )
+
+
+def check_free_disk(est: PlanEstimate, existing: Sequence[Mapping[str, Any]], out: Path) -> None:
+    """UsageError when the images or the records of the points to run may not fit in the free disk at ``out``."""
+    if est.free_bytes is not None and est.image_bytes > est.free_bytes:
+        raise UsageError(
+            f"the images need up to {fmt_bytes(est.image_bytes)} but {out} has {fmt_bytes(est.free_bytes)} free; "
+            "use --save-images sample or none."
+        )
+    need = est.to_run * record_bytes(existing)
+    if est.free_bytes is not None and need > est.free_bytes:
+        raise UsageError(
+            f"the records need about {fmt_bytes(need)} but {out} has {fmt_bytes(est.free_bytes)} free; "
+            "free some space or use another --out."
+        )
 
 
 def point_problem(record: Mapping[str, Any], max_throttle_pct: float, telemetry: bool) -> str | None:
