@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,8 +28,8 @@ from sdsuite.core.console import console as make_console
 from sdsuite.core.console import print_json, readable
 from sdsuite.core.errors import UsageError
 from sdsuite.dvfs.plan_text import plan_lines
-from sdsuite.dvfs.points import DEFAULT_MAX_THROTTLE_PCT, ORDERS, point_key
-from sdsuite.dvfs.simtime import SIM_CLOCKS, SimTimeModel, VirtualTimeCache, open_sim_device, record_note, sim_meter
+from sdsuite.dvfs.points import DEFAULT_MAX_THROTTLE_PCT, ORDERS
+from sdsuite.dvfs.simtime import SIM_CLOCKS, SimTimeModel, open_sim_device, sim_meter
 from sdsuite.gpu.telemetry import TelemetrySetup, open_setup
 from sdsuite.gpu.telemetry_meter import MeterOptions
 from sdsuite.launch.scaleout import (
@@ -246,51 +244,22 @@ def _plan_and_execute(
     )
 
 
-def _execute(
-    args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings
-) -> int:
-    from sdsuite.dvfs.sweep_engine import SleepMeter, run_sweep
-    from sdsuite.measure.context import RunContext
-    from sdsuite.measure.envinfo import environment
-    from sdsuite.pipelines.cache import PIPELINES
+def _execute(args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings):
+    """The sweep with its progress bar (a line per point without a terminal), then the table and the report."""
+    from sdsuite.dvfs.sweep_engine import execute_sweep
 
-    env = environment()
-    env["device"] = str(device)
-    env["telemetry"] = setup.describe()
-    env["sweep"] = {"order": args.order, "points": len(plan.points), "settings": settings}
-    results.write_run_info(run_id, env)
-    virtual = sim_clock == "virtual"
-    sleeps = SleepMeter(vclock.advance if virtual else time.sleep)
-    session = setup.clock_session(sleep=sleeps)
-    sweep_info = {
-        "sweep_id": point_key({"points": [p.key for p in plan.points]}),
-        "order": args.order,
-        "settle_s": settings["settle_s"],
-        "cooldown": args.cooldown,
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-    }
-    extra = {"sim_time": record_note(model, setup.telemetry)} if virtual else {}
-    if (placed := scaleout_annotation(args)) is not None:
-        extra["scaleout"] = placed  # which submission, task and GPU measured the point
-    extra = extra or None
-    cache = VirtualTimeCache(setup.telemetry, vclock, model) if virtual else PIPELINES
     err = make_console(stderr=True)
     show = not args.no_progress and err.is_terminal
-    t0 = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if virtual:
-            stack.enter_context(cache)  # removes the UNet time hooks from the shared pipelines
-        progress = stack.enter_context(
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=err,
-                disable=not show,
-            )
-        )
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not show,
+    )
+    with progress:
         task = progress.add_task("sweeping", total=len(plan.to_run))
 
         def done(d: PointDone) -> None:
@@ -305,20 +274,24 @@ def _execute(
                     markup=False,
                 )
 
-        outcome = run_sweep(
+        outcome = execute_sweep(
             plan,
-            RunContext(opts, device, run_id, env["fingerprint"], setup.meter, cache, clock_session=session),
+            opts,
+            device,
             results=results,
-            sweep_info=sweep_info,
-            max_throttle_pct=args.max_throttle,
-            sleeps=sleeps,
+            run_id=run_id,
+            setup=setup,
+            sim_clock=sim_clock,
+            vclock=vclock,
+            model=model,
+            settings=settings,
             images=saver,
-            record_extra=extra,
+            max_throttle_pct=args.max_throttle,
+            scaleout=scaleout_annotation(args),
             on_point_start=lambda i, p: progress.update(task, description=p.case.case_id),
             on_point_done=done,
         )
-    wall = time.perf_counter() - t0
-    return _finish(args, outcome, plan, out, wall, info)
+    return _finish(args, outcome, plan, out, outcome.wall_s, info)
 
 
 def _finish(args, outcome, plan, out: Path, wall_s: float, info: Console) -> int:

@@ -10,6 +10,8 @@ points an earlier run already finished, so an interrupted sweep resumes where it
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import shutil
 import time
@@ -30,18 +32,22 @@ from sdsuite.dvfs.points import (  # re-exported: the torch-free part, for the l
 )
 from sdsuite.dvfs.points import FINISHED_STATUSES as FINISHED_STATUSES
 from sdsuite.dvfs.points import record_point_key as record_point_key
+from sdsuite.dvfs.simtime import VirtualTimeCache, record_note
 from sdsuite.gpu.base import GpuLostError, TelemetryError
 from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockPermissionError
 from sdsuite.measure.context import RunContext, RunOptions
 from sdsuite.measure.display import fmt_bytes
 from sdsuite.measure.engine import order_for_loading
+from sdsuite.measure.envinfo import environment
 from sdsuite.measure.runner import failed_record, measure_case
+from sdsuite.pipelines.cache import PIPELINES
 from sdsuite.spec.case import Case
 from sdsuite.store.image_files import ImageSaver, estimate_bytes, images_root, run_dir_name, sample_selection
 from sdsuite.store.results import ResultsDir
 
 if TYPE_CHECKING:
     from sdsuite.dvfs.simtime import SimTimeModel
+    from sdsuite.gpu.sim import ManualClock
     from sdsuite.gpu.telemetry import TelemetrySetup
 
 # Clock-event reasons that are expected while a clock is locked below the maximum, or between runs.
@@ -436,6 +442,7 @@ class SweepOutcome:
     skipped: int = 0
     overheads_s: list[float] = field(default_factory=list)
     stopped: str | None = None
+    wall_s: float = 0.0  # real seconds from the first point to the end (execute_sweep; run_sweep leaves it 0)
 
 
 def run_sweep(
@@ -513,4 +520,64 @@ def run_sweep(
             if energy_meter is not None and getattr(energy_meter, "available", True) is False:
                 outcome.stopped = f"telemetry stopped working at {pt.case.case_id}: {energy_meter.reason}"
                 break
+    return outcome
+
+
+def execute_sweep(
+    plan: SweepPlan,
+    opts: RunOptions,
+    device: torch.device | str,
+    *,
+    results: ResultsDir,
+    run_id: str,
+    setup: TelemetrySetup,
+    sim_clock: str | None,
+    vclock: ManualClock | None,
+    model: SimTimeModel,
+    settings: Mapping[str, Any],
+    images: ImageSaver | None = None,
+    max_throttle_pct: float = DEFAULT_MAX_THROTTLE_PCT,
+    scaleout: Mapping[str, Any] | None = None,
+    on_point_start: Callable[[int, SweepPoint], None] | None = None,
+    on_point_done: Callable[[PointDone], None] | None = None,
+) -> SweepOutcome:
+    """``run_sweep`` as ``sdsuite sweep`` runs it: this run's environment into run.json, the clock session (its
+    sleeps on the virtual clock there), the sweep's identity in every record, the simulated time note and the
+    scale-out placement (``scaleout``) as record extras, and the pipeline cache (the time model's on the virtual
+    clock). ``wall_s`` of the outcome: the real seconds of the points."""
+    env = environment()
+    env["device"] = str(device)
+    env["telemetry"] = setup.describe()
+    env["sweep"] = {"order": plan.order, "points": len(plan.points), "settings": settings}
+    results.write_run_info(run_id, env)
+    virtual = sim_clock == "virtual"
+    sleeps = SleepMeter(vclock.advance if virtual else time.sleep)
+    session = setup.clock_session(sleep=sleeps)
+    sweep_info = {
+        "sweep_id": point_key({"points": [p.key for p in plan.points]}),
+        "order": plan.order,
+        "settle_s": settings["settle_s"],
+        "cooldown": setup.options.cooldown,
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }
+    extra = {"sim_time": record_note(model, setup.telemetry)} if virtual else {}
+    if scaleout is not None:
+        extra["scaleout"] = scaleout  # which submission, task and GPU measured the point
+    cache = VirtualTimeCache(setup.telemetry, vclock, model) if virtual else PIPELINES
+    t0 = time.perf_counter()
+    # The virtual-time cache removes the UNet time hooks from the shared pipelines on exit.
+    with cache if virtual else contextlib.nullcontext():
+        outcome = run_sweep(
+            plan,
+            RunContext(opts, device, run_id, env["fingerprint"], setup.meter, cache, clock_session=session),
+            results=results,
+            sweep_info=sweep_info,
+            max_throttle_pct=max_throttle_pct,
+            sleeps=sleeps,
+            images=images,
+            record_extra=extra or None,
+            on_point_start=on_point_start,
+            on_point_done=on_point_done,
+        )
+    outcome.wall_s = time.perf_counter() - t0
     return outcome
