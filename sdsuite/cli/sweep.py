@@ -29,9 +29,8 @@ from sdsuite.core.console import print_json, readable
 from sdsuite.core.errors import UsageError
 from sdsuite.dvfs.plan_text import plan_lines
 from sdsuite.dvfs.points import DEFAULT_MAX_THROTTLE_PCT, ORDERS
-from sdsuite.dvfs.simtime import SIM_CLOCKS, SimTimeModel, open_sim_device, sim_meter
+from sdsuite.dvfs.simtime import SIM_CLOCKS, SimTimeModel, reopen_simulated
 from sdsuite.gpu.telemetry import TelemetrySetup, open_setup
-from sdsuite.gpu.telemetry_meter import MeterOptions
 from sdsuite.launch.scaleout import (
     LaunchTarget,
     add_scaleout_arguments,
@@ -120,7 +119,6 @@ def _sim_clock(args: argparse.Namespace) -> str | None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Validate everything (exit 2 before any work), print the plan, sweep, then report."""
     from sdsuite.core.limits import check_flags
-    from sdsuite.gpu.clocks import recover_stale_lock
 
     check_flags(
         lambda name: getattr(args, name),
@@ -150,17 +148,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     setup = open_setup(topts, device.type, device.index or 0)
     vclock = None
     if setup.simulated:
-        gpu, vclock = open_sim_device(
-            setup.telemetry.model, clock=sim_clock, faults=setup.telemetry.faults, state_path=args.sim_state_file
-        )
-        recover_stale_lock(gpu)  # a sweep killed with SIGKILL left this simulated GPU's state file locked
-        meter_opts = MeterOptions(
-            poll_interval_s=topts.poll_interval_ms / 1000.0, source=topts.energy_source, keep_trace=topts.power_trace
-        )
-        setup.close()
-        setup = TelemetrySetup(
-            topts, gpu, sim_meter(gpu, meter_opts, virtual), setup.freq_spec, setup.freqs_mhz, setup.cooldown
-        )
+        setup, vclock = reopen_simulated(setup, clock=sim_clock, state_path=args.sim_state_file)
     try:
         return _sweep(args, cases, device, out, setup, sim_clock, vclock)
     finally:
