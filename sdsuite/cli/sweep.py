@@ -199,30 +199,9 @@ def _plan_and_execute(
     if plan is None:
         return 0
     saver = sweep_images(plan, args.save_images, out, run_id=run_id, setup=setup, device=device)
-    est = estimate_sweep(
-        plan,
-        opts,
-        setup=setup,
-        sim_clock=sim_clock,
-        saver=saver,
-        image_mode=args.save_images,
-        out=out,
-        existing=existing,
-    )
+    est = estimate_sweep(plan, opts, setup=setup, sim_clock=sim_clock, saver=saver, out=out, existing=existing)
     info = make_console(stderr=args.format == "json")
-    lines = plan_lines(
-        plan,
-        est,
-        setup=setup,
-        sim_clock=sim_clock,
-        out=out,
-        saver=saver,
-        runs=args.runs,
-        warmup=args.warmup,
-        cooldown=args.cooldown,
-        image_mode=args.save_images,
-    )
-    for line in lines:
+    for line in plan_lines(plan, est, setup=setup, sim_clock=sim_clock, out=out, saver=saver, opts=opts):
         info.print(line)
     check_free_disk(est, existing, out)  # exit 2 after the plan is printed, before any work
     if args.plan_only:

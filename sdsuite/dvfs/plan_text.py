@@ -11,6 +11,7 @@ from sdsuite.measure.display import fmt_bytes, fmt_seconds
 if TYPE_CHECKING:
     from sdsuite.dvfs.sweep_engine import PlanEstimate, SweepPlan
     from sdsuite.gpu.telemetry import TelemetrySetup
+    from sdsuite.measure.context import RunOptions
     from sdsuite.store.image_files import ImageSaver
 
 
@@ -32,10 +33,7 @@ def plan_lines(
     sim_clock: str | None,
     out: Path,
     saver: ImageSaver | None,
-    runs: int,
-    warmup: int,
-    cooldown: str | None,
-    image_mode: str,
+    opts: RunOptions,
 ) -> list[str]:
     """The plan as printed before a sweep: points and clocks, resume, the work per point, the estimated duration
     (from earlier records of these cases when there are some), the images and the free disk."""
@@ -47,13 +45,14 @@ def plan_lines(
         where += f" (SIMULATED, {sim_clock} clock)"
     span = f"{freqs[0]}..{freqs[-1]} MHz" if freqs else "default clocks"
     virtual = sim_clock == "virtual"
+    cooldown = setup.options.cooldown
     lines = [
         f"Sweep plan: {len(plan.points)} point(s) = {n_cases} case(s) x "
         f"{len(set(p.case.freq_mhz for p in plan.points))} clock(s) ({span}, {plan.order}) on {where}",
         f"  resume: {plan.already_done} point(s) already done in {out}, {est.to_run} to run",
         f"  per point: lock, settle {setup.settle_s:g} s{' (virtual)' if virtual else ''}, "
-        f"warm-up {max(warmup, 1)} (dropped), "
-        f"{runs} measured run(s) with energy windows; cooldown between clocks: "
+        f"warm-up {max(opts.warmup, 1)} (dropped), "
+        f"{opts.runs} measured run(s) with energy windows; cooldown between clocks: "
         f"{cooldown or 'none'}{' (virtual)' if virtual and cooldown else ''}",
     ]
     if est.to_run == 0:
@@ -80,7 +79,7 @@ def plan_lines(
         lines.append(f"  images: none (--save-images none); free disk at {out}: {free}")
     else:
         lines.append(
-            f"  images: {image_mode}: {est.images} PNG(s), <= {fmt_bytes(est.image_bytes)} "
+            f"  images: {saver.mode}: {est.images} PNG(s), <= {fmt_bytes(est.image_bytes)} "
             f"into {saver.directory}; free disk at {out}: {free}"
         )
     return lines

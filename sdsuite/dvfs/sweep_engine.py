@@ -298,7 +298,6 @@ def estimate_sweep(
     setup: TelemetrySetup,
     sim_clock: str | None,
     saver: ImageSaver | None,
-    image_mode: str,
     out: Path,
     existing: Sequence[Mapping[str, Any]],
 ) -> PlanEstimate:
@@ -312,7 +311,7 @@ def estimate_sweep(
         settle_s=0.0 if virtual else setup.settle_s,
         cooldown_s=cooldown_s,
         images_selected=sorted(saver.selected, key=lambda c: c.case_id) if saver else [],
-        image_mode=image_mode,
+        image_mode=saver.mode if saver else "none",
         out=out,
         earlier=existing,
         gpu_name=(setup.describe() or {}).get("name"),
