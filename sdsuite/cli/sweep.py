@@ -13,11 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fcntl
-import os
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,17 +21,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from sdsuite import __version__
 from sdsuite.cli.args import add_case_arguments, grid_from_args, run_options_from_args, telemetry_options_from_args
 from sdsuite.cli.commands import help_of
 from sdsuite.cli.report import add_analysis_arguments
 from sdsuite.core.console import console as make_console
 from sdsuite.core.console import print_json, readable
 from sdsuite.core.errors import UsageError
-from sdsuite.dvfs.points import DEFAULT_MAX_THROTTLE_PCT, ORDERS, point_key
-from sdsuite.dvfs.simtime import SIM_CLOCKS, SimTimeModel, VirtualTimeCache, open_sim_device, record_note, sim_meter
+from sdsuite.dvfs.plan_text import plan_lines
+from sdsuite.dvfs.points import DEFAULT_MAX_THROTTLE_PCT, ORDERS
+from sdsuite.dvfs.simtime import SIM_CLOCKS, SimTimeModel, reopen_simulated
 from sdsuite.gpu.telemetry import TelemetrySetup, open_setup
-from sdsuite.gpu.telemetry_meter import MeterOptions
 from sdsuite.launch.scaleout import (
     LaunchTarget,
     add_scaleout_arguments,
@@ -47,15 +42,12 @@ from sdsuite.launch.scaleout import (
 )
 from sdsuite.launch.worker import launch_entry
 from sdsuite.measure.context import new_run_id
-from sdsuite.measure.display import fmt_bytes, fmt_seconds
-from sdsuite.store.image_files import IMAGE_MODES, ImageSaver, images_root, run_dir_name, sample_selection
-from sdsuite.store.results import ResultsDir, check_writable_dir
+from sdsuite.measure.display import fmt_seconds
+from sdsuite.store.image_files import IMAGE_MODES
+from sdsuite.store.results import ResultsDir, check_writable_dir, exclusive_sweep
 
 if TYPE_CHECKING:  # the measuring modules import torch: the handlers import them once the flags are valid
-    from sdsuite.dvfs.sweep_engine import PlanEstimate, PointDone, SweepPlan
-    from sdsuite.measure.context import RunOptions
-
-SWEEP_LOCK = ".sweep.lock"
+    from sdsuite.dvfs.sweep_engine import PointDone
 
 
 def register(sub) -> None:
@@ -113,22 +105,6 @@ def register(sub) -> None:
     p.set_defaults(handler=cmd_sweep, freq="all", out="sdsuite-sweep", min_energy_window=None)
 
 
-@contextlib.contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """One sweep at a time per results directory (two would measure the same points twice)."""
-    with open(out / SWEEP_LOCK, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise UsageError(
-                f"another sdsuite sweep is writing to {str(out)!r}; wait for it or use another --out."
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _sim_clock(args: argparse.Namespace) -> str | None:
     if args.telemetry != "sim":
         if args.sim_clock is not None or args.sim_state_file:
@@ -143,7 +119,6 @@ def _sim_clock(args: argparse.Namespace) -> str | None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Validate everything (exit 2 before any work), print the plan, sweep, then report."""
     from sdsuite.core.limits import check_flags
-    from sdsuite.gpu.clocks import recover_stale_lock
 
     check_flags(
         lambda name: getattr(args, name),
@@ -173,136 +148,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     setup = open_setup(topts, device.type, device.index or 0)
     vclock = None
     if setup.simulated:
-        gpu, vclock = open_sim_device(
-            setup.telemetry.model, clock=sim_clock, faults=setup.telemetry.faults, state_path=args.sim_state_file
-        )
-        recover_stale_lock(gpu)  # a sweep killed with SIGKILL left this simulated GPU's state file locked
-        meter_opts = MeterOptions(
-            poll_interval_s=topts.poll_interval_ms / 1000.0, source=topts.energy_source, keep_trace=topts.power_trace
-        )
-        setup.close()
-        setup = TelemetrySetup(
-            topts, gpu, sim_meter(gpu, meter_opts, virtual), setup.freq_spec, setup.freqs_mhz, setup.cooldown
-        )
+        setup, vclock = reopen_simulated(setup, clock=sim_clock, state_path=args.sim_state_file)
     try:
         return _sweep(args, cases, device, out, setup, sim_clock, vclock)
     finally:
         setup.close()
 
 
-def _settings(
-    args: argparse.Namespace, setup: TelemetrySetup, opts: RunOptions, sim_clock: str | None, model: SimTimeModel
-) -> dict:
-    tel = setup.telemetry
-    settle = (
-        setup.options.settle_s
-        if setup.options.settle_s is not None
-        else (tel.default_settle_s if tel is not None else 0.0)
-    )
-    settings = {
-        "runs": opts.runs,
-        "warmup": opts.warmup,
-        "min_energy_window_s": opts.min_energy_window_s,
-        "weights": opts.weights,
-        "energy_source": setup.options.energy_source,
-        "mem_freq_mhz": setup.options.mem_freq_mhz,
-        "settle_s": settle,
-        "cooldown": setup.options.cooldown,
-    }
-    if sim_clock is not None:
-        settings["sim"] = {
-            "clock": sim_clock,
-            "faults": dataclasses.asdict(tel.faults),
-            "time_model": model.to_dict() if sim_clock == "virtual" else None,
-        }
-    return settings
-
-
-def fmt_duration(seconds: float) -> str:
-    """``45 s``, ``3 min 20 s``, ``2 h 05 min``."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
-def _plan_lines(
-    plan: SweepPlan,
-    est: PlanEstimate,
-    *,
-    setup: TelemetrySetup,
-    sim_clock: str | None,
-    out: Path,
-    saver: ImageSaver | None,
-    args,
-) -> list[str]:
-    freqs = sorted({p.case.freq_mhz for p in plan.points if p.case.freq_mhz is not None})
-    n_cases = len({dataclasses.replace(p.case, freq_mhz=None) for p in plan.points})
-    dev = setup.describe() or {}
-    where = dev.get("name", "no GPU telemetry")
-    if sim_clock:
-        where += f" (SIMULATED, {sim_clock} clock)"
-    span = f"{freqs[0]}..{freqs[-1]} MHz" if freqs else "default clocks"
-    virtual = sim_clock == "virtual"
-    tel = setup.telemetry
-    settle = (
-        setup.options.settle_s
-        if setup.options.settle_s is not None
-        else (tel.default_settle_s if tel is not None else 0.0)
-    )
-    lines = [
-        f"Sweep plan: {len(plan.points)} point(s) = {n_cases} case(s) x "
-        f"{len(set(p.case.freq_mhz for p in plan.points))} clock(s) ({span}, {plan.order}) on {where}",
-        f"  resume: {plan.already_done} point(s) already done in {out}, {est.to_run} to run",
-        f"  per point: lock, settle {settle:g} s{' (virtual)' if virtual else ''}, "
-        f"warm-up {max(args.warmup, 1)} (dropped), "
-        f"{args.runs} measured run(s) with energy windows; cooldown between clocks: "
-        f"{args.cooldown or 'none'}{' (virtual)' if virtual and args.cooldown else ''}",
-    ]
-    if est.to_run == 0:
-        lines.append(
-            "  estimated duration: nothing to run (every point is done; "
-            "delete the records or use another --out to measure again)"
-        )
-    elif est.duration_s is not None:
-        lines.append(
-            f"  estimated duration: ~{fmt_duration(est.duration_s)} "
-            f"({est.generations_per_point} generations per point at "
-            f"~{fmt_seconds(est.generation_s)}, from earlier records of these cases)"
-        )
-    else:
-        lines.append(
-            f"  estimated duration: {fmt_duration(est.fixed_s)} known (settle, cooldown, energy windows) + "
-            f"{est.to_run} x {est.generations_per_point} generations of unknown length "
-            "(no earlier record of these cases; the progress bar shows an ETA)"
-        )
-    if est.cooldown_s is None and est.to_run:
-        lines.append(f"  cooldown {args.cooldown}: waits until the GPU is cool enough, a length unknown in advance")
-    free = fmt_bytes(est.free_bytes) if est.free_bytes is not None else "unknown"
-    if saver is None:
-        lines.append(f"  images: none (--save-images none); free disk at {out}: {free}")
-    else:
-        lines.append(
-            f"  images: {args.save_images}: {est.images} PNG(s), <= {fmt_bytes(est.image_bytes)} "
-            f"into {saver.directory}; free disk at {out}: {free}"
-        )
-    return lines
-
-
 def _sweep(
     args: argparse.Namespace, cases: list, device, out: Path, setup: TelemetrySetup, sim_clock: str | None, vclock
 ) -> int:
     # The lock is taken before planning: a second sweep on this --out must not plan points the first is measuring.
-    with contextlib.nullcontext() if args.plan_only else _exclusive(out):
+    with contextlib.nullcontext() if args.plan_only else exclusive_sweep(out):
         return _plan_and_execute(args, cases, device, out, setup, sim_clock, vclock)
 
 
 def _plan_and_execute(
     args: argparse.Namespace, cases: list, device, out: Path, setup: TelemetrySetup, sim_clock: str | None, vclock
 ) -> int:
-    from sdsuite.dvfs.sweep_engine import build_plan, device_identity, estimate_plan
+    from sdsuite.dvfs.sweep_engine import (
+        build_plan,
+        check_free_disk,
+        device_identity,
+        estimate_sweep,
+        sweep_images,
+        sweep_settings,
+    )
 
     opts = run_options_from_args(args, device)
     model = SimTimeModel(beta=args.sim_beta)
@@ -313,7 +184,7 @@ def _plan_and_execute(
     else:
         results.prepare()  # temp files of older versions removed, a torn last line repaired, every record validated
         existing = results.records()
-    settings = _settings(args, setup, opts, sim_clock, model)
+    settings = sweep_settings(setup, opts, sim_clock, model)
     identity = scaleout_identity(args, device_identity(setup.describe(), device))
     plan = build_plan(
         cases,
@@ -327,45 +198,12 @@ def _plan_and_execute(
     plan = scaleout_plan(args, plan)  # a launcher takes the plan here; a worker keeps only its points
     if plan is None:
         return 0
-    dev = setup.describe() or {}
-    saver = None
-    if args.save_images != "none":
-        selected = sample_selection([p.case for p in plan.points], args.save_images)
-        extra = {
-            "gpu": dev.get("name", str(device)),
-            "simulated": setup.simulated,
-            "run_id": run_id,
-            "version": __version__,
-        }
-        saver = ImageSaver(images_root(out), run_dir_name(run_id), args.save_images, frozenset(selected), extra)
-    virtual = sim_clock == "virtual"
-    # Real seconds only: on the virtual clock settling and cooling down cost nothing.
-    cooldown_s = 0.0 if virtual else (setup.cooldown.seconds if setup.cooldown.below_c is None else None)
-    est = estimate_plan(
-        plan,
-        opts,
-        settle_s=0.0 if virtual else settings["settle_s"],
-        cooldown_s=cooldown_s,
-        images_selected=sorted(saver.selected, key=lambda c: c.case_id) if saver else [],
-        image_mode=args.save_images,
-        out=out,
-        earlier=existing,
-        gpu_name=dev.get("name"),
-    )
+    saver = sweep_images(plan, args.save_images, out, run_id=run_id, setup=setup, device=device)
+    est = estimate_sweep(plan, opts, setup=setup, sim_clock=sim_clock, saver=saver, out=out, existing=existing)
     info = make_console(stderr=args.format == "json")
-    for line in _plan_lines(plan, est, setup=setup, sim_clock=sim_clock, out=out, saver=saver, args=args):
+    for line in plan_lines(plan, est, setup=setup, sim_clock=sim_clock, out=out, saver=saver, opts=opts):
         info.print(line)
-    if est.free_bytes is not None and est.image_bytes > est.free_bytes:
-        raise UsageError(
-            f"the images need up to {fmt_bytes(est.image_bytes)} but {out} has {fmt_bytes(est.free_bytes)} free; "
-            "use --save-images sample or none."
-        )
-    need = est.to_run * _record_bytes(existing)
-    if est.free_bytes is not None and need > est.free_bytes:
-        raise UsageError(
-            f"the records need about {fmt_bytes(need)} but {out} has {fmt_bytes(est.free_bytes)} free; "
-            "free some space or use another --out."
-        )
+    check_free_disk(est, existing, out)  # exit 2 after the plan is printed, before any work
     if args.plan_only:
         return 0
     return _execute(
@@ -373,60 +211,22 @@ def _plan_and_execute(
     )
 
 
-def _record_bytes(existing: list[dict]) -> int:
-    """Disk space one more record takes: twice the largest earlier one, at least 64 KiB (power traces, images'
-    names)."""
-    import json
+def _execute(args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings):
+    """The sweep with its progress bar (a line per point without a terminal), then the table and the report."""
+    from sdsuite.dvfs.sweep_engine import execute_sweep
 
-    largest = max((len(json.dumps(r, default=str)) for r in existing[-50:]), default=0)
-    return max(2 * largest, 64 * 1024)
-
-
-def _execute(
-    args, plan, opts, device, out, results, run_id, setup, sim_clock, vclock, model, saver, info, settings
-) -> int:
-    from sdsuite.dvfs.sweep_engine import SleepMeter, run_sweep
-    from sdsuite.measure.context import RunContext
-    from sdsuite.measure.envinfo import environment
-    from sdsuite.pipelines.cache import PIPELINES
-
-    env = environment()
-    env["device"] = str(device)
-    env["telemetry"] = setup.describe()
-    env["sweep"] = {"order": args.order, "points": len(plan.points), "settings": settings}
-    results.write_run_info(run_id, env)
-    virtual = sim_clock == "virtual"
-    sleeps = SleepMeter(vclock.advance if virtual else time.sleep)
-    session = setup.clock_session(sleep=sleeps)
-    sweep_info = {
-        "sweep_id": point_key({"points": [p.key for p in plan.points]}),
-        "order": args.order,
-        "settle_s": settings["settle_s"],
-        "cooldown": args.cooldown,
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-    }
-    extra = {"sim_time": record_note(model, setup.telemetry)} if virtual else {}
-    if (placed := scaleout_annotation(args)) is not None:
-        extra["scaleout"] = placed  # which submission, task and GPU measured the point
-    extra = extra or None
-    cache = VirtualTimeCache(setup.telemetry, vclock, model) if virtual else PIPELINES
     err = make_console(stderr=True)
     show = not args.no_progress and err.is_terminal
-    t0 = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if virtual:
-            stack.enter_context(cache)  # removes the UNet time hooks from the shared pipelines
-        progress = stack.enter_context(
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=err,
-                disable=not show,
-            )
-        )
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not show,
+    )
+    with progress:
         task = progress.add_task("sweeping", total=len(plan.to_run))
 
         def done(d: PointDone) -> None:
@@ -441,20 +241,24 @@ def _execute(
                     markup=False,
                 )
 
-        outcome = run_sweep(
+        outcome = execute_sweep(
             plan,
-            RunContext(opts, device, run_id, env["fingerprint"], setup.meter, cache, clock_session=session),
+            opts,
+            device,
             results=results,
-            sweep_info=sweep_info,
-            max_throttle_pct=args.max_throttle,
-            sleeps=sleeps,
+            run_id=run_id,
+            setup=setup,
+            sim_clock=sim_clock,
+            vclock=vclock,
+            model=model,
+            settings=settings,
             images=saver,
-            record_extra=extra,
+            max_throttle_pct=args.max_throttle,
+            scaleout=scaleout_annotation(args),
             on_point_start=lambda i, p: progress.update(task, description=p.case.case_id),
             on_point_done=done,
         )
-    wall = time.perf_counter() - t0
-    return _finish(args, outcome, plan, out, wall, info)
+    return _finish(args, outcome, plan, out, outcome.wall_s, info)
 
 
 def _finish(args, outcome, plan, out: Path, wall_s: float, info: Console) -> int:

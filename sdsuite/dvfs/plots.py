@@ -220,8 +220,7 @@ def _metric_plot(
                 ref.value(metric) * (1 + s.max_slowdown_pct / 100), ls="--", lw=1.0, color=color, alpha=0.8, zorder=1
             )
         for j, obj in enumerate(marks):
-            opt = s.optima.get(obj)
-            p = next((q for q in pts if opt is not None and q.freq_mhz == opt.freq_mhz), None)
+            p = _optimum_point(s, obj, pts)
             if p is None:
                 continue
             marker, _ = OPTIMUM_MARKERS[obj]
@@ -249,16 +248,20 @@ def _metric_plot(
     return path
 
 
+def _timed_and_metered(p: PointStats) -> bool:
+    """A measured point with a time and an energy per image: a point of the time-energy plane."""
+    return p.status == "ok" and p.value("time_s") is not None and p.value("energy_per_image_j") is not None
+
+
+def _optimum_point(s: SeriesAnalysis, objective: str, pts: Sequence[PointStats]) -> PointStats | None:
+    """The point of ``pts`` at the clock the series picked for ``objective`` (None: no optimum, or not plotted)."""
+    opt = s.optima.get(objective)
+    return next((q for q in pts if opt is not None and q.freq_mhz == opt.freq_mhz), None)
+
+
 def pareto_front(points: Sequence[PointStats]) -> list[PointStats]:
     """Points no other point beats on both time and energy per image, fastest first."""
-    pts = sorted(
-        (
-            p
-            for p in points
-            if p.status == "ok" and p.value("time_s") is not None and p.value("energy_per_image_j") is not None
-        ),
-        key=lambda p: (p.value("time_s"), p.value("energy_per_image_j")),
-    )
+    pts = sorted(filter(_timed_and_metered, points), key=lambda p: (p.value("time_s"), p.value("energy_per_image_j")))
     front, best_e = [], float("inf")
     for p in pts:
         if p.value("energy_per_image_j") < best_e:
@@ -274,11 +277,7 @@ def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
     used: list[str] = []
     has_ref = False
     for i, s in enumerate(analysis.series):
-        pts = [
-            p
-            for p in s.points
-            if p.status == "ok" and p.value("time_s") is not None and p.value("energy_per_image_j") is not None
-        ]
+        pts = [p for p in s.points if _timed_and_metered(p)]
         if not pts:
             continue
         color = colors[i % len(colors)]
@@ -325,8 +324,7 @@ def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
         labelled: set[int | None] = {ref.freq_mhz} if ref is not None else set()
         side = 0
         for obj, (marker, _name) in OPTIMUM_MARKERS.items():
-            opt = s.optima.get(obj)
-            p = next((q for q in pts if opt is not None and q.freq_mhz == opt.freq_mhz), None)
+            p = _optimum_point(s, obj, pts)
             if p is None:
                 continue
             x, y = p.value("time_s"), p.value("energy_per_image_j")

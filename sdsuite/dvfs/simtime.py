@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from sdsuite.gpu.sim import ManualClock, SimFaults, SimulatedGpu
+from sdsuite.gpu.telemetry import TelemetrySetup
 from sdsuite.gpu.telemetry_meter import MeterOptions, TelemetryEnergyMeter
 
 if TYPE_CHECKING:
@@ -98,6 +99,27 @@ def sim_meter(gpu: SimulatedGpu, options: MeterOptions, virtual: bool) -> Teleme
     if virtual and options.source == "auto":
         options = MeterOptions(poll_interval_s=options.poll_interval_s, source="poll", keep_trace=options.keep_trace)
     return TelemetryEnergyMeter(gpu, options)
+
+
+def reopen_simulated(
+    setup: TelemetrySetup, *, clock: str, state_path: str | os.PathLike | None = None
+) -> tuple[TelemetrySetup, ManualClock | None]:
+    """``setup``'s simulated GPU opened again for a sweep (``setup`` is closed): on the virtual clock (returned too)
+    or the wall clock, with the sweep's energy meter, and with its state file recovered when a sweep killed with
+    SIGKILL left it locked."""
+    from sdsuite.gpu.clocks import recover_stale_lock
+
+    topts = setup.options
+    gpu, vclock = open_sim_device(
+        setup.telemetry.model, clock=clock, faults=setup.telemetry.faults, state_path=state_path
+    )
+    recover_stale_lock(gpu)
+    meter_opts = MeterOptions(
+        poll_interval_s=topts.poll_interval_ms / 1000.0, source=topts.energy_source, keep_trace=topts.power_trace
+    )
+    setup.close()
+    meter = sim_meter(gpu, meter_opts, clock == "virtual")
+    return TelemetrySetup(topts, gpu, meter, setup.freq_spec, setup.freqs_mhz, setup.cooldown), vclock
 
 
 class VirtualTimeCache:

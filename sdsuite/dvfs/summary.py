@@ -29,6 +29,23 @@ RUN_COLUMNS = (
     "latency_s", "energy_j", "energy_per_image_j", "avg_power_w", "edp_js", "ed2p_js2", "observed_sm_mhz",
 )  # fmt: skip
 POINT_METRICS = ("time_s", "energy_per_image_j", "energy_j", "avg_power_w", "edp_js", "ed2p_js2")
+# The uncertainty of a saving and a slowdown against the reference, and whether each exceeds it (PointStats and
+# Optimum attributes of these names).
+SIGNIFICANCE = ("energy_saving_uncertainty_pct", "energy_saving_significant", "slowdown_uncertainty_pct",
+                "slowdown_significant")  # fmt: skip
+# A point against its series' reference, in dvfs_points.csv (these columns) and dvfs_summary.json (these keys):
+# name -> PointStats attribute.
+POINT_VS_REFERENCE = {
+    "observed_sm_mhz": "observed_sm_mhz",
+    "is_reference": "is_reference",
+    "energy_saving_pct": "energy_saving_pct",
+    "slowdown_pct": "slowdown_pct",
+    "energy_within_noise": "energy_within_noise",
+    "time_within_noise": "time_within_noise",
+    "suspicious_faster_than_reference": "faster_than_reference",
+    "energy_bound_rel": "energy_bound_rel",
+    **{name: name for name in SIGNIFICANCE},
+}
 
 
 def _fmt(v: Any) -> Any:
@@ -77,21 +94,7 @@ def points_csv(analysis: DvfsAnalysis) -> str:
     header = ["source", "gpu", "simulated", "series", "freq_mhz", "status", "reason", "runs"]
     for m in POINT_METRICS:
         header += [f"{m}_median", f"{m}_q1", f"{m}_q3"]
-    header += [
-        "observed_sm_mhz",
-        "is_reference",
-        "energy_saving_pct",
-        "slowdown_pct",
-        "energy_within_noise",
-        "time_within_noise",
-        "suspicious_faster_than_reference",
-        "energy_bound_rel",
-        "energy_saving_uncertainty_pct",
-        "energy_saving_significant",
-        "slowdown_uncertainty_pct",
-        "slowdown_significant",
-        "optimum_for",
-    ]
+    header += [*POINT_VS_REFERENCE, "optimum_for"]
     rows = []
     for s in analysis.series:
         picked = {}
@@ -113,33 +116,19 @@ def points_csv(analysis: DvfsAnalysis) -> str:
                 sp = p.metrics.get(m)
                 row += [sp.median, sp.q1, sp.q3] if sp else [None, None, None]
             opt_for = ";".join(picked.get(p.freq_mhz, [])) if p.status == "ok" else ""
-            row += [
-                p.observed_sm_mhz,
-                p.is_reference,
-                p.energy_saving_pct,
-                p.slowdown_pct,
-                p.energy_within_noise,
-                p.time_within_noise,
-                p.faster_than_reference,
-                p.energy_bound_rel,
-                p.energy_saving_uncertainty_pct,
-                p.energy_saving_significant,
-                p.slowdown_uncertainty_pct,
-                p.slowdown_significant,
-                opt_for,
-            ]
+            row += [*_point_vs_reference(p).values(), opt_for]
             rows.append(row)
     return _csv(rows, header)
 
 
 def _significance(x: PointStats | Optimum) -> dict:
     """The uncertainty of a saving and a slowdown against the reference, and whether each exceeds it."""
-    return {
-        "energy_saving_uncertainty_pct": x.energy_saving_uncertainty_pct,
-        "energy_saving_significant": x.energy_saving_significant,
-        "slowdown_uncertainty_pct": x.slowdown_uncertainty_pct,
-        "slowdown_significant": x.slowdown_significant,
-    }
+    return {name: getattr(x, name) for name in SIGNIFICANCE}
+
+
+def _point_vs_reference(p: PointStats) -> dict:
+    """The point against its series' reference (POINT_VS_REFERENCE), in column order."""
+    return {name: getattr(p, attr) for name, attr in POINT_VS_REFERENCE.items()}
 
 
 def _optimum_dict(o: Optimum) -> dict:
@@ -166,15 +155,7 @@ def _point_dict(p: PointStats) -> dict:
             m: ({"median": sp.median, "q1": sp.q1, "q3": sp.q3} if (sp := p.metrics.get(m)) else None)
             for m in POINT_METRICS
         },
-        "observed_sm_mhz": p.observed_sm_mhz,
-        "is_reference": p.is_reference,
-        "energy_saving_pct": p.energy_saving_pct,
-        "slowdown_pct": p.slowdown_pct,
-        "energy_within_noise": p.energy_within_noise,
-        "time_within_noise": p.time_within_noise,
-        "suspicious_faster_than_reference": p.faster_than_reference,
-        "energy_bound_rel": p.energy_bound_rel,
-        **_significance(p),
+        **_point_vs_reference(p),
         "record_id": p.record_id,
     }
 

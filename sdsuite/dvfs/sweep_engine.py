@@ -10,16 +10,19 @@ points an earlier run already finished, so an interrupted sweep resumes where it
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sdsuite import __version__
 from sdsuite.core.errors import UsageError
 from sdsuite.dvfs.points import (  # re-exported: the torch-free part, for the launcher and the CLI's flags
     DEFAULT_MAX_THROTTLE_PCT,
@@ -29,14 +32,23 @@ from sdsuite.dvfs.points import (  # re-exported: the torch-free part, for the l
 )
 from sdsuite.dvfs.points import FINISHED_STATUSES as FINISHED_STATUSES
 from sdsuite.dvfs.points import record_point_key as record_point_key
+from sdsuite.dvfs.simtime import VirtualTimeCache, record_note
 from sdsuite.gpu.base import GpuLostError, TelemetryError
 from sdsuite.gpu.clocks import ClockControlNotAllowed, ClockPermissionError
 from sdsuite.measure.context import RunContext, RunOptions
+from sdsuite.measure.display import fmt_bytes
 from sdsuite.measure.engine import order_for_loading
+from sdsuite.measure.envinfo import environment
 from sdsuite.measure.runner import failed_record, measure_case
+from sdsuite.pipelines.cache import PIPELINES
 from sdsuite.spec.case import Case
-from sdsuite.store.image_files import ImageSaver, estimate_bytes
+from sdsuite.store.image_files import ImageSaver, estimate_bytes, images_root, run_dir_name, sample_selection
 from sdsuite.store.results import ResultsDir
+
+if TYPE_CHECKING:
+    from sdsuite.dvfs.simtime import SimTimeModel
+    from sdsuite.gpu.sim import ManualClock
+    from sdsuite.gpu.telemetry import TelemetrySetup
 
 # Clock-event reasons that are expected while a clock is locked below the maximum, or between runs.
 BENIGN_THROTTLE_REASONS = frozenset({"gpu_idle", "applications_clocks_setting"})
@@ -232,6 +244,95 @@ class SleepMeter:
             self.total_s += time.perf_counter() - t0
 
 
+def sweep_settings(setup: TelemetrySetup, opts: RunOptions, sim_clock: str | None, model: SimTimeModel) -> dict:
+    """What a point's identity holds of the sweep's settings (a change measures the points again)."""
+    settings = {
+        "runs": opts.runs,
+        "warmup": opts.warmup,
+        "min_energy_window_s": opts.min_energy_window_s,
+        "weights": opts.weights,
+        "energy_source": setup.options.energy_source,
+        "mem_freq_mhz": setup.options.mem_freq_mhz,
+        "settle_s": setup.settle_s,
+        "cooldown": setup.options.cooldown,
+    }
+    if sim_clock is not None:
+        settings["sim"] = {
+            "clock": sim_clock,
+            "faults": asdict(setup.telemetry.faults),
+            "time_model": model.to_dict() if sim_clock == "virtual" else None,
+        }
+    return settings
+
+
+def record_bytes(existing: list[dict]) -> int:
+    """Disk space one more record takes: twice the largest earlier one, at least 64 KiB (power traces, images'
+    names)."""
+    import json
+
+    largest = max((len(json.dumps(r, default=str)) for r in existing[-50:]), default=0)
+    return max(2 * largest, 64 * 1024)
+
+
+def sweep_images(
+    plan: SweepPlan, mode: str, out: Path, *, run_id: str, setup: TelemetrySetup, device: torch.device | str
+) -> ImageSaver | None:
+    """Where the sweep's PNGs go (None for --save-images none): the sampled points' (lowest/middle/highest clock) or
+    every point's, tagged with the GPU, the run and the version."""
+    if mode == "none":
+        return None
+    selected = sample_selection([p.case for p in plan.points], mode)
+    extra = {
+        "gpu": (setup.describe() or {}).get("name", str(device)),
+        "simulated": setup.simulated,
+        "run_id": run_id,
+        "version": __version__,
+    }
+    return ImageSaver(images_root(out), run_dir_name(run_id), mode, frozenset(selected), extra)
+
+
+def estimate_sweep(
+    plan: SweepPlan,
+    opts: RunOptions,
+    *,
+    setup: TelemetrySetup,
+    sim_clock: str | None,
+    saver: ImageSaver | None,
+    out: Path,
+    existing: Sequence[Mapping[str, Any]],
+) -> PlanEstimate:
+    """``estimate_plan`` with this sweep's settle, cooldown and images."""
+    virtual = sim_clock == "virtual"
+    # Real seconds only: on the virtual clock settling and cooling down cost nothing.
+    cooldown_s = 0.0 if virtual else (setup.cooldown.seconds if setup.cooldown.below_c is None else None)
+    return estimate_plan(
+        plan,
+        opts,
+        settle_s=0.0 if virtual else setup.settle_s,
+        cooldown_s=cooldown_s,
+        images_selected=sorted(saver.selected, key=lambda c: c.case_id) if saver else [],
+        image_mode=saver.mode if saver else "none",
+        out=out,
+        earlier=existing,
+        gpu_name=(setup.describe() or {}).get("name"),
+    )
+
+
+def check_free_disk(est: PlanEstimate, existing: Sequence[Mapping[str, Any]], out: Path) -> None:
+    """UsageError when the images or the records of the points to run may not fit in the free disk at ``out``."""
+    if est.free_bytes is not None and est.image_bytes > est.free_bytes:
+        raise UsageError(
+            f"the images need up to {fmt_bytes(est.image_bytes)} but {out} has {fmt_bytes(est.free_bytes)} free; "
+            "use --save-images sample or none."
+        )
+    need = est.to_run * record_bytes(existing)
+    if est.free_bytes is not None and need > est.free_bytes:
+        raise UsageError(
+            f"the records need about {fmt_bytes(need)} but {out} has {fmt_bytes(est.free_bytes)} free; "
+            "free some space or use another --out."
+        )
+
+
 def point_problem(record: Mapping[str, Any], max_throttle_pct: float, telemetry: bool) -> str | None:
     """Why an ``ok`` record is not a valid sweep point: no energy, or a clock not held within the bound."""
     if record.get("status") != "ok":
@@ -340,6 +441,7 @@ class SweepOutcome:
     skipped: int = 0
     overheads_s: list[float] = field(default_factory=list)
     stopped: str | None = None
+    wall_s: float = 0.0  # real seconds from the first point to the end (execute_sweep; run_sweep leaves it 0)
 
 
 def run_sweep(
@@ -417,4 +519,64 @@ def run_sweep(
             if energy_meter is not None and getattr(energy_meter, "available", True) is False:
                 outcome.stopped = f"telemetry stopped working at {pt.case.case_id}: {energy_meter.reason}"
                 break
+    return outcome
+
+
+def execute_sweep(
+    plan: SweepPlan,
+    opts: RunOptions,
+    device: torch.device | str,
+    *,
+    results: ResultsDir,
+    run_id: str,
+    setup: TelemetrySetup,
+    sim_clock: str | None,
+    vclock: ManualClock | None,
+    model: SimTimeModel,
+    settings: Mapping[str, Any],
+    images: ImageSaver | None = None,
+    max_throttle_pct: float = DEFAULT_MAX_THROTTLE_PCT,
+    scaleout: Mapping[str, Any] | None = None,
+    on_point_start: Callable[[int, SweepPoint], None] | None = None,
+    on_point_done: Callable[[PointDone], None] | None = None,
+) -> SweepOutcome:
+    """``run_sweep`` as ``sdsuite sweep`` runs it: this run's environment into run.json, the clock session (its
+    sleeps on the virtual clock there), the sweep's identity in every record, the simulated time note and the
+    scale-out placement (``scaleout``) as record extras, and the pipeline cache (the time model's on the virtual
+    clock). ``wall_s`` of the outcome: the real seconds of the points."""
+    env = environment()
+    env["device"] = str(device)
+    env["telemetry"] = setup.describe()
+    env["sweep"] = {"order": plan.order, "points": len(plan.points), "settings": settings}
+    results.write_run_info(run_id, env)
+    virtual = sim_clock == "virtual"
+    sleeps = SleepMeter(vclock.advance if virtual else time.sleep)
+    session = setup.clock_session(sleep=sleeps)
+    sweep_info = {
+        "sweep_id": point_key({"points": [p.key for p in plan.points]}),
+        "order": plan.order,
+        "settle_s": settings["settle_s"],
+        "cooldown": setup.options.cooldown,
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }
+    extra = {"sim_time": record_note(model, setup.telemetry)} if virtual else {}
+    if scaleout is not None:
+        extra["scaleout"] = scaleout  # which submission, task and GPU measured the point
+    cache = VirtualTimeCache(setup.telemetry, vclock, model) if virtual else PIPELINES
+    t0 = time.perf_counter()
+    # The virtual-time cache removes the UNet time hooks from the shared pipelines on exit.
+    with cache if virtual else contextlib.nullcontext():
+        outcome = run_sweep(
+            plan,
+            RunContext(opts, device, run_id, env["fingerprint"], setup.meter, cache, clock_session=session),
+            results=results,
+            sweep_info=sweep_info,
+            max_throttle_pct=max_throttle_pct,
+            sleeps=sleeps,
+            images=images,
+            record_extra=extra or None,
+            on_point_start=on_point_start,
+            on_point_done=on_point_done,
+        )
+    outcome.wall_s = time.perf_counter() - t0
     return outcome

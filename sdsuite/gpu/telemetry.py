@@ -225,6 +225,13 @@ class TelemetrySetup:
         """True when the device is the simulated one."""
         return bool(self.telemetry is not None and self.telemetry.simulated)
 
+    @property
+    def settle_s(self) -> float:
+        """The wait after a clock change: --clock-settle, else the device's own (0 without telemetry)."""
+        if self.options.settle_s is not None:
+            return self.options.settle_s
+        return self.telemetry.default_settle_s if self.telemetry is not None else 0.0
+
     def clock_session(self, sleep=None):
         """A new ClockSession with these settings (restores on exit)."""
         import time

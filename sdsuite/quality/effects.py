@@ -15,19 +15,16 @@ import dataclasses
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from sdsuite.core.metrics import metric_center, unavailable_metric, value_metric
 from sdsuite.optimizations.sets import BASELINE, OptimizationSet
-from sdsuite.quality.fidelity import (
-    FidelityTolerance,
-    compare_images,
-    default_tolerance,
-    load_lpips,
-    lpips_unavailable_reason,
-)
+
+if TYPE_CHECKING:  # torch (and sdsuite.quality.fidelity, which imports it) only where images are compared: the
+    # flags (sdsuite.spec.flags) and the reports take FIDELITY_MODES and the tables from here without it
+    import torch
+
+    from sdsuite.quality.fidelity import FidelityTolerance
 
 REFERENCE: OptimizationSet = BASELINE
 FIDELITY_MODES = (
@@ -115,6 +112,8 @@ _LPIPS: dict[str, Any] = {}
 def _lpips():
     """LPIPS callable and reason, loaded once per process (only when its weights are local)."""
     if "fn" not in _LPIPS:
+        from sdsuite.quality.fidelity import load_lpips, lpips_unavailable_reason
+
         reason = lpips_unavailable_reason()
         _LPIPS["fn"], _LPIPS["reason"] = load_lpips() if reason is None else (None, reason)
     return _LPIPS["fn"], _LPIPS["reason"]
@@ -187,6 +186,8 @@ def fidelity(images: torch.Tensor, ref: ReferenceResult, tolerance: FidelityTole
             "violation": None,
             "reason": f"reference images have shape {tuple(ref.images.shape)}, these {tuple(images.shape)}",
         }
+    from sdsuite.quality.fidelity import compare_images
+
     fn, reason = _lpips()
     metrics = compare_images(images.detach().cpu(), ref.images, lpips=fn, lpips_reason=reason)
     violation = tolerance.check(metrics)
@@ -195,6 +196,8 @@ def fidelity(images: torch.Tensor, ref: ReferenceResult, tolerance: FidelityTole
 
 def effects_for(case, metrics: dict[str, dict], images: torch.Tensor, ref: ReferenceResult) -> tuple[dict, dict]:
     """(effects, fidelity) record entries of ``case`` against its reference result."""
+    from sdsuite.quality.fidelity import default_tolerance
+
     eff = {"reference_options": REFERENCE.id, "reference_case_id": ref.case_id, "reference_record_id": ref.record_id}
     eff.update(speed_memory_energy(metrics, ref))
     return eff, fidelity(images, ref, default_tolerance(case.options, case.precision))

@@ -110,11 +110,6 @@ class Flag:
         }
 
 
-# The --fidelity choices: sdsuite.quality.effects.FIDELITY_MODES, spelled here because sdsuite.quality imports torch
-# and building a parser must not (tests/unit/test_cli_imports.py checks the two agree).
-FIDELITY_MODES = ("auto", "all", "off")
-
-
 @functools.cache
 def table() -> tuple[Flag, ...]:
     """Every flag, in ``--help`` order within its group."""
@@ -123,6 +118,7 @@ def table() -> tuple[Flag, ...]:
     from sdsuite.gpu.telemetry import BACKENDS
     from sdsuite.gpu.telemetry_meter import ENERGY_SOURCES
     from sdsuite.pipelines.registry import DEFAULT_SCHEDULER
+    from sdsuite.quality.effects import FIDELITY_MODES
 
     grid = {"action": "append"}  # repeat the flag or give a comma list
     switch = {"action": "store_true"}

@@ -114,7 +114,7 @@ def with_reference(sets: list, compare: bool) -> list:
     """``--compare-options``: the reference set joins the axis (first), so every other set has one to compare with."""
     if not compare:
         return sets
-    from sdsuite.quality.effects import REFERENCE  # imports torch: only with --compare-options
+    from sdsuite.quality.effects import REFERENCE
 
     return [REFERENCE, *(s for s in sets if s != REFERENCE)]
 

@@ -20,6 +20,7 @@ SCHEMA_VERSION = 1
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
 LOCK_FILE = ".results.lock"
+SWEEP_LOCK = ".sweep.lock"
 REQUIRED_KEYS = ("schema_version", "case", "case_id", "status", "metrics")
 
 
@@ -209,6 +210,22 @@ def parse_records(text: str, path: Path, complete: bool = False) -> list[dict]:
             ) from None
         out.append(validate_record(rec, where))
     return out
+
+
+@contextlib.contextmanager
+def exclusive_sweep(out: Path) -> Iterator[None]:
+    """One sweep at a time per results directory (two would measure the same points twice)."""
+    with open(out / SWEEP_LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UsageError(
+                f"another sdsuite sweep is writing to {str(out)!r}; wait for it or use another --out."
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class ResultsDir:

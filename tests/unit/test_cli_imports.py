@@ -101,14 +101,6 @@ def test_a_command_that_does_not_measure_imports_no_torch(index, outcomes):
         assert len(lines) == 1 and lines[0].startswith("sdsuite: error: "), got["stderr"]
 
 
-def test_the_fidelity_choices_of_the_flags_are_the_quality_modes():
-    """sdsuite.spec.flags spells --fidelity's choices so that building a parser imports no torch."""
-    from sdsuite.quality.effects import FIDELITY_MODES
-    from sdsuite.spec import flags
-
-    assert flags.FIDELITY_MODES == FIDELITY_MODES
-
-
 def test_the_listed_commands_are_the_registered_ones():
     """sdsuite.cli.commands lists what the modules register, with the same help lines, in --help order."""
     import argparse

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from _cli_args import FAST_SWEEP  # tests/unit is on sys.path
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -211,18 +212,7 @@ def test_sweep_on_the_simulated_gpu_finds_the_optimum_its_models_imply(
         "--out",
         str(out),
     ]
-    args += [
-        "--steps",
-        "1",
-        "--runs",
-        "1",
-        "--no-flops",
-        "--no-spans",
-        "--no-progress",
-        "--save-images",
-        "none",
-        "--no-report",
-    ]
+    args += FAST_SWEEP
     assert main(args) == 0  # one_torch_thread
     (s,) = analyze(load_result_sets([out])).series
     freqs = [p.freq_mhz for p in s.points]

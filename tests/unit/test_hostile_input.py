@@ -17,24 +17,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from _cli_args import FAST_SWEEP as FAST
+from _cli_args import SIM_SWEEP
 from test_compare_cli import results_dir  # tests/unit is on sys.path (pytest rootdir-relative "prepend" import mode)
 
 from sdsuite.cli.main import main
 from sdsuite.store.results import ResultsDir
 
-FAST = [
-    "--steps",
-    "1",
-    "--runs",
-    "1",
-    "--no-flops",
-    "--no-spans",
-    "--no-progress",
-    "--save-images",
-    "none",
-    "--no-report",
-]
-SWEEP = ["sweep", "--telemetry", "sim", "--gpu-model", "a100", "--allow-clock-control", "--freq", "sample:2", *FAST]
+SWEEP = [*SIM_SWEEP, "--freq", "sample:2", *FAST]
 RUN = [
     "run",
     "--telemetry",

@@ -7,6 +7,7 @@ import json
 import sys
 
 import pytest
+from _cli_args import FAST_RUN  # tests/unit is on sys.path
 
 from sdsuite.cli.main import main
 from sdsuite.dvfs.plots import PLOT_FILES
@@ -139,20 +140,7 @@ def test_unknown_reference_exits_2(tmp_path, capsys):
 
 @pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_a_single_clock_gets_one_line_not_trivial_optima(tmp_path, capsys):
-    run = [
-        "run",
-        "--telemetry",
-        "sim",
-        "--runs",
-        "1",
-        "--warmup",
-        "0",
-        "--steps",
-        "1",
-        "--no-flops",
-        "--no-spans",
-        "--no-progress",
-    ]
+    run = FAST_RUN
     assert main([*run, "--out", str(tmp_path / "r")]) == 0
     capsys.readouterr()
     assert main(["report", str(tmp_path / "r"), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
@@ -173,20 +161,7 @@ def test_plots_draw_rounding_negative_and_nan_spreads_as_zero_bars(tmp_path):
 
 @pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
 def test_a_report_with_nothing_to_plot_says_so_writes_no_png_and_exits_2(tmp_path, capsys):
-    run = [
-        "run",
-        "--telemetry",
-        "sim",
-        "--runs",
-        "1",
-        "--warmup",
-        "0",
-        "--steps",
-        "1",
-        "--no-flops",
-        "--no-spans",
-        "--no-progress",
-    ]
+    run = FAST_RUN
     assert main([*run, "--out", str(tmp_path / "r")]) == 0
     capsys.readouterr()
     assert main(["report", str(tmp_path / "r"), "--out", str(tmp_path / "rep")]) == 2

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from _cli_args import FAST_RUN  # tests/unit is on sys.path
 
 from sdsuite.cli.main import main
 
@@ -209,20 +210,7 @@ def test_slurm_task_with_two_gpus_spreads_its_points(tmp_path, capfd):
 def test_launched_run_reports_and_exits_like_a_plain_run(tmp_path, capfd):
     """Exit 1 when some cases failed (here: weights absent for sd-v1.5), 2 when nothing could run for input reasons,
     whatever the split over workers; the failure reasons and --compare-options effects reach the user's terminal."""
-    base = [
-        "run",
-        "--telemetry",
-        "sim",
-        "--runs",
-        "1",
-        "--warmup",
-        "0",
-        "--steps",
-        "1",
-        "--no-flops",
-        "--no-spans",
-        "--no-progress",
-    ]
+    base = FAST_RUN
     mixed = ["--variant", "tiny-sd,sd-v1.5", "--compare-options", "--attention", "sliced", "--gpus", "0,1"]
     out, err = _cli(capfd, *base, *mixed, "--out", str(tmp_path / "mixed"), code=1)
     assert "optimization effects" in out and "fix the input" in out

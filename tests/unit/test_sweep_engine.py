@@ -6,6 +6,8 @@ import fcntl
 import json
 
 import pytest
+from _cli_args import FAST_SWEEP as FAST  # tests/unit is on sys.path
+from _cli_args import SIM_SWEEP as SIM
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,19 +25,6 @@ from sdsuite.dvfs.sweep_engine import (
 from sdsuite.spec.case import Case
 from sdsuite.store.results import ResultsDir
 
-FAST = [
-    "--steps",
-    "1",
-    "--runs",
-    "1",
-    "--no-flops",
-    "--no-spans",
-    "--no-progress",
-    "--save-images",
-    "none",
-    "--no-report",
-]
-SIM = ["sweep", "--telemetry", "sim", "--gpu-model", "a100", "--allow-clock-control"]
 UNLOCKED = {"locked_sm_mhz": None, "locked_mem_mhz": None, "applications_mhz": None}
 
 
