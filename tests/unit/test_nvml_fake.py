@@ -354,15 +354,32 @@ def test_cli_env_run_and_sweep_through_the_real_nvml_path(fake_nvml, tmp_path, i
     assert observed == {1005: 1005, 1410: 1410}
 
 
-@pytest.mark.slow
-def test_cli_run_on_the_old_driver_profile_records_energy(fake_nvml, fake_nvml_libs, tmp_path):
+@pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`
+def test_cli_run_on_the_old_driver_profile_records_energy(
+    fake_nvml_libs, tmp_path, monkeypatch, capfd, one_torch_thread
+):
+    """``sdsuite run`` on the r470 library (no clock-event-reasons symbol), in this process: the library loader's
+    part is test_cli_env_run_and_sweep_through_the_real_nvml_path's."""
     from fakenvml import FakeNvml
 
+    from sdsuite.cli.main import main
+    from sdsuite.gpu import nvml as mod
+
     old = FakeNvml(fake_nvml_libs, tmp_path / "r470", variant="r470", gpus="v100")
-    run = _cli(old, tmp_path, "run", "--telemetry", "nvml", *RUN, "--out", "r")
-    assert run.returncode == 0, run.stderr
+    mod._MEASURED_PERIODS.clear()
+    old.load_in_process()
+    monkeypatch.setenv("SDSUITE_NVML_ON_CPU", "1")
+    monkeypatch.setenv("SDSUITE_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(["run", "--telemetry", "nvml", *RUN, "--out", "r"])
+    finally:
+        old.unload()
+        mod._MEASURED_PERIODS.clear()
+    assert code == 0, capfd.readouterr().err
     (rec,) = _records(tmp_path / "r" / "results.jsonl")
     assert rec["metrics"]["energy_j"]["available"], rec["metrics"]["energy_j"]
+    assert rec["telemetry"]["name"].startswith("Tesla V100"), rec["telemetry"]
 
 
 @pytest.mark.slow
