@@ -17,16 +17,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from _zygote import SdsuiteProcess
 
 from sdsuite.cli.main import main
 from sdsuite.gpu.clocks import ClockSession, restore_failure_message
 from sdsuite.gpu.sim import SimFaults, SimulatedGpu
 
 UNLOCKED = {"locked_sm_mhz": None, "locked_mem_mhz": None, "applications_mhz": None}
-CHILD = (
-    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "from sdsuite.cli.main import main; sys.exit(main(sys.argv[1:]))"
-)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -58,7 +55,7 @@ def _env(tmp_path: Path, **extra: str) -> dict:
     return env
 
 
-def _wait_until(predicate, child: subprocess.Popen, what: str, timeout: float = 120.0) -> None:
+def _wait_until(predicate, child: SdsuiteProcess, what: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert child.poll() is None, f"the sweep ended before {what}: {child.stderr.read() if child.stderr else ''}"
@@ -77,12 +74,7 @@ def _locked(path: Path) -> bool:
 )  # SIGTERM: test_sweep_interrupt and below
 def test_hangup_quit_and_terminate_restore_the_clocks_then_end_the_process(tmp_path, sig):
     out, state = tmp_path / "s", tmp_path / "gpu.json"
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, *_sweep_args(out, state)],
-        env=_env(tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    child = SdsuiteProcess(_sweep_args(out, state), _env(tmp_path))
     try:
         _wait_until(lambda: _locked(state), child, "the first lock")
         child.send_signal(sig)
@@ -100,9 +92,7 @@ def test_after_a_sigkill_the_next_run_finds_the_stale_lock_restores_it_and_says_
     out, state = tmp_path / "s", tmp_path / "gpu.json"
     env = _env(tmp_path)
     args = _sweep_args(out, state, "--settle", "1.5", freq="1410,1200,1005")
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    child = SdsuiteProcess(args, env)
     try:
 
         def settling() -> (
@@ -196,9 +186,7 @@ def test_ending_the_parent_of_a_two_gpu_sweep_restores_every_workers_gpu(tmp_pat
     out, state = tmp_path / "s", tmp_path / "gpu.json"
     env = _env(tmp_path, SDSUITE_SIM_GPUS="2")
     args = _sweep_args(out, state, "--gpus", "0,1", freq="sample:8")
-    parent = subprocess.Popen(
-        [sys.executable, "-c", CHILD, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    parent = SdsuiteProcess(args, env)
     try:
         _wait_until(
             lambda: sum(_locked(p) for p in tmp_path.glob("gpu.json.*")) == 2,
@@ -213,8 +201,10 @@ def test_ending_the_parent_of_a_two_gpu_sweep_restores_every_workers_gpu(tmp_pat
         _gone, alive = psutil.wait_procs(workers, timeout=60)
         assert not alive, "every worker exits once its parent is gone"
     finally:
-        for p in psutil.Process().children(recursive=True):
-            p.kill()
+        if parent.poll() is None:
+            for p in psutil.Process(parent.pid).children(recursive=True):
+                p.kill()
+            parent.kill()
     files = sorted(tmp_path.glob("gpu.json.*"))
     assert len(files) == 2 and all(_state(p) == UNLOCKED for p in files), [_state(p) for p in files]
     if sig != signal.SIGKILL:

@@ -1,25 +1,19 @@
-"""A real Ctrl-C: SIGINT to a sweep in a child process, then the same command again resumes it."""
+"""A real Ctrl-C: SIGINT to a sweep in a process of its own (forked with the imports done, tests/unit/_zygote.py),
+then the same command again resumes it."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
+from _zygote import SdsuiteProcess
 
 from sdsuite.cli.main import main
 
 UNLOCKED = {"locked_sm_mhz": None, "locked_mem_mhz": None, "applications_mhz": None}
-# The child restores Python's own SIGINT handler first: a process started from a pytest-xdist worker
-# may inherit SIGINT as ignored, and then Ctrl-C would never reach it.
-CHILD = (
-    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "from sdsuite.cli.main import main; sys.exit(main(sys.argv[1:]))"
-)
 
 
 def _lines(path):
@@ -40,9 +34,7 @@ def test_sigint_half_way_restores_clocks_and_the_rerun_resumes_without_duplicate
         "--sim-state-file", str(state), "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    child = SdsuiteProcess(args, env)
     try:
         deadline = time.monotonic() + 120
         while len(_lines(out / "results.jsonl")) < 2:

@@ -1,0 +1,131 @@
+"""``sdsuite`` as a real process that starts at once: forked from a server that already imported torch, diffusers and
+sdsuite (multiprocessing's forkserver), instead of a fresh interpreter that spends ~10 s importing them on 2 cores.
+
+For the tests where the process is the point (a signal, SIGKILL, a journal naming the pid, a launcher's worker tree)
+but its interpreter start is not: the child has its own pid, environment, working directory, signal dispositions,
+stdout/stderr files and exit status, like ``subprocess.Popen([sys.executable, "-c", CHILD, *argv], ...)``. What a fresh
+start alone shows (import noise, the library loader finding libnvidia-ml through LD_LIBRARY_PATH) stays with
+subprocesses. The server is started once per test process, with one OpenMP thread, and is never given CUDA work.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+PRELOAD = ["sdsuite.cli.main", "sdsuite.pipelines.build", "sdsuite.dvfs.sweep_engine", "diffusers", "transformers"]
+_context = None
+
+
+def _forkserver():
+    global _context
+    if _context is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        saved = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = "1"  # read once, when the server imports torch
+        try:
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
+        finally:
+            if saved is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = saved
+        _context = ctx
+    return _context
+
+
+def _preloaded() -> None:
+    """Import what the server preloads (the server ignores a failed preload; a child must not)."""
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+
+
+def _child(argv: list[str], env: dict[str, str], cwd: str, out_path: str, err_path: str) -> None:
+    """In the forked process: become ``sdsuite ARGV`` with this environment, directory and output files."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    for fd, path in ((1, out_path), (2, err_path)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(target, fd)
+        os.close(target)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115 - the process's own
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh interpreter has it
+    _preloaded()
+    from sdsuite.cli.main import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    atexit._run_exitfuncs()  # multiprocessing ends its children with os._exit: an interpreter exit runs these
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+class _Output:
+    """``Popen.stderr``'s ``read()``: what the child wrote so far."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> str:
+        return self.path.read_text(encoding="utf-8", errors="replace")
+
+
+class SdsuiteProcess:
+    """The parts of ``subprocess.Popen`` the tests use: pid, poll, wait, send_signal, kill, communicate, returncode
+    (negative: the signal it died of), stderr.read()."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path | str | None = None) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="sdsuite-child-"))
+        out, err = self._dir / "stdout", self._dir / "stderr"
+        out.touch()
+        err.touch()
+        self.stdout, self.stderr = _Output(out), _Output(err)
+        self._proc = _forkserver().Process(
+            target=_child, args=(list(argv), dict(env), str(cwd or os.getcwd()), str(out), str(err)), daemon=False
+        )
+        self._proc.start()
+        self.pid = self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.exitcode
+
+    def poll(self) -> int | None:
+        return self._proc.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._proc.join(timeout)
+        if self._proc.exitcode is None:
+            import subprocess
+
+            raise subprocess.TimeoutExpired(f"sdsuite (pid {self.pid})", timeout)
+        return self._proc.exitcode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        return self.stdout.read(), self.stderr.read()
+
+    def send_signal(self, sig: int) -> None:
+        if self._proc.exitcode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
