@@ -68,13 +68,8 @@ def run_local(
             env[PARENT_ENV] = str(os.getpid())
             if cpu_threads and "OMP_NUM_THREADS" not in os.environ:
                 env["OMP_NUM_THREADS"] = str(cpu_threads)  # N workers on one CPU must not each take every core
-            log = open(log_dir / f"task{t.index}-gpu{t.gpu}.log", "w", encoding="utf-8")  # noqa: SIM115 - closed below
-            cmd = [sys.executable, "-m", "sdsuite.launch.worker", str(spec_path), str(t.index)]
-            # Its own session: a Ctrl-C or hang-up at the terminal reaches the launcher, which forwards it exactly once.
-            procs.append(
-                (t, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-            )
-            log.close()
+            with open(log_dir / f"task{t.index}-gpu{t.gpu}.log", "w", encoding="utf-8") as log:
+                procs.append((t, start_worker(spec_path, t.index, env, log)))
             if received:  # a signal arrived while starting: the new worker gets it too
                 procs[-1][1].send_signal(received[-1])
         codes = [_wait(p) for _, p in procs]  # always wait: never exit while a worker still holds clocks
@@ -89,6 +84,13 @@ def run_local(
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
     return codes
+
+
+def start_worker(spec_path: Path, index: int, env: dict[str, str], log) -> subprocess.Popen:
+    """``python -m sdsuite.launch.worker SPEC INDEX``, its output to ``log``, in a session of its own: a Ctrl-C or
+    hang-up at the terminal reaches the launcher, which forwards it exactly once."""
+    cmd = [sys.executable, "-m", "sdsuite.launch.worker", str(spec_path), str(index)]
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _wait(p: subprocess.Popen) -> int:

@@ -50,8 +50,11 @@ def _preloaded() -> None:
         importlib.import_module(name)
 
 
-def _child(argv: list[str], env: dict[str, str], cwd: str, out_path: str, err_path: str) -> None:
-    """In the forked process: become ``sdsuite ARGV`` with this environment, directory and output files."""
+def _child(argv: list[str], env: dict[str, str], cwd: str, out_path: str, err_path: str, how: dict) -> None:
+    """In the forked process: become ``sdsuite ARGV`` (or ``python -m MODULE ARGV``) with this environment, directory
+    and output files."""
+    if how.get("new_session"):
+        os.setsid()
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -63,11 +66,20 @@ def _child(argv: list[str], env: dict[str, str], cwd: str, out_path: str, err_pa
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh interpreter has it
     _preloaded()
-    from sdsuite.cli.main import main
-
     try:
-        code = main(argv)
+        if how.get("module"):
+            import runpy
+
+            sys.argv = [how["module"], *argv]
+            runpy.run_module(how["module"], run_name="__main__", alter_sys=True)
+            code = 0
+        else:
+            from sdsuite.cli.main import main
+
+            code = main(argv)
     except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     atexit._run_exitfuncs()  # multiprocessing ends its children with os._exit: an interpreter exit runs these
     sys.stdout.flush()
@@ -89,14 +101,26 @@ class SdsuiteProcess:
     """The parts of ``subprocess.Popen`` the tests use: pid, poll, wait, send_signal, kill, communicate, returncode
     (negative: the signal it died of), stderr.read()."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path | str | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: Path | str | None = None,
+        *,
+        module: str | None = None,
+        output: Path | str | None = None,
+        new_session: bool = False,
+    ) -> None:
+        """``sdsuite ARGV`` (``python -m MODULE ARGV`` with ``module``); stdout and stderr to files of their own, or
+        both to ``output``; ``new_session`` as Popen's ``start_new_session``."""
         self._dir = Path(tempfile.mkdtemp(prefix="sdsuite-child-"))
-        out, err = self._dir / "stdout", self._dir / "stderr"
+        out, err = (Path(output), Path(output)) if output else (self._dir / "stdout", self._dir / "stderr")
         out.touch()
         err.touch()
         self.stdout, self.stderr = _Output(out), _Output(err)
+        how = {"module": module, "new_session": new_session}
         self._proc = _forkserver().Process(
-            target=_child, args=(list(argv), dict(env), str(cwd or os.getcwd()), str(out), str(err)), daemon=False
+            target=_child, args=(list(argv), dict(env), str(cwd or os.getcwd()), str(out), str(err), how), daemon=False
         )
         self._proc.start()
         self.pid = self._proc.pid
@@ -129,3 +153,22 @@ class SdsuiteProcess:
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
+
+
+def server_pid() -> int:
+    """The forkserver's pid: the parent of every SdsuiteProcess."""
+    from multiprocessing import forkserver
+
+    _forkserver()
+    return forkserver._forkserver._forkserver_pid
+
+
+def start_worker(spec_path: Path, index: int, env: dict[str, str], log) -> SdsuiteProcess:
+    """Stand-in for sdsuite.launch.local.start_worker: the same worker, a process of its own in a session of its own,
+    forked with its imports done. It names the server as the parent it dies with (its real parent)."""
+    from sdsuite.launch.local import PARENT_ENV
+
+    env = {**env, PARENT_ENV: str(server_pid())}
+    return SdsuiteProcess(
+        [str(spec_path), str(index)], env, module="sdsuite.launch.worker", output=log.name, new_session=True
+    )

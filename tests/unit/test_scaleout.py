@@ -1,25 +1,25 @@
 """Must-show: a simulated 2-GPU sweep under ``--gpus 0,1`` and under pytest-xdist ``-n 2`` measures the same
 points as a 1-GPU sweep, each once. Workers are subprocesses (several Python starts): marked slow.
 
-The launching command runs in-process (``main()``; its workers are still processes, as in use) and so does every
-single-process reference; a subprocess is left only where the process is what is tested (the SLURM worker entry,
-pytest-xdist's workers)."""
+The launching command runs in-process (``main()``) and so does every single-process reference. Its workers are still
+processes of their own, each with its GPU in its environment and a session of its own, but forked with their imports
+done (tests/unit/_zygote.py) instead of a fresh interpreter each; the SLURM task's entry point is one too, and its two
+workers, like pytest-xdist's, are fresh interpreters (the launcher's own start of a worker, tested as in use)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from _cli_args import FAST_RUN  # tests/unit is on sys.path
+from _zygote import SdsuiteProcess
 
 from sdsuite.cli.main import main
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread", "_sim_gpus")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread", "_sim_gpus", "_forked_workers")]
 pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--runs", "1", "--warmup", "0", "--steps", "2", "--resolution", "64x64"]
@@ -38,6 +38,16 @@ def _sim_gpus(monkeypatch):
         if os.environ.get(key) != value:
             monkeypatch.setenv(key, value)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+@pytest.fixture
+def _forked_workers(monkeypatch):
+    """The in-process launcher starts its workers forked with their imports done (same worker, same environment)."""
+    import _zygote
+
+    from sdsuite.launch import local
+
+    monkeypatch.setattr(local, "start_worker", _zygote.start_worker)
 
 
 def _case_ids(out: Path) -> Counter:
@@ -189,14 +199,8 @@ def test_slurm_task_with_two_gpus_spreads_its_points(tmp_path, capfd):
     _cli(capfd, *sweep, "--points-per-task", "4")  # writes the script and spec, measures nothing
     spec = next((out / "launch").glob("*/spec.json"))
     env = {**_env(), "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "0", "SLURM_JOB_ID": "78"}  # what sbatch sets
-    res = subprocess.run(  # the entry point the job script runs, as sbatch starts it
-        [sys.executable, "-m", "sdsuite.launch.worker", str(spec), "0"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
+    task = SdsuiteProcess([str(spec), "0"], env, module="sdsuite.launch.worker")  # the entry point the job runs
+    assert task.wait(timeout=600) == 0, task.stdout.read() + task.stderr.read()
     assert sorted(p.name for p in (out / "tasks").iterdir() if (p / "results.jsonl").exists()) == [
         "slurm-77_0-gpu0",
         "slurm-77_0-gpu1",
