@@ -115,6 +115,24 @@ def _config_value(value) -> str:
     return str(value)
 
 
+def use_in_this_process(lib_path: str | os.PathLike, config_path: str | os.PathLike, copy_dir: str | os.PathLike):
+    """Make this process's pynvml use the fake library at ``lib_path`` (a private copy in ``copy_dir``, so its init
+    count and fault counters start fresh) with the config at ``config_path``; returns the loaded library. Also the
+    first step of a forked test child that should see the fake (tests/unit/_zygote.py)."""
+    import pynvml
+
+    copy_dir = Path(copy_dir)
+    copy_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(lib_path, copy_dir / SONAME)
+    os.environ["FAKENVML_CONFIG"] = str(config_path)
+    lib = ctypes.CDLL(str(copy_dir / SONAME))
+    with pynvml.libLoadLock:
+        pynvml.nvmlLib = lib
+        pynvml._nvmlGetFunctionPointer_cache.clear()
+        pynvml._nvmlLib_refcount = 0
+    return lib
+
+
 class FakeNvml:
     """Controls one fake NVML "machine" living in ``workdir`` (config, state, setter log).
 
@@ -236,15 +254,8 @@ class FakeNvml:
             }
         self._loads += 1
         copy_dir = self.workdir / f"lib-{self.variant}-{self._loads}"
-        copy_dir.mkdir(exist_ok=True)
-        shutil.copy2(self.lib_path, copy_dir / SONAME)
-        os.environ["FAKENVML_CONFIG"] = str(self.config_path)
-        self.lib = ctypes.CDLL(str(copy_dir / SONAME))
+        self.lib = use_in_this_process(self.lib_path, self.config_path, copy_dir)
         self._declare_hooks(self.lib)
-        with pynvml.libLoadLock:
-            pynvml.nvmlLib = self.lib
-            pynvml._nvmlGetFunctionPointer_cache.clear()
-            pynvml._nvmlLib_refcount = 0
         return pynvml
 
     def unload(self) -> None:

@@ -66,6 +66,11 @@ def _child(argv: list[str], env: dict[str, str], cwd: str, out_path: str, err_pa
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh interpreter has it
     _preloaded()
+    if how.get("prepare"):  # (module, function, keyword arguments): run first, e.g. load a fake library
+        import importlib
+
+        module, function, kwargs = how["prepare"]
+        getattr(importlib.import_module(module), function)(**kwargs)
     try:
         if how.get("module"):
             import runpy
@@ -110,15 +115,17 @@ class SdsuiteProcess:
         module: str | None = None,
         output: Path | str | None = None,
         new_session: bool = False,
+        prepare: tuple[str, str, dict] | None = None,
     ) -> None:
         """``sdsuite ARGV`` (``python -m MODULE ARGV`` with ``module``); stdout and stderr to files of their own, or
-        both to ``output``; ``new_session`` as Popen's ``start_new_session``."""
+        both to ``output``; ``new_session`` as Popen's ``start_new_session``; ``prepare`` (module, function, keyword
+        arguments) is called in the child first."""
         self._dir = Path(tempfile.mkdtemp(prefix="sdsuite-child-"))
         out, err = (Path(output), Path(output)) if output else (self._dir / "stdout", self._dir / "stderr")
         out.touch()
         err.touch()
         self.stdout, self.stderr = _Output(out), _Output(err)
-        how = {"module": module, "new_session": new_session}
+        how = {"module": module, "new_session": new_session, "prepare": prepare}
         self._proc = _forkserver().Process(
             target=_child, args=(list(argv), dict(env), str(cwd or os.getcwd()), str(out), str(err), how), daemon=False
         )

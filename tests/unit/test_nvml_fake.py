@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from _zygote import SdsuiteProcess
 
 from sdsuite.core.errors import InputFileError, UsageError
 from sdsuite.gpu.clocks import ClockLock, ClockPermissionError, ClockSession
@@ -391,9 +392,14 @@ def test_a_sweep_killed_with_sigkill_and_resumed_leaves_the_gpu_unlocked(fake_nv
     env = fake_nvml.env(
         {**__import__("os").environ, "SDSUITE_NVML_ON_CPU": "1", "SDSUITE_LOCK_DIR": str(tmp_path / "locks")}
     )
-    child = subprocess.Popen(
-        [sys.executable, "-c", CLI, *args], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    # A process of its own that dies of SIGKILL, forked with its imports done; it loads the fake as the in-process
+    # tests do (the library loader's path is test_cli_env_run_and_sweep_through_the_real_nvml_path's).
+    prepare = (
+        "fakenvml",
+        "use_in_this_process",
+        {"lib_path": str(fake_nvml.lib_path), "config_path": str(fake_nvml.config_path), "copy_dir": str(tmp_path)},
     )
+    child = SdsuiteProcess(args, env, tmp_path, prepare=prepare)
 
     def settling() -> bool:
         """A point is recorded and a lock was set under 0.5 s ago: the sweep is inside its 1.5 s settle, clocks
