@@ -233,14 +233,8 @@ def test_portable_key_without_cpu_time_fails_with_the_remedy(pytester):
     assert not baseline_files(pytester)
 
 
-@pytest.mark.slow  # several seconds: kept out of `pytest -m quick`
-def test_xdist_workers_share_one_baseline_file(pytester):
-    cases = [f"tiny-sd/euler/fp32/fdefault/64x64/s4/b1/seed{i}" for i in range(1, 5)]
-    write_bench(pytester, cases=cases)
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--baselines", "bl", "--update-baselines")
-    r.assert_outcomes(passed=4)
-    (path,) = baseline_files(pytester)
-    assert set(json.loads(path.read_text())["entries"]) == set(cases)
+# Under pytest-xdist the workers share one baseline file per test: test_scaleout's xdist session checks it (one
+# session for the sweep points, the benchmark cases and their baselines).
 
 
 @pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`

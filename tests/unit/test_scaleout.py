@@ -88,7 +88,8 @@ def test_bench(sd_case, sd_benchmark):  # seed 7: its records are told apart fro
 def test_xdist_two_workers_measure_the_same_points_once(tmp_path, pytester):
     """One pytest-xdist session (controller and two workers, processes as in use) with sweep points and benchmark
     cases: the same points as the single-process session, each once, one run id and one results directory, every
-    benchmark run measured although pytest-benchmark is off under xdist, and the terminal says how they ran."""
+    benchmark run measured although pytest-benchmark is off under xdist, the terminal says how they ran, and the
+    workers share one baseline file per test."""
     pytester.makepyfile(test_copied_sweep=(ROOT / "tests/benchmarks/test_sweep.py").read_text())  # a name of its own
     pytester.makepyfile(test_bench=BENCH)
 
@@ -119,7 +120,7 @@ def test_xdist_two_workers_measure_the_same_points_once(tmp_path, pytester):
         return res, recs, points
 
     _, _, one = run(tmp_path / "one")
-    res, recs, two = run(tmp_path / "two", "-n", "2")
+    res, recs, two = run(tmp_path / "two", "-n", "2", "--baselines", str(tmp_path / "bl"), "--update-baselines")
     assert set(one) == set(two) and len(one) == 3  # the case of the grid at 3 clocks
     assert set(two.values()) == {1}
     assert len({r["run_id"] for r in recs}) == 1  # both workers under one run id, in one directory
@@ -129,6 +130,11 @@ def test_xdist_two_workers_measure_the_same_points_once(tmp_path, pytester):
     printed = res.stdout.str() + res.stderr.str()
     assert "Benchmark fixture was not used" not in printed and "PytestBenchmarkWarning" not in printed
     assert "pytest-benchmark is off under pytest-xdist" in printed  # says how they ran
+    # --update-baselines: the workers write one baseline file per test, each with every case whichever worker ran it
+    files = {f.name: json.loads(f.read_text())["entries"] for f in (tmp_path / "bl").rglob("*.json")}
+    assert set(files) == {"test_bench.json", "test_dvfs_point.json"}, sorted(files)
+    assert set(files["test_bench.json"]) == {r["case_id"] for r in bench}
+    assert set(files["test_dvfs_point.json"]) == set(two)
 
 
 def _records(out: Path) -> list[dict]:
