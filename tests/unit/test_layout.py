@@ -69,24 +69,26 @@ def _type_checking_only(tree: ast.AST) -> set[int]:
     return inside
 
 
-@functools.cache
-def _parse(source: str, module: str) -> ast.AST:
-    """One parse per source: both graphs below read the same tree."""
-    return ast.parse(source, module)
-
-
 def imports_in(
     source: str, module: str, is_package: bool = False, *, runtime_only: bool = False
 ) -> list[tuple[str, int]]:
     """(imported sdsuite module, line) of every import in the source of ``module`` (with ``runtime_only``, not those
     under ``if TYPE_CHECKING:``)."""
-    tree = _parse(source, module)
+    return [
+        (target, line)
+        for target, line, typing_only in _edges(source, module, is_package)
+        if not (runtime_only and typing_only)
+    ]
+
+
+@functools.cache
+def _edges(source: str, module: str, is_package: bool) -> list[tuple[str, int, bool]]:
+    """(imported sdsuite module, line, only under ``if TYPE_CHECKING:``) of every import; one parse per source."""
+    tree = ast.parse(source, module)
     package = module if is_package else module.rpartition(".")[0]
-    skip = _type_checking_only(tree) if runtime_only else set()
-    found: list[tuple[str, int]] = []
+    typing_only = _type_checking_only(tree)
+    found: list[tuple[str, int, bool]] = []
     for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -108,7 +110,7 @@ def imports_in(
         for name in names:
             target = _target(name) if name == "sdsuite" or name.startswith("sdsuite.") else None
             if target is not None and target != module:
-                found.append((target, node.lineno))
+                found.append((target, node.lineno, id(node) in typing_only))
     return found
 
 

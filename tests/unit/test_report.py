@@ -122,11 +122,14 @@ def test_corrupt_results_file_is_named_and_left_untouched(tmp_path, capsys):
     ("args", "message"),
     [
         (["/no/such/dir"], "no results.jsonl in '/no/such/dir'"),
-        (["{a100}", "--max-slowdown", "-1"], "--max-slowdown must be a percentage >= 0"),
+        pytest.param(  # the two sweeps of the `sweeps` fixture (~3 s): kept out of `pytest -m quick`
+            ["{a100}", "--max-slowdown", "-1"], "--max-slowdown must be a percentage >= 0", marks=pytest.mark.slow
+        ),
     ],
 )
-def test_bad_input_is_one_clear_error_with_exit_2(sweeps, tmp_path, capsys, args, message):
-    args = [a.format(a100=sweeps / "a100") for a in args]
+def test_bad_input_is_one_clear_error_with_exit_2(request, tmp_path, capsys, args, message):
+    if any("{a100}" in a for a in args):
+        args = [a.format(a100=request.getfixturevalue("sweeps") / "a100") for a in args]
     assert main(["report", *args, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
