@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -120,8 +121,12 @@ class SdsuiteProcess:
         """``sdsuite ARGV`` (``python -m MODULE ARGV`` with ``module``); stdout and stderr to files of their own, or
         both to ``output``; ``new_session`` as Popen's ``start_new_session``; ``prepare`` (module, function, keyword
         arguments) is called in the child first."""
-        self._dir = Path(tempfile.mkdtemp(prefix="sdsuite-child-"))
-        out, err = (Path(output), Path(output)) if output else (self._dir / "stdout", self._dir / "stderr")
+        if output:
+            out = err = Path(output)
+        else:
+            files = Path(tempfile.mkdtemp(prefix="sdsuite-child-"))
+            atexit.register(shutil.rmtree, files, ignore_errors=True)  # in this process: the child never runs it
+            out, err = files / "stdout", files / "stderr"
         out.touch()
         err.touch()
         self.stdout, self.stderr = _Output(out), _Output(err)
