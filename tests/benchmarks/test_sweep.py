@@ -58,7 +58,7 @@ def test_dvfs_point(sd_case, sdsuite_config, sdsuite_results, request):
     assert rec["metrics"]["energy_j"]["available"]
 
 
-@pytest.mark.quick
+@pytest.mark.slow  # a 20-point sweep of real generations (~2.5 s): the full run, not `pytest -m quick`
 def test_sweep_harness_overhead_per_point(sd_pytest_benchmark, tmp_path, sdsuite_device, one_torch_thread):
     # one_torch_thread: the overhead is outside the generations; one thread keeps them quick on a busy CPU
     benchmark = sd_pytest_benchmark  # pytest-benchmark, or a stand-in that measures where it is off (xdist)
