@@ -27,6 +27,7 @@ SIZE = 32
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+SLOW_SDXL = pytest.mark.slow  # the same task code on the second family: the full run; `pytest -m quick` runs tiny-sd
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_bad_task_arguments_list_the_choices():
         input_mask(16, 16, fraction=1.5)
 
 
-@pytest.mark.parametrize("variant", ["tiny-sd", "tiny-sdxl"])
+@pytest.mark.parametrize("variant", ["tiny-sd", pytest.param("tiny-sdxl", marks=SLOW_SDXL)])
 @pytest.mark.parametrize("task", [IMAGE_TO_IMAGE, INPAINTING])
 def test_task_runs_offline_shares_weights_and_is_deterministic(pipes, variant, task):
     pipe = pipes[variant]
@@ -96,7 +97,7 @@ def test_text_to_image_is_the_pipeline_itself(pipes):
     assert set(TASKS) == {TEXT_TO_IMAGE, IMAGE_TO_IMAGE, INPAINTING}
 
 
-@pytest.mark.parametrize("variant", ["tiny-sd", "tiny-sdxl"])
+@pytest.mark.parametrize("variant", ["tiny-sd", pytest.param("tiny-sdxl", marks=SLOW_SDXL)])
 def test_img2img_depends_on_the_input_image(pipes, variant):
     a = _run(pipes[variant], IMAGE_TO_IMAGE, image_seed=0)
     b = _run(pipes[variant], IMAGE_TO_IMAGE, image_seed=1)
