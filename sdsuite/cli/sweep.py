@@ -258,17 +258,18 @@ def _execute(args, plan, opts, device, out, results, run_id, setup, sim_clock, v
             on_point_start=lambda i, p: progress.update(task, description=p.case.case_id),
             on_point_done=done,
         )
-    return _finish(args, outcome, plan, out, outcome.wall_s, info)
+    return _finish(args, outcome, out, info)
 
 
-def _finish(args, outcome, plan, out: Path, wall_s: float, info: Console) -> int:
+def _finish(args, outcome, out: Path, info: Console) -> int:
     recs = outcome.records
     failed = [r for r in recs if r["status"] == "failed"]
     if args.format == "json":
         print_json({"records": recs, "skipped_done": outcome.skipped, "stopped": outcome.stopped})
     else:
         t = Table(
-            title=f"sweep: {len(recs)} point(s) measured in {fmt_seconds(wall_s)}, {outcome.skipped} already done",
+            title=f"sweep: {len(recs)} point(s) measured in {fmt_seconds(outcome.wall_s)}, "
+            f"{outcome.skipped} already done",
             title_justify="left",
         )
         for col in ("clock", "case", "status", "time/call", "energy/image", "avg power"):

@@ -441,7 +441,7 @@ class SweepOutcome:
     skipped: int = 0
     overheads_s: list[float] = field(default_factory=list)
     stopped: str | None = None
-    wall_s: float = 0.0  # real seconds from the first point to the end (execute_sweep; run_sweep leaves it 0)
+    wall_s: float = 0.0  # real seconds from the clock session's start to the last point's end
 
 
 def run_sweep(
@@ -465,6 +465,7 @@ def run_sweep(
     """
     outcome = SweepOutcome(skipped=plan.already_done)
     energy_meter = ctx.energy_meter
+    t0 = time.perf_counter()
     with ctx.clock_session:
         for index, pt in enumerate(plan.points):
             if pt.key in plan.done:
@@ -519,6 +520,7 @@ def run_sweep(
             if energy_meter is not None and getattr(energy_meter, "available", True) is False:
                 outcome.stopped = f"telemetry stopped working at {pt.case.case_id}: {energy_meter.reason}"
                 break
+    outcome.wall_s = time.perf_counter() - t0
     return outcome
 
 
@@ -543,7 +545,7 @@ def execute_sweep(
     """``run_sweep`` as ``sdsuite sweep`` runs it: this run's environment into run.json, the clock session (its
     sleeps on the virtual clock there), the sweep's identity in every record, the simulated time note and the
     scale-out placement (``scaleout``) as record extras, and the pipeline cache (the time model's on the virtual
-    clock). ``wall_s`` of the outcome: the real seconds of the points."""
+    clock)."""
     env = environment()
     env["device"] = str(device)
     env["telemetry"] = setup.describe()
@@ -563,10 +565,9 @@ def execute_sweep(
     if scaleout is not None:
         extra["scaleout"] = scaleout  # which submission, task and GPU measured the point
     cache = VirtualTimeCache(setup.telemetry, vclock, model) if virtual else PIPELINES
-    t0 = time.perf_counter()
     # The virtual-time cache removes the UNet time hooks from the shared pipelines on exit.
     with cache if virtual else contextlib.nullcontext():
-        outcome = run_sweep(
+        return run_sweep(
             plan,
             RunContext(opts, device, run_id, env["fingerprint"], setup.meter, cache, clock_session=session),
             results=results,
@@ -578,5 +579,3 @@ def execute_sweep(
             on_point_start=on_point_start,
             on_point_done=on_point_done,
         )
-    outcome.wall_s = time.perf_counter() - t0
-    return outcome
