@@ -73,6 +73,20 @@ def _readable_table_class():
                     need += max((len(w) for t in texts for w in t.split()), default=1)
             return need <= width
 
+        def _calculate_column_widths(self, console, options) -> list[int]:
+            # rich narrows the widest wrapping columns evenly, even below a column's longest word while another
+            # column still has room ("slowdown" over two lines at 80 columns). When the longest words fit, narrow
+            # the widest column that is still above its longest word, one cell at a time, instead.
+            ranges = [self._measure_column(console, options, col) for col in self.columns]
+            widths = [r.maximum for r in ranges]
+            low = [r.maximum if col.no_wrap else r.minimum for r, col in zip(ranges, self.columns, strict=True)]
+            if self.expand or sum(widths) <= options.max_width or sum(low) > options.max_width:
+                return super()._calculate_column_widths(console, options)
+            for _ in range(sum(widths) - options.max_width):
+                i = max((j for j in range(len(widths)) if widths[j] > low[j]), key=widths.__getitem__)
+                widths[i] -= 1
+            return widths
+
         def __rich_console__(self, console, options):
             if self.fits(options.max_width) or not self.keep_whole:
                 yield from super().__rich_console__(console, options)

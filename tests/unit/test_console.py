@@ -95,3 +95,25 @@ def test_text_in_a_narrow_terminal_wraps_at_words_not_inside_them(capsys, termin
     out = capsys.readouterr().out.splitlines()
     assert len(out) > 1 and all(len(o) <= 80 for o in out)
     assert set(" ".join(out).split()) == set(line.split())  # every word whole
+
+
+def test_a_table_that_fits_by_its_longest_words_never_splits_one(capsys, terminal80):
+    # `sdsuite report` in 80 columns printed its "slowdown" header as "slowdow" over "n": rich shrinks the widest
+    # wrapping columns evenly, below the longest word of one while another still had room
+    from rich.table import Table
+
+    from sdsuite.core.console import console, readable
+
+    t = Table()
+    for col in ("objective", "clock", "energy saving", "slowdown", "flags"):
+        t.add_column(col, justify="left" if col in ("objective", "flags") else "right")
+    t.add_row("max energy saving with slowdown <= 3%", "1785 MHz", "30.8% ±0.0", "+40.7% ±0.0", "")
+    console().print(readable(t, "objective", "clock"))
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in out
+    header = {w for line in lines if "┃" in line for w in line.replace("┃", " ").split()}
+    cells = {w for line in lines if "│" in line for w in line.replace("│", " ").split()}
+    assert {"objective", "clock", "energy", "saving", "slowdown", "flags"} <= header, out
+    assert {"1785", "MHz", "30.8%", "+40.7%", "±0.0"} <= cells, out
+    assert any("│ max energy saving with slowdown <= 3% │" in line for line in lines), out  # the id column whole
