@@ -33,7 +33,7 @@ MARKERS = {
     "v100": "runs only on an NVIDIA V100",
     "a100": "runs only on an NVIDIA A100",
     "h100": "runs only on an NVIDIA H100",
-    "slow": "takes minutes (real model sizes)",
+    "slow": "starts processes or runs the tiny pipelines end to end for seconds (`-m quick` leaves it out)",
 }
 
 
