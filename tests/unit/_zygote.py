@@ -117,10 +117,12 @@ class SdsuiteProcess:
         output: Path | str | None = None,
         new_session: bool = False,
         prepare: tuple[str, str, dict] | None = None,
+        context=None,
     ) -> None:
         """``sdsuite ARGV`` (``python -m MODULE ARGV`` with ``module``); stdout and stderr to files of their own, or
         both to ``output``; ``new_session`` as Popen's ``start_new_session``; ``prepare`` (module, function, keyword
-        arguments) is called in the child first."""
+        arguments) is called in the child first; ``context``: the multiprocessing context that starts it (default:
+        the forkserver)."""
         if output:
             out = err = Path(output)
         else:
@@ -131,7 +133,7 @@ class SdsuiteProcess:
         err.touch()
         self.stdout, self.stderr = _Output(out), _Output(err)
         how = {"module": module, "new_session": new_session, "prepare": prepare}
-        self._proc = _forkserver().Process(
+        self._proc = (context or _forkserver()).Process(
             target=_child, args=(list(argv), dict(env), str(cwd or os.getcwd()), str(out), str(err), how), daemon=False
         )
         self._proc.start()
@@ -184,3 +186,19 @@ def start_worker(spec_path: Path, index: int, env: dict[str, str], log) -> Sdsui
     return SdsuiteProcess(
         [str(spec_path), str(index)], env, module="sdsuite.launch.worker", output=log.name, new_session=True
     )
+
+
+def fork_workers() -> None:
+    """In a child (``prepare=("_zygote", "fork_workers", {})``): its launcher forks each worker from itself, imports
+    done, instead of starting a fresh interpreter. The worker's parent is the launcher, as with the real one, so it
+    dies with the launcher (PR_SET_PDEATHSIG) the same way."""
+    from sdsuite.launch import local
+
+    def forked_worker(spec_path: Path, index: int, env: dict[str, str], log) -> SdsuiteProcess:
+        fork = multiprocessing.get_context("fork")
+        worker = "sdsuite.launch.worker"
+        return SdsuiteProcess(
+            [str(spec_path), str(index)], env, module=worker, output=log.name, new_session=True, context=fork
+        )
+
+    local.start_worker = forked_worker

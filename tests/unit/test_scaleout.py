@@ -3,8 +3,9 @@ points as a 1-GPU sweep, each once. Workers are subprocesses (several Python sta
 
 The launching command runs in-process (``main()``) and so does every single-process reference. Its workers are still
 processes of their own, each with its GPU in its environment and a session of its own, but forked with their imports
-done (tests/unit/_zygote.py) instead of a fresh interpreter each; the SLURM task's entry point is one too, and its two
-workers, like pytest-xdist's, are fresh interpreters (the launcher's own start of a worker, tested as in use)."""
+done (tests/unit/_zygote.py) instead of a fresh interpreter each; the SLURM task's entry point is one too, and forks
+its two workers from itself. pytest-xdist's workers are fresh interpreters, as in use; the launcher's own start of a
+worker (``python -m sdsuite.launch.worker``) runs as in use in test_gpu_state_safety's two-GPU signal tests."""
 
 from __future__ import annotations
 
@@ -205,7 +206,9 @@ def test_slurm_task_with_two_gpus_spreads_its_points(tmp_path, capfd):
     _cli(capfd, *sweep, "--points-per-task", "4")  # writes the script and spec, measures nothing
     spec = next((out / "launch").glob("*/spec.json"))
     env = {**_env(), "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "0", "SLURM_JOB_ID": "78"}  # what sbatch sets
-    task = SdsuiteProcess([str(spec), "0"], env, module="sdsuite.launch.worker")  # the entry point the job runs
+    # the entry point the job runs; it forks its two workers from itself (imports done) instead of two fresh starts
+    forked = ("_zygote", "fork_workers", {})
+    task = SdsuiteProcess([str(spec), "0"], env, module="sdsuite.launch.worker", prepare=forked)
     assert task.wait(timeout=600) == 0, task.stdout.read() + task.stderr.read()
     assert sorted(p.name for p in (out / "tasks").iterdir() if (p / "results.jsonl").exists()) == [
         "slurm-77_0-gpu0",
