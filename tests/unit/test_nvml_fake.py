@@ -385,10 +385,11 @@ def test_cli_run_on_the_old_driver_profile_records_energy(
 
 @pytest.mark.slow
 def test_a_sweep_killed_with_sigkill_and_resumed_leaves_the_gpu_unlocked(fake_nvml, tmp_path, in_process_cli):
+    # short energy windows: what is checked is the lock left behind and its restore, not the energy
     args = [
         "sweep", "--telemetry", "nvml", "--freq", "1410,1200,1005", "--allow-clock-control", "--settle", "1.5", *RUN,
         "--save-images", "none", "--no-report", "--out", "s", "--min-energy-window", "0.3",
-    ]  # fmt: skip; short energy windows: what is checked is the lock left behind and its restore, not the energy
+    ]  # fmt: skip
     env = fake_nvml.env(
         {**__import__("os").environ, "SDSUITE_NVML_ON_CPU": "1", "SDSUITE_LOCK_DIR": str(tmp_path / "locks")}
     )
