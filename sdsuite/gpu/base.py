@@ -130,6 +130,9 @@ class ClockState:
     locked_sm_mhz: tuple[int, int] | None = None
     locked_mem_mhz: tuple[int, int] | None = None
     applications_mhz: tuple[int, int] | None = None  # (memory, graphics)
+    # The power-management limit in mW (nvmlDeviceGetPowerManagementLimit, read back exactly on a real GPU);
+    # None: the default limit, or not readable.
+    power_limit_mw: int | None = None
 
 
 class Telemetry(Protocol):
@@ -180,6 +183,18 @@ class Telemetry(Protocol):
 
     def reset_applications_clocks(self) -> None:
         """nvmlDeviceResetApplicationsClocks."""
+
+    def power_limit_constraints_mw(self) -> tuple[int, int]:
+        """nvmlDeviceGetPowerManagementLimitConstraints: (min, max) settable limit in mW."""
+
+    def default_power_limit_mw(self) -> int:
+        """nvmlDeviceGetPowerManagementDefaultLimit in mW (what a restore without a saved limit sets)."""
+
+    def enforced_power_limit_mw(self) -> int:
+        """nvmlDeviceGetEnforcedPowerLimit in mW: the limit in force (the lowest of every limiter)."""
+
+    def set_power_limit_mw(self, limit_mw: int) -> None:
+        """nvmlDeviceSetPowerManagementLimit (root only)."""
 
     def workload(self, active: bool) -> None:
         """Hint that the measured work started/stopped (the simulated device draws busy power meanwhile)."""

@@ -380,7 +380,11 @@ class NvmlTelemetry:
             )
         except NotSupportedError:
             app = default = None
-        return ClockState(applications_mhz=None if app == default else app)
+        try:
+            limit: int | None = int(nvml_call(p.nvmlDeviceGetPowerManagementLimit, self.handle))
+        except NotSupportedError:
+            limit = None  # no power management on this board: nothing to restore
+        return ClockState(applications_mhz=None if app == default else app, power_limit_mw=limit)
 
     def application_clocks_unrestricted(self) -> bool | None:
         """True when non-root users may set application clocks (``nvidia-smi -acp UNRESTRICTED``); None if unknown."""
@@ -417,6 +421,23 @@ class NvmlTelemetry:
     def reset_applications_clocks(self) -> None:
         """nvmlDeviceResetApplicationsClocks."""
         nvml_call(self._pynvml.nvmlDeviceResetApplicationsClocks, self.handle)
+
+    def power_limit_constraints_mw(self) -> tuple[int, int]:
+        """nvmlDeviceGetPowerManagementLimitConstraints: (min, max) in mW."""
+        lo, hi = nvml_call(self._pynvml.nvmlDeviceGetPowerManagementLimitConstraints, self.handle)
+        return int(lo), int(hi)
+
+    def default_power_limit_mw(self) -> int:
+        """nvmlDeviceGetPowerManagementDefaultLimit in mW."""
+        return int(nvml_call(self._pynvml.nvmlDeviceGetPowerManagementDefaultLimit, self.handle))
+
+    def enforced_power_limit_mw(self) -> int:
+        """nvmlDeviceGetEnforcedPowerLimit in mW."""
+        return int(nvml_call(self._pynvml.nvmlDeviceGetEnforcedPowerLimit, self.handle))
+
+    def set_power_limit_mw(self, limit_mw: int) -> None:
+        """nvmlDeviceSetPowerManagementLimit (root)."""
+        nvml_call(self._pynvml.nvmlDeviceSetPowerManagementLimit, self.handle, int(limit_mw))
 
     def workload(self, active: bool) -> None:
         """A real GPU needs no hint."""

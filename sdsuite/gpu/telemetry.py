@@ -52,7 +52,8 @@ class TelemetryOptions:
     freq: str = "default"
     freq_floor_mhz: int = DEFAULT_FLOOR_MHZ
     mem_freq_mhz: int | None = None
-    allow_clock_control: bool = False
+    allow_clock_control: bool = False  # the one opt-in for every GPU change: clocks and power limits
+    power_limit: str = "default"  # the power-limit axis (sdsuite.gpu.powerspec)
     settle_s: float | None = None  # None: the device's own (2 s real, 0 simulated)
     energy_source: str = "auto"
     poll_interval_ms: float = 20.0
@@ -79,6 +80,7 @@ def telemetry_options_from(get, flag_of=lambda name: "--" + name.replace("_", "-
         freq_floor_mhz=get("freq_floor"),
         mem_freq_mhz=get("mem_freq"),
         allow_clock_control=get("allow_clock_control"),
+        power_limit=get("power_limit") or "default",
         settle_s=get("clock_settle"),
         energy_source=get("energy_source"),
         poll_interval_ms=get("poll_interval_ms"),
@@ -219,6 +221,7 @@ class TelemetrySetup:
     freq_spec: FreqSpec
     freqs_mhz: tuple[int | None, ...]
     cooldown: Cooldown = field(default_factory=Cooldown)
+    power_limits_w: tuple[int | None, ...] = (None,)  # the resolved power-limit axis (None: the GPU's own limit)
 
     @property
     def simulated(self) -> bool:
@@ -269,7 +272,8 @@ def open_setup(
     ``check_opt_in=False`` defers the clock-control opt-in check to the lock itself (the pytest
     fixture then skips the test instead of failing the session).
     """
-    from sdsuite.gpu.clocks import ClockControlNotAllowed, clock_control_allowed, not_allowed_message
+    from sdsuite.gpu.clocks import ClockControlNotAllowed, clock_control_allowed, not_allowed_message, power_constraints
+    from sdsuite.gpu.powerspec import parse_power_spec, resolve_power_limits
 
     if opts.poll_interval_ms <= 0:
         raise UsageError(f"--poll-interval-ms must be > 0, got {opts.poll_interval_ms:g}.")
@@ -279,6 +283,7 @@ def open_setup(
         raise UsageError(f"--freq-floor must be > 0 MHz, got {opts.freq_floor_mhz}.")
     cooldown = parse_cooldown(opts.cooldown)
     spec = parse_freq_spec(opts.freq)
+    power_spec = parse_power_spec(opts.power_limit)
     if opts.mem_freq_mhz is not None and not spec.locks:
         raise UsageError(
             "--mem-freq locks the memory clock together with the SM clock; add --freq with at least one clock."
@@ -298,6 +303,12 @@ def open_setup(
                     f"(--telemetry {opts.backend}); use --telemetry nvml on a GPU, "
                     f"or --telemetry sim --gpu-model a100 for a dry run."
                 )
+            if power_spec.locks:
+                raise UsageError(
+                    f"--power-limit {opts.power_limit} needs GPU telemetry to read the power-limit range and set "
+                    f"limits, and there is none here (--telemetry {opts.backend}); use --telemetry nvml on a GPU, "
+                    f"or --telemetry sim --gpu-model a100 for a dry run."
+                )
             return TelemetrySetup(opts, None, None, spec, (None,), cooldown)
         from sdsuite.gpu.clocks import recover_stale_lock
 
@@ -314,15 +325,20 @@ def open_setup(
         freqs = resolve_freqs(
             spec, info.graphics_clocks_mhz(mem), floor_mhz=opts.freq_floor_mhz, device=f"{info.name} (memory {mem} MHz)"
         )
-        if check_opt_in and spec.locks and not clock_control_allowed(opts.allow_clock_control):
-            raise ClockControlNotAllowed(not_allowed_message(f"--freq {opts.freq}"))
+        powers = (
+            resolve_power_limits(power_spec, power_constraints(tel), device=info.name) if power_spec.locks else (None,)
+        )
+        asked = (("--freq", opts.freq, spec), ("--power-limit", opts.power_limit, power_spec))
+        changes = [f"{flag} {text}" for flag, text, parsed in asked if parsed.locks]
+        if check_opt_in and changes and not clock_control_allowed(opts.allow_clock_control):
+            raise ClockControlNotAllowed(not_allowed_message(" ".join(changes)))
         meter = TelemetryEnergyMeter(
             tel,
             MeterOptions(
                 poll_interval_s=opts.poll_interval_ms / 1000.0, source=opts.energy_source, keep_trace=opts.power_trace
             ),
         )
-        return TelemetrySetup(opts, tel, meter, spec, freqs, cooldown)
+        return TelemetrySetup(opts, tel, meter, spec, freqs, cooldown, powers)
     except BaseException:
         if tel is not None:
             tel.close()

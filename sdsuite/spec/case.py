@@ -43,6 +43,7 @@ class Case:
     strength: float | None = None  # image-to-image / inpainting only; None: DEFAULT_STRENGTH
     images_per_prompt: int = 1
     prompt_id: str | None = None  # set for prompts of a prompt set, so cases with different prompts get different ids
+    power_limit_w: int | None = None  # None: the GPU's own power limit, untouched
 
     def __post_init__(self) -> None:
         if isinstance(self.options, str):  # frozen: set through object.__setattr__, once, at construction
@@ -77,6 +78,8 @@ class Case:
             raise UsageError(f"seed must be >= 0, got {case.seed}.")
         if case.freq_mhz is not None and case.freq_mhz <= 0:
             raise UsageError(f"frequency must be a positive number of MHz, got {case.freq_mhz}.")
+        if case.power_limit_w is not None and case.power_limit_w <= 0:
+            raise UsageError(f"power limit must be a positive number of W, got {case.power_limit_w}.")
         if case.images_per_prompt < 1:
             raise UsageError(f"images per prompt must be >= 1, got {case.images_per_prompt}.")
         if validate_task(case.task) == TEXT_TO_IMAGE:
@@ -95,7 +98,8 @@ class Case:
 
     @property
     def case_id(self) -> str:
-        """Stable, readable id, e.g. ``sd-v1.5/dpm++2m-karras/fp16/f1410/512x512/s50/b1``."""
+        """Stable, readable id, e.g. ``sd-v1.5/dpm++2m-karras/fp16/f1410/512x512/s50/b1`` (``.../b1/pl250w`` under a
+        power cap)."""
         c = self.resolved() if self.steps is None or self.height is None or self.width is None else self
         freq = "fdefault" if c.freq_mhz is None else f"f{c.freq_mhz}"
         parts = [c.variant, c.scheduler, c.precision, freq, f"{c.width}x{c.height}", f"s{c.steps}", f"b{c.batch_size}"]
@@ -110,6 +114,8 @@ class Case:
             parts.append(f"prompt-{c.prompt_id}")
         if not c.options.is_default:
             parts.append(c.options.id)
+        if c.power_limit_w is not None:
+            parts.append(f"pl{c.power_limit_w}w")
         return "/".join(parts)
 
     @property
