@@ -72,7 +72,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             keys = {p.case: p.key for p in plan.to_run}
             cases = list(keys)
         else:
-            cases = dataclasses.replace(grid, freqs_mhz=telemetry.freqs_mhz).expand()
+            cases = dataclasses.replace(
+                grid, freqs_mhz=telemetry.freqs_mhz, power_limits_w=telemetry.power_limits_w
+            ).expand()
         return _run(args, cases, device, out, telemetry, keys)
     finally:
         telemetry.close()
@@ -98,7 +100,12 @@ def _plan(args: argparse.Namespace, grid, device, out, telemetry: TelemetrySetup
     }
     identity = scaleout_identity(args, device_identity(telemetry.describe(), device))
     plan = build_plan(
-        grid.expand(), telemetry.freqs_mhz, device=identity, settings=settings, existing=ResultsDir(out).records()
+        grid.expand(),
+        telemetry.freqs_mhz,
+        power_limits_w=telemetry.power_limits_w,
+        device=identity,
+        settings=settings,
+        existing=ResultsDir(out).records(),
     )
     return scaleout_plan(args, plan)
 

@@ -175,21 +175,23 @@ class GridSpec:
     images_per_prompt: Sequence[int] = (1,)
     prompts: Sequence[tuple[str, str]] = ()  # (prompt_id, text) pairs of a prompt set; empty: ``prompt``
     options: Sequence[OptimizationSet] = (DEFAULT_OPTIONS,)
+    power_limits_w: Sequence[int | None] = (None,)  # the power-limit axis, after the frequency
 
     def expand(self) -> list[Case]:
         """All cases of the grid, validated, in a deterministic order, without duplicates."""
         cases: list[Case] = []
         seen = set()
         prompts = list(self.prompts) or [(None, self.prompt)]
-        for v, s, p, st, res, b, seed, f, (pid, text), task, strength, ipp, opts in itertools.product(
+        for v, s, p, st, res, b, seed, f, pl, (pid, text), task, strength, ipp, opts in itertools.product(
             self.variants, self.schedulers, self.precisions, self.steps, self.resolutions, self.batch_sizes, self.seeds,
-            self.freqs_mhz, prompts, self.tasks, self.strengths, self.images_per_prompt, self.options,
+            self.freqs_mhz, self.power_limits_w, prompts, self.tasks, self.strengths, self.images_per_prompt,
+            self.options,
         ):  # fmt: skip
             h, w = res if res is not None else (None, None)
             c = Case(
                 v, s, p, st, h, w, b, seed, f, self.guidance_scale, text, self.negative_prompt,
                 options=opts, task=task, strength=None if task == TEXT_TO_IMAGE else strength, images_per_prompt=ipp,
-                prompt_id=pid,
+                prompt_id=pid, power_limit_w=pl,
             ).resolved()  # fmt: skip
             if c not in seen:
                 seen.add(c)
