@@ -86,6 +86,7 @@ class RunRow:
     ed2p_js2: float | None
     observed_sm_mhz: float | None
     energy_bound_rel: float | None = None  # the window's measurement bound relative to its energy (None: not recorded)
+    power_limit_w: int | None = None  # the requested power cap (None: the GPU's own limit)
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ def run_rows(record: Mapping[str, Any], series: SeriesKey) -> tuple[RunRow, ...]
                 ed2p_js2=e * t * t if e is not None else None,
                 observed_sm_mhz=sm,
                 energy_bound_rel=float(bound) if bound is not None else None,
+                power_limit_w=power_of(record),
             )
         )
     return tuple(rows)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sdsuite.core.errors import SdsuiteError
-from sdsuite.dvfs.analysis import DvfsAnalysis, PointStats, SeriesAnalysis
+from sdsuite.dvfs.analysis import DvfsAnalysis, PointStats, SeriesAnalysis, pareto_front
 
 PLOT_FILES = {
     "time": "time_vs_freq.png",
@@ -257,17 +257,6 @@ def _optimum_point(s: SeriesAnalysis, objective: str, pts: Sequence[PointStats])
     """The point of ``pts`` at the clock the series picked for ``objective`` (None: no optimum, or not plotted)."""
     opt = s.optima.get(objective)
     return next((q for q in pts if opt is not None and q.freq_mhz == opt.freq_mhz), None)
-
-
-def pareto_front(points: Sequence[PointStats]) -> list[PointStats]:
-    """Points no other point beats on both time and energy per image, fastest first."""
-    pts = sorted(filter(_timed_and_metered, points), key=lambda p: (p.value("time_s"), p.value("energy_per_image_j")))
-    front, best_e = [], float("inf")
-    for p in pts:
-        if p.value("energy_per_image_j") < best_e:
-            front.append(p)
-            best_e = p.value("energy_per_image_j")
-    return front
 
 
 def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
