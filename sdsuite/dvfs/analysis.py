@@ -413,11 +413,11 @@ def _verdict(lock: PointStats | None, cap: PointStats | None) -> str:
     if lock.setting == cap.setting or diff == 0:
         return "the same point" if lock.setting == cap.setting else "equal savings"
     if any(t is None for t in terms):
-        return f"{winner} by {abs(diff):.2g} pp (spread unknown: one run per point)"
+        return f"{winner} by {abs(diff):.1f} pp (spread unknown: one run per point)"
     u = math.hypot(*terms)
     if abs(diff) <= u:
-        return f"no significant difference ({diff:+.2g} pp, uncertainty ±{u:.2g} pp)"
-    return f"{winner} by {abs(diff):.2g} pp (±{u:.2g} pp)"
+        return f"no significant difference ({diff:+.1f} pp, uncertainty ±{u:.1f} pp)"
+    return f"{winner} by {abs(diff):.1f} pp (±{u:.1f} pp)"
 
 
 def lock_vs_cap_table(points: Sequence[PointStats], max_slowdown_pct: float) -> tuple[LockVsCap, ...]:
