@@ -12,7 +12,7 @@ not speed SD up, so it usually means the reference was disturbed (thermal state,
 
 Both knobs: a point is a (clock, power limit) pair. The reference is taken among uncapped points (else at the
 highest cap measured). The optima above are over every point of the series (the frequency x power-limit grid);
-``axis_optima`` repeat them per axis: the clock axis (points whose power limit does not bind: uncapped, or at the
+``axis_optima`` repeat them per axis: the clock axis (uncapped points, or in a grid without any, those at the
 highest cap measured) and the power-limit axis (points whose clock is not locked below the top: default clocks, or
 the highest clock measured). ``lock_vs_cap`` sets the two axes side by side at equal slowdown bounds, and
 ``zeus`` picks the point of least Zeus cost, eta * E + (1 - eta) * P_max * T per call, for a few eta values.
@@ -377,10 +377,13 @@ def pareto_front(points: Sequence[PointStats]) -> list[PointStats]:
 
 
 def clock_axis(points: Sequence[PointStats]) -> list[PointStats]:
-    """The points of the clock axis: their power limit does not bind (uncapped, or the highest cap measured)."""
-    caps = [p.power_limit_w for p in points if p.status == "ok" and p.power_limit_w is not None]
-    top = max(caps) if caps else None
-    return [p for p in points if p.power_limit_w is None or p.power_limit_w == top]
+    """The points of the clock axis: uncapped, or, where no point is uncapped (a frequency x power-limit grid), at
+    the highest cap measured."""
+    ok = [p for p in points if p.status == "ok"]
+    if any(p.power_limit_w is None for p in ok) or not ok:
+        return [p for p in points if p.power_limit_w is None]
+    top = max(p.power_limit_w for p in ok)
+    return [p for p in points if p.power_limit_w == top]
 
 
 def power_axis(points: Sequence[PointStats]) -> list[PointStats]:
@@ -413,7 +416,9 @@ def _verdict(lock: PointStats | None, cap: PointStats | None) -> str:
     if lock.setting == cap.setting or diff == 0:
         return "the same point" if lock.setting == cap.setting else "equal savings"
     if any(t is None for t in terms):
-        return f"{winner} by {abs(diff):.1f} pp (spread unknown: one run per point)"
+        runs = [(p.metrics.get("energy_per_image_j") or Spread(0, 0, 0, 0)).n for p in (lock, cap)]
+        why = "one run per point" if min(runs) < 2 else "no energy measurement bound recorded"
+        return f"{winner} by {abs(diff):.1f} pp (uncertainty unknown: {why})"
     u = math.hypot(*terms)
     if abs(diff) <= u:
         return f"no significant difference ({diff:+.1f} pp, uncertainty ±{u:.1f} pp)"
