@@ -290,8 +290,9 @@ class SimulatedGpu:
 
     def busy_sm_mhz(self) -> int:
         """The SM clock the GPU runs work at (load 1): the locked or application clock, or the maximum, then
-        lowered by the power cap where the board would draw more."""
+        lowered by the power cap where the board would draw more (GpuLostError once the GPU is lost, as every query)."""
         with self._lock:
+            self._check()
             return self._operating_point(1.0)[0]
 
     def _power_now(self) -> float:
