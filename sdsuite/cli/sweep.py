@@ -193,6 +193,7 @@ def _plan_and_execute(
         cases,
         setup.freqs_mhz,
         power_limits_w=setup.power_limits_w,
+        mem_freqs_mhz=setup.mem_freqs_mhz,
         device=identity,
         settings=settings,
         order=args.order,

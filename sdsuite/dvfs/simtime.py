@@ -115,7 +115,16 @@ def reopen_simulated(
     )
     setup.close()
     meter = sim_meter(gpu, meter_opts, clock == "virtual")
-    setup = TelemetrySetup(topts, gpu, meter, setup.freq_spec, setup.freqs_mhz, setup.cooldown, setup.power_limits_w)
+    setup = TelemetrySetup(
+        topts,
+        gpu,
+        meter,
+        setup.freq_spec,
+        setup.freqs_mhz,
+        setup.cooldown,
+        setup.power_limits_w,
+        setup.mem_freqs_mhz,
+    )
     return setup, vclock
 
 

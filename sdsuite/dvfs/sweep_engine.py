@@ -76,8 +76,9 @@ def point_identity(case: Case, device: Mapping[str, Any], settings: Mapping[str,
     device (backend, name, UUID) and the settings that change the numbers (runs, warm-up, windows,
     settle, cooldown, memory clock, simulated time model). Order, images and output flags are not part of it."""
     fields = case.to_dict()
-    if fields.get("power_limit_w") is None:
-        del fields["power_limit_w"]  # an uncapped point keeps the key it had before the power-limit axis existed
+    for name in ("power_limit_w", "mem_freq_mhz"):
+        if fields.get(name) is None:
+            del fields[name]  # a point without it keeps the key it had before that axis existed
     return {"case": fields, "device": dict(device), "settings": dict(settings)}
 
 
@@ -119,6 +120,7 @@ def build_plan(
     freqs: Sequence[int | None],
     *,
     power_limits_w: Sequence[int | None] = (None,),
+    mem_freqs_mhz: Sequence[int | None] = (None,),
     device: Mapping[str, Any],
     settings: Mapping[str, Any],
     order: str = "descending",
@@ -129,10 +131,12 @@ def build_plan(
     Power limits follow the clock order rule (the shuffle seeded apart from the clocks')."""
     ordered = order_freqs(freqs, order, seed)
     powers = order_freqs(power_limits_w, order, seed + 1)
+    mems = order_freqs(mem_freqs_mhz, "descending")  # few; each memory clock sweeps its SM clocks in turn
     expanded = []
-    for f in ordered:  # frequency outer, so order_for_loading ranks frequencies in sweep order
-        for pl in powers:
-            expanded.extend(replace(c, freq_mhz=f, power_limit_w=pl) for c in cases)
+    for m in mems:
+        for f in ordered:  # frequency outer, so order_for_loading ranks frequencies in sweep order
+            for pl in powers:
+                expanded.extend(replace(c, freq_mhz=f, power_limit_w=pl, mem_freq_mhz=m) for c in cases)
     unique = list(dict.fromkeys(expanded))
     points = tuple(SweepPoint(c, point_key(point_identity(c, device, settings))) for c in order_for_loading(unique))
     return SweepPlan(points, finished_keys(existing), order)
@@ -201,13 +205,16 @@ def estimate_plan(
         1
         for i, p in enumerate(todo)
         if i == 0
-        or (p.case.freq_mhz, p.case.power_limit_w) != (todo[i - 1].case.freq_mhz, todo[i - 1].case.power_limit_w)
+        or (p.case.freq_mhz, p.case.power_limit_w, p.case.mem_freq_mhz)
+        != (todo[i - 1].case.freq_mhz, todo[i - 1].case.power_limit_w, todo[i - 1].case.mem_freq_mhz)
     )
     # Per point: the first call (= first warm-up), the other warm-ups, the measured runs, FLOP counting
     # and the profiling-span generation where the runner does them.
     extra = int(opts.count_flops) + int(bool(getattr(opts, "spans", False) or getattr(opts, "trace_dir", None)))
     gens = max(opts.warmup, 1) + opts.runs + extra
-    todo_cases = {replace(p.case, freq_mhz=None) for p in todo if p.case.power_limit_w is None}
+    todo_cases = {
+        replace(p.case, freq_mhz=None) for p in todo if p.case.power_limit_w is None and p.case.mem_freq_mhz is None
+    }
     lat = [
         r["metrics"]["latency_s"]["median"]
         for r in earlier
@@ -266,7 +273,7 @@ def sweep_settings(setup: TelemetrySetup, opts: RunOptions, sim_clock: str | Non
         "min_energy_window_s": opts.min_energy_window_s,
         "weights": opts.weights,
         "energy_source": setup.options.energy_source,
-        "mem_freq_mhz": setup.options.mem_freq_mhz,
+        "mem_freq_mhz": None,  # a case field now (the memory-clock axis); kept so older point keys stay valid
         "settle_s": setup.settle_s,
         "cooldown": setup.options.cooldown,
     }
@@ -418,7 +425,7 @@ def measure_point(
     t0 = time.perf_counter()
     telemetry = session.telemetry is not None
     try:
-        point = session.point(case.freq_mhz, case.power_limit_w)
+        point = session.point(case.freq_mhz, case.power_limit_w, case.mem_freq_mhz)
     except (ClockControlNotAllowed, ClockPermissionError, GpuLostError):
         raise
     except TelemetryError as exc:

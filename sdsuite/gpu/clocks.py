@@ -636,6 +636,7 @@ class PointInfo:
     idle: dict | None = None
     requested_power_limit_w: int | None = None
     power: PowerReadback | None = None
+    requested_mem_mhz: int | None = None
 
     def annotate(self, record: dict) -> dict:
         """Add ``clocks`` (requested and observed), cooldown and idle power to a record."""
@@ -688,11 +689,18 @@ class ClockSession:
         self._current: PointInfo | None = None
         self._points = 0
 
-    def point(self, freq_mhz: int | None, power_limit_w: int | None = None) -> PointInfo:
-        """Make ``freq_mhz`` (None: default clocks) and ``power_limit_w`` (None: the GPU's own limit) the current
-        setting and describe it."""
+    def point(self, freq_mhz: int | None, power_limit_w: int | None = None, mem_mhz: int | None = None) -> PointInfo:
+        """Make ``freq_mhz`` (None: default clocks), ``power_limit_w`` (None: the GPU's own limit) and ``mem_mhz`` (the
+        memory clock locked with the SM clock; None: the session's, else left alone) the current setting and describe
+        it."""
+        mem = mem_mhz if mem_mhz is not None else self.mem_mhz
         cur = self._current
-        if cur is not None and cur.requested_sm_mhz == freq_mhz and cur.requested_power_limit_w == power_limit_w:
+        if (
+            cur is not None
+            and cur.requested_sm_mhz == freq_mhz
+            and cur.requested_power_limit_w == power_limit_w
+            and cur.requested_mem_mhz == mem
+        ):
             return cur
         changes = " ".join(
             f"{flag} {v}" for flag, v in (("--freq", freq_mhz), ("--power-limit", power_limit_w)) if v is not None
@@ -705,7 +713,9 @@ class ClockSession:
         if changes and not self.allowed:
             raise ClockControlNotAllowed(not_allowed_message(changes))
         self.release()
-        info = PointInfo(freq_mhz, requested_power_limit_w=power_limit_w)
+        if mem is not None and freq_mhz is None:
+            raise UsageError("a memory clock is locked together with an SM clock; give the point a clock (--freq).")
+        info = PointInfo(freq_mhz, requested_power_limit_w=power_limit_w, requested_mem_mhz=mem)
         tel = self.telemetry
         if tel is not None and self._points > 0 and self.cooldown.enabled:
             info.cooldown = cool_down(tel, self.cooldown, self.sleep)
@@ -713,7 +723,7 @@ class ClockSession:
             lock = ClockLock(
                 tel,
                 freq_mhz,
-                mem_mhz=self.mem_mhz if freq_mhz is not None else None,
+                mem_mhz=mem,
                 power_limit_w=power_limit_w,
                 allowed=self.allowed,
                 settle_s=self.settle_s,

@@ -12,7 +12,7 @@ resolves the same parameters.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sdsuite.core.errors import UsageError
@@ -183,3 +183,53 @@ def resolve_freqs(
 def freq_id(freq_mhz: int | None) -> str:
     """Parameter id of a frequency point: ``f1410`` or ``fdefault``."""
     return "fdefault" if freq_mhz is None else f"f{freq_mhz}"
+
+
+MEM_SPEC_HELP = "default, a list of memory clocks (2619,1593) or all"
+_MEM_AXIS = _Axis(flag="--mem-freq", unit="MHz", forms=MEM_SPEC_HELP, example="all", item="memory clock")
+
+
+def parse_mem_spec(text: str | None) -> FreqSpec:
+    """Parse a ``--mem-freq`` value: ``default`` (the memory clock is left alone), a list, or ``all`` (UsageError
+    naming the forms otherwise; a card has few memory clocks, so step, range and sample mean nothing here)."""
+    spec = parse_freq_spec(text, axis=_MEM_AXIS)
+    if spec.kind not in ("default", "list", "all"):
+        raise _bad(str(text), f"{spec.kind} does not apply to memory clocks", _MEM_AXIS)
+    return spec
+
+
+def resolve_mem_clocks(
+    spec: FreqSpec | str | None, supported: Sequence[int], *, device: str = "this GPU"
+) -> tuple[int | None, ...]:
+    """The memory clocks (MHz, None = left alone) a spec selects among the supported ones (``all``: highest first)."""
+    if not isinstance(spec, FreqSpec):
+        spec = parse_mem_spec(spec)
+    table = sorted(set(int(c) for c in supported), reverse=True)
+    if spec.kind == "default":
+        return (None,)
+    if spec.kind == "all":
+        if len(table) < 2:
+            raise UsageError(
+                f"{device} supports one memory clock ({', '.join(map(str, table)) or 'none'} MHz): there is no "
+                f"memory-clock axis to sweep; leave --mem-freq out."
+            )
+        return tuple(table)
+    for v in spec.values:
+        if v is not None and v not in table:
+            raise UsageError(
+                f"--mem-freq {v} is not a supported memory clock of {device}; supported: "
+                f"{', '.join(map(str, table))} MHz."
+            )
+    return spec.values
+
+
+def check_clock_pairs(
+    mems: Sequence[int | None], freqs: Sequence[int | None], tables: Mapping[int, Sequence[int]], *, device: str
+) -> None:
+    """UsageError naming the first (memory, SM) pair the GPU does not support, and the SM clocks nearest to it there."""
+    for mem in mems:
+        if mem is None:
+            continue
+        for f in freqs:
+            if f is not None and f not in tables.get(mem, ()):
+                raise unsupported_clock_error(f, tables.get(mem, ()), f"{device} (memory {mem} MHz)")

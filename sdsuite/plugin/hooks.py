@@ -210,7 +210,7 @@ def _frequency_point(cfg: SdsuiteConfig, case: Case):
     session = cfg.telemetry.clock_session() if cfg.telemetry is not None else ClockSession(None)
     with session:
         try:
-            point = session.point(case.freq_mhz, case.power_limit_w)
+            point = session.point(case.freq_mhz, case.power_limit_w, case.mem_freq_mhz)
         except (ClockControlNotAllowed, ClockPermissionError) as exc:
             pytest.skip(str(exc))
         yield point

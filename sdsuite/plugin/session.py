@@ -116,13 +116,14 @@ def build_session(config: pytest.Config) -> SdsuiteConfig:
         device_explicit = config.getoption("device") != "auto"
         cases, explicit = _build_cases(config, device, device_explicit)
         telemetry = _open_telemetry(config, device)
-        if telemetry.freqs_mhz != (None,) or telemetry.power_limits_w != (None,):
-            # frequency, then power limit, are the last axes of every grid
+        if (telemetry.freqs_mhz, telemetry.power_limits_w, telemetry.mem_freqs_mhz) != ((None,), (None,), (None,)):
+            # memory clock, frequency, then power limit, are the last axes of every grid
             cases = [
                 (fc, _marks_for(fc, device, device_explicit))
                 for c, _ in cases
                 for fc in (
-                    dataclasses.replace(c, freq_mhz=f, power_limit_w=pl)
+                    dataclasses.replace(c, freq_mhz=f, power_limit_w=pl, mem_freq_mhz=m)
+                    for m in telemetry.mem_freqs_mhz
                     for f in telemetry.freqs_mhz
                     for pl in telemetry.power_limits_w
                 )
