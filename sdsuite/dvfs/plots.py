@@ -12,7 +12,8 @@ highest swept clock is flagged "edge of swept range": the true optimum may lie o
 With power caps, the clock plots show the clock axis (points whose cap does not bind), the power-limit plots (time
 and energy vs the power limit) show the power-limit axis (points at default or the highest clock; an uncapped point
 sits at its enforced limit), and the Pareto plot shows every point, clock-axis points as circles and power-limit
-points as triangles, with one front across both knobs.
+points as triangles, with one front across both knobs. A frequency x power-limit grid also gets a heat map of the
+energy per image over the grid (``grid_energy.png``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ POWER_PLOT_FILES = {
     "time_power": "time_vs_power_limit.png",
     "energy_power": "energy_vs_power_limit.png",
 }
+# Written when a series measured a frequency x power-limit grid (two or more of each).
+GRID_PLOT_FILE = "grid_energy.png"
+MAX_GRID_PANELS = 4  # more grid series than this: the first four (the tables hold them all)
 AXES = ("clock", "power limit")
 # objective -> (marker, label) on the plots
 OPTIMUM_MARKERS = {
@@ -423,6 +427,70 @@ def nothing_to_plot(analysis: DvfsAnalysis) -> str | None:
     return f"nothing to plot: {why}; the plots need a sweep over two or more clocks or power limits (`sdsuite sweep`)"
 
 
+def grid_series(analysis: DvfsAnalysis) -> list[SeriesAnalysis]:
+    """The series that measured a frequency x power-limit grid: points with both a locked clock and a cap, at two or
+    more clocks and two or more caps (a clock sweep beside a power sweep is not a grid)."""
+    out = []
+    for s in analysis.series:
+        both = [
+            p.setting for p in s.points if p.status == "ok" and p.freq_mhz is not None and p.power_limit_w is not None
+        ]
+        if len({f for f, _ in both}) >= 2 and len({w for _, w in both}) >= 2:
+            out.append(s)
+    return out
+
+
+def _grid_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
+    """One heat map per grid series: energy per image over clock x power limit, each cell with its saving and
+    slowdown against the reference (blank: not measured or failed)."""
+    series = grid_series(analysis)[:MAX_GRID_PANELS]
+    fig, axes = plt.subplots(1, len(series), figsize=(6.4 * len(series), 5.2), dpi=120, squeeze=False)
+    for ax, s in zip(axes[0], series, strict=True):
+        ok = {p.setting: p for p in s.points if p.status == "ok" and p.value("energy_per_image_j") is not None}
+        clocks = sorted({f for f, _ in ok if f is not None}, reverse=True) + (
+            [None] if (None in {f for f, _ in ok}) else []
+        )
+        caps = sorted({w for _, w in ok if w is not None}) + ([None] if None in {w for _, w in ok} else [])
+        grid = [
+            [ok[(f, w)].value("energy_per_image_j") if (f, w) in ok else float("nan") for w in caps] for f in clocks
+        ]
+        im = ax.imshow(grid, cmap="viridis_r", aspect="auto")
+        for i, f in enumerate(clocks):
+            for j, w in enumerate(caps):
+                p = ok.get((f, w))
+                if p is None:
+                    continue
+                text = f"{p.value('energy_per_image_j'):.3g} J"
+                if p.is_reference:
+                    text += "\nreference"
+                elif p.energy_saving_pct is not None and p.slowdown_pct is not None:
+                    text += f"\n{-p.energy_saving_pct:+.1f}% E\n{p.slowdown_pct:+.1f}% T"
+                # White text with a black outline reads on every colour of the map.
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white", path_effects=_outline())
+        ax.set_xticks(range(len(caps)), [f"{w} W" if w is not None else "uncapped" for w in caps])
+        ax.set_yticks(range(len(clocks)), [f"{f} MHz" if f is not None else "default" for f in clocks])
+        ax.set_xlabel("power limit")
+        ax.set_ylabel("SM clock")
+        ax.set_title(
+            s.label + "\n(cells: median energy/image, energy and time vs reference; IQRs in dvfs_report.md)",
+            fontsize=8,
+        )
+        fig.colorbar(im, ax=ax, label="energy per image (J)")
+    fig.suptitle(
+        "Energy over the clock x power-limit grid" + (" (SIMULATED)" if analysis.simulated else ""), fontsize=10
+    )
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _outline():
+    from matplotlib import patheffects
+
+    return [patheffects.withStroke(linewidth=2, foreground="black")]
+
+
 def wants_clock_plots(analysis: DvfsAnalysis) -> bool:
     """True when a series has two or more points on its clock axis (else a power-limit sweep: the five clock plots
     would show one point each, and are left out)."""
@@ -522,4 +590,6 @@ def write_plots(analysis: DvfsAnalysis, out_dir: str | Path) -> list[Path]:
                 out / PLOT_FILES["ed2p"],
             ),
         ]
+    if grid_series(analysis):
+        power.append(_grid_plot(plt, analysis, out / GRID_PLOT_FILE))
     return [*clock, _pareto_plot(plt, analysis, out / PLOT_FILES["pareto"]), *power]

@@ -151,13 +151,17 @@ def test_the_report_holds_the_lock_vs_cap_table_zeus_and_the_axes(tmp_path):
     assert header[-2:] == ["power_limit_w", "enforced_power_limit_w"] and files.plots == ()
 
 
-@pytest.mark.slow  # draws eight figures (~3 s)
+@pytest.mark.slow  # draws twenty figures (~5 s)
 def test_a_report_with_both_knobs_draws_the_power_limit_plots(tmp_path):
     pytest.importorskip("matplotlib")
     analysis = analyze(one_set(lock_and_cap_records()))
     files = write_report(analysis, one_set(lock_and_cap_records()), tmp_path)
     names = {p.name for p in files.plots}
     assert {"time_vs_power_limit.png", "energy_vs_power_limit.png", "pareto.png", "time_vs_freq.png"} <= names
+    assert "grid_energy.png" not in names  # locks and caps, but no clock under a cap: not a grid
+    grid = [capped(f, p, [1.0 + 1000 / f] * 2, [p / 2 + f / 100] * 2) for f in (1410, 1005) for p in (250, 180)]
+    files = write_report(analyze(one_set(grid)), one_set(grid), tmp_path / "g")
+    assert "grid_energy.png" in {p.name for p in files.plots}
     power_only = [capped(None, p, [t] * 2, [e] * 2) for p, (t, e) in {250: (1.0, 100.0), **CAPS}.items()]
     files = write_report(analyze(one_set(power_only)), one_set(power_only), tmp_path / "p")
     assert {p.name for p in files.plots} == {"time_vs_power_limit.png", "energy_vs_power_limit.png", "pareto.png"}
