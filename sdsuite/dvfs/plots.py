@@ -363,7 +363,7 @@ def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
                 mew=0.5,
                 ls="none",
                 zorder=4,
-                label=("clock-lock points (the power limit not binding)" if n == 1 else None),
+                label=("clock-lock points (the power limit not binding)" if n == 1 and locks else None),
             )
             on_axis = [p for p in power_axis(pts) if p.power_limit_w is not None]
             ax.plot(
@@ -376,7 +376,7 @@ def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
                 mew=0.5,
                 ls="none",
                 zorder=4,
-                label=("power-cap points (the clock not locked below the top)" if n == 1 else None),
+                label=("power-cap points (the clock not locked below the top)" if n == 1 and on_axis else None),
             )
         labelled: set = {ref.setting} if ref is not None else set()
         side = 0
