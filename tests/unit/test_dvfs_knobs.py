@@ -165,3 +165,15 @@ def test_a_report_with_both_knobs_draws_the_power_limit_plots(tmp_path):
     power_only = [capped(None, p, [t] * 2, [e] * 2) for p, (t, e) in {250: (1.0, 100.0), **CAPS}.items()]
     files = write_report(analyze(one_set(power_only)), one_set(power_only), tmp_path / "p")
     assert {p.name for p in files.plots} == {"time_vs_power_limit.png", "energy_vs_power_limit.png", "pareto.png"}
+
+
+def test_the_terminal_shows_the_lock_vs_cap_table_after_the_optima():
+    from rich.console import Console
+
+    from sdsuite.cli.report import print_optima
+
+    console = Console(record=True, width=200)
+    print_optima(analyze(one_set(lock_and_cap_records(jitter=0.002)), max_slowdown_pct=5), console)
+    text = console.export_text()
+    assert "clock lock vs power cap at equal slowdown" in text
+    assert "default @ 220 W" in text and "the power cap saves more by 3.0 pp" in text
