@@ -382,9 +382,9 @@ def point_problem(record: Mapping[str, Any], max_throttle_pct: float, telemetry:
     if observed is None:
         return None
     deviation = (observed - requested) / requested * 100
-    if abs(deviation) <= max_throttle_pct or (capped and deviation < 0):
-        return None
     reasons = sorted(set(energy.get("throttle_reasons") or []) - BENIGN_THROTTLE_REASONS)
+    if abs(deviation) <= max_throttle_pct or (capped and deviation < 0 and reasons == ["sw_power_cap"]):
+        return None  # a lock held down by the requested cap, and by nothing else, is the cap at work
     why = f" (clock-event reasons: {', '.join(reasons)})" if reasons else ""
     kind = "throttled" if deviation < 0 else "clock not held"
     return (

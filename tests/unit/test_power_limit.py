@@ -260,3 +260,26 @@ def test_a_cap_left_by_a_dead_process_is_restored_from_its_journal(tmp_path, mon
     assert recover_stale_lock(again)["restored"] is True
     assert again.enforced_power_limit_mw() == 250_000 and json.loads(state.read_text()).get("power_limit_mw") is None
     assert "(power_limit)" in capsys.readouterr().err and not list((tmp_path / "locks").glob("*.json"))
+
+
+@pytest.mark.parametrize(
+    ("power", "reasons", "problem"),
+    [
+        (None, ["sw_power_cap"], "throttled: median observed SM clock 915 MHz is 35.1% below the locked 1410 MHz"),
+        ({"requested_w": 150, "enforced_w": 150.0}, ["sw_power_cap"], None),  # the cap at work
+        ({"requested_w": 150, "enforced_w": 150.0}, ["sw_power_cap", "hw_slowdown"], "(clock-event reasons: hw_"),
+        ({"requested_w": 150, "enforced_w": 140.0}, ["sw_power_cap"], "requested 150 W, the GPU enforces 140 W"),
+        ({"requested_w": 150, "enforced_w": None, "reason": "power limit not readable: x"}, [], "not verified"),
+    ],
+)
+def test_a_point_fails_unless_its_cap_is_enforced_and_only_the_cap_holds_its_clock_down(power, reasons, problem):
+    from sdsuite.dvfs.sweep_engine import point_problem
+
+    rec = {
+        "status": "ok",
+        "clocks": {"requested_sm_mhz": 1410, "observed_sm_mhz": 1410},
+        "metrics": {"energy_j": {"available": True, "throttle_reasons": reasons}, "sm_clock_mhz": {"median": 915}},
+        **({"power_limit": power} if power else {}),
+    }
+    got = point_problem(rec, 5.0, telemetry=True)
+    assert got is None if problem is None else problem in got
