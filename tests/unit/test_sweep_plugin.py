@@ -71,3 +71,12 @@ def test_the_power_limit_axis_exits_with_the_range_on_a_bad_limit(pytester, tmp_
     result = pytester.runpytest(*args, "--sdsuite-out", str(tmp_path / "res"))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--power-limit 400 W is outside the power-limit range*150-250 W*"])
+
+
+def test_the_power_limit_axis_skips_with_the_remedy_without_opt_in(pytester, tmp_path):
+    pytester.makepyfile(test_copied_bench=BENCH.read_text())
+    args = [a if a != "1410,810" else "default" for a in ARGS] + ["--power-limit", "200"]
+    result = pytester.runpytest(*args, "--sdsuite-out", str(tmp_path / "res"))
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*--power-limit 200*opt in with --allow-clock-control*"])
+    assert not (tmp_path / "res" / "results.jsonl").exists()
