@@ -77,6 +77,8 @@ class DeviceInfo:
     power_reading: Mapping[str, object] | None = None
     # The energy counter's update period: {"period_s", "source": "measured" | "assumed" | "simulated", ...}.
     counter_period: Mapping[str, object] | None = None
+    # The settable power-limit range in whole W (nvmlDeviceGetPowerManagementLimitConstraints; None: not supported).
+    power_limit_range_w: tuple[int, int] | None = None
 
     @property
     def memory_clocks_mhz(self) -> tuple[int, ...]:
@@ -115,6 +117,7 @@ class DeviceInfo:
             "mig_mode": self.mig_mode,
             "power_reading": dict(self.power_reading) if self.power_reading is not None else None,
             "counter_period": dict(self.counter_period) if self.counter_period is not None else None,
+            "power_limit_range_w": list(self.power_limit_range_w) if self.power_limit_range_w else None,
             "supported_clocks_mhz": clocks,
         }
 

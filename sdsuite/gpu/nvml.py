@@ -13,6 +13,7 @@ instantaneous field value (NVML_FI_DEV_POWER_INSTANT) where the board has one; `
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -251,6 +252,11 @@ class NvmlTelemetry:
             persistence = bool(nvml_call(p.nvmlDeviceGetPersistenceMode, h))
         except TelemetryError:
             persistence = None
+        try:
+            lo, hi = nvml_call(p.nvmlDeviceGetPowerManagementLimitConstraints, h)
+            limit_range: tuple[int, int] | None = (math.ceil(lo / 1000), math.floor(hi / 1000))
+        except TelemetryError:
+            limit_range = None
         self._info = DeviceInfo(
             index=self.index,
             name=name,
@@ -266,6 +272,7 @@ class NvmlTelemetry:
             mig_mode=_mig_mode(p, h),
             power_reading=self._power_reading(name, arch),
             counter_period=self.counter_period,
+            power_limit_range_w=limit_range,
         )
         return self._info
 

@@ -231,6 +231,7 @@ class SimulatedGpu:
                 "note": "the simulated power model, read instantaneously",
             },
             counter_period={"period_s": counter_update_period_s, "source": "simulated"},
+            power_limit_range_w=(int(data["limit_min_w"]), int(table["power_limit_w"])),
         )
         self.mem_max_mhz = max(clocks)
         self.f_max_mhz = max(clocks[self.mem_max_mhz])

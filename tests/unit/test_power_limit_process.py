@@ -292,3 +292,13 @@ def test_a_signalled_or_killed_nvml_power_sweep_leaves_the_default_limit_after_t
     assert fake_nvml.state()[0].power_limit_mw == 250_000
     assert fake_nvml.setter_log()[-1].function == "nvmlDeviceSetPowerManagementLimit"
     assert len({r["sweep"]["point_key"] for r in _records(tmp_path / "s" / "results.jsonl")}) == 3
+
+
+def test_discovery_names_the_settable_power_limit_range(nvml):
+    from sdsuite.gpu.nvml import NvmlTelemetry
+    from sdsuite.gpu.sim import SimulatedGpu
+
+    tel = NvmlTelemetry(0)
+    assert tel.info().power_limit_range_w == (150, 250) and tel.info().to_dict()["power_limit_range_w"] == [150, 250]
+    tel.close()
+    assert SimulatedGpu("h100").info().power_limit_range_w == (200, 400)
