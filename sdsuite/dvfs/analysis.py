@@ -442,10 +442,15 @@ def lock_vs_cap_table(points: Sequence[PointStats], max_slowdown_pct: float) -> 
 
 
 def max_power_w(points: Sequence[PointRecord]) -> tuple[float | None, str]:
-    """Zeus's P_max: the GPU's maximum power limit (the records' ``power_limit.max_w``), else the board's limit at
-    discovery (``telemetry.power_limit_w``), with a sentence saying which."""
+    """Zeus's P_max: the GPU's maximum power limit (the records' ``power_limit.max_w`` or
+    ``telemetry.power_limit_range_w``), else the board's limit at discovery (``telemetry.power_limit_w``), with a
+    sentence saying which."""
     for p in points:
         top = (p.record.get("power_limit") or {}).get("max_w")
+        if top:
+            return float(top), f"P_max = {top:g} W, the GPU's maximum power limit (NVML constraints)"
+    for p in points:
+        top = ((p.record.get("telemetry") or {}).get("power_limit_range_w") or [None, None])[1]
         if top:
             return float(top), f"P_max = {top:g} W, the GPU's maximum power limit (NVML constraints)"
     for p in points:
