@@ -309,7 +309,7 @@ def _knobs_md(s: SeriesAnalysis) -> list[str]:
                     cells += ["n/a", "", ""]
                     continue
                 saving = pm_cell(p.energy_saving_pct, p.energy_saving_uncertainty_pct, None, False)
-                cells += [p.freq_label, saving, _pct(p.slowdown_pct)]
+                cells += [p.freq_label, saving, pm_cell(p.slowdown_pct, p.slowdown_uncertainty_pct, None)]
             lines.append(f"| {r.bound_pct:g}% | {' | '.join(cells)} | {r.verdict} |")
     if s.zeus or s.zeus_note:
         lines += ["", f"Zeus cost (eta * E + (1 - eta) * P_max * T per call; {s.zeus_note}):", ""]
