@@ -260,16 +260,15 @@ def safe_env(base: dict | None = None) -> dict:
 
 
 def check_argv(argv: list[str]) -> list[str]:
-    """Refuse command lines that could change clocks; returns argv unchanged when it is safe."""
+    """Refuse command lines that could change clocks or power limits; returns argv unchanged when it is safe."""
     for i, arg in enumerate(argv):
         if arg == "--allow-clock-control" or arg.startswith("--allow-clock-control="):
             refuse(f"the flag {arg}")
-        if arg == "--mem-freq" or arg.startswith("--mem-freq="):
-            refuse(f"the flag {arg}")
-        if arg == "--freq" or arg.startswith("--freq="):
-            value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
-            if value.strip().lower() != "default":
-                refuse(f"--freq {value!r} (only --freq default is read-only)")
+        for flag in ("--freq", "--power-limit", "--mem-freq"):
+            if arg == flag or arg.startswith(f"{flag}="):
+                value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+                if value.strip().lower() != "default":
+                    refuse(f"{flag} {value!r} (only {flag} default is read-only)")
     return argv
 
 

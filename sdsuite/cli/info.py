@@ -199,7 +199,7 @@ def cmd_env(args: argparse.Namespace) -> int:
             f"Telemetry ({tel['backend']}){sim} GPU {d['index']}: {d['name']} "
             f"(class {d['gpu_class']}, uuid {d['uuid']}, "
             f"sm {d['compute_capability']}, {fmt_bytes(d['memory_bytes'])}, driver {d['driver']}, "
-            f"power limit {d['power_limit_w']} W; {clocks or 'no clock table'})"
+            f"power limit {d['power_limit_w']} W{_settable(d)}; {clocks or 'no clock table'})"
         )
         c.print("  " + _measurement_line(d), highlight=False)
     if not tel["devices"]:
@@ -214,6 +214,12 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def _yes_no(v) -> str:
     return "unknown" if v is None else ("on" if v else "off")
+
+
+def _settable(d: dict) -> str:
+    """`` (settable 150-250 W)``: the range --power-limit accepts, where the GPU reports one."""
+    r = d.get("power_limit_range_w")
+    return f" (settable {r[0]}-{r[1]} W)" if r else ""
 
 
 def _measurement_line(d: dict) -> str:

@@ -100,6 +100,8 @@ def print_optima(analysis: DvfsAnalysis, console: Console) -> None:
                 flags,
             )
         console.print(readable(t, "objective", "clock"))
+        if s.lock_vs_cap:
+            _print_lock_vs_cap(s, console)
         for n in s.notes:
             console.print(f"note: {n}", style="dim")
         suspicious = [p.freq_label for p in s.points if p.faster_than_reference]
@@ -107,6 +109,22 @@ def print_optima(analysis: DvfsAnalysis, console: Console) -> None:
             console.print(f"suspicious (faster than the reference): {', '.join(suspicious)}", highlight=False)
     for n in analysis.notes:
         console.print(f"note: {n}", style="dim")
+
+
+def _print_lock_vs_cap(s, console: Console) -> None:
+    """The clock lock vs power cap table of a series with both knobs (the report's, in the terminal)."""
+    from sdsuite.dvfs.summary import pm_cell
+
+    t = Table(title="clock lock vs power cap at equal slowdown", title_justify="left")
+    for col in ("slowdown <=", "clock lock", "saving", "power cap", "saving", "verdict"):
+        t.add_column(col, justify="left" if col in ("verdict",) else "right")
+    for r in s.lock_vs_cap:
+        cells = []
+        for p in (r.lock, r.cap):
+            saving = pm_cell(p.energy_saving_pct, p.energy_saving_uncertainty_pct, None, False) if p else "n/a"
+            cells += [p.freq_label if p else "n/a", saving]
+        t.add_row(f"{r.bound_pct:g}%", *cells, r.verdict)
+    console.print(readable(t, "clock lock", "power cap"))
 
 
 def cmd_report(args: argparse.Namespace) -> int:

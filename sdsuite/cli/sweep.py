@@ -3,7 +3,8 @@
 Each point: lock the clock, settle, one warm-up run (dropped), N measured runs with energy windows;
 the clocks are restored at the end, on Ctrl-C and on any error. Records are appended as each point
 finishes; running the same command again on the same --out skips the finished points.
---freq defaults to ``all`` here (every supported clock >= --freq-floor). On ``--telemetry sim`` the
+--freq defaults to ``all`` here (every supported clock >= --freq-floor), or to ``default`` when --power-limit
+sweeps power limits (give both for a frequency x power-limit grid). On ``--telemetry sim`` the
 device runs on a virtual clock by default (--sim-clock): settle and cooldown cost no real time, the
 time of the work follows a model of the clock, and --min-energy-window defaults to 0 (1 s otherwise).
 """
@@ -102,7 +103,7 @@ def register(sub) -> None:
         help="write the simulated GPU's clock settings to PATH on every change (to check restores)",
     )
     add_scaleout_arguments(p, "sweep")  # --gpus, --launcher slurm, --emit-sbatch (sdsuite.launch)
-    p.set_defaults(handler=cmd_sweep, freq="all", out="sdsuite-sweep", min_energy_window=None)
+    p.set_defaults(handler=cmd_sweep, freq=None, out="sdsuite-sweep", min_energy_window=None)
 
 
 def _sim_clock(args: argparse.Namespace) -> str | None:
@@ -125,6 +126,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         lambda dest: "--settle/--clock-settle" if dest == "clock_settle" else "--" + dest.replace("_", "-"),
         dests=("max_throttle", "max_slowdown", "sim_beta", "shuffle_seed", "clock_settle"),
     )
+    if args.freq is None:  # no --freq: every clock, unless the sweep is over power limits (then the clocks are left)
+        args.freq = "all" if str(args.power_limit or "default").strip().lower() in ("", "default") else "default"
     if wants_launch(args):  # several GPUs or SLURM: the launcher plans through this command, then runs workers
         return launch(args, TARGET)
     grid = grid_from_args(args)
@@ -189,6 +192,8 @@ def _plan_and_execute(
     plan = build_plan(
         cases,
         setup.freqs_mhz,
+        power_limits_w=setup.power_limits_w,
+        mem_freqs_mhz=setup.mem_freqs_mhz,
         device=identity,
         settings=settings,
         order=args.order,
@@ -272,7 +277,9 @@ def _finish(args, outcome, out: Path, info: Console) -> int:
             f"{outcome.skipped} already done",
             title_justify="left",
         )
-        for col in ("clock", "case", "status", "time/call", "energy/image", "avg power"):
+        capped = any((r.get("case") or {}).get("power_limit_w") is not None for r in recs)
+        cols = ("clock", *(("power limit",) if capped else ()), "case", "status", "time/call", "energy/image")
+        for col in (*cols, "avg power"):
             t.add_column(col, justify="right" if col not in ("case", "status") else "left")
         for r in recs:
             m = r.get("metrics") or {}
@@ -281,8 +288,12 @@ def _finish(args, outcome, out: Path, info: Console) -> int:
             e = (m.get("energy_per_image_j") or {}).get("median")
             pw = (m.get("avg_power_w") or {}).get("median")
             f = r["case"].get("freq_mhz")
+            pl = r["case"].get("power_limit_w")
+            enforced = (r.get("power_limit") or {}).get("enforced_w")
+            limit = ("default" if pl is None else f"{pl} W") + (f" ({enforced:g} W)" if enforced is not None else "")
             t.add_row(
                 "default" if f is None else f"{f} MHz",
+                *((limit,) if capped else ()),
                 r["case_id"],
                 r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason')}"[:90],
                 fmt_seconds(tcall[len(tcall) // 2]) if tcall else "n/a",

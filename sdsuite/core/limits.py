@@ -122,7 +122,6 @@ FLAG_RANGES: dict[str, Range] = {
     "guidance_scale": Range(0, 100),
     "num_prompts": Range(1, 1_000_000, integer=True),
     "freq_floor": Range(0, 100_000, integer=True, unit="MHz"),
-    "mem_freq": Range(1, 100_000, integer=True, unit="MHz"),
     "clock_settle": Range(0, 3600, unit="seconds"),
     "poll_interval_ms": Range(0, 60_000, lo_open=True, unit="ms"),
     "min_energy_window": Range(0, 3600, unit="seconds"),

@@ -9,6 +9,7 @@ clock the window time is modelled device time (see sdsuite.dvfs.simtime); the re
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,7 @@ class RunRow:
     ed2p_js2: float | None
     observed_sm_mhz: float | None
     energy_bound_rel: float | None = None  # the window's measurement bound relative to its energy (None: not recorded)
+    power_limit_w: int | None = None  # the requested power cap (None: the GPU's own limit)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class PointRecord:
     record: Mapping[str, Any]
     runs: tuple[RunRow, ...]
     duplicates: int = 0
+    power_limit_w: int | None = None  # requested; None: the GPU's own limit
 
     @property
     def status(self) -> str:
@@ -118,11 +121,21 @@ def gpu_label(record: Mapping[str, Any]) -> str:
 
 
 def series_case_id(record: Mapping[str, Any]) -> str:
-    """The case id without its frequency field."""
+    """The case id without its frequency and power-limit fields."""
     parts = str(record["case_id"]).split("/")
     if len(parts) > 3 and (parts[3].startswith("f")):
         del parts[3]
-    return "/".join(parts)
+    return "/".join(p for p in parts if not _POWER_PART.fullmatch(p))
+
+
+_POWER_PART = re.compile(r"pl\d+w")
+
+
+def power_of(record: Mapping[str, Any]) -> int | None:
+    """The requested power limit of a record in W (None: the GPU's own limit; records before the axis have none)."""
+    case = record.get("case") or {}
+    p = case.get("power_limit_w")
+    return int(p) if p is not None else None
 
 
 def freq_of(record: Mapping[str, Any]) -> int | None:
@@ -172,6 +185,7 @@ def run_rows(record: Mapping[str, Any], series: SeriesKey) -> tuple[RunRow, ...]
                 ed2p_js2=e * t * t if e is not None else None,
                 observed_sm_mhz=sm,
                 energy_bound_rel=float(bound) if bound is not None else None,
+                power_limit_w=power_of(record),
             )
         )
     return tuple(rows)
@@ -180,7 +194,7 @@ def run_rows(record: Mapping[str, Any], series: SeriesKey) -> tuple[RunRow, ...]
 def collect_points(sets: Sequence[ResultSet]) -> dict[SeriesKey, list[PointRecord]]:
     """Group records into series and points; per point the latest ok record wins (older ones are counted)."""
     multi = len(sets) > 1
-    chosen: dict[tuple[SeriesKey, int | None], list[Mapping[str, Any]]] = {}
+    chosen: dict[tuple[SeriesKey, int | None, int | None], list[Mapping[str, Any]]] = {}
     for rs in sets:
         for rec in rs.records:
             if not isinstance(rec.get("case"), dict):
@@ -189,15 +203,17 @@ def collect_points(sets: Sequence[ResultSet]) -> dict[SeriesKey, list[PointRecor
                     f"not an sdsuite record."
                 )
             key = SeriesKey(rs.label if multi else "", gpu_label(rec), bool(rec.get("simulated")), series_case_id(rec))
-            chosen.setdefault((key, freq_of(rec)), []).append(rec)
+            chosen.setdefault((key, freq_of(rec), power_of(rec)), []).append(rec)
     series: dict[SeriesKey, list[PointRecord]] = {}
-    for (key, freq), recs in chosen.items():
+    for (key, freq, power), recs in chosen.items():
         ok = [r for r in recs if r.get("status") == "ok"]
         pool = ok or recs
         # Latest first by finish time (ISO-8601 UTC strings sort in time order).
         best = max(pool, key=lambda r: (str(r.get("finished_at") or ""), str(r.get("record_id") or "")))
         dupes = len(ok) - 1 if ok else 0
-        series.setdefault(key, []).append(PointRecord(key, freq, best, run_rows(best, key), dupes))
+        series.setdefault(key, []).append(PointRecord(key, freq, best, run_rows(best, key), dupes, power))
     for pts in series.values():
-        pts.sort(key=lambda p: (p.freq_mhz is None, -(p.freq_mhz or 0)))
+        pts.sort(
+            key=lambda p: (p.freq_mhz is None, -(p.freq_mhz or 0), p.power_limit_w is None, -(p.power_limit_w or 0))
+        )
     return dict(sorted(series.items(), key=lambda kv: (kv[0].source, kv[0].gpu, kv[0].case)))

@@ -38,7 +38,14 @@ def plan_lines(
     """The plan as printed before a sweep: points and clocks, resume, the work per point, the estimated duration
     (from earlier records of these cases when there are some), the images and the free disk."""
     freqs = sorted({p.case.freq_mhz for p in plan.points if p.case.freq_mhz is not None})
-    n_cases = len({dataclasses.replace(p.case, freq_mhz=None) for p in plan.points})
+    n_cases = len(
+        {dataclasses.replace(p.case, freq_mhz=None, power_limit_w=None, mem_freq_mhz=None) for p in plan.points}
+    )
+    mems = sorted({p.case.mem_freq_mhz for p in plan.points if p.case.mem_freq_mhz is not None}, reverse=True)
+    memory = f" x {len(mems)} memory clock(s) ({', '.join(map(str, mems))} MHz)" if mems else ""
+    limits = sorted({p.case.power_limit_w for p in plan.points if p.case.power_limit_w is not None})
+    n_limits = len({p.case.power_limit_w for p in plan.points})
+    power = f" x {n_limits} power limit(s) ({limits[-1]}..{limits[0]} W)" if limits else ""
     dev = setup.describe() or {}
     where = dev.get("name", "no GPU telemetry")
     if sim_clock:
@@ -48,12 +55,13 @@ def plan_lines(
     cooldown = setup.options.cooldown
     lines = [
         f"Sweep plan: {len(plan.points)} point(s) = {n_cases} case(s) x "
-        f"{len(set(p.case.freq_mhz for p in plan.points))} clock(s) ({span}, {plan.order}) on {where}",
+        f"{len(set(p.case.freq_mhz for p in plan.points))} clock(s) ({span}, {plan.order}){power}{memory} on {where}",
         f"  resume: {plan.already_done} point(s) already done in {out}, {est.to_run} to run",
         f"  per point: lock, settle {setup.settle_s:g} s{' (virtual)' if virtual else ''}, "
         f"warm-up {max(opts.warmup, 1)} (dropped), "
         f"{opts.runs} measured run(s) with energy windows; cooldown between clocks: "
-        f"{cooldown or 'none'}{' (virtual)' if virtual and cooldown else ''}",
+        f"{cooldown or 'none'}{' (virtual)' if virtual and cooldown else ''}"
+        + ("; the power limit is set before the clock and read back (enforced limit)" if limits else ""),
     ]
     if est.to_run == 0:
         lines.append(

@@ -64,13 +64,9 @@ class SimTimeModel:
 
 
 def busy_sm_mhz(gpu: SimulatedGpu) -> int:
-    """The SM clock the simulated GPU runs work at: the locked clock, the application clock, or its maximum."""
-    state = gpu.clock_state()
-    if state.locked_sm_mhz:
-        return state.locked_sm_mhz[1]
-    if state.applications_mhz:
-        return state.applications_mhz[1]
-    return gpu.f_max_mhz
+    """The SM clock the simulated GPU runs work at: the locked clock, the application clock, or its maximum, lowered
+    by the power cap where the board would draw more (so time and energy follow a cap)."""
+    return gpu.busy_sm_mhz()
 
 
 def open_sim_device(
@@ -119,7 +115,17 @@ def reopen_simulated(
     )
     setup.close()
     meter = sim_meter(gpu, meter_opts, clock == "virtual")
-    return TelemetrySetup(topts, gpu, meter, setup.freq_spec, setup.freqs_mhz, setup.cooldown), vclock
+    setup = TelemetrySetup(
+        topts,
+        gpu,
+        meter,
+        setup.freq_spec,
+        setup.freqs_mhz,
+        setup.cooldown,
+        setup.power_limits_w,
+        setup.mem_freqs_mhz,
+    )
+    return setup, vclock
 
 
 class VirtualTimeCache:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sdsuite import __version__
-from sdsuite.dvfs.analysis import DvfsAnalysis, Optimum, PointStats, SeriesAnalysis
+from sdsuite.dvfs.analysis import DvfsAnalysis, Optimum, PointStats, SeriesAnalysis, pareto_front
 from sdsuite.dvfs.data import ResultSet, collect_points
 from sdsuite.store.results import atomic_write_text
 
@@ -27,6 +27,7 @@ REPORT_MD = "dvfs_report.md"
 RUN_COLUMNS = (
     "source", "gpu", "simulated", "series", "freq_mhz", "record_id", "run_id", "run_index", "time_s", "time_source",
     "latency_s", "energy_j", "energy_per_image_j", "avg_power_w", "edp_js", "ed2p_js2", "observed_sm_mhz",
+    "power_limit_w",
 )  # fmt: skip
 POINT_METRICS = ("time_s", "energy_per_image_j", "energy_j", "avg_power_w", "edp_js", "ed2p_js2")
 # The uncertainty of a saving and a slowdown against the reference, and whether each exceeds it (PointStats and
@@ -46,6 +47,8 @@ POINT_VS_REFERENCE = {
     "energy_bound_rel": "energy_bound_rel",
     **{name: name for name in SIGNIFICANCE},
 }
+# The power limit of a point, requested and read back (after the columns above, so older readers' columns stay put).
+POINT_POWER = ("power_limit_w", "enforced_power_limit_w")
 
 
 def _fmt(v: Any) -> Any:
@@ -94,12 +97,12 @@ def points_csv(analysis: DvfsAnalysis) -> str:
     header = ["source", "gpu", "simulated", "series", "freq_mhz", "status", "reason", "runs"]
     for m in POINT_METRICS:
         header += [f"{m}_median", f"{m}_q1", f"{m}_q3"]
-    header += [*POINT_VS_REFERENCE, "optimum_for"]
+    header += [*POINT_VS_REFERENCE, "optimum_for", *POINT_POWER]
     rows = []
     for s in analysis.series:
         picked = {}
         for o in s.optima.values():
-            picked.setdefault(o.freq_mhz, []).append(o.objective)
+            picked.setdefault(o.setting, []).append(o.objective)
         for p in s.points:
             t = p.metrics.get("time_s")
             row = [
@@ -115,8 +118,8 @@ def points_csv(analysis: DvfsAnalysis) -> str:
             for m in POINT_METRICS:
                 sp = p.metrics.get(m)
                 row += [sp.median, sp.q1, sp.q3] if sp else [None, None, None]
-            opt_for = ";".join(picked.get(p.freq_mhz, [])) if p.status == "ok" else ""
-            row += [*_point_vs_reference(p).values(), opt_for]
+            opt_for = ";".join(picked.get(p.setting, [])) if p.status == "ok" else ""
+            row += [*_point_vs_reference(p).values(), opt_for, *(getattr(p, a) for a in POINT_POWER)]
             rows.append(row)
     return _csv(rows, header)
 
@@ -142,6 +145,7 @@ def _optimum_dict(o: Optimum) -> dict:
         "within_noise_of_reference": o.within_noise,
         "suspicious_faster_than_reference": o.suspicious,
         **_significance(o),
+        "power_limit_w": o.power_limit_w,
     }
 
 
@@ -156,7 +160,52 @@ def _point_dict(p: PointStats) -> dict:
             for m in POINT_METRICS
         },
         **_point_vs_reference(p),
+        **{a: getattr(p, a) for a in POINT_POWER},
         "record_id": p.record_id,
+    }
+
+
+def _setting(p: PointStats | None) -> dict | None:
+    return None if p is None else {"freq_mhz": p.freq_mhz, "power_limit_w": p.power_limit_w, "label": p.freq_label}
+
+
+def _knobs_dict(s: SeriesAnalysis) -> dict:
+    """Both knobs of one series: optima per axis, the lock-vs-cap rows, Zeus's cost picks and the Pareto front."""
+    return {
+        "axis_optima": {axis: {k: _optimum_dict(o) for k, o in opts.items()} for axis, opts in s.axis_optima.items()},
+        "lock_vs_cap": [
+            {
+                "slowdown_bound_pct": r.bound_pct,
+                **{
+                    kind: None
+                    if p is None
+                    else {
+                        **_setting(p),
+                        "energy_saving_pct": p.energy_saving_pct,
+                        "slowdown_pct": p.slowdown_pct,
+                        "energy_saving_uncertainty_pct": p.energy_saving_uncertainty_pct,
+                    }
+                    for kind, p in (("clock_lock", r.lock), ("power_cap", r.cap))
+                },
+                "verdict": r.verdict,
+            }
+            for r in s.lock_vs_cap
+        ],
+        "zeus": {
+            "cost": "eta * energy_j + (1 - eta) * P_max * time_s per pipeline call, median over the point's runs",
+            "note": s.zeus_note,
+            "picks": [
+                {
+                    "eta": z.eta,
+                    "freq_mhz": z.freq_mhz,
+                    "power_limit_w": z.power_limit_w,
+                    "label": z.freq_label,
+                    "cost_j": {"median": z.cost.median, "q1": z.cost.q1, "q3": z.cost.q3, "n": z.cost.n},
+                }
+                for z in s.zeus
+            ],
+        },
+        "pareto_front": [_setting(p) for p in pareto_front(s.points)],
     }
 
 
@@ -181,7 +230,12 @@ def summary_dict(analysis: DvfsAnalysis) -> dict:
                 "(energy_uncertainty_rel of its windows), added in quadrature; unknown (null) with one run per point"
             ),
             "suspicious": "a point faster than the reference (a lower clock should not speed SD up)",
-            "ties": "the higher clock wins",
+            "ties": "the higher clock wins, then the higher power limit",
+            "axes": (
+                "optima are over every point (the clock x power-limit grid); axis_optima per axis: the clock axis "
+                "(points whose power limit does not bind) and the power-limit axis (points at default or the highest "
+                "clock)"
+            ),
         },
         "notes": list(analysis.notes),
         "series": [
@@ -197,6 +251,7 @@ def summary_dict(analysis: DvfsAnalysis) -> dict:
                 "suspicious_points": [p.freq_mhz for p in s.points if p.faster_than_reference],
                 "notes": list(s.notes),
                 "points": [_point_dict(p) for p in s.points],
+                **_knobs_dict(s),
             }
             for s in analysis.series
         ],
@@ -226,6 +281,47 @@ def _opt_cell(o: Optimum | None) -> str:
     saving = pm_cell(o.energy_saving_pct, o.energy_saving_uncertainty_pct, o.energy_saving_significant, False)
     time = pm_cell(o.slowdown_pct, o.slowdown_uncertainty_pct, o.slowdown_significant)
     return f"{o.freq_label}: saves {saving}, time {time}{flag}"
+
+
+def _knobs_md(s: SeriesAnalysis) -> list[str]:
+    """Both knobs: optima per axis, clock lock vs power cap at equal slowdown, Zeus's cost, the Pareto front."""
+    lines: list[str] = []
+    if s.axis_optima:
+        lines += ["", "Optima per axis (the table above is over the whole grid):", ""]
+        lines += ["| objective | clock axis | power-limit axis |", "|---|---|---|"]
+        titles = {o.objective: o.title for opts in s.axis_optima.values() for o in opts.values()}
+        for obj, title in titles.items():
+            cells = [_opt_cell(s.axis_optima.get(axis, {}).get(obj)) for axis in ("clock", "power limit")]
+            lines.append(f"| {title} | {cells[0]} | {cells[1]} |")
+    if s.lock_vs_cap:
+        lines += [
+            "",
+            "Clock lock vs power cap at equal slowdown: per slowdown bound, the clock lock and the power cap that save "
+            "the most energy within it (saving ± combined uncertainty, pp):",
+            "",
+            "| slowdown <= | clock lock | saving | slowdown | power cap | saving | slowdown | verdict |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in s.lock_vs_cap:
+            cells = []
+            for p in (r.lock, r.cap):
+                if p is None:
+                    cells += ["n/a", "", ""]
+                    continue
+                saving = pm_cell(p.energy_saving_pct, p.energy_saving_uncertainty_pct, None, False)
+                cells += [p.freq_label, saving, pm_cell(p.slowdown_pct, p.slowdown_uncertainty_pct, None)]
+            lines.append(f"| {r.bound_pct:g}% | {' | '.join(cells)} | {r.verdict} |")
+    if s.zeus or s.zeus_note:
+        lines += ["", f"Zeus cost (eta * E + (1 - eta) * P_max * T per call; {s.zeus_note}):", ""]
+        if s.zeus:
+            lines += ["| eta | least-cost point | cost per call (median [IQR]) |", "|---|---|---|"]
+            for z in s.zeus:
+                c = z.cost
+                lines.append(f"| {z.eta:g} | {z.freq_label} | {_num(c.median, 'J')} [{_num(c.q1)}, {_num(c.q3)}] |")
+    front = pareto_front(s.points)
+    if front:
+        lines += ["", f"Time-energy Pareto front, fastest first: {', '.join(p.freq_label for p in front)}."]
+    return lines
 
 
 def _series_md(s: SeriesAnalysis, plots: bool) -> list[str]:
@@ -261,6 +357,7 @@ def _series_md(s: SeriesAnalysis, plots: bool) -> list[str]:
             f"| {pm_cell(o.energy_saving_pct, o.energy_saving_uncertainty_pct, o.energy_saving_significant, False)} "
             f"| {pm_cell(o.slowdown_pct, o.slowdown_uncertainty_pct, o.slowdown_significant)} | {flags} |"
         )
+    lines += _knobs_md(s)
     suspicious = [p.freq_label for p in s.points if p.faster_than_reference]
     if suspicious:
         lines += ["", f"Suspicious (faster than the reference): {', '.join(suspicious)}."]
@@ -358,7 +455,7 @@ def write_report(
     analysis: DvfsAnalysis, sets: Sequence[ResultSet], out_dir: str | Path, *, plots: bool = True
 ) -> ReportFiles:
     """Write CSV, JSON and Markdown (always), then the plots (unless ``plots`` is False)."""
-    from sdsuite.dvfs.plots import PLOT_FILES, PlotsUnavailable, write_plots
+    from sdsuite.dvfs.plots import PlotsUnavailable, write_plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -382,6 +479,4 @@ def write_report(
             error = str(exc)
     _write(out / REPORT_MD, markdown(analysis, [str(p) for p in made] if made else ()))
     files.append(out / REPORT_MD)
-    if plots and error is None and empty is None:
-        assert len(made) == len(PLOT_FILES)
     return ReportFiles(out, tuple(files), tuple(made), error, empty)

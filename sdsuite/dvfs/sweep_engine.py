@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 # Clock-event reasons that are expected while a clock is locked below the maximum, or between runs.
 BENIGN_THROTTLE_REASONS = frozenset({"gpu_idle", "applications_clocks_setting"})
+# NVML reports limits in mW; a requested whole-watt limit counts as enforced within 1 W.
+POWER_LIMIT_TOLERANCE_W = 1.0
 
 
 def order_freqs(freqs: Sequence[int | None], order: str, seed: int = 0) -> tuple[int | None, ...]:
@@ -73,7 +75,11 @@ def point_identity(case: Case, device: Mapping[str, Any], settings: Mapping[str,
     """What makes two points the same measurement: every case field (prompt included), the telemetry
     device (backend, name, UUID) and the settings that change the numbers (runs, warm-up, windows,
     settle, cooldown, memory clock, simulated time model). Order, images and output flags are not part of it."""
-    return {"case": case.to_dict(), "device": dict(device), "settings": dict(settings)}
+    fields = case.to_dict()
+    for name in ("power_limit_w", "mem_freq_mhz"):
+        if fields.get(name) is None:
+            del fields[name]  # a point without it keeps the key it had before that axis existed
+    return {"case": fields, "device": dict(device), "settings": dict(settings)}
 
 
 @dataclass(frozen=True)
@@ -113,17 +119,24 @@ def build_plan(
     cases: Sequence[Case],
     freqs: Sequence[int | None],
     *,
+    power_limits_w: Sequence[int | None] = (None,),
+    mem_freqs_mhz: Sequence[int | None] = (None,),
     device: Mapping[str, Any],
     settings: Mapping[str, Any],
     order: str = "descending",
     seed: int = 0,
     existing: Sequence[Mapping[str, Any]] = (),
 ) -> SweepPlan:
-    """Cases (without frequency) x frequencies in sweep order, grouped so each pipeline loads once."""
+    """Cases (without frequency) x frequencies x power limits in sweep order, grouped so each pipeline loads once.
+    Power limits follow the clock order rule (the shuffle seeded apart from the clocks')."""
     ordered = order_freqs(freqs, order, seed)
+    powers = order_freqs(power_limits_w, order, seed + 1)
+    mems = order_freqs(mem_freqs_mhz, "descending")  # few; each memory clock sweeps its SM clocks in turn
     expanded = []
-    for f in ordered:  # frequency outer, so order_for_loading ranks frequencies in sweep order
-        expanded.extend(replace(c, freq_mhz=f) for c in cases)
+    for m in mems:
+        for f in ordered:  # frequency outer, so order_for_loading ranks frequencies in sweep order
+            for pl in powers:
+                expanded.extend(replace(c, freq_mhz=f, power_limit_w=pl, mem_freq_mhz=m) for c in cases)
     unique = list(dict.fromkeys(expanded))
     points = tuple(SweepPoint(c, point_key(point_identity(c, device, settings))) for c in order_for_loading(unique))
     return SweepPlan(points, finished_keys(existing), order)
@@ -188,12 +201,20 @@ def estimate_plan(
     """Estimate duration and disk use of the points still to run (generation time from earlier records
     of the same cases on the same GPU, when there are any)."""
     todo = plan.to_run
-    changes = sum(1 for i, p in enumerate(todo) if i == 0 or p.case.freq_mhz != todo[i - 1].case.freq_mhz)
+    changes = sum(
+        1
+        for i, p in enumerate(todo)
+        if i == 0
+        or (p.case.freq_mhz, p.case.power_limit_w, p.case.mem_freq_mhz)
+        != (todo[i - 1].case.freq_mhz, todo[i - 1].case.power_limit_w, todo[i - 1].case.mem_freq_mhz)
+    )
     # Per point: the first call (= first warm-up), the other warm-ups, the measured runs, FLOP counting
     # and the profiling-span generation where the runner does them.
     extra = int(opts.count_flops) + int(bool(getattr(opts, "spans", False) or getattr(opts, "trace_dir", None)))
     gens = max(opts.warmup, 1) + opts.runs + extra
-    todo_cases = {replace(p.case, freq_mhz=None) for p in todo}
+    todo_cases = {
+        replace(p.case, freq_mhz=None) for p in todo if p.case.power_limit_w is None and p.case.mem_freq_mhz is None
+    }
     lat = [
         r["metrics"]["latency_s"]["median"]
         for r in earlier
@@ -252,7 +273,7 @@ def sweep_settings(setup: TelemetrySetup, opts: RunOptions, sim_clock: str | Non
         "min_energy_window_s": opts.min_energy_window_s,
         "weights": opts.weights,
         "energy_source": setup.options.energy_source,
-        "mem_freq_mhz": setup.options.mem_freq_mhz,
+        "mem_freq_mhz": None,  # a case field now (the memory-clock axis); kept so older point keys stay valid
         "settle_s": setup.settle_s,
         "cooldown": setup.options.cooldown,
     }
@@ -334,13 +355,25 @@ def check_free_disk(est: PlanEstimate, existing: Sequence[Mapping[str, Any]], ou
 
 
 def point_problem(record: Mapping[str, Any], max_throttle_pct: float, telemetry: bool) -> str | None:
-    """Why an ``ok`` record is not a valid sweep point: no energy, or a clock not held within the bound."""
+    """Why an ``ok`` record is not a valid sweep point: no energy, a power limit not enforced as asked, or a clock not
+    held within the bound (a clock held down by a requested power cap is the cap at work, not a fault)."""
     if record.get("status") != "ok":
         return None
     m = record.get("metrics") or {}
     energy = m.get("energy_j") or {}
     if telemetry and not energy.get("available"):
         return f"energy unavailable: {energy.get('reason') or 'no energy window'}"
+    power = record.get("power_limit") or {}
+    capped = power.get("requested_w") is not None
+    if capped:
+        enforced = power.get("enforced_w")
+        if enforced is None:
+            return f"power limit not verified: {power.get('reason') or 'the enforced limit could not be read'}"
+        if abs(enforced - power["requested_w"]) > POWER_LIMIT_TOLERANCE_W:
+            return (
+                f"power limit not enforced as asked: requested {power['requested_w']} W, the GPU enforces "
+                f"{enforced:g} W (another limiter, or the driver adjusted it)"
+            )
     clocks = record.get("clocks") or {}
     requested = clocks.get("requested_sm_mhz")
     if not requested:
@@ -349,9 +382,9 @@ def point_problem(record: Mapping[str, Any], max_throttle_pct: float, telemetry:
     if observed is None:
         return None
     deviation = (observed - requested) / requested * 100
-    if abs(deviation) <= max_throttle_pct:
-        return None
     reasons = sorted(set(energy.get("throttle_reasons") or []) - BENIGN_THROTTLE_REASONS)
+    if abs(deviation) <= max_throttle_pct or (capped and deviation < 0 and reasons == ["sw_power_cap"]):
+        return None  # a lock held down by the requested cap, and by nothing else, is the cap at work
     why = f" (clock-event reasons: {', '.join(reasons)})" if reasons else ""
     kind = "throttled" if deviation < 0 else "clock not held"
     return (
@@ -392,7 +425,7 @@ def measure_point(
     t0 = time.perf_counter()
     telemetry = session.telemetry is not None
     try:
-        point = session.point(case.freq_mhz)
+        point = session.point(case.freq_mhz, case.power_limit_w, case.mem_freq_mhz)
     except (ClockControlNotAllowed, ClockPermissionError, GpuLostError):
         raise
     except TelemetryError as exc:

@@ -77,6 +77,8 @@ class DeviceInfo:
     power_reading: Mapping[str, object] | None = None
     # The energy counter's update period: {"period_s", "source": "measured" | "assumed" | "simulated", ...}.
     counter_period: Mapping[str, object] | None = None
+    # The settable power-limit range in whole W (nvmlDeviceGetPowerManagementLimitConstraints; None: not supported).
+    power_limit_range_w: tuple[int, int] | None = None
 
     @property
     def memory_clocks_mhz(self) -> tuple[int, ...]:
@@ -115,6 +117,7 @@ class DeviceInfo:
             "mig_mode": self.mig_mode,
             "power_reading": dict(self.power_reading) if self.power_reading is not None else None,
             "counter_period": dict(self.counter_period) if self.counter_period is not None else None,
+            "power_limit_range_w": list(self.power_limit_range_w) if self.power_limit_range_w else None,
             "supported_clocks_mhz": clocks,
         }
 
@@ -130,6 +133,9 @@ class ClockState:
     locked_sm_mhz: tuple[int, int] | None = None
     locked_mem_mhz: tuple[int, int] | None = None
     applications_mhz: tuple[int, int] | None = None  # (memory, graphics)
+    # The power-management limit in mW (nvmlDeviceGetPowerManagementLimit, read back exactly on a real GPU);
+    # None: the default limit, or not readable.
+    power_limit_mw: int | None = None
 
 
 class Telemetry(Protocol):
@@ -180,6 +186,18 @@ class Telemetry(Protocol):
 
     def reset_applications_clocks(self) -> None:
         """nvmlDeviceResetApplicationsClocks."""
+
+    def power_limit_constraints_mw(self) -> tuple[int, int]:
+        """nvmlDeviceGetPowerManagementLimitConstraints: (min, max) settable limit in mW."""
+
+    def default_power_limit_mw(self) -> int:
+        """nvmlDeviceGetPowerManagementDefaultLimit in mW (what a restore without a saved limit sets)."""
+
+    def enforced_power_limit_mw(self) -> int:
+        """nvmlDeviceGetEnforcedPowerLimit in mW: the limit in force (the lowest of every limiter)."""
+
+    def set_power_limit_mw(self, limit_mw: int) -> None:
+        """nvmlDeviceSetPowerManagementLimit (root only)."""
 
     def workload(self, active: bool) -> None:
         """Hint that the measured work started/stopped (the simulated device draws busy power meanwhile)."""

@@ -1,4 +1,5 @@
-"""The lock journal: a file per GPU, on local disk, written before every clock change and cleared after restore.
+"""The lock journal: a file per GPU, on local disk, written before every clock or power-limit change and cleared after
+restore.
 
 NVML cannot read locked clocks back, and a process killed with SIGKILL (or a crash, or a lost node
 session) restores nothing. So before sdsuite changes a GPU's clocks it writes what it found at the
@@ -87,16 +88,17 @@ def _alive(entry: dict) -> bool:
 
 def state_to_dict(state: ClockState) -> dict:
     """JSON form of a ClockState."""
-    return {k: list(v) if v is not None else None for k, v in asdict(state).items()}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(state).items()}
 
 
 def state_from_dict(d: dict) -> ClockState:
-    """ClockState from its JSON form."""
+    """ClockState from its JSON form (a journal written before power limits has no ``power_limit_mw``)."""
     return ClockState(
         **{
             k: tuple(int(x) for x in d[k]) if d.get(k) else None
             for k in ("locked_sm_mhz", "locked_mem_mhz", "applications_mhz")
-        }
+        },
+        power_limit_mw=int(d["power_limit_mw"]) if d.get("power_limit_mw") else None,
     )
 
 

@@ -1,11 +1,14 @@
-"""GPU clock control that always restores: a context manager, and the per-grid session built on it.
+"""GPU clock and power-limit control that always restores: a context manager, and the per-grid session built on it.
 
 ``ClockLock`` locks the SM clock (min = max) and optionally the memory clock, with locked clocks
 where the GPU supports them and application clocks otherwise; it waits for the clock to settle,
 reads back the observed clock, and puts the previous settings back on exit, on exceptions, at
-interpreter exit and on SIGINT/SIGTERM. Nothing here runs unless the user opted in with
-``--allow-clock-control`` or SDSUITE_ALLOW_CLOCK_CONTROL=1: on a shared machine a clock change
-slows down everyone else.
+interpreter exit and on SIGINT/SIGTERM. It also sets the power-management limit (``--power-limit``,
+nvmlDeviceSetPowerManagementLimit in mW), reads the enforced limit back, and restores the limit found at the
+start with the same guarantees: one journal, one set of handlers, one restore for every GPU setting.
+Nothing here runs unless the user opted in with ``--allow-clock-control`` or SDSUITE_ALLOW_CLOCK_CONTROL=1,
+the one opt-in for every GPU change (clocks and power limits): on a shared machine either slows down everyone
+else.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from sdsuite.gpu.base import (
     TelemetryError,
 )
 from sdsuite.gpu.freqspec import unsupported_clock_error
+from sdsuite.gpu.powerspec import PowerConstraints, out_of_range_error
 from sdsuite.gpu.telemetry_meter import Cooldown, TelemetryEnergyMeter, cool_down, measure_idle_power
 
 ENV_ALLOW = "SDSUITE_ALLOW_CLOCK_CONTROL"
@@ -55,9 +59,42 @@ def clock_control_allowed(flag: bool = False) -> bool:
 def not_allowed_message(what: str) -> str:
     """The opt-in error text, shared by the CLI (exit 2) and the pytest fixture (skip)."""
     return (
-        f"{what} changes GPU clocks, which slows down everyone else on this GPU; "
-        f"opt in with --allow-clock-control (or {ENV_ALLOW}=1), or use --freq default."
+        f"{what} changes GPU settings (clocks or power limit), which slows down everyone else on this GPU; "
+        f"opt in with --allow-clock-control (or {ENV_ALLOW}=1), or use --freq default and --power-limit default."
     )
+
+
+def power_permission_message(device: str) -> str:
+    """The no-permission error text of a power-limit change: one sentence naming the remedies."""
+    return (
+        f"the driver refused to change the power limit of {device} (NVML: no permission): run as root (sudo -E), "
+        f"use a privileged daemon such as Zeus's zeusd, or measure at the default limit with --power-limit default."
+    )
+
+
+def power_constraints(tel: Telemetry) -> PowerConstraints | None:
+    """The GPU's power-limit constraints and default limit (None: the board has no power management)."""
+    try:
+        lo, hi = tel.power_limit_constraints_mw()
+    except NotSupportedError:
+        return None
+    try:
+        default: int | None = tel.default_power_limit_mw()
+    except NotSupportedError:
+        default = None
+    return PowerConstraints.from_mw(lo, hi, default)
+
+
+def _restore_power_mw(tel: Telemetry, saved: ClockState) -> int:
+    """The limit a restore sets: the one found at the start, else the board's default."""
+    return saved.power_limit_mw if saved.power_limit_mw is not None else tel.default_power_limit_mw()
+
+
+def _restore_power_w(tel: Telemetry, saved: ClockState) -> float | None:
+    try:
+        return _restore_power_mw(tel, saved) / 1000
+    except TelemetryError:
+        return None
 
 
 def permission_message(device: str, *, application_clocks: bool | None = None) -> str:
@@ -74,8 +111,9 @@ def permission_message(device: str, *, application_clocks: bool | None = None) -
     )
 
 
-def _reset_command(index: int, steps: list[str]) -> str:
+def _reset_command(index: int, steps: list[str], power_w: float | None = None) -> str:
     flags = {"locked": "-rgc", "mem_locked": "-rmc", "application": "-rac"}
+    flags["power_limit"] = f"-pl {power_w:g}" if power_w is not None else "-pl <the default limit in W>"
     return (
         " && ".join(f"sudo nvidia-smi -i {index} {flags[s]}" for s in steps if s in flags)
         or f"sudo nvidia-smi -i {index} -rgc"
@@ -184,7 +222,7 @@ def recover_stale_lock(tel: Telemetry) -> dict | None:
         return None
     info = tel.info()
     if entry.get("unreadable"):
-        saved, changes = ClockState(), ["locked", "mem_locked", "application"]
+        saved, changes = ClockState(), ["locked", "mem_locked", "application", "power_limit"]
     else:
         saved, changes = state_from_dict(entry.get("original") or {}), list(entry.get("changes") or [])
     with _SignalsDeferred():
@@ -195,7 +233,8 @@ def recover_stale_lock(tel: Telemetry) -> dict | None:
         msg = (
             f"GPU {info.index} ({info.name}, {info.uuid}) was left with changed clocks by {who}, "
             f"and restoring them failed: "
-            f"{'; '.join(errors)}. Reset it with: {_reset_command(info.index, sorted(left))}"
+            f"{'; '.join(errors)}. "
+            f"Reset it with: {_reset_command(info.index, sorted(left), _restore_power_w(tel, saved))}"
         )
         _FAILED_RESTORES[_gpu_key(tel)] = msg
         print(f"sdsuite: error: {msg}", file=sys.stderr)
@@ -230,6 +269,7 @@ def put_back(tel: Telemetry, saved: ClockState, changed: set[str]) -> tuple[list
             if saved.applications_mhz
             else tel.reset_applications_clocks,
         ),
+        ("power_limit", lambda: tel.set_power_limit_mw(_restore_power_mw(tel, saved))),
     ]
     left = set(changed)
     errors = []
@@ -261,6 +301,40 @@ class ClockReadback:
     def to_dict(self) -> dict:
         """JSON-ready dict."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class PowerReadback:
+    """The power limit a point asked for (None: left alone) and the limit the GPU then enforced, read back."""
+
+    requested_w: int | None
+    enforced_w: float | None
+    constraints: PowerConstraints | None = None
+    reason: str | None = None  # why the enforced limit could not be read
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (the record's ``power_limit``)."""
+        c = self.constraints
+        return {
+            "requested_w": self.requested_w,
+            "enforced_w": self.enforced_w,
+            "capped": self.requested_w is not None,
+            "default_w": c.default_w if c else None,
+            "min_w": c.min_w if c else None,
+            "max_w": c.max_w if c else None,
+            **({"reason": self.reason} if self.reason else {}),
+        }
+
+
+def read_power_limit(tel: Telemetry, requested_w: int | None) -> PowerReadback:
+    """The enforced limit now (nvmlDeviceGetEnforcedPowerLimit), or why it cannot be read; never raises for an
+    unsupported board."""
+    try:
+        constraints = power_constraints(tel)
+        enforced = tel.enforced_power_limit_mw() / 1000
+    except TelemetryError as exc:  # a lost GPU too: the measurement that follows fails with the reason
+        return PowerReadback(requested_w, None, None, f"power limit not readable: {exc}")
+    return PowerReadback(requested_w, enforced, constraints)
 
 
 # Locks that still hold clocks, for the atexit and signal handlers. Module-level because a signal
@@ -358,24 +432,32 @@ class _SignalsDeferred:
 
 
 class ClockLock:
-    """Lock the SM clock (and optionally the memory clock) for the ``with`` block; always restore.
+    """Lock the SM clock (and optionally the memory clock) and/or cap the power limit for the ``with`` block;
+    always restore.
 
+    ``sm_mhz`` None leaves the clocks alone (a power cap only); ``power_limit_w`` None leaves the limit alone.
     ``allowed`` is the user's opt-in (None: read SDSUITE_ALLOW_CLOCK_CONTROL). ``settle_s`` defaults
-    to the device's own (2 s on a real GPU). ``readback`` holds what the GPU ran at after settling.
+    to the device's own (2 s on a real GPU). ``readback`` holds what the GPU ran at after settling (None without
+    a clock lock); ``power_readback`` the limit asked for and the one enforced (None without a cap).
     """
 
     def __init__(
         self,
         telemetry: Telemetry,
-        sm_mhz: int,
+        sm_mhz: int | None,
         *,
         mem_mhz: int | None = None,
+        power_limit_w: int | None = None,
         allowed: bool | None = None,
         settle_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
+        if sm_mhz is None and power_limit_w is None:
+            raise ValueError("a ClockLock needs an SM clock, a power limit, or both")
         self.telemetry = telemetry
-        self.sm_mhz = int(sm_mhz)
+        self.sm_mhz = None if sm_mhz is None else int(sm_mhz)
+        self.power_limit_w = None if power_limit_w is None else int(power_limit_w)
+        self.power_readback: PowerReadback | None = None
         self.mem_mhz = mem_mhz
         self.allowed = clock_control_allowed() if allowed is None else allowed
         self.settle_s = telemetry.default_settle_s if settle_s is None else settle_s
@@ -385,11 +467,30 @@ class ClockLock:
         self._changed: set[str] = set()
         self._held = False
 
+    def _what(self) -> str:
+        parts = []
+        if self.sm_mhz is not None:
+            parts.append(f"locking the SM clock at {self.sm_mhz} MHz")
+        if self.power_limit_w is not None:
+            parts.append(f"capping the power limit at {self.power_limit_w} W")
+        return " and ".join(parts)
+
     def check(self) -> None:
-        """Validate opt-in and the requested clocks before touching anything (UsageError otherwise)."""
+        """Validate opt-in, the requested clocks and the power limit before touching anything (UsageError
+        otherwise)."""
         info = self.telemetry.info()
         if not self.allowed:
-            raise ClockControlNotAllowed(not_allowed_message(f"locking the SM clock at {self.sm_mhz} MHz"))
+            raise ClockControlNotAllowed(not_allowed_message(self._what()))
+        if self.power_limit_w is not None:
+            constraints = power_constraints(self.telemetry)
+            if constraints is None:
+                raise UsageError(
+                    f"{info.name} has no settable power limit (NVML: not supported); use --power-limit default."
+                )
+            if not constraints.min_w <= self.power_limit_w <= constraints.max_w:
+                raise out_of_range_error(self.power_limit_w, constraints, info.name)
+        if self.sm_mhz is None:
+            return
         mem = self.mem_mhz if self.mem_mhz is not None else info.default_memory_clock_mhz
         if self.mem_mhz is not None and self.mem_mhz not in info.supported_clocks_mhz:
             near = sorted(info.supported_clocks_mhz, reverse=True)
@@ -409,7 +510,12 @@ class ClockLock:
             try:
                 self._saved = original_state(tel)
                 self._held = True
-                mode = self._apply()
+                if self.power_limit_w is not None:
+                    try:
+                        self._set("power_limit", tel.set_power_limit_mw, self.power_limit_w * 1000)
+                    except PermissionDeniedError:
+                        raise ClockPermissionError(power_permission_message(tel.info().name)) from None
+                mode = self._apply() if self.sm_mhz is not None else None
             except PermissionDeniedError:
                 self._restore_now()
                 unrestricted = getattr(tel, "application_clocks_unrestricted", lambda: None)()
@@ -423,10 +529,15 @@ class ClockLock:
             if self.settle_s > 0:
                 self.sleep(self.settle_s)
             sm, mem = tel.clocks_mhz()
+            if self.power_limit_w is not None:
+                # The verification: the limit in force, read back (it can sit below the request when another
+                # limiter is lower; the sweep fails a point whose enforced limit is not the requested one).
+                self.power_readback = read_power_limit(tel, self.power_limit_w)
         except BaseException:
             self.restore()
             raise
-        self.readback = ClockReadback(self.sm_mhz, self.mem_mhz, mode, int(sm), int(mem), self.settle_s)
+        if self.sm_mhz is not None:
+            self.readback = ClockReadback(self.sm_mhz, self.mem_mhz, mode, int(sm), int(mem), self.settle_s)
         return self
 
     def _set(self, name: str, setter: Callable[..., None], *args: int) -> None:
@@ -489,10 +600,11 @@ class ClockLock:
                 # Never raise from a restore (it runs in finally blocks and signal handlers): the command exits
                 # non-zero instead.
                 info = tel.info()
+                power_w = _restore_power_w(tel, self._saved or ClockState()) if "power_limit" in left else None
                 msg = (
                     f"could not restore the clocks of GPU {info.index} ({info.name}, {info.uuid}): "
                     f"{'; '.join(errors)}. "
-                    f"Reset it with: {_reset_command(info.index, sorted(left))}"
+                    f"Reset it with: {_reset_command(info.index, sorted(left), power_w)}"
                 )
                 _FAILED_RESTORES[key] = msg
                 print(f"sdsuite: warning: {msg} (sdsuite retries at the next restore of this GPU)", file=sys.stderr)
@@ -516,12 +628,15 @@ class ClockLock:
 
 @dataclass
 class PointInfo:
-    """What happened at one frequency point: clocks, cooldown before it, idle baseline after settling."""
+    """What happened at one point: clocks, power limit, cooldown before it, idle baseline after settling."""
 
     requested_sm_mhz: int | None
     readback: ClockReadback | None = None
     cooldown: dict | None = None
     idle: dict | None = None
+    requested_power_limit_w: int | None = None
+    power: PowerReadback | None = None
+    requested_mem_mhz: int | None = None
 
     def annotate(self, record: dict) -> dict:
         """Add ``clocks`` (requested and observed), cooldown and idle power to a record."""
@@ -531,6 +646,8 @@ class PointInfo:
             "locked": rb is not None,
             **(rb.to_dict() if rb else {}),
         }
+        if self.power is not None:
+            record["power_limit"] = self.power.to_dict()
         if self.cooldown is not None:
             record["cooldown"] = self.cooldown
         if self.idle is not None:
@@ -542,9 +659,9 @@ class PointInfo:
 
 
 class ClockSession:
-    """Frequency points over a grid: one lock at a time, changed only when the frequency changes.
+    """Frequency x power-limit points over a grid: one lock at a time, changed only when the setting changes.
 
-    ``point(freq)`` restores the previous lock, cools down (between settings), locks, settles and
+    ``point(freq, power_limit_w)`` restores the previous lock, cools down (between settings), locks, settles and
     optionally measures idle power; ``close()`` (or the ``with`` exit) restores the last lock.
     """
 
@@ -572,28 +689,51 @@ class ClockSession:
         self._current: PointInfo | None = None
         self._points = 0
 
-    def point(self, freq_mhz: int | None) -> PointInfo:
-        """Make ``freq_mhz`` (None: default clocks) the current setting and describe it."""
-        if self._current is not None and self._current.requested_sm_mhz == freq_mhz:
-            return self._current
-        if freq_mhz is not None and self.telemetry is None:
+    def point(self, freq_mhz: int | None, power_limit_w: int | None = None, mem_mhz: int | None = None) -> PointInfo:
+        """Make ``freq_mhz`` (None: default clocks), ``power_limit_w`` (None: the GPU's own limit) and ``mem_mhz`` (the
+        memory clock locked with the SM clock; None: the session's, else left alone) the current setting and describe
+        it."""
+        mem = mem_mhz if mem_mhz is not None else self.mem_mhz
+        cur = self._current
+        if (
+            cur is not None
+            and cur.requested_sm_mhz == freq_mhz
+            and cur.requested_power_limit_w == power_limit_w
+            and cur.requested_mem_mhz == mem
+        ):
+            return cur
+        changes = " ".join(
+            f"{flag} {v}" for flag, v in (("--freq", freq_mhz), ("--power-limit", power_limit_w)) if v is not None
+        )
+        if changes and self.telemetry is None:
             raise UsageError(
-                f"--freq {freq_mhz} needs GPU telemetry to lock clocks; use --telemetry nvml on a GPU, "
+                f"{changes} needs GPU telemetry to change the GPU's settings; use --telemetry nvml on a GPU, "
                 f"or --telemetry sim --gpu-model a100 for a dry run."
             )
-        if freq_mhz is not None and not self.allowed:
-            raise ClockControlNotAllowed(not_allowed_message(f"--freq {freq_mhz}"))
+        if changes and not self.allowed:
+            raise ClockControlNotAllowed(not_allowed_message(changes))
         self.release()
-        info = PointInfo(freq_mhz)
+        if mem is not None and freq_mhz is None:
+            raise UsageError("a memory clock is locked together with an SM clock; give the point a clock (--freq).")
+        info = PointInfo(freq_mhz, requested_power_limit_w=power_limit_w, requested_mem_mhz=mem)
         tel = self.telemetry
         if tel is not None and self._points > 0 and self.cooldown.enabled:
             info.cooldown = cool_down(tel, self.cooldown, self.sleep)
-        if freq_mhz is not None:
+        if changes:
             lock = ClockLock(
-                tel, freq_mhz, mem_mhz=self.mem_mhz, allowed=self.allowed, settle_s=self.settle_s, sleep=self.sleep
+                tel,
+                freq_mhz,
+                mem_mhz=mem,
+                power_limit_w=power_limit_w,
+                allowed=self.allowed,
+                settle_s=self.settle_s,
+                sleep=self.sleep,
             )
             self._lock = lock.__enter__()
             info.readback = lock.readback
+            info.power = lock.power_readback
+        if tel is not None and info.power is None:
+            info.power = read_power_limit(tel, None)  # an uncapped point names the limit in force too
         if tel is not None and self.idle_baseline_s > 0 and self.meter is not None:
             info.idle = measure_idle_power(self.meter, self.idle_baseline_s, self.sleep)
         self._points += 1

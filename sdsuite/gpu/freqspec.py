@@ -12,7 +12,7 @@ resolves the same parameters.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sdsuite.core.errors import UsageError
@@ -41,21 +41,33 @@ class FreqSpec:
         return self.kind != "default"
 
 
-def _bad(text: str, why: str) -> UsageError:
-    return UsageError(f"--freq {text!r}: {why}; valid forms: {SPEC_HELP}.")
+@dataclass(frozen=True)
+class _Axis:
+    """How an axis spells itself in errors: its flag, its unit, its valid forms and an example range."""
+
+    flag: str = "--freq"
+    unit: str = "MHz"
+    forms: str = SPEC_HELP
+    example: str = "range:900-1410"
+    item: str = "clock"
 
 
-def _positive(text: str, value: str, what: str) -> int:
+def _bad(text: str, why: str, axis: _Axis = _Axis()) -> UsageError:
+    return UsageError(f"{axis.flag} {text!r}: {why}; valid forms: {axis.forms}.")
+
+
+def _positive(text: str, value: str, what: str, axis: _Axis = _Axis()) -> int:
     if not re.fullmatch(r"\d+", value.strip()):
-        raise _bad(text, f"{what} {value!r} is not a whole number of MHz")
+        raise _bad(text, f"{what} {value!r} is not a whole number of {axis.unit}", axis)
     n = int(value)
     if n <= 0:
-        raise _bad(text, f"{what} must be > 0")
+        raise _bad(text, f"{what} must be > 0", axis)
     return n
 
 
-def parse_freq_spec(text: str | None) -> FreqSpec:
-    """Parse a ``--freq`` value (raises UsageError naming the valid forms)."""
+def parse_freq_spec(text: str | None, *, axis: _Axis = _Axis()) -> FreqSpec:
+    """Parse a ``--freq`` value (raises UsageError naming the valid forms); ``axis`` names another axis of the same
+    forms (``--power-limit``) in its errors."""
     raw = "default" if text is None else str(text)
     t = raw.strip().lower()
     if t in ("", "default"):
@@ -65,27 +77,27 @@ def parse_freq_spec(text: str | None) -> FreqSpec:
     head, sep, arg = t.partition(":")
     if sep:
         if head == "step":
-            return FreqSpec("step", step_mhz=_positive(raw, arg, "step"))
+            return FreqSpec("step", step_mhz=_positive(raw, arg, "step", axis))
         if head == "sample":
-            return FreqSpec("sample", count=_positive(raw, arg, "sample count"))
+            return FreqSpec("sample", count=_positive(raw, arg, "sample count", axis))
         if head == "range":
             m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", arg)
             if not m:
-                raise _bad(raw, "a range is LO-HI, e.g. range:900-1410")
-            lo, hi = _positive(raw, m.group(1), "LO"), _positive(raw, m.group(2), "HI")
+                raise _bad(raw, f"a range is LO-HI, e.g. {axis.example}", axis)
+            lo, hi = _positive(raw, m.group(1), "LO", axis), _positive(raw, m.group(2), "HI", axis)
             if lo > hi:
-                raise _bad(raw, f"range LO {lo} is above HI {hi}")
+                raise _bad(raw, f"range LO {lo} is above HI {hi}", axis)
             return FreqSpec("range", lo_mhz=lo, hi_mhz=hi)
-        raise _bad(raw, f"unknown form {head!r}")
+        raise _bad(raw, f"unknown form {head!r}", axis)
     values: list[int | None] = []
     for item in (x.strip() for x in t.split(",")):
         if not item:
             continue
-        v = None if item == "default" else _positive(raw, item, "clock")
+        v = None if item == "default" else _positive(raw, item, axis.item, axis)
         if v not in values:
             values.append(v)
     if not values:
-        raise _bad(raw, "no clock given")
+        raise _bad(raw, f"no {axis.item} given", axis)
     return FreqSpec("list", values=tuple(values))
 
 
@@ -171,3 +183,53 @@ def resolve_freqs(
 def freq_id(freq_mhz: int | None) -> str:
     """Parameter id of a frequency point: ``f1410`` or ``fdefault``."""
     return "fdefault" if freq_mhz is None else f"f{freq_mhz}"
+
+
+MEM_SPEC_HELP = "default, a list of memory clocks (2619,1593) or all"
+_MEM_AXIS = _Axis(flag="--mem-freq", unit="MHz", forms=MEM_SPEC_HELP, example="all", item="memory clock")
+
+
+def parse_mem_spec(text: str | None) -> FreqSpec:
+    """Parse a ``--mem-freq`` value: ``default`` (the memory clock is left alone), a list, or ``all`` (UsageError
+    naming the forms otherwise; a card has few memory clocks, so step, range and sample mean nothing here)."""
+    spec = parse_freq_spec(text, axis=_MEM_AXIS)
+    if spec.kind not in ("default", "list", "all"):
+        raise _bad(str(text), f"{spec.kind} does not apply to memory clocks", _MEM_AXIS)
+    return spec
+
+
+def resolve_mem_clocks(
+    spec: FreqSpec | str | None, supported: Sequence[int], *, device: str = "this GPU"
+) -> tuple[int | None, ...]:
+    """The memory clocks (MHz, None = left alone) a spec selects among the supported ones (``all``: highest first)."""
+    if not isinstance(spec, FreqSpec):
+        spec = parse_mem_spec(spec)
+    table = sorted(set(int(c) for c in supported), reverse=True)
+    if spec.kind == "default":
+        return (None,)
+    if spec.kind == "all":
+        if len(table) < 2:
+            raise UsageError(
+                f"{device} supports one memory clock ({', '.join(map(str, table)) or 'none'} MHz): there is no "
+                f"memory-clock axis to sweep; leave --mem-freq out."
+            )
+        return tuple(table)
+    for v in spec.values:
+        if v is not None and v not in table:
+            raise UsageError(
+                f"--mem-freq {v} is not a supported memory clock of {device}; supported: "
+                f"{', '.join(map(str, table))} MHz."
+            )
+    return spec.values
+
+
+def check_clock_pairs(
+    mems: Sequence[int | None], freqs: Sequence[int | None], tables: Mapping[int, Sequence[int]], *, device: str
+) -> None:
+    """UsageError naming the first (memory, SM) pair the GPU does not support, and the SM clocks nearest to it there."""
+    for mem in mems:
+        if mem is None:
+            continue
+        for f in freqs:
+            if f is not None and f not in tables.get(mem, ()):
+                raise unsupported_clock_error(f, tables.get(mem, ()), f"{device} (memory {mem} MHz)")

@@ -13,6 +13,7 @@ instantaneous field value (NVML_FI_DEV_POWER_INSTANT) where the board has one; `
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -251,6 +252,11 @@ class NvmlTelemetry:
             persistence = bool(nvml_call(p.nvmlDeviceGetPersistenceMode, h))
         except TelemetryError:
             persistence = None
+        try:
+            lo, hi = nvml_call(p.nvmlDeviceGetPowerManagementLimitConstraints, h)
+            limit_range: tuple[int, int] | None = (math.ceil(lo / 1000), math.floor(hi / 1000))
+        except TelemetryError:
+            limit_range = None
         self._info = DeviceInfo(
             index=self.index,
             name=name,
@@ -266,6 +272,7 @@ class NvmlTelemetry:
             mig_mode=_mig_mode(p, h),
             power_reading=self._power_reading(name, arch),
             counter_period=self.counter_period,
+            power_limit_range_w=limit_range,
         )
         return self._info
 
@@ -380,7 +387,11 @@ class NvmlTelemetry:
             )
         except NotSupportedError:
             app = default = None
-        return ClockState(applications_mhz=None if app == default else app)
+        try:
+            limit: int | None = int(nvml_call(p.nvmlDeviceGetPowerManagementLimit, self.handle))
+        except NotSupportedError:
+            limit = None  # no power management on this board: nothing to restore
+        return ClockState(applications_mhz=None if app == default else app, power_limit_mw=limit)
 
     def application_clocks_unrestricted(self) -> bool | None:
         """True when non-root users may set application clocks (``nvidia-smi -acp UNRESTRICTED``); None if unknown."""
@@ -417,6 +428,23 @@ class NvmlTelemetry:
     def reset_applications_clocks(self) -> None:
         """nvmlDeviceResetApplicationsClocks."""
         nvml_call(self._pynvml.nvmlDeviceResetApplicationsClocks, self.handle)
+
+    def power_limit_constraints_mw(self) -> tuple[int, int]:
+        """nvmlDeviceGetPowerManagementLimitConstraints: (min, max) in mW."""
+        lo, hi = nvml_call(self._pynvml.nvmlDeviceGetPowerManagementLimitConstraints, self.handle)
+        return int(lo), int(hi)
+
+    def default_power_limit_mw(self) -> int:
+        """nvmlDeviceGetPowerManagementDefaultLimit in mW."""
+        return int(nvml_call(self._pynvml.nvmlDeviceGetPowerManagementDefaultLimit, self.handle))
+
+    def enforced_power_limit_mw(self) -> int:
+        """nvmlDeviceGetEnforcedPowerLimit in mW."""
+        return int(nvml_call(self._pynvml.nvmlDeviceGetEnforcedPowerLimit, self.handle))
+
+    def set_power_limit_mw(self, limit_mw: int) -> None:
+        """nvmlDeviceSetPowerManagementLimit (root)."""
+        nvml_call(self._pynvml.nvmlDeviceSetPowerManagementLimit, self.handle, int(limit_mw))
 
     def workload(self, active: bool) -> None:
         """A real GPU needs no hint."""

@@ -87,6 +87,7 @@ class PowerModel:
 # Loose, plausible figures per model (idle and full-load board power); the clock tables are real.
 _MODEL_DATA = {
     "v100": {
+        "limit_min_w": 100,  # nvmlDeviceGetPowerManagementLimitConstraints' minimum (the fake NVML's too)
         "idle_w": 30.0,
         "max_w": 225.0,
         "cc": "7.0",
@@ -95,6 +96,7 @@ _MODEL_DATA = {
         "arch": "volta",
     },
     "a100": {
+        "limit_min_w": 150,  # nvmlDeviceGetPowerManagementLimitConstraints' minimum (the fake NVML's too)
         "idle_w": 40.0,
         "max_w": 235.0,
         "cc": "8.0",
@@ -103,6 +105,7 @@ _MODEL_DATA = {
         "arch": "ampere",
     },
     "h100": {
+        "limit_min_w": 200,  # nvmlDeviceGetPowerManagementLimitConstraints' minimum (the fake NVML's too)
         "idle_w": 60.0,
         "max_w": 370.0,
         "cc": "9.0",
@@ -111,6 +114,7 @@ _MODEL_DATA = {
         "arch": "hopper",
     },
     "h200": {
+        "limit_min_w": 200,  # nvmlDeviceGetPowerManagementLimitConstraints' minimum (the fake NVML's too)
         "idle_w": 75.0,
         "max_w": 650.0,
         "cc": "9.0",
@@ -227,11 +231,15 @@ class SimulatedGpu:
                 "note": "the simulated power model, read instantaneously",
             },
             counter_period={"period_s": counter_update_period_s, "source": "simulated"},
+            power_limit_range_w=(int(data["limit_min_w"]), int(table["power_limit_w"])),
         )
         self.mem_max_mhz = max(clocks)
         self.f_max_mhz = max(clocks[self.mem_max_mhz])
         self.f_min_mhz = min(clocks[self.mem_max_mhz])
         self.power_model = PowerModel(data["idle_w"], data["max_w"], self.f_max_mhz, self.mem_max_mhz)
+        # Power limits: the table's limit is the default and the maximum, as on the boards it was read from.
+        self.power_limit_default_mw = int(table["power_limit_w"] * 1000)
+        self.power_limit_min_mw = int(data["limit_min_w"] * 1000)
         self._clock = clock
         self._lock = threading.RLock()  # the power-polling thread reads while the main thread sets
         self._state = ClockState()
@@ -249,8 +257,15 @@ class SimulatedGpu:
 
     # -- physics -------------------------------------------------------------------------------
 
-    def _effective_clocks(self) -> tuple[int, int]:
+    def _limit_mw(self) -> int:
+        limit = self._state.power_limit_mw
+        return self.power_limit_default_mw if limit is None else limit
+
+    def _operating_point(self, load: float | None = None) -> tuple[int, int, bool]:
+        """(SM, memory) clocks at ``load`` (default: the current one) and whether the power cap lowered the SM
+        clock: under a cap the driver steps the clock down its table until the board fits (sw_power_cap)."""
         s = self._state
+        load = self._load if load is None else load
         mem = (
             s.locked_mem_mhz[1]
             if s.locked_mem_mhz
@@ -258,11 +273,28 @@ class SimulatedGpu:
         )
         if s.locked_sm_mhz:
             sm = s.locked_sm_mhz[1]
-        elif self._load <= 0:
+        elif load <= 0:
             sm = self.f_min_mhz  # an idle GPU drops to its lowest clock
         else:
             sm = s.applications_mhz[1] if s.applications_mhz else self.f_max_mhz
+        limit_w = self._limit_mw() / 1000
+        if self.power_model.power_w(sm, mem, load) <= limit_w:
+            return sm, mem, False
+        table = [c for c in self._info.graphics_clocks_mhz(mem) if c <= sm] or [sm]
+        # The lowest clock when even that draws more than the cap: the board cannot go lower.
+        fit = next((c for c in table if self.power_model.power_w(c, mem, load) <= limit_w), table[-1])
+        return fit, mem, fit < sm
+
+    def _effective_clocks(self) -> tuple[int, int]:
+        sm, mem, _ = self._operating_point()
         return sm, mem
+
+    def busy_sm_mhz(self) -> int:
+        """The SM clock the GPU runs work at (load 1): the locked or application clock, or the maximum, then
+        lowered by the power cap where the board would draw more (GpuLostError once the GPU is lost, as every query)."""
+        with self._lock:
+            self._check()
+            return self._operating_point(1.0)[0]
 
     def _power_now(self) -> float:
         sm, mem = self._effective_clocks()
@@ -307,7 +339,8 @@ class SimulatedGpu:
                 **{
                     k: tuple(int(x) for x in data[k]) if data.get(k) else None
                     for k in ("locked_sm_mhz", "locked_mem_mhz", "applications_mhz")
-                }
+                },
+                power_limit_mw=int(data["power_limit_mw"]) if data.get("power_limit_mw") else None,
             )
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise UsageError(
@@ -324,6 +357,8 @@ class SimulatedGpu:
             "locked_mem_mhz": s.locked_mem_mhz,
             "applications_mhz": s.applications_mhz,
         }
+        if s.power_limit_mw is not None:  # absent at the default limit: the file reads as before power limits
+            data["power_limit_mw"] = s.power_limit_mw
         tmp = f"{self._state_path}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f)
@@ -341,6 +376,7 @@ class SimulatedGpu:
                 )
         fields = {"locked_sm_mhz": self._state.locked_sm_mhz, "locked_mem_mhz": self._state.locked_mem_mhz}
         fields["applications_mhz"] = self._state.applications_mhz
+        fields["power_limit_mw"] = self._state.power_limit_mw
         fields.update(changes)
         self._state = ClockState(**fields)
         self._save_state()
@@ -393,12 +429,15 @@ class SimulatedGpu:
             return self._temp_c
 
     def throttle_reasons(self) -> tuple[str, ...]:
-        """``gpu_idle`` when idle; ``applications_clocks_setting`` when clocks are held below the maximum."""
+        """``gpu_idle`` when idle; ``applications_clocks_setting`` when clocks are held below the maximum;
+        ``sw_power_cap`` when the power limit holds the SM clock down."""
         with self._lock:
             self._check()
             reasons = []
             if self._load <= 0:
                 reasons.append("gpu_idle")
+            if self._operating_point()[2]:
+                reasons.append("sw_power_cap")
             s = self._state
             if (s.locked_sm_mhz and s.locked_sm_mhz[1] < self.f_max_mhz) or (
                 s.applications_mhz and s.applications_mhz[1] < self.f_max_mhz
@@ -454,6 +493,37 @@ class SimulatedGpu:
         """Back to the default application clocks."""
         with self._lock:
             self._set_state(applications_mhz=None)
+
+    def power_limit_constraints_mw(self) -> tuple[int, int]:
+        """(min, max) settable power limit in mW; the maximum is the board's default limit."""
+        with self._lock:
+            self._check()
+            return self.power_limit_min_mw, self.power_limit_default_mw
+
+    def default_power_limit_mw(self) -> int:
+        """The board's default power limit in mW."""
+        with self._lock:
+            self._check()
+            return self.power_limit_default_mw
+
+    def enforced_power_limit_mw(self) -> int:
+        """The limit in force in mW (no other limiter on the simulated board)."""
+        with self._lock:
+            self._check()
+            return self._limit_mw()
+
+    def set_power_limit_mw(self, limit_mw: int) -> None:
+        """Set the power-management limit; outside the constraints NVML answers NVML_ERROR_INVALID_ARGUMENT.
+        Setting the default limit is a reset (it counts for the ``restore-fails`` fault)."""
+        with self._lock:
+            if not self.power_limit_min_mw <= int(limit_mw) <= self.power_limit_default_mw:
+                self._check()
+                raise TelemetryError(
+                    f"simulated {self._info.name}: power limit {limit_mw} mW is outside "
+                    f"[{self.power_limit_min_mw}, {self.power_limit_default_mw}] mW (NVML_ERROR_INVALID_ARGUMENT)."
+                )
+            limit = None if int(limit_mw) == self.power_limit_default_mw else int(limit_mw)
+            self._set_state(power_limit_mw=limit)
 
     def workload(self, active: bool) -> None:
         """Start/stop drawing busy power; the N-th start loses the GPU when that fault is injected."""

@@ -20,7 +20,15 @@ from sdsuite.gpu.base import (
     Telemetry,
     TelemetryError,
 )
-from sdsuite.gpu.freqspec import DEFAULT_FLOOR_MHZ, FreqSpec, parse_freq_spec, resolve_freqs
+from sdsuite.gpu.freqspec import (
+    DEFAULT_FLOOR_MHZ,
+    FreqSpec,
+    check_clock_pairs,
+    parse_freq_spec,
+    parse_mem_spec,
+    resolve_freqs,
+    resolve_mem_clocks,
+)
 from sdsuite.gpu.telemetry_meter import Cooldown, MeterOptions, TelemetryEnergyMeter, parse_cooldown
 
 BACKENDS = ("auto", "nvml", "sim", "none")
@@ -51,8 +59,9 @@ class TelemetryOptions:
     sim_faults: tuple[str, ...] = ()
     freq: str = "default"
     freq_floor_mhz: int = DEFAULT_FLOOR_MHZ
-    mem_freq_mhz: int | None = None
-    allow_clock_control: bool = False
+    mem_freq: str = "default"  # the memory-clock axis (sdsuite.gpu.freqspec.parse_mem_spec)
+    allow_clock_control: bool = False  # the one opt-in for every GPU change: clocks and power limits
+    power_limit: str = "default"  # the power-limit axis (sdsuite.gpu.powerspec)
     settle_s: float | None = None  # None: the device's own (2 s real, 0 simulated)
     energy_source: str = "auto"
     poll_interval_ms: float = 20.0
@@ -69,7 +78,7 @@ def telemetry_options_from(get, flag_of=lambda name: "--" + name.replace("_", "-
     check_flags(
         get,
         flag_of,
-        dests=("freq_floor", "mem_freq", "clock_settle", "poll_interval_ms", "min_energy_window", "idle_baseline"),
+        dests=("freq_floor", "clock_settle", "poll_interval_ms", "min_energy_window", "idle_baseline"),
     )
     return TelemetryOptions(
         backend=get("telemetry"),
@@ -77,8 +86,9 @@ def telemetry_options_from(get, flag_of=lambda name: "--" + name.replace("_", "-
         sim_faults=tuple(get("sim_fault") or ()),
         freq=get("freq"),
         freq_floor_mhz=get("freq_floor"),
-        mem_freq_mhz=get("mem_freq"),
+        mem_freq=str(get("mem_freq") or "default"),
         allow_clock_control=get("allow_clock_control"),
+        power_limit=get("power_limit") or "default",
         settle_s=get("clock_settle"),
         energy_source=get("energy_source"),
         poll_interval_ms=get("poll_interval_ms"),
@@ -219,6 +229,8 @@ class TelemetrySetup:
     freq_spec: FreqSpec
     freqs_mhz: tuple[int | None, ...]
     cooldown: Cooldown = field(default_factory=Cooldown)
+    power_limits_w: tuple[int | None, ...] = (None,)  # the resolved power-limit axis (None: the GPU's own limit)
+    mem_freqs_mhz: tuple[int | None, ...] = (None,)  # the resolved memory-clock axis (None: left alone)
 
     @property
     def simulated(self) -> bool:
@@ -241,7 +253,6 @@ class TelemetrySetup:
         return ClockSession(
             self.telemetry,
             allowed=self.options.allow_clock_control,
-            mem_mhz=self.options.mem_freq_mhz,
             settle_s=self.options.settle_s,
             cooldown=self.cooldown,
             idle_baseline_s=self.options.idle_baseline_s,
@@ -269,7 +280,8 @@ def open_setup(
     ``check_opt_in=False`` defers the clock-control opt-in check to the lock itself (the pytest
     fixture then skips the test instead of failing the session).
     """
-    from sdsuite.gpu.clocks import ClockControlNotAllowed, clock_control_allowed, not_allowed_message
+    from sdsuite.gpu.clocks import ClockControlNotAllowed, clock_control_allowed, not_allowed_message, power_constraints
+    from sdsuite.gpu.powerspec import parse_power_spec, resolve_power_limits
 
     if opts.poll_interval_ms <= 0:
         raise UsageError(f"--poll-interval-ms must be > 0, got {opts.poll_interval_ms:g}.")
@@ -279,7 +291,9 @@ def open_setup(
         raise UsageError(f"--freq-floor must be > 0 MHz, got {opts.freq_floor_mhz}.")
     cooldown = parse_cooldown(opts.cooldown)
     spec = parse_freq_spec(opts.freq)
-    if opts.mem_freq_mhz is not None and not spec.locks:
+    power_spec = parse_power_spec(opts.power_limit)
+    mem_spec = parse_mem_spec(opts.mem_freq)
+    if mem_spec.locks and not spec.locks:
         raise UsageError(
             "--mem-freq locks the memory clock together with the SM clock; add --freq with at least one clock."
         )
@@ -298,6 +312,12 @@ def open_setup(
                     f"(--telemetry {opts.backend}); use --telemetry nvml on a GPU, "
                     f"or --telemetry sim --gpu-model a100 for a dry run."
                 )
+            if power_spec.locks:
+                raise UsageError(
+                    f"--power-limit {opts.power_limit} needs GPU telemetry to read the power-limit range and set "
+                    f"limits, and there is none here (--telemetry {opts.backend}); use --telemetry nvml on a GPU, "
+                    f"or --telemetry sim --gpu-model a100 for a dry run."
+                )
             return TelemetrySetup(opts, None, None, spec, (None,), cooldown)
         from sdsuite.gpu.clocks import recover_stale_lock
 
@@ -305,24 +325,35 @@ def open_setup(
             tel
         )  # an sdsuite process that died holding this GPU's clocks: put them back first, and say so
         info = tel.info()
-        mem = opts.mem_freq_mhz if opts.mem_freq_mhz is not None else info.default_memory_clock_mhz
-        if opts.mem_freq_mhz is not None and opts.mem_freq_mhz not in info.supported_clocks_mhz:
-            raise UsageError(
-                f"--mem-freq {opts.mem_freq_mhz} is not a supported memory clock of {info.name}; "
-                f"supported: {', '.join(map(str, info.memory_clocks_mhz))} MHz."
-            )
+        mems = resolve_mem_clocks(mem_spec, info.memory_clocks_mhz, device=info.name)
+        mem = next((m for m in mems if m is not None), info.default_memory_clock_mhz)
         freqs = resolve_freqs(
             spec, info.graphics_clocks_mhz(mem), floor_mhz=opts.freq_floor_mhz, device=f"{info.name} (memory {mem} MHz)"
         )
-        if check_opt_in and spec.locks and not clock_control_allowed(opts.allow_clock_control):
-            raise ClockControlNotAllowed(not_allowed_message(f"--freq {opts.freq}"))
+        if mem_spec.locks and None in freqs:
+            raise UsageError(
+                "--mem-freq locks the memory clock together with the SM clock, so every --freq point needs a clock; "
+                "drop `default` from --freq."
+            )
+        check_clock_pairs(mems, freqs, info.supported_clocks_mhz, device=info.name)
+        powers = (
+            resolve_power_limits(power_spec, power_constraints(tel), device=info.name) if power_spec.locks else (None,)
+        )
+        asked = (
+            ("--freq", opts.freq, spec),
+            ("--power-limit", opts.power_limit, power_spec),
+            ("--mem-freq", opts.mem_freq, mem_spec),
+        )
+        changes = [f"{flag} {text}" for flag, text, parsed in asked if parsed.locks]
+        if check_opt_in and changes and not clock_control_allowed(opts.allow_clock_control):
+            raise ClockControlNotAllowed(not_allowed_message(" ".join(changes)))
         meter = TelemetryEnergyMeter(
             tel,
             MeterOptions(
                 poll_interval_s=opts.poll_interval_ms / 1000.0, source=opts.energy_source, keep_trace=opts.power_trace
             ),
         )
-        return TelemetrySetup(opts, tel, meter, spec, freqs, cooldown)
+        return TelemetrySetup(opts, tel, meter, spec, freqs, cooldown, powers, mems)
     except BaseException:
         if tel is not None:
             tel.close()

@@ -20,17 +20,17 @@ def order_for_loading(cases: Sequence[Case]) -> list[Case]:
     from sdsuite.quality.effects import is_reference
 
     first_seen: dict[tuple[str, str], int] = {}
-    freq_rank: dict[int | None, int] = {}
+    freq_rank: dict[tuple, int] = {}  # (memory clock, clock, power limit): one change per setting
     weight_rank: dict[str, int] = {"": 0}  # the unmodified pipeline (and the reference set) first
     for i, c in enumerate(cases):
         first_seen.setdefault((c.variant, c.precision), i)
-        freq_rank.setdefault(c.freq_mhz, len(freq_rank))
+        freq_rank.setdefault((c.mem_freq_mhz, c.freq_mhz, c.power_limit_w), len(freq_rank))
         weight_rank.setdefault(c.options.weight_key, len(weight_rank))
     return sorted(
         cases,
         key=lambda c: (
             first_seen[(c.variant, c.precision)],
-            freq_rank[c.freq_mhz],
+            freq_rank[(c.mem_freq_mhz, c.freq_mhz, c.power_limit_w)],
             weight_rank[c.options.weight_key],
             not is_reference(c),
         ),
@@ -62,7 +62,7 @@ def run_grid(
         for case in order_for_loading(cases):
             if on_case_start:
                 on_case_start(case)
-            point = clocks.point(case.freq_mhz)
+            point = clocks.point(case.freq_mhz, case.power_limit_w, case.mem_freq_mhz)
             rec = measure_case(case, ctx, on_run=on_run)
             point.annotate(rec)
             if annotate:

@@ -203,13 +203,14 @@ def sdsuite_results(sdsuite_config: SdsuiteConfig) -> ResultsDir:
 
 @contextlib.contextmanager
 def _frequency_point(cfg: SdsuiteConfig, case: Case):
-    """Lock the case's frequency for the block and restore after; skip when clocks may not be changed."""
+    """Lock the case's frequency and power limit for the block and restore after; skip when they may not be
+    changed."""
     from sdsuite.gpu.clocks import ClockSession
 
     session = cfg.telemetry.clock_session() if cfg.telemetry is not None else ClockSession(None)
     with session:
         try:
-            point = session.point(case.freq_mhz)
+            point = session.point(case.freq_mhz, case.power_limit_w, case.mem_freq_mhz)
         except (ClockControlNotAllowed, ClockPermissionError) as exc:
             pytest.skip(str(exc))
         yield point

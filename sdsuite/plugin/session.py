@@ -84,7 +84,12 @@ CONFIG_KEY = pytest.StashKey[SdsuiteConfig]()
 def _marks_for(case: Case, cfg_device: torch.device, device_explicit: bool) -> tuple[str, ...]:
     spec = VARIANTS[case.variant]
     if spec.embedded:
-        quick = case.precision == "fp32" and case.scheduler in QUICK_SCHEDULERS and not case.freq_mhz
+        quick = (
+            case.precision == "fp32"
+            and case.scheduler in QUICK_SCHEDULERS
+            and not case.freq_mhz
+            and case.power_limit_w is None
+        )
         if case.options.compile_mode:  # compiling takes minutes on a CPU
             return ("full", "slow")
         return ("quick",) if quick else ("full",)
@@ -111,11 +116,17 @@ def build_session(config: pytest.Config) -> SdsuiteConfig:
         device_explicit = config.getoption("device") != "auto"
         cases, explicit = _build_cases(config, device, device_explicit)
         telemetry = _open_telemetry(config, device)
-        if telemetry.freqs_mhz != (None,):  # frequency is the last axis of every grid
+        if (telemetry.freqs_mhz, telemetry.power_limits_w, telemetry.mem_freqs_mhz) != ((None,), (None,), (None,)):
+            # memory clock, frequency, then power limit, are the last axes of every grid
             cases = [
                 (fc, _marks_for(fc, device, device_explicit))
                 for c, _ in cases
-                for fc in (dataclasses.replace(c, freq_mhz=f) for f in telemetry.freqs_mhz)
+                for fc in (
+                    dataclasses.replace(c, freq_mhz=f, power_limit_w=pl, mem_freq_mhz=m)
+                    for m in telemetry.mem_freqs_mhz
+                    for f in telemetry.freqs_mhz
+                    for pl in telemetry.power_limits_w
+                )
             ]
     except SdsuiteError as exc:
         raise pytest.UsageError(str(exc)) from None

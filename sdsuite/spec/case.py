@@ -43,6 +43,8 @@ class Case:
     strength: float | None = None  # image-to-image / inpainting only; None: DEFAULT_STRENGTH
     images_per_prompt: int = 1
     prompt_id: str | None = None  # set for prompts of a prompt set, so cases with different prompts get different ids
+    power_limit_w: int | None = None  # None: the GPU's own power limit, untouched
+    mem_freq_mhz: int | None = None  # None: the memory clock left alone; else locked with the SM clock
 
     def __post_init__(self) -> None:
         if isinstance(self.options, str):  # frozen: set through object.__setattr__, once, at construction
@@ -77,6 +79,10 @@ class Case:
             raise UsageError(f"seed must be >= 0, got {case.seed}.")
         if case.freq_mhz is not None and case.freq_mhz <= 0:
             raise UsageError(f"frequency must be a positive number of MHz, got {case.freq_mhz}.")
+        if case.mem_freq_mhz is not None and case.mem_freq_mhz <= 0:
+            raise UsageError(f"memory clock must be a positive number of MHz, got {case.mem_freq_mhz}.")
+        if case.power_limit_w is not None and case.power_limit_w <= 0:
+            raise UsageError(f"power limit must be a positive number of W, got {case.power_limit_w}.")
         if case.images_per_prompt < 1:
             raise UsageError(f"images per prompt must be >= 1, got {case.images_per_prompt}.")
         if validate_task(case.task) == TEXT_TO_IMAGE:
@@ -95,7 +101,8 @@ class Case:
 
     @property
     def case_id(self) -> str:
-        """Stable, readable id, e.g. ``sd-v1.5/dpm++2m-karras/fp16/f1410/512x512/s50/b1``."""
+        """Stable, readable id, e.g. ``sd-v1.5/dpm++2m-karras/fp16/f1410/512x512/s50/b1`` (``.../b1/pl250w`` under a
+        power cap)."""
         c = self.resolved() if self.steps is None or self.height is None or self.width is None else self
         freq = "fdefault" if c.freq_mhz is None else f"f{c.freq_mhz}"
         parts = [c.variant, c.scheduler, c.precision, freq, f"{c.width}x{c.height}", f"s{c.steps}", f"b{c.batch_size}"]
@@ -110,6 +117,10 @@ class Case:
             parts.append(f"prompt-{c.prompt_id}")
         if not c.options.is_default:
             parts.append(c.options.id)
+        if c.mem_freq_mhz is not None:
+            parts.append(f"m{c.mem_freq_mhz}")
+        if c.power_limit_w is not None:
+            parts.append(f"pl{c.power_limit_w}w")
         return "/".join(parts)
 
     @property
@@ -169,21 +180,24 @@ class GridSpec:
     images_per_prompt: Sequence[int] = (1,)
     prompts: Sequence[tuple[str, str]] = ()  # (prompt_id, text) pairs of a prompt set; empty: ``prompt``
     options: Sequence[OptimizationSet] = (DEFAULT_OPTIONS,)
+    power_limits_w: Sequence[int | None] = (None,)  # the power-limit axis, after the frequency
+    mem_freqs_mhz: Sequence[int | None] = (None,)  # the memory-clock axis, outside the SM clock
 
     def expand(self) -> list[Case]:
         """All cases of the grid, validated, in a deterministic order, without duplicates."""
         cases: list[Case] = []
         seen = set()
         prompts = list(self.prompts) or [(None, self.prompt)]
-        for v, s, p, st, res, b, seed, f, (pid, text), task, strength, ipp, opts in itertools.product(
+        for v, s, p, st, res, b, seed, m, f, pl, (pid, text), task, strength, ipp, opts in itertools.product(
             self.variants, self.schedulers, self.precisions, self.steps, self.resolutions, self.batch_sizes, self.seeds,
-            self.freqs_mhz, prompts, self.tasks, self.strengths, self.images_per_prompt, self.options,
+            self.mem_freqs_mhz, self.freqs_mhz, self.power_limits_w, prompts, self.tasks, self.strengths,
+            self.images_per_prompt, self.options,
         ):  # fmt: skip
             h, w = res if res is not None else (None, None)
             c = Case(
                 v, s, p, st, h, w, b, seed, f, self.guidance_scale, text, self.negative_prompt,
                 options=opts, task=task, strength=None if task == TEXT_TO_IMAGE else strength, images_per_prompt=ipp,
-                prompt_id=pid,
+                prompt_id=pid, power_limit_w=pl, mem_freq_mhz=m,
             ).resolved()  # fmt: skip
             if c not in seen:
                 seen.add(c)

@@ -113,7 +113,8 @@ class Flag:
 @functools.cache
 def table() -> tuple[Flag, ...]:
     """Every flag, in ``--help`` order within its group."""
-    from sdsuite.gpu.freqspec import DEFAULT_FLOOR_MHZ, SPEC_HELP
+    from sdsuite.gpu.freqspec import DEFAULT_FLOOR_MHZ, MEM_SPEC_HELP, SPEC_HELP
+    from sdsuite.gpu.powerspec import POWER_SPEC_HELP
     from sdsuite.gpu.sim import SIM_MODELS
     from sdsuite.gpu.telemetry import BACKENDS
     from sdsuite.gpu.telemetry_meter import ENERGY_SOURCES
@@ -266,10 +267,21 @@ def table() -> tuple[Flag, ...]:
             "--freq-floor", "telemetry", f"lowest clock for all/step/sample (default: {DEFAULT_FLOOR_MHZ})",
             type=int, default=DEFAULT_FLOOR_MHZ, metavar="MHZ",
         ),
-        Flag("--mem-freq", "telemetry", "also lock the memory clock (default: leave it)", type=int, metavar="MHZ"),
+        Flag(
+            "--mem-freq", "telemetry",
+            f"memory-clock axis, locked with the SM clock: {MEM_SPEC_HELP} (default: default, left alone); "
+            "every (memory, SM) pair must be supported",
+            default="default", metavar="SPEC",
+        ),
+        Flag(
+            "--power-limit", "telemetry",
+            f"power-limit axis in W, within the GPU's constraints: {POWER_SPEC_HELP} (default: default, untouched)",
+            default="default", metavar="SPEC",
+        ),
         Flag(
             "--allow-clock-control", "telemetry",
-            "allow changing GPU clocks (or SDSUITE_ALLOW_CLOCK_CONTROL=1); always restored", **switch,
+            "allow changing GPU clocks and power limits (or SDSUITE_ALLOW_CLOCK_CONTROL=1); always restored",
+            **switch,
         ),
         Flag(
             "--clock-settle", "telemetry", "wait after a clock change (default: 2 s real GPU, 0 simulated)",

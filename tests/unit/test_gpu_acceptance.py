@@ -137,7 +137,9 @@ def test_every_state_changing_pynvml_function_is_refused_by_name(acc):
 def test_command_lines_and_environments_never_opt_in_to_clock_control(acc):
     assert acc.check_argv(["run", "--freq", "default", "--telemetry", "nvml"])
     assert acc.check_argv(["run", "--freq=default"])
-    for bad in (["--allow-clock-control"], ["--freq", "1410"], ["--freq=max"], ["--freq"], ["--mem-freq", "2619"]):
+    assert acc.check_argv(["run", "--power-limit", "default", "--mem-freq=default"])
+    bad_lines = (["--allow-clock-control"], ["--freq", "1410"], ["--freq=max"], ["--freq"], ["--mem-freq", "2619"])
+    for bad in (*bad_lines, ["--power-limit", "200"], ["--power-limit=sample:3"], ["--power-limit"]):
         with pytest.raises(acc.ReadOnlyViolation):
             acc.check_argv(["run", *bad])
     env = acc.safe_env(
