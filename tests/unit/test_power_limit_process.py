@@ -251,9 +251,10 @@ def test_a_failed_nvml_power_restore_is_retried_by_the_next_restore(nvml, capsys
 def test_a_signalled_or_killed_nvml_power_sweep_leaves_the_default_limit_after_the_resume(
     fake_nvml, tmp_path, monkeypatch, capfd, sig
 ):
+    # short energy windows: what is checked is the limit left behind and its restore, not the energy
     args = [
         "sweep", "--telemetry", "nvml", "--power-limit", "220,190,160", "--allow-clock-control", "--settle", "1.5",
-        *FAST, "--warmup", "0", "--no-report", "--out", "s",
+        *FAST, "--warmup", "0", "--no-report", "--out", "s", "--min-energy-window", "0.3",
     ]  # fmt: skip
     env = fake_nvml.env({**_env(tmp_path), "SDSUITE_NVML_ON_CPU": "1"})
     prepare = (
