@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sdsuite.pipelines import build
+from sdsuite.pipelines import build, random_init
 from sdsuite.pipelines.registry import VARIANTS
 
 # ../shared/REFERENCE.md section 1 (millions of parameters).
@@ -49,8 +49,8 @@ def test_fast_random_fill_is_deterministic_and_sane():
         torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.LayerNorm(32)),
         torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.LayerNorm(32)),
     )
-    build.fill_random_(lin1, seed=3)
-    build.fill_random_(lin2, seed=3)
+    random_init.fill_random_(lin1, seed=3)
+    random_init.fill_random_(lin2, seed=3)
     for p, q in zip(lin1.parameters(), lin2.parameters(), strict=True):
         assert torch.equal(p, q)
     w = lin1[0].weight.detach()
@@ -60,7 +60,7 @@ def test_fast_random_fill_is_deterministic_and_sane():
 
 def test_skip_weight_init_restores_torch_init():
     original = torch.nn.init.kaiming_uniform_
-    with build._skip_weight_init():
+    with random_init.skip_weight_init():
         assert torch.nn.init.kaiming_uniform_ is not original
     assert torch.nn.init.kaiming_uniform_ is original
 
