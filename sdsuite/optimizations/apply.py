@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from sdsuite.core.denoiser import denoiser_attr
 from sdsuite.core.errors import UsageError
 from sdsuite.optimizations.attention import KVCache, SdsuiteAttnProcessor
 from sdsuite.optimizations.quant import _quant_config, quantized_linear_count
@@ -19,7 +20,7 @@ from sdsuite.optimizations.support import supported
 def _attention_modules(pipe) -> list[torch.nn.Module]:
     return [
         m
-        for m in (getattr(pipe, "unet", None), getattr(pipe, "vae", None))
+        for m in (getattr(pipe, "unet", None), getattr(pipe, "vae", None))  # a DiT keeps its own processors
         if m is not None and hasattr(m, "set_attn_processor")
     ]
 
@@ -99,9 +100,11 @@ def apply_optimizations(pipe, opts: OptimizationSet, device: torch.device | str 
     If a step fails, the reversible steps already applied are undone before the error propagates;
     when ``opts.mutates_weights`` the pipeline must then be dropped from the cache.
     """
-    device = torch.device(device) if device is not None else pipe.unet.device
-    dtype = pipe.unet.dtype
-    reason = supported(opts, device, dtype)
+    attr = denoiser_attr(pipe)
+    net = getattr(pipe, attr)
+    device = torch.device(device) if device is not None else net.device
+    dtype = net.dtype
+    reason = supported(opts, device, dtype, dit=attr == "transformer")
     if reason:
         raise UnsupportedOptimization(reason)
     applied = AppliedOptimizations(opts, pipe)
@@ -126,11 +129,11 @@ def apply_optimizations(pipe, opts: OptimizationSet, device: torch.device | str 
         def quantize() -> None:
             from torchao.quantization import quantize_
 
-            quantize_(pipe.unet, _quant_config(opts.quantization))
-            applied.quantized_layers = quantized_linear_count(pipe.unet)
+            quantize_(net, _quant_config(opts.quantization))
+            applied.quantized_layers = quantized_linear_count(net)
             if applied.quantized_layers[0] == 0:
                 raise UnsupportedOptimization(
-                    f"quantization {opts.quantization}: torchao left every nn.Linear of the UNet unquantized "
+                    f"quantization {opts.quantization}: torchao left every nn.Linear of the {attr} unquantized "
                     f"on {device}"
                 )
 
@@ -175,16 +178,16 @@ def apply_optimizations(pipe, opts: OptimizationSet, device: torch.device | str 
     if opts.compile_mode:
 
         def compile_unet():
-            original = pipe.unet
-            pipe.unet = torch.compile(original, mode=opts.compile_mode, fullgraph=False)
+            original = getattr(pipe, attr)
+            setattr(pipe, attr, torch.compile(original, mode=opts.compile_mode, fullgraph=False))
 
             def restore() -> None:
-                pipe.unet = original
+                setattr(pipe, attr, original)
 
             return restore
 
         # Compiling is lazy: the real compile time lands in the first call (the runner's first_call_s).
-        step("compile_unet", compile_unet)
+        step("compile_unet" if attr == "unet" else "compile_transformer", compile_unet)
     if opts.offload == "model":
         step("model_cpu_offload", lambda: pipe.enable_model_cpu_offload(device=device))
     elif opts.offload == "sequential":

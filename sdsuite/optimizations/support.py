@@ -22,9 +22,33 @@ def _cxx_compiler() -> str | None:
     return next((p for p in (os.environ.get("CXX"), "g++", "c++", "clang++") if p and shutil.which(p)), None)
 
 
-def supported(opts: OptimizationSet, device: torch.device | str, dtype: torch.dtype | str | None = None) -> str | None:
+def dit_reason(opts: OptimizationSet) -> str | None:
+    """Why ``opts`` cannot run on a diffusion transformer (SD 3/3.5, FLUX.1), or None."""
+    if opts.kv_cache:
+        return (
+            "kv-cache: the cross-attention K/V cache is UNet-only (its text K/V are fixed across steps); "
+            "a diffusion transformer's joint attention projects the text tokens anew in every block and step"
+        )
+    if opts.attention not in ("sdpa",):
+        return (
+            f"attention {opts.attention}: sdsuite's attention processors replace the UNet's; the SD 3/FLUX joint "
+            f"attention keeps diffusers' own SDPA processors (attn=sdpa)"
+        )
+    if opts.channels_last:
+        return "channels_last: a diffusion transformer is linear layers on token sequences, no 4-D convolutions"
+    if opts.fused_qkv:
+        return "fused QKV: sdsuite fuses the UNet's projections only; the DiT pipelines are left unfused"
+    return None
+
+
+def supported(
+    opts: OptimizationSet, device: torch.device | str, dtype: torch.dtype | str | None = None, dit: bool = False
+) -> str | None:
     """None when ``opts`` can run on ``device`` (in ``dtype``, a torch dtype or its name: ``bfloat16``) with the
-    installed packages, else the skip reason. Imports torch only for a CUDA device (``sdsuite options`` on a CPU)."""
+    installed packages, else the skip reason; ``dit``: for a diffusion transformer. Imports torch only for a
+    CUDA device (``sdsuite options`` on a CPU)."""
+    if dit and (reason := dit_reason(opts)):
+        return reason
     kind = device.type if hasattr(device, "type") else str(device).split(":")[0]
     cuda = kind == "cuda"
     if cuda:

@@ -4,7 +4,6 @@ random weights, or real weights from a local path / the Hugging Face cache (offl
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import os
 import warnings
 from pathlib import Path
@@ -15,8 +14,8 @@ import torch
 from sdsuite.core.errors import UsageError, WeightsNotFoundError
 from sdsuite.pipelines.random_init import fill_random_, skip_weight_init
 from sdsuite.pipelines.registry import VariantSpec
+from sdsuite.pipelines.tiny_tokenizers import tiny_tokenizer
 
-TOKENIZER_DIR = "assets/tiny_clip_tokenizer"
 WEIGHTS_AUTO = "auto"
 WEIGHTS_RANDOM = "random"
 
@@ -33,15 +32,6 @@ def validate_weights(weights: str) -> None:
             f"--weights {weights!r} is neither 'auto', 'random' nor an existing directory holding a diffusers pipeline "
             f"(model_index.json)."
         )
-
-
-def tiny_tokenizer():
-    """The CLIP BPE tokenizer shipped inside the package (works with no network)."""
-    from transformers import CLIPTokenizer
-
-    root = importlib.resources.files("sdsuite") / TOKENIZER_DIR
-    with importlib.resources.as_file(root) as path:
-        return CLIPTokenizer(vocab=str(path / "vocab.json"), merges=str(path / "merges.txt"), model_max_length=77)
 
 
 def _build_components(spec: VariantSpec, seed: int, fast_init: bool, device: str = "cpu") -> dict[str, Any]:
@@ -84,15 +74,23 @@ def _assemble(spec: VariantSpec, comps: dict[str, Any]):
 
     cls = getattr(diffusers, spec.pipeline_class)
     comps = dict(comps, scheduler=_scheduler_from_spec(spec))
-    if not spec.is_xl:
+    if spec.family == "sd":
         comps.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     return cls(**comps)
 
 
-def build_in_code(spec: VariantSpec, seed: int = 0, device: str = "cpu"):
+def build_in_code(
+    spec: VariantSpec, seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float32, with_t5: bool = True
+):
     """Build the variant's pipeline from its configs: tiny ones with torch's own deterministic init,
-    real architectures with the fast random fill (``--weights random``)."""
-    pipe = _assemble(spec, _build_components(spec, seed, fast_init=not spec.embedded, device=device))
+    real architectures with the fast random fill (``--weights random``; DiT ones allocated in ``dtype``)."""
+    if spec.is_dit:
+        from sdsuite.pipelines.dit import build_dit_components
+
+        comps = build_dit_components(spec, seed, not spec.embedded, device=device, dtype=dtype, with_t5=with_t5)
+    else:
+        comps = _build_components(spec, seed, fast_init=not spec.embedded, device=device)
+    pipe = _assemble(spec, comps)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -101,13 +99,15 @@ def _hf_cache_hint() -> str:
     return os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
 
 
-def load_pretrained(spec: VariantSpec, source: str, torch_dtype: torch.dtype):
+def load_pretrained(spec: VariantSpec, source: str, torch_dtype: torch.dtype, with_t5: bool = True):
     """Load real weights with diffusers' ``from_pretrained``, never touching the network."""
     import diffusers
 
     cls = getattr(diffusers, spec.pipeline_class)
     kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "local_files_only": True}
-    if not spec.is_xl:
+    if not with_t5:
+        kwargs.update(text_encoder_3=None, tokenizer_3=None)
+    if spec.family == "sd":
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     candidates = [source] if source != WEIGHTS_AUTO else [h for h in (spec.hub_id, *spec.alt_hub_ids) if h]
     errors = []
@@ -159,13 +159,20 @@ def require_weights(variant_names, weights: str) -> None:
         raise UsageError(missing_weights_message(missing, weights))
 
 
-def load_pipeline(spec: VariantSpec, weights: str, torch_dtype: torch.dtype, device: str = "cpu"):
-    """Dispatch on the weights source; returns the pipeline on ``device`` in ``torch_dtype``."""
+def load_pipeline(spec: VariantSpec, weights: str, torch_dtype: torch.dtype, device: str = "cpu", with_t5: bool = True):
+    """Dispatch on the weights source; returns the pipeline on ``device`` in ``torch_dtype``.
+
+    ``with_t5=False`` (SD 3/3.5) never builds or loads the T5 encoder: the pipeline encodes with CLIP alone.
+    """
+    if not with_t5 and spec.family != "sd3":
+        raise UsageError(f"dropping the T5 encoder applies to the SD 3/3.5 variants, not {spec.name}.")
     kind = weights_kind(weights)
     if kind == "path" or (kind == WEIGHTS_AUTO and not spec.embedded):
-        pipe = load_pretrained(spec, weights, torch_dtype)
+        pipe = load_pretrained(spec, weights, torch_dtype, with_t5=with_t5)
+    elif spec.embedded:
+        pipe = build_in_code(spec, device="cpu", with_t5=with_t5)
     else:
-        pipe = build_in_code(spec, device=device if not spec.embedded else "cpu")
+        pipe = build_in_code(spec, device=device, dtype=torch_dtype, with_t5=with_t5)
     from diffusers.utils import logging as dlogging
 
     # diffusers warns on every .to(dtype) that no module is kept in fp32 (none is, for these models).
