@@ -98,3 +98,57 @@ def test_a_dit_record_times_clip_and_t5_apart(variant, cpu):
     assert 0 < clip and 0 < t5 and clip + t5 <= text  # both encoders ran inside the text-encoding stage
     assert m["denoise_s"]["available"] and m["vae_decode_s"]["available"]
     assert len(m["step_latency_s"]["samples"]) == 2 * 2
+
+
+# -- FLOPs: the counter against an analytic count (2 FLOPs per multiply-add of every matmul, conv and attention) --
+
+
+def t5_encoder_flops(cfg: dict, tokens: int) -> int:
+    """One T5 encoder pass over ``tokens`` tokens: QKVO projections, QK^T and AV, the gated FFN, per layer."""
+    d, inner, dff, n = cfg["d_model"], cfg["num_heads"] * cfg["d_kv"], cfg["d_ff"], tokens
+    per_layer = 4 * 2 * n * d * inner + 2 * 2 * n * n * inner + 2 * 2 * n * d * dff + 2 * n * dff * d
+    return cfg["num_layers"] * per_layer
+
+
+def sd3_transformer_flops(cfg: dict, img_tokens: int, txt_tokens: int) -> int:
+    """One SD3Transformer2DModel evaluation of one sample (MMDiT joint attention, MMDiT-X dual blocks)."""
+    dim = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    p, c = cfg["patch_size"], cfg["in_channels"]
+    n_i, n_t = img_tokens, txt_tokens
+    n = n_i + n_t
+    total = 2 * n_i * c * p * p * dim  # patch embedding
+    total += 2 * (256 * dim + dim * dim) + 2 * (cfg["pooled_projection_dim"] * dim + dim * dim)  # timestep, pooled
+    total += 2 * n_t * cfg["joint_attention_dim"] * cfg["caption_projection_dim"]  # context embedder
+    for i in range(cfg["num_layers"]):
+        last = i == cfg["num_layers"] - 1  # context_pre_only: the text stream ends after feeding the attention
+        dual = i in cfg.get("dual_attention_layers", ())
+        total += 2 * dim * (9 if dual else 6) * dim + 2 * dim * (2 if last else 6) * dim  # adaLN modulations
+        total += 3 * 2 * n * dim * dim + 4 * n * n * dim + 2 * n_i * dim * dim  # joint QKV, QK^T + AV, image out
+        if not last:
+            total += 2 * n_t * dim * dim + 16 * n_t * dim * dim  # text out projection, text MLP (4x)
+        if dual:
+            total += 4 * 2 * n_i * dim * dim + 4 * n_i * n_i * dim  # the image-only second attention
+        total += 16 * n_i * dim * dim  # image MLP (4x)
+    return total + 2 * dim * 2 * dim + 2 * n_i * dim * p * p * cfg["out_channels"]  # output modulation, projection
+
+
+@pytest.mark.parametrize("height, width, steps", [(64, 64, 2), (128, 64, 1)])
+def test_counted_transformer_and_t5_flops_match_the_analytic_count(tiny_dit_pipes, height, width, steps):
+    from sdsuite.measure.meters.flops import count_flops_by_module
+
+    spec, pipe = VARIANTS["tiny-sd3"], tiny_dit_pipes["tiny-sd3"]
+    parts = {"transformer": pipe.transformer, "t5": pipe.text_encoder_3}
+    total, by = count_flops_by_module(
+        lambda: pipe(
+            prompt="a fox", height=height, width=width, num_inference_steps=steps, guidance_scale=7.0,
+            max_sequence_length=spec.max_sequence_length, output_type="pt",
+        ),
+        parts,
+    )  # fmt: skip
+    cfg = spec.transformer
+    img_tokens = (height // 8 // cfg["patch_size"]) * (width // 8 // cfg["patch_size"])
+    txt_tokens = 77 + spec.max_sequence_length  # CLIP's 77 tokens beside T5's
+    cfg_batch = 2  # classifier-free guidance: the prompt and the (empty) negative prompt
+    assert by["transformer"] == steps * cfg_batch * sd3_transformer_flops(cfg, img_tokens, txt_tokens)
+    assert by["t5"] == cfg_batch * t5_encoder_flops(spec.t5, spec.max_sequence_length)
+    assert total > by["transformer"] + by["t5"]  # CLIP and the VAE decoder on top
