@@ -27,6 +27,7 @@ Getter = Callable[[str], Any]
 
 # The plugin's suite: the quick grid (embedded tiny models, fast samplers) and what --full adds.
 QUICK_SCHEDULERS = ("euler", "dpm++2m", "ddim")
+QUICK_DIT_SCHEDULERS = ("default",)  # one flow-matching case per tiny DiT model: the quick selection is near 60 s
 CORE_SCHEDULERS = (
     "ddim",
     "pndm",
@@ -39,7 +40,7 @@ CORE_SCHEDULERS = (
     "dpm++2m-sde-karras",
     "unipc",
 )
-FLOW_SCHEDULERS = ("default", "flow-heun")
+FLOW_SCHEDULERS = ("default", "dpm++2m-flow", "unipc-flow")  # --full on the DiT variants (valid for SD 3 and FLUX)
 TINY = tuple(n for n, v in VARIANTS.items() if v.embedded)
 REAL = tuple(n for n, v in VARIANTS.items() if not v.embedded)
 
@@ -180,12 +181,16 @@ def build_grids(get: Getter, *, suite: bool = False) -> tuple[list[GridSpec], bo
         if dits:
             unets = [v for v in variants if v not in dits]
             grids = [dataclasses.replace(grid, variants=unets)] if unets else []
-            grids.append(dataclasses.replace(grid, variants=dits, schedulers=[DEFAULT_SCHEDULER]))
+            grids.append(dataclasses.replace(grid, variants=dits, schedulers=list(QUICK_DIT_SCHEDULERS)))
             grid = grids[0]
     if suite and not explicit and get("full"):
         tiny_unets = [v for v in TINY if not VARIANTS[v].is_dit]
         grids.append(
             dataclasses.replace(grid, variants=tiny_unets, schedulers=CORE_SCHEDULERS, precisions=["fp32", "bf16"])
+        )
+        tiny_dits = [v for v in TINY if VARIANTS[v].is_dit]
+        grids.append(
+            dataclasses.replace(grid, variants=tiny_dits, schedulers=FLOW_SCHEDULERS, precisions=["fp32", "bf16"])
         )
         real_unets = [v for v in REAL if not VARIANTS[v].is_dit]
         grids.append(
