@@ -18,3 +18,12 @@ def denoiser_attr(pipe: Any) -> str:
 def denoiser(pipe: Any) -> Any:
     """The pipeline's denoising network (its UNet or its diffusion transformer)."""
     return getattr(pipe, denoiser_attr(pipe))
+
+
+def pipeline_family(pipe: Any) -> str:
+    """``sd``, ``sdxl``, ``sd3`` or ``flux`` from the pipeline's class (text-to-image, img2img or inpainting)."""
+    name = type(pipe).__name__
+    for prefix, family in (("StableDiffusion3", "sd3"), ("Flux", "flux"), ("StableDiffusionXL", "sdxl")):
+        if name.startswith(prefix):
+            return family
+    return "sd"

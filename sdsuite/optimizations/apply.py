@@ -9,12 +9,22 @@ from typing import Any
 
 import torch
 
-from sdsuite.core.denoiser import denoiser_attr
+from sdsuite.core.denoiser import denoiser_attr, pipeline_family
 from sdsuite.core.errors import UsageError
 from sdsuite.optimizations.attention import KVCache, SdsuiteAttnProcessor
 from sdsuite.optimizations.quant import _quant_config, quantized_linear_count
 from sdsuite.optimizations.sets import DEFAULT_ATTENTION, WEIGHT_MUTATING, OptimizationSet, UnsupportedOptimization
 from sdsuite.optimizations.support import supported
+
+
+def _within(fn: Callable, context: Callable) -> Callable:
+    """``fn`` run inside a fresh ``context()`` on every call."""
+
+    def wrapped(*args, **kwargs):
+        with context():
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def _attention_modules(pipe) -> list[torch.nn.Module]:
@@ -104,7 +114,7 @@ def apply_optimizations(pipe, opts: OptimizationSet, device: torch.device | str 
     net = getattr(pipe, attr)
     device = torch.device(device) if device is not None else net.device
     dtype = net.dtype
-    reason = supported(opts, device, dtype, dit=attr == "transformer")
+    reason = supported(opts, device, dtype, family=pipeline_family(pipe))
     if reason:
         raise UnsupportedOptimization(reason)
     applied = AppliedOptimizations(opts, pipe)
@@ -122,6 +132,9 @@ def apply_optimizations(pipe, opts: OptimizationSet, device: torch.device | str 
         if undo is not None:
             applied._undo.append((name, undo))
 
+    if opts.drop_t5 and getattr(pipe, "text_encoder_3", None) is not None:
+        # The cache builds such pipelines without T5 (sdsuite.pipelines.build.load_pipeline); this frees a loaded one.
+        step("drop_t5", lambda: pipe.register_modules(text_encoder_3=None, tokenizer_3=None))
     if opts.fused_qkv:
         step("fused_qkv", lambda: pipe.fuse_qkv_projections())
     if opts.quantization:
@@ -150,6 +163,17 @@ def apply_optimizations(pipe, opts: OptimizationSet, device: torch.device | str 
 
         step("channels_last", to_channels_last)
     # The diffusers default (SDPA, possibly fused) stays untouched: the default set measures stock diffusers.
+    if attr == "transformer" and opts.attention == "eager":
+
+        def math_attention():
+            # diffusers' joint-attention processors call F.scaled_dot_product_attention: its plain-math kernel is the
+            # eager attention of a DiT (sdsuite's processors only fit the UNet's attention modules).
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            net.forward = _within(net.forward, lambda: sdpa_kernel(SDPBackend.MATH))
+            return lambda: vars(net).pop("forward", None)
+
+        step("attention_eager_math_sdpa", math_attention)
     if opts.attention != DEFAULT_ATTENTION or opts.kv_cache:
 
         def set_processors():

@@ -90,7 +90,8 @@ class PipelineCache:
         while len(self._entries) >= self.max_entries:
             self.release(next(iter(self._entries)))
         t0 = time.perf_counter()
-        pipe = load_pipeline(spec, weights, dtype, device=str(device))
+        with_t5 = not (weight_part is not None and weight_part.drop_t5)
+        pipe = load_pipeline(spec, weights, dtype, device=str(device), with_t5=with_t5)
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize(device)
         load_s = time.perf_counter() - t0

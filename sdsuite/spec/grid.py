@@ -58,6 +58,7 @@ OPTION_FLAGS = (
     "fuse_qkv",
     "quantize",
     "recipe",
+    "drop_t5",
 )
 
 
@@ -79,6 +80,7 @@ def option_sets_from(get: Getter) -> list:
         vae_tiling=bool(get("vae_tiling")),
         channels_last=bool(get("channels_last")),
         fused_qkv=bool(get("fuse_qkv")),
+        drop_t5=bool(get("drop_t5")),
     )
 
 

@@ -63,6 +63,7 @@ def test_flux_latents_are_packed_and_sd3_latents_are_not(tiny_dit_pipes):
     assert initial_latents(tiny_dit_pipes["tiny-sd3"], 2, 64, 64, seed=1).shape == (2, 16, 8, 8)
 
 
+@pytest.mark.slow  # writes and reads back seven components, then a measured run (~0.4-0.8 s each)
 @pytest.mark.parametrize("variant", DIT_TINY)
 def test_saved_dit_pipeline_loads_back_offline_and_gives_the_same_image(tmp_path, tiny_dit_pipes, variant, cpu):
     pipe = tiny_dit_pipes[variant]
@@ -152,3 +153,51 @@ def test_counted_transformer_and_t5_flops_match_the_analytic_count(tiny_dit_pipe
     assert by["transformer"] == steps * cfg_batch * sd3_transformer_flops(cfg, img_tokens, txt_tokens)
     assert by["t5"] == cfg_batch * t5_encoder_flops(spec.t5, spec.max_sequence_length)
     assert total > by["transformer"] + by["t5"]  # CLIP and the VAE decoder on top
+
+
+# -- optimizations on the DiT generation --
+
+
+@pytest.mark.parametrize(
+    "token, variant, reason",
+    [
+        ("kv-cache", "tiny-sd3", "K/V cache is UNet-only"),
+        ("attn=sliced", "tiny-flux", "keeps diffusers' own processors"),
+        ("channels-last", "tiny-sd3", "no 4-D convolutions"),
+        ("no-t5", "tiny-flux", "FLUX.1 needs T5"),
+        ("no-t5", "tiny-sdxl", "has no T5 encoder"),
+    ],
+)
+def test_options_a_family_cannot_run_are_skipped_with_the_reason(token, variant, reason, cpu):
+    from sdsuite.optimizations.sets import parse_optimization_set
+    from sdsuite.optimizations.support import supported
+
+    assert reason in supported(parse_optimization_set(token), cpu, "float32", family=VARIANTS[variant].family)
+    rec = run_case(Case(variant, steps=1, options=token), RunOptions(runs=1, warmup=0), cpu, cache=PipelineCache())
+    assert rec["status"] == "skipped" and reason in rec["reason"]
+
+
+def test_no_t5_builds_sd3_without_its_t5_and_reports_it(cpu):
+    cache = PipelineCache()
+    rec = run_case(
+        Case("tiny-sd3", steps=2, options="no-t5"), RunOptions(runs=1, warmup=0, spans=False), cpu, cache=cache
+    )
+    assert rec["status"] == "ok", rec["reason"]
+    assert "text_encoder_3" not in rec["params"] and "text_encoder_2" in rec["params"]
+    t5 = rec["metrics"]["text_encode_t5_s"]
+    assert not t5["available"] and "dropped" in t5["reason"]
+    assert "text_encoder_3" not in rec["flops_by_component"]
+
+
+def test_eager_attention_on_a_dit_runs_plain_math_sdpa_and_is_undone(tiny_dit_pipes):
+    from sdsuite.optimizations.apply import apply_optimizations
+    from sdsuite.optimizations.sets import parse_optimization_set
+
+    pipe = tiny_dit_pipes["tiny-flux"]
+    sdpa = _call(pipe, "tiny-flux")
+    applied = apply_optimizations(pipe, parse_optimization_set("attn=eager"), "cpu")
+    assert "forward" in vars(pipe.transformer)  # the math-kernel wrapper is installed
+    eager = _call(pipe, "tiny-flux")
+    applied.undo()
+    assert "forward" not in vars(pipe.transformer)
+    assert torch.allclose(eager, sdpa, atol=1e-4) and torch.equal(_call(pipe, "tiny-flux"), sdpa)
