@@ -201,3 +201,15 @@ def test_eager_attention_on_a_dit_runs_plain_math_sdpa_and_is_undone(tiny_dit_pi
     applied.undo()
     assert "forward" not in vars(pipe.transformer)
     assert torch.allclose(eager, sdpa, atol=1e-4) and torch.equal(_call(pipe, "tiny-flux"), sdpa)
+
+
+@pytest.mark.parametrize("variant, task", [("tiny-sd3", "image-to-image"), ("tiny-flux", "inpainting")])
+def test_dit_image_tasks_run_on_the_diffusers_task_pipelines(variant, task, cpu):
+    from sdsuite.spec.tasks import task_pipeline
+
+    case = Case(variant, steps=2, task=task, strength=0.5)
+    rec = run_case(case, RunOptions(runs=1, warmup=0, count_flops=False, spans=False), cpu)
+    assert rec["status"] == "ok", rec["reason"]
+    expected = {"image-to-image": "Img2ImgPipeline", "inpainting": "InpaintPipeline"}[task]
+    pipe = task_pipeline(build_in_code(VARIANTS[variant]), task)
+    assert type(pipe).__name__ == VARIANTS[variant].pipeline_class.replace("Pipeline", expected)
