@@ -133,6 +133,41 @@ def sd3_transformer_flops(cfg: dict, img_tokens: int, txt_tokens: int) -> int:
     return total + 2 * dim * 2 * dim + 2 * n_i * dim * p * p * cfg["out_channels"]  # output modulation, projection
 
 
+def flux_transformer_flops(cfg: dict, img_tokens: int, txt_tokens: int) -> int:
+    """One FluxTransformer2DModel evaluation of one sample (double-stream blocks, then single-stream blocks)."""
+    dim = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    n_i, n_t = img_tokens, txt_tokens
+    n = n_i + n_t
+    total = 2 * n_i * cfg["in_channels"] * dim + 2 * n_t * cfg["joint_attention_dim"] * dim  # image, text embedders
+    timestep = 2 * (256 * dim + dim * dim)  # the guidance embedding (dev) is a second timestep MLP
+    total += timestep * (2 if cfg["guidance_embeds"] else 1) + 2 * (cfg["pooled_projection_dim"] * dim + dim * dim)
+    for _ in range(cfg["num_layers"]):  # double stream: image and text with their own weights, joint attention
+        total += 2 * 2 * dim * 6 * dim  # two adaLN-Zero modulations
+        total += 3 * 2 * n * dim * dim + 4 * n * n * dim + 2 * n * dim * dim  # QKV, QK^T + AV, out projections
+        total += 16 * n * dim * dim  # the two MLPs (4x)
+    for _ in range(cfg["num_single_layers"]):  # single stream: one sequence, attention and MLP in parallel
+        total += 2 * dim * 3 * dim + 2 * n * dim * 4 * dim + 3 * 2 * n * dim * dim + 4 * n * n * dim
+        total += 2 * n * 5 * dim * dim  # the output projection of [attention, MLP]
+    return total + 2 * dim * 2 * dim + 2 * n_i * dim * cfg["in_channels"]  # output modulation, projection
+
+
+def test_counted_flux_transformer_flops_match_the_analytic_count(tiny_dit_pipes):
+    from sdsuite.measure.meters.flops import count_flops_by_module
+
+    spec, pipe = VARIANTS["tiny-flux"], tiny_dit_pipes["tiny-flux"]
+    for height, width, steps in ((64, 64, 2), (128, 64, 1)):
+        _, by = count_flops_by_module(
+            lambda h=height, w=width, s=steps: pipe(
+                prompt="a fox", height=h, width=w, num_inference_steps=s, max_sequence_length=32, output_type="pt"
+            ),
+            {"transformer": pipe.transformer, "t5": pipe.text_encoder_2},
+        )
+        img_tokens = (height // 16) * (width // 16)  # 2x2 latent patches packed into tokens
+        # FLUX has no classifier-free guidance batch (guidance is embedded) and attends to the T5 tokens only.
+        assert by["transformer"] == steps * flux_transformer_flops(spec.transformer, img_tokens, 32)
+        assert by["t5"] == t5_encoder_flops(spec.t5, 32)
+
+
 @pytest.mark.parametrize("height, width, steps", [(64, 64, 2), (128, 64, 1)])
 def test_counted_transformer_and_t5_flops_match_the_analytic_count(tiny_dit_pipes, height, width, steps):
     from sdsuite.measure.meters.flops import count_flops_by_module
