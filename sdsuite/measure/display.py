@@ -54,7 +54,7 @@ def _spread(metric: dict) -> str:
 
 
 def fmt_stages(metrics: dict) -> str:
-    """Stage medians: ``text · denoise · decode``; the DiT variants' text time split ``[clip+t5]`` (ms)."""
+    """Stage medians: ``text · denoise · decode``; the DiT variants' text time split ``[clip X + t5 Y]``."""
 
     def center(name: str) -> float | None:
         m = metrics.get(name) or {}
@@ -66,9 +66,8 @@ def fmt_stages(metrics: dict) -> str:
     out = fmt_seconds(text)
     if "text_encode_clip_s" in metrics:
         clip, t5 = center("text_encode_clip_s"), center("text_encode_t5_s")
-        split = [f"clip {clip * 1e3:.1f}" if clip is not None else "clip n/a"]
-        split.append(f"t5 {t5 * 1e3:.1f}" if t5 is not None else "no t5")
-        out += f" [{'+'.join(split)} ms]"
+        split = [f"clip {fmt_seconds(clip)}", f"t5 {fmt_seconds(t5)}" if t5 is not None else "no t5"]
+        out += f" [{' + '.join(split)}]"
     return f"{out} · {fmt_seconds(denoise)} · {fmt_seconds(decode)}"
 
 

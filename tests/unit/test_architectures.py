@@ -136,6 +136,11 @@ def test_random_dit_weights_are_allocated_in_the_target_dtype(precision):
         params = list(getattr(pipe, name).parameters())
         assert {p.dtype for p in params} == {dtype}, name
         assert all(bool(torch.isfinite(p).all()) for p in params)
+    t5 = pipe.text_encoder_3
+    assert t5.shared.weight is t5.encoder.embed_tokens.weight  # tied, as built normally and as checkpoints store it
+    assert sum(p.numel() for p in t5.parameters()) == sum(
+        p.numel() for p in build.build_in_code(VARIANTS["tiny-sd3"]).text_encoder_3.parameters()
+    )
     again = build.build_in_code(spec, dtype=dtype)
     assert torch.equal(pipe.transformer.proj_out.weight, again.transformer.proj_out.weight)
     assert torch.get_default_dtype() == torch.float32  # the default dtype is restored

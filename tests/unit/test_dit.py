@@ -248,3 +248,18 @@ def test_dit_image_tasks_run_on_the_diffusers_task_pipelines(variant, task, cpu)
     expected = {"image-to-image": "Img2ImgPipeline", "inpainting": "InpaintPipeline"}[task]
     pipe = task_pipeline(build_in_code(VARIANTS[variant]), task)
     assert type(pipe).__name__ == VARIANTS[variant].pipeline_class.replace("Pipeline", expected)
+
+
+def test_the_table_shows_the_stage_medians_with_the_clip_t5_split():
+    from sdsuite.measure.display import fmt_stages
+
+    def m(v):
+        return {"available": True, "median": v, "n": 3}
+
+    dit = {"text_encode_s": m(51.2), "text_encode_clip_s": m(2.88), "text_encode_t5_s": m(48.3)}
+    dit |= {"denoise_s": m(23.1), "vae_decode_s": m(0.0033)}
+    assert fmt_stages(dit) == "51.200 s [clip 2.880 s + t5 48.300 s] · 23.100 s · 3.3 ms"
+    dropped = dit | {"text_encode_t5_s": {"available": False, "reason": "dropped"}}
+    assert "[clip 2.880 s + no t5]" in fmt_stages(dropped)
+    unet = {k: v for k, v in dit.items() if "clip" not in k and "t5" not in k}
+    assert fmt_stages(unet) == "51.200 s · 23.100 s · 3.3 ms" and fmt_stages({}) == "n/a"
