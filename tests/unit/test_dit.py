@@ -263,3 +263,19 @@ def test_the_table_shows_the_stage_medians_with_the_clip_t5_split():
     assert "[clip 2.880 s + no t5]" in fmt_stages(dropped)
     unet = {k: v for k, v in dit.items() if "clip" not in k and "t5" not in k}
     assert fmt_stages(unet) == "51.200 s · 23.100 s · 3.3 ms" and fmt_stages({}) == "n/a"
+
+
+def test_each_variant_gets_its_default_precision_and_the_quick_suite_its_flow_default():
+    from sdsuite.spec.grid import build_grids, expand_grids
+
+    flags = {"variant": "sd3.5-large,tiny-flux,sdxl"}
+    (grid,), _ = build_grids(flags.get)
+    assert [(c.variant, c.precision) for c in grid.expand()] == [
+        ("sd3.5-large", "bf16"), ("tiny-flux", "fp32"), ("sdxl", "fp32"),
+    ]  # fmt: skip
+    assert build_grids({"variant": "sd3.5-large", "precision": "fp16"}.get)[0][0].expand()[0].precision == "fp16"
+    suite = expand_grids(build_grids({}.get, suite=True)[0])  # the plugin's quick grid
+    assert {(c.variant, c.scheduler) for c in suite if VARIANTS[c.variant].is_dit} == {
+        ("tiny-sd3", "default"), ("tiny-flux", "default"),
+    }  # fmt: skip
+    assert {c.scheduler for c in suite if c.variant == "tiny-sd"} == {"euler", "dpm++2m", "ddim"}
