@@ -48,8 +48,17 @@ class LoadedPipeline:
         if spec is None:
             self.pipe.scheduler = self.base_scheduler_class.from_config(self.base_scheduler_config)
             return
+        from diffusers.utils import logging as dlogging
+
         cls = getattr(diffusers, spec.class_name)
-        self.pipe.scheduler = cls.from_config(self.base_scheduler_config, **spec.overrides)
+        # A flow-matching config carries keys another solver class does not take (FLUX's dynamic-shift settings for
+        # DPM-Solver): diffusers warns on every swap that it ignores them, which is intended (docs/dit.md).
+        level = dlogging.get_verbosity()
+        dlogging.set_verbosity_error()
+        try:
+            self.pipe.scheduler = cls.from_config(self.base_scheduler_config, **spec.overrides)
+        finally:
+            dlogging.set_verbosity(level)
 
 
 def _param_counts(pipe) -> dict[str, int]:

@@ -8,7 +8,7 @@ from sdsuite.measure.runner import run_case
 from sdsuite.pipelines.build import build_in_code, load_pipeline
 from sdsuite.pipelines.cache import PipelineCache
 from sdsuite.pipelines.dit import initial_latents
-from sdsuite.pipelines.registry import VARIANTS
+from sdsuite.pipelines.registry import VARIANTS, schedulers_for
 from sdsuite.pipelines.tiny_tokenizers import tiny_t5_tokenizer
 from sdsuite.spec.case import Case
 
@@ -279,3 +279,23 @@ def test_each_variant_gets_its_default_precision_and_the_quick_suite_its_flow_de
         ("tiny-sd3", "default"), ("tiny-flux", "default"),
     }  # fmt: skip
     assert {c.scheduler for c in suite if c.variant == "tiny-sd"} == {"euler", "dpm++2m", "ddim"}
+
+
+@pytest.mark.parametrize(
+    "variant, scheduler",
+    [(v, s) for v in DIT_TINY for s in schedulers_for(VARIANTS[v]) if s != "default"],
+)
+def test_every_flow_scheduler_offered_for_a_family_runs_on_it(tiny_dit_pipes, variant, scheduler):
+    import diffusers
+
+    from sdsuite.pipelines.registry import get_scheduler
+
+    pipe = tiny_dit_pipes[variant]
+    base = pipe.scheduler
+    spec = get_scheduler(scheduler)
+    try:
+        pipe.scheduler = getattr(diffusers, spec.class_name).from_config(base.config, **spec.overrides)
+        images = _call(pipe, variant)
+    finally:
+        pipe.scheduler = base
+    assert bool(torch.isfinite(images).all()) and float(images.std()) > 1e-3
