@@ -299,3 +299,23 @@ def test_every_flow_scheduler_offered_for_a_family_runs_on_it(tiny_dit_pipes, va
     finally:
         pipe.scheduler = base
     assert bool(torch.isfinite(images).all()) and float(images.std()) > 1e-3
+
+
+@pytest.mark.slow  # four batch sizes, simulated energy windows of >= 0.1 s, CLI imports: ~3-7 s
+def test_energy_per_image_is_the_whole_call_window_over_its_images_at_batch_1_to_8(tmp_path):
+    """ML.ENERGY's method: one window around whole generation calls, divided by the images generated in it."""
+    import json
+
+    from sdsuite.cli.main import main
+
+    out = tmp_path / "r"
+    args = ["run", "--variant", "tiny-flux", "--batch-size", "1,2,4,8", "--telemetry", "sim", "--gpu-model", "h100"]
+    args += ["--runs", "2", "--warmup", "0", "--steps", "2", "--no-flops", "--no-spans", "--no-progress"]
+    assert main([*args, "--min-energy-window", "0.1", "--out", str(out)]) == 0
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["case"]["batch_size"] for r in recs] == [1, 2, 4, 8]
+    for r in recs:
+        windows, b = r["energy_windows"], r["case"]["batch_size"]
+        expected = [w["energy_j"] / w["generations"] / b for w in windows]  # whole calls, every image in the window
+        assert r["metrics"]["energy_per_image_j"]["samples"] == pytest.approx(expected)
+        assert r["simulated"] is True and r["metrics"]["latency_s"]["n"] == 2
