@@ -319,3 +319,22 @@ def test_energy_per_image_is_the_whole_call_window_over_its_images_at_batch_1_to
         expected = [w["energy_j"] / w["generations"] / b for w in windows]  # whole calls, every image in the window
         assert r["metrics"]["energy_per_image_j"]["samples"] == pytest.approx(expected)
         assert r["simulated"] is True and r["metrics"]["latency_s"]["n"] == 2
+
+
+@pytest.mark.slow  # importing dynamo for torch.compile (~0.7 s), as the UNet's compile test
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # dynamo's import
+def test_compile_wraps_the_transformer_and_undo_restores_it(tiny_dit_pipes):
+    from sdsuite.optimizations.apply import apply_optimizations
+    from sdsuite.optimizations.sets import parse_optimization_set
+    from sdsuite.optimizations.support import supported
+
+    opts = parse_optimization_set("compile")
+    if reason := supported(opts, "cpu", "float32", family="sd3"):
+        pytest.skip(reason)
+    pipe = tiny_dit_pipes["tiny-sd3"]
+    original = pipe.transformer
+    applied = apply_optimizations(pipe, opts, "cpu")  # lazy: nothing compiles until the first call
+    assert pipe.transformer is not original and pipe.transformer._orig_mod is original
+    assert "compile_transformer" in applied.setup_s
+    applied.undo()
+    assert pipe.transformer is original
