@@ -95,7 +95,10 @@ class LatencyKind(MetricKind):
     """Wall times of a whole call or of its stages: lower is better."""
 
     name = "latency"
-    patterns = ("latency_s", "latency_cpu_s", "step_latency_s", "text_encode_s", "denoise_s", "vae_decode_s")
+    patterns = (
+        "latency_s", "latency_cpu_s", "step_latency_s", "text_encode_s", "text_encode_clip_s", "text_encode_t5_s",
+        "denoise_s", "vae_decode_s",
+    )  # fmt: skip
     default = Tolerance(rtol=Fraction(5, 100), direction=Direction.LOWER)
     better_note = "faster than baseline: consider updating"
 

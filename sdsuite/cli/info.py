@@ -50,10 +50,12 @@ def _variants_data() -> list[dict]:
             "name": v.name,
             "hub_id": v.hub_id,
             "pipeline": v.pipeline_class,
+            "family": v.family,
             "default_resolution": f"{v.default_width}x{v.default_height}",
             "default_steps": v.default_steps,
             "default_guidance": v.default_guidance,
             "prediction_type": v.prediction_type,
+            "default_precision": v.default_precision,
             "gpu_classes": list(v.gpu_classes),
             "approx_vram_gb": v.approx_vram_gb,
             "embedded": v.embedded,
@@ -79,6 +81,8 @@ def cell(column: str, value) -> str:
 # Columns a narrow terminal drops first (the name, hub id and description always stay).
 DROP_ORDER = (
     "prediction_type",
+    "default_precision",
+    "family",
     "approx_vram_gb",
     "embedded",
     "default_guidance",
@@ -87,6 +91,7 @@ DROP_ORDER = (
     "default_steps",
     "default_resolution",
     "overrides",
+    "families",
 )
 
 
@@ -117,11 +122,18 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "name": DEFAULT_SCHEDULER,
                 "class": "(checkpoint's own)",
                 "overrides": {},
+                "families": ["sd", "sdxl", "sd3", "flux"],
                 "description": "the scheduler the weights ship with",
             }
         ]
         + [
-            {"name": s.name, "class": s.class_name, "overrides": s.overrides, "description": s.description}
+            {
+                "name": s.name,
+                "class": s.class_name,
+                "overrides": s.overrides,
+                "families": list(s.families),
+                "description": s.description,
+            }
             for s in SCHEDULERS.values()
         ],
         "precisions": [{"name": k, "dtype": v} for k, v in PRECISIONS.items()],

@@ -39,14 +39,15 @@ def _catalogue() -> list[tuple[str, str, str]]:
 
     rows = [(f"attn={k}", "attention kernel" + (" (default)" if k == "sdpa" else ""), "no") for k in ATTENTION_KERNELS]
     rows += [
-        ("kv-cache", "cross-attention K/V computed once per generation", "no"),
+        ("kv-cache", "cross-attention K/V computed once per generation (UNet only)", "no"),
         ("vae-slicing", "VAE decodes one image at a time", "no"),
         ("vae-tiling", "VAE decodes in tiles", "no"),
         ("channels-last", "UNet and VAE in channels_last", "no"),
         ("fused-qkv", WEIGHT_MUTATING["fused_qkv"], "yes"),
+        ("no-t5", WEIGHT_MUTATING["drop_t5"], "yes"),
     ]
     rows += [
-        (f"compile={m}" if m != "default" else "compile", f"torch.compile the UNet, mode {m}", "no")
+        (f"compile={m}" if m != "default" else "compile", f"torch.compile the UNet or DiT, mode {m}", "no")
         for m in COMPILE_MODES
     ]
     rows += [(f"{m}-offload", f"{m} CPU offload", "yes") for m in OFFLOAD_MODES]
@@ -70,18 +71,24 @@ def cmd_options(args: argparse.Namespace) -> int:
         title=f"optimization tokens (join with +; comma lists make a grid) on {device}, {args.precision}",
         title_justify="left",
     )
-    for col in ("token", "what", "mutates weights", "runs here"):
+    # One column per model generation: the UNet families (SD 1.x/2.x, SDXL) and the diffusion transformers.
+    families = {"UNet (SD 1/2, SDXL)": "sd", "SD 3/3.5": "sd3", "FLUX.1": "flux"}
+    for col in ("token", "what", "mutates weights", *(f"runs here: {f}" for f in families)):
         t.add_column(col)
+
+    def verdict(s, family: str) -> str:
+        reason = supported(s, device, dtype, family=family)
+        return "yes" if reason is None else f"no: {reason}"
+
     for token, what, mutates in _catalogue():
-        reason = supported(parse_optimization_set(token), device, dtype)
-        t.add_row(token, what, mutates, "yes" if reason is None else f"no: {reason}")
+        s = parse_optimization_set(token)
+        t.add_row(token, what, mutates, *(verdict(s, f) for f in families.values()))
     console.print(readable(t, "token"))
     p = Table(title="presets (--recipe)", title_justify="left")
-    for col in ("preset", "set", "runs here"):
+    for col in ("preset", "set", *(f"runs here: {f}" for f in families)):
         p.add_column(col)
     for name, s in PRESETS.items():
-        reason = supported(s, device, dtype)
-        p.add_row(name, s.id, "yes" if reason is None else f"no: {reason}")
+        p.add_row(name, s.id, *(verdict(s, f) for f in families.values()))
     console.print(readable(p, "preset", "set"))
     console.print(
         "effects of each set are measured against attn=eager (the baseline preset) of the same case: "

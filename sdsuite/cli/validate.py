@@ -135,9 +135,10 @@ def generate(case, prompts: list[str], batch_size: int, device: torch.device, we
     from sdsuite.optimizations.apply import apply_optimizations
     from sdsuite.optimizations.support import supported
     from sdsuite.pipelines.cache import PIPELINES
-    from sdsuite.pipelines.registry import get_precision
+    from sdsuite.pipelines.registry import get_precision, get_variant
 
-    reason = supported(case.options, device, getattr(torch, get_precision(case.precision)))
+    dtype = getattr(torch, get_precision(case.precision))
+    reason = supported(case.options, device, dtype, family=get_variant(case.variant).family)
     if reason:
         raise UsageError(f"optimization set {case.options.id} cannot run here: {reason}.")
     loaded = PIPELINES.get(case.variant, weights, case.precision, device, options=case.options)

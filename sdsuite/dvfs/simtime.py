@@ -23,6 +23,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from sdsuite.core.denoiser import denoiser
 from sdsuite.gpu.sim import ManualClock, SimFaults, SimulatedGpu
 from sdsuite.gpu.telemetry import TelemetrySetup
 from sdsuite.gpu.telemetry_meter import MeterOptions, TelemetryEnergyMeter
@@ -154,16 +155,16 @@ class VirtualTimeCache:
         self._handles: dict[int, Any] = {}
 
     def _hook(self, module, args, kwargs, output) -> None:
-        sample = args[0] if args else kwargs.get("sample")
+        sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
         latents = int(sample.shape[0]) if getattr(sample, "shape", None) else 1
         self.clock.advance(self.model.eval_s(busy_sm_mhz(self.gpu), self.gpu.f_max_mhz, latents, self.gpu.model))
 
     def get(self, variant: str, weights: str, precision: str, device, **kwargs: Any) -> LoadedPipeline:
         """The cached pipeline, with the time hook attached (once)."""
         loaded = self.inner.get(variant, weights, precision, device, **kwargs)
-        unet = loaded.pipe.unet
-        if id(unet) not in self._handles:
-            self._handles[id(unet)] = unet.register_forward_hook(self._hook, with_kwargs=True)
+        net = denoiser(loaded.pipe)
+        if id(net) not in self._handles:
+            self._handles[id(net)] = net.register_forward_hook(self._hook, with_kwargs=True)
         return loaded
 
     def release(self, key: PipelineKey | None = None) -> None:

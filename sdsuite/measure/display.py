@@ -53,8 +53,27 @@ def _spread(metric: dict) -> str:
     return f" ±{max(metric['iqr'], 0.0) / 2 / metric['median'] * 100:.1f}%" if metric.get("median") else ""
 
 
+def fmt_stages(metrics: dict) -> str:
+    """Stage medians: ``text · denoise · decode``; the DiT variants' text time split ``[clip X + t5 Y]``."""
+
+    def center(name: str) -> float | None:
+        m = metrics.get(name) or {}
+        return metric_center(m) if m.get("available") else None
+
+    text, denoise, decode = center("text_encode_s"), center("denoise_s"), center("vae_decode_s")
+    if text is None and denoise is None and decode is None:
+        return "n/a"
+    out = fmt_seconds(text)
+    if "text_encode_clip_s" in metrics:
+        clip, t5 = center("text_encode_clip_s"), center("text_encode_t5_s")
+        split = [f"clip {fmt_seconds(clip)}", f"t5 {fmt_seconds(t5)}" if t5 is not None else "no t5"]
+        out += f" [{' + '.join(split)}]"
+    return f"{out} · {fmt_seconds(denoise)} · {fmt_seconds(decode)}"
+
+
 def records_table(records: Sequence[dict], title: str = "sdsuite results") -> Table:
-    """One row per record: latency median with half-IQR spread, per-step, images/s, memory, energy, FLOPs."""
+    """One row per record: latency median with half-IQR spread, per-step, stage medians, images/s, memory, energy,
+    FLOPs."""
 
     t = Table(title=title, title_justify="left")
     for col, kw in [
@@ -62,6 +81,7 @@ def records_table(records: Sequence[dict], title: str = "sdsuite results") -> Ta
         ("status", {}),
         ("latency (median ±½IQR)", {"justify": "right"}),
         ("per step", {"justify": "right"}),
+        ("stages: text · denoise · decode", {"justify": "right"}),
         ("images/s", {"justify": "right"}),
         ("peak mem", {"justify": "right"}),
         ("energy/img", {"justify": "right"}),
@@ -83,6 +103,7 @@ def records_table(records: Sequence[dict], title: str = "sdsuite results") -> Ta
             status,
             fmt_seconds(metric_center(m.get("latency_s"))) + _spread(m.get("latency_s")),
             fmt_seconds(metric_center(m.get("step_latency_s"))),
+            fmt_stages(m),
             f"{ips:.2f}" if ips is not None else "n/a",
             fmt_bytes(metric_center(m.get("peak_memory_bytes"))),
             energy,

@@ -13,12 +13,15 @@ from typing import Any
 
 import torch
 
+from sdsuite.core.denoiser import denoiser
 from sdsuite.core.metrics import samples_metric, unavailable_metric, value_metric
 from sdsuite.gpu.derived import energy_metrics
 from sdsuite.measure.meters.energy import EnergyMeter
 from sdsuite.measure.meters.memory import PeakMemoryMeter
 from sdsuite.measure.meters.timing import Timeline, synchronize
 from sdsuite.pipelines.cache import LoadedPipeline
+from sdsuite.pipelines.dit import initial_latents, t5_attribute
+from sdsuite.pipelines.registry import get_variant
 from sdsuite.spec.case import Case
 from sdsuite.spec.tasks import TEXT_TO_IMAGE, task_call_kwargs
 
@@ -47,6 +50,17 @@ def image_fingerprint(images: torch.Tensor) -> dict:
     }
 
 
+def _stage_total(marks: list[tuple[str, float]], name: str) -> float | None:
+    """Total seconds between ``<name>_start`` and ``<name>_end`` marks (a stage may run several times per call)."""
+    total, opened, seen = 0.0, None, False
+    for mark, t in marks:
+        if mark == name + "_start":
+            opened = t
+        elif mark == name + "_end" and opened is not None:
+            total, opened, seen = total + t - opened, None, True
+    return total if seen else None
+
+
 @dataclass
 class Sample:
     """One measured run."""
@@ -58,6 +72,8 @@ class Sample:
     vae_decode_s: float | None
     peak_memory_bytes: int | None
     energy: dict
+    text_encode_clip_s: float | None = None  # DiT variants: the CLIP towers' share of text_encode_s
+    text_encode_t5_s: float | None = None  # DiT variants: the T5 encoder's share (None when it was dropped)
 
 
 @dataclass
@@ -84,17 +100,10 @@ class CaseMeasurement:
         if self.pipe is not self.loaded.pipe:  # a from_pipe task pipeline holds its own scheduler reference
             self.pipe.scheduler = self.loaded.pipe.scheduler
         pipe = self.pipe
-        dtype = pipe.unet.dtype
         # Fixed latents drawn on the CPU from the case seed (as MLPerf does), so a case gives the
         # same starting point on every device.
-        gen = torch.Generator("cpu").manual_seed(self.case.seed)
-        shape = (
-            self.case.num_images,
-            pipe.unet.config.in_channels,
-            self.case.height // pipe.vae_scale_factor,
-            self.case.width // pipe.vae_scale_factor,
-        )
-        self.latents = torch.randn(shape, generator=gen, dtype=torch.float32).to(self.device, dtype)
+        self.latents = initial_latents(pipe, self.case.num_images, self.case.height, self.case.width, self.case.seed)
+        self.latents = self.latents.to(self.device, denoiser(pipe).dtype)
         self._memory = PeakMemoryMeter(self.device)
         self._timeline = Timeline(self.device)
 
@@ -116,6 +125,9 @@ class CaseMeasurement:
         }
         if c.images_per_prompt != 1:
             kwargs["num_images_per_prompt"] = c.images_per_prompt
+        max_seq = get_variant(c.variant).max_sequence_length
+        if max_seq is not None:  # the DiT pipelines' T5 token count
+            kwargs["max_sequence_length"] = max_seq
         if c.task != TEXT_TO_IMAGE:  # deterministic input image (and mask) from the case seed; latents dropped
             kwargs = task_call_kwargs(self.pipe, c.task, kwargs, strength=c.strength, image_seed=c.seed)
         return kwargs
@@ -141,12 +153,24 @@ class CaseMeasurement:
             timeline.mark("decode_end")
             return out
 
+        def stage(fn, name):
+            def timed(*a, **k):
+                timeline.mark(name + "_start")
+                out = fn(*a, **k)
+                timeline.mark(name + "_end")
+                return out
+
+            return timed
+
+        wrapped = [(pipe, "encode_prompt", timed_encode), (pipe.vae, "decode", timed_decode)]
+        # The DiT pipelines encode with CLIP and T5 in separate methods: each gets its own stage.
+        for method, name in (("_get_clip_prompt_embeds", "clip"), ("_get_t5_prompt_embeds", "t5")):
+            if hasattr(pipe, method):
+                wrapped.append((pipe, method, stage(getattr(pipe, method), name)))
         # Instance attributes shadow the methods; whatever was there before is put back on exit.
-        self._saved = [
-            (obj, name, vars(obj).get(name)) for obj, name in ((pipe, "encode_prompt"), (pipe.vae, "decode"))
-        ]
-        pipe.encode_prompt = timed_encode
-        pipe.vae.decode = timed_decode
+        self._saved = [(obj, name, vars(obj).get(name)) for obj, name, _ in wrapped]
+        for obj, name, fn in wrapped:
+            setattr(obj, name, fn)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -236,7 +260,10 @@ class CaseMeasurement:
         denoise = (steps[-1] - enc_end) if steps and enc_end is not None else None
         text = (enc_end - at["encode_start"]) if "encode_start" in at and enc_end is not None else None
         dec = (at["decode_end"] - at["decode_start"]) if "decode_start" in at and "decode_end" in at else None
-        return Sample(wall_s, step_s, text, denoise, dec, self._memory.peak(), energy)
+        clip, t5 = _stage_total(marks, "clip"), _stage_total(marks, "t5")
+        if t5 is not None and getattr(self.pipe, t5_attribute(self.pipe) or "", None) is None:
+            t5 = None  # SD 3 without its T5 encoder: the pipeline only fills zeros, there is no encoder to time
+        return Sample(wall_s, step_s, text, denoise, dec, self._memory.peak(), energy, clip, t5)
 
     def last_images(self) -> torch.Tensor | None:
         """Images of the last measured run."""
@@ -260,6 +287,16 @@ class CaseMeasurement:
                 if all(v is not None for v in vals)
                 else unavailable_metric("s", "stage not observed")
             )
+        if t5_attribute(self.pipe) is not None:  # the DiT pipelines: CLIP and T5 encoding apart
+            for name, reason in (
+                ("text_encode_clip_s", "stage not observed"),
+                ("text_encode_t5_s", "no T5 encoder in this pipeline (dropped: --drop-t5)"),
+            ):
+                vals = [getattr(x, name) for x in s]
+                m[name] = (
+                    samples_metric(vals, "s") if vals and all(v is not None for v in vals) else
+                    unavailable_metric("s", reason)
+                )  # fmt: skip
         mems = [x.peak_memory_bytes for x in s]
         if all(v is not None for v in mems):
             m["peak_memory_bytes"] = samples_metric(mems, "B", kind=self._memory.kind, note=self._memory.note)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from sdsuite.core.denoiser import denoiser_attr
 from sdsuite.core.errors import UsageError
 from sdsuite.measure.meters.memory import PeakMemoryMeter
 from sdsuite.measure.meters.timing import synchronize
@@ -187,11 +188,25 @@ def instrument_pipeline(pipe, recorder: SpanRecorder, per_step: bool = False) ->
     """Record ``text_encode``, ``denoise`` (first UNet call to the start of decoding) and ``decode`` spans of pipeline
     calls.
 
-    With ``per_step`` every UNet evaluation is a nested ``unet`` span. Wrappers are removed on exit.
+    With ``per_step`` every UNet evaluation is a nested ``unet`` span (``transformer`` for a DiT); the DiT pipelines'
+    CLIP and T5 encoders get nested ``text_encode:clip`` and ``text_encode:t5`` spans. Wrappers are removed on exit.
     """
-    unet = pipe.unet
+    net_name = denoiser_attr(pipe)
+    unet = getattr(pipe, net_name)
     had_encode = "encode_prompt" in vars(pipe)
     encode = pipe.encode_prompt
+    nested = [m for m in ("_get_clip_prompt_embeds", "_get_t5_prompt_embeds") if hasattr(pipe, m)]
+    saved_nested = {m: (m in vars(pipe), getattr(pipe, m)) for m in nested}
+
+    def nested_span(fn, name):
+        def timed(*a, **k):
+            with recorder.span(name):
+                return fn(*a, **k)
+
+        return timed
+
+    for m in nested:
+        setattr(pipe, m, nested_span(saved_nested[m][1], TEXT_ENCODE + (":clip" if "clip" in m else ":t5")))
     had_decode = "decode" in vars(pipe.vae)
     decode = pipe.vae.decode
 
@@ -209,11 +224,11 @@ def instrument_pipeline(pipe, recorder: SpanRecorder, per_step: bool = False) ->
         if not recorder.is_open(DENOISE):
             recorder.begin(DENOISE)
         if per_step:
-            recorder.begin("unet")
+            recorder.begin(net_name)
 
     def post_hook(module, args, output):
         if per_step:
-            recorder.end("unet")
+            recorder.end(net_name)
 
     handles = [unet.register_forward_pre_hook(pre_hook), unet.register_forward_hook(post_hook)]
     pipe.encode_prompt = timed_encode
@@ -231,6 +246,11 @@ def instrument_pipeline(pipe, recorder: SpanRecorder, per_step: bool = False) ->
             pipe.vae.decode = decode
         else:
             del pipe.vae.decode
+        for m, (had, fn) in saved_nested.items():
+            if had:
+                setattr(pipe, m, fn)
+            else:
+                delattr(pipe, m)
         if recorder.is_open(DENOISE):  # output_type="latent": no decode closed it
             recorder.end(DENOISE)
 

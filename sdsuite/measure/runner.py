@@ -164,7 +164,7 @@ class CaseRun:
         """Options the device or the installed packages cannot run skip before anything loads."""
         c = self.case
         return precision_support(self.device, c.precision) or supported(
-            c.options, self.device, getattr(torch, get_precision(c.precision))
+            c.options, self.device, getattr(torch, get_precision(c.precision)), family=get_variant(c.variant).family
         )
 
     def _load(self) -> LoadedPipeline:

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from sdsuite.core.denoiser import denoiser_attr, pipeline_family
 from sdsuite.core.errors import UsageError
 from sdsuite.optimizations.attention import KVCache, SdsuiteAttnProcessor
 from sdsuite.optimizations.quant import _quant_config, quantized_linear_count
@@ -16,10 +17,20 @@ from sdsuite.optimizations.sets import DEFAULT_ATTENTION, WEIGHT_MUTATING, Optim
 from sdsuite.optimizations.support import supported
 
 
+def _within(fn: Callable, context: Callable) -> Callable:
+    """``fn`` run inside a fresh ``context()`` on every call."""
+
+    def wrapped(*args, **kwargs):
+        with context():
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def _attention_modules(pipe) -> list[torch.nn.Module]:
     return [
         m
-        for m in (getattr(pipe, "unet", None), getattr(pipe, "vae", None))
+        for m in (getattr(pipe, "unet", None), getattr(pipe, "vae", None))  # a DiT keeps its own processors
         if m is not None and hasattr(m, "set_attn_processor")
     ]
 
@@ -99,9 +110,11 @@ def apply_optimizations(pipe, opts: OptimizationSet, device: torch.device | str 
     If a step fails, the reversible steps already applied are undone before the error propagates;
     when ``opts.mutates_weights`` the pipeline must then be dropped from the cache.
     """
-    device = torch.device(device) if device is not None else pipe.unet.device
-    dtype = pipe.unet.dtype
-    reason = supported(opts, device, dtype)
+    attr = denoiser_attr(pipe)
+    net = getattr(pipe, attr)
+    device = torch.device(device) if device is not None else net.device
+    dtype = net.dtype
+    reason = supported(opts, device, dtype, family=pipeline_family(pipe))
     if reason:
         raise UnsupportedOptimization(reason)
     applied = AppliedOptimizations(opts, pipe)
@@ -119,6 +132,9 @@ def apply_optimizations(pipe, opts: OptimizationSet, device: torch.device | str 
         if undo is not None:
             applied._undo.append((name, undo))
 
+    if opts.drop_t5 and getattr(pipe, "text_encoder_3", None) is not None:
+        # The cache builds such pipelines without T5 (sdsuite.pipelines.build.load_pipeline); this frees a loaded one.
+        step("drop_t5", lambda: pipe.register_modules(text_encoder_3=None, tokenizer_3=None))
     if opts.fused_qkv:
         step("fused_qkv", lambda: pipe.fuse_qkv_projections())
     if opts.quantization:
@@ -126,11 +142,11 @@ def apply_optimizations(pipe, opts: OptimizationSet, device: torch.device | str 
         def quantize() -> None:
             from torchao.quantization import quantize_
 
-            quantize_(pipe.unet, _quant_config(opts.quantization))
-            applied.quantized_layers = quantized_linear_count(pipe.unet)
+            quantize_(net, _quant_config(opts.quantization))
+            applied.quantized_layers = quantized_linear_count(net)
             if applied.quantized_layers[0] == 0:
                 raise UnsupportedOptimization(
-                    f"quantization {opts.quantization}: torchao left every nn.Linear of the UNet unquantized "
+                    f"quantization {opts.quantization}: torchao left every nn.Linear of the {attr} unquantized "
                     f"on {device}"
                 )
 
@@ -147,6 +163,17 @@ def apply_optimizations(pipe, opts: OptimizationSet, device: torch.device | str 
 
         step("channels_last", to_channels_last)
     # The diffusers default (SDPA, possibly fused) stays untouched: the default set measures stock diffusers.
+    if attr == "transformer" and opts.attention == "eager":
+
+        def math_attention():
+            # diffusers' joint-attention processors call F.scaled_dot_product_attention: its plain-math kernel is the
+            # eager attention of a DiT (sdsuite's processors only fit the UNet's attention modules).
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            net.forward = _within(net.forward, lambda: sdpa_kernel(SDPBackend.MATH))
+            return lambda: vars(net).pop("forward", None)
+
+        step("attention_eager_math_sdpa", math_attention)
     if opts.attention != DEFAULT_ATTENTION or opts.kv_cache:
 
         def set_processors():
@@ -175,16 +202,16 @@ def apply_optimizations(pipe, opts: OptimizationSet, device: torch.device | str 
     if opts.compile_mode:
 
         def compile_unet():
-            original = pipe.unet
-            pipe.unet = torch.compile(original, mode=opts.compile_mode, fullgraph=False)
+            original = getattr(pipe, attr)
+            setattr(pipe, attr, torch.compile(original, mode=opts.compile_mode, fullgraph=False))
 
             def restore() -> None:
-                pipe.unet = original
+                setattr(pipe, attr, original)
 
             return restore
 
         # Compiling is lazy: the real compile time lands in the first call (the runner's first_call_s).
-        step("compile_unet", compile_unet)
+        step("compile_unet" if attr == "unet" else "compile_transformer", compile_unet)
     if opts.offload == "model":
         step("model_cpu_offload", lambda: pipe.enable_model_cpu_offload(device=device))
     elif opts.offload == "sequential":

@@ -40,6 +40,7 @@ WEIGHT_MUTATING: dict[str, str] = {
     "quantization": "replaces nn.Linear weights of the UNet with torchao quantized tensors",
     "fused_qkv": "adds fused to_qkv / to_kv projection weights to every attention module (UNet and VAE)",
     "offload": "installs accelerate hooks and moves weights between the CPU and the GPU",
+    "drop_t5": "leaves the T5-XXL text encoder out (SD 3/3.5 encode the prompt with CLIP alone)",
 }
 # Short flag tokens of boolean fields, in id order.
 _FLAGS: dict[str, str] = {
@@ -48,6 +49,7 @@ _FLAGS: dict[str, str] = {
     "vae_tiling": "vae-tiling",
     "channels_last": "channels-last",
     "fused_qkv": "fused-qkv",
+    "drop_t5": "no-t5",
 }
 
 
@@ -68,6 +70,7 @@ class OptimizationSet:
     channels_last: bool = False
     fused_qkv: bool = False
     quantization: str | None = None  # one of QUANTIZATIONS
+    drop_t5: bool = False  # SD 3/3.5 only: the pipeline is built or loaded without its T5 encoder
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_KERNELS:
@@ -294,6 +297,7 @@ def option_grid(
     vae_tiling: bool = False,
     channels_last: bool = False,
     fused_qkv: bool = False,
+    drop_t5: bool = False,
 ) -> list[OptimizationSet]:
     """Cartesian product recipes x ``--attention`` x ``--kv-cache`` x offload x compile x quantization.
 
@@ -315,6 +319,7 @@ def option_grid(
             ("vae_tiling", vae_tiling),
             ("channels_last", channels_last),
             ("fused_qkv", fused_qkv),
+            ("drop_t5", drop_t5),
         )
         if on
     }

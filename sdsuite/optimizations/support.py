@@ -22,9 +22,39 @@ def _cxx_compiler() -> str | None:
     return next((p for p in (os.environ.get("CXX"), "g++", "c++", "clang++") if p and shutil.which(p)), None)
 
 
-def supported(opts: OptimizationSet, device: torch.device | str, dtype: torch.dtype | str | None = None) -> str | None:
-    """None when ``opts`` can run on ``device`` (in ``dtype``, a torch dtype or its name: ``bfloat16``) with the
-    installed packages, else the skip reason. Imports torch only for a CUDA device (``sdsuite options`` on a CPU)."""
+def family_reason(opts: OptimizationSet, family: str) -> str | None:
+    """Why ``opts`` cannot run on a model family (``sd``, ``sdxl``, ``sd3``, ``flux``), or None."""
+    if opts.drop_t5 and family != "sd3":
+        return "no-t5: only SD 3/3.5 can run without their T5 encoder" + (
+            " (FLUX.1 needs T5 for its text tokens)" if family == "flux" else " (this model has no T5 encoder)"
+        )
+    if family not in ("sd3", "flux"):
+        return None
+    if opts.kv_cache:
+        return (
+            "kv-cache: the cross-attention K/V cache is UNet-only (its text K/V are fixed across steps); "
+            "a diffusion transformer's joint attention projects the text tokens anew in every block and step"
+        )
+    if opts.attention not in ("sdpa", "eager"):
+        return (
+            f"attention {opts.attention}: sdsuite's processors replace the UNet's; the SD 3/FLUX joint attention "
+            f"keeps diffusers' own processors, run as SDPA (attn=sdpa) or as its plain-math kernel (attn=eager)"
+        )
+    if opts.channels_last:
+        return "channels_last: a diffusion transformer is linear layers on token sequences, no 4-D convolutions"
+    if opts.fused_qkv:
+        return "fused QKV: sdsuite fuses the UNet's projections only; the DiT pipelines are left unfused"
+    return None
+
+
+def supported(
+    opts: OptimizationSet, device: torch.device | str, dtype: torch.dtype | str | None = None, family: str = "sd"
+) -> str | None:
+    """None when ``opts`` can run on ``device`` (in ``dtype``, a torch dtype or its name: ``bfloat16``) for a model
+    ``family`` (sdsuite.pipelines.registry.FAMILIES) with the installed packages, else the skip reason. Imports torch
+    only for a CUDA device (``sdsuite options`` on a CPU)."""
+    if reason := family_reason(opts, family):
+        return reason
     kind = device.type if hasattr(device, "type") else str(device).split(":")[0]
     cuda = kind == "cuda"
     if cuda:

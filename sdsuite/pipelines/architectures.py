@@ -203,3 +203,149 @@ TINY_UNET_SDXL: Config = {
     "norm_num_groups": 32,
 }
 TINY_VAE_SDXL: Config = {**TINY_VAE, "scaling_factor": 0.13025}
+
+# --- the diffusion-transformer generation (SD 3 / 3.5, FLUX.1) ---------------------------------
+# Values of each hub repository's transformer/, vae/, text_encoder*/ and scheduler/ config.json. The hub is not
+# reachable here: they were read from public repositories that copy those files verbatim (e.g. SD3.5 large/medium
+# transformer configs in loaders of Comfy-Org/stable-diffusion-3.5-fp8 and argmaxinc SD3.5 ports; the FLUX.1-dev
+# scheduler config in ai-toolkit's flowmatch sampler), and checked against the published parameter counts by
+# tests/unit/test_architectures.py (SD3.5 large ~8.1B, medium ~2.5B with MMDiT-X, FLUX.1 ~12B, T5-XXL encoder ~4.7B).
+
+SD3_TRANSFORMER_MEDIUM: Config = {  # stabilityai/stable-diffusion-3-medium-diffusers
+    "sample_size": 128,
+    "patch_size": 2,
+    "in_channels": 16,
+    "num_layers": 24,
+    "attention_head_dim": 64,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "caption_projection_dim": 1536,
+    "pooled_projection_dim": 2048,
+    "out_channels": 16,
+    "pos_embed_max_size": 192,
+}
+SD35_TRANSFORMER_MEDIUM: Config = {  # stabilityai/stable-diffusion-3.5-medium (MMDiT-X: 13 dual-attention blocks)
+    **SD3_TRANSFORMER_MEDIUM,
+    "pos_embed_max_size": 384,
+    "dual_attention_layers": list(range(13)),
+    "qk_norm": "rms_norm",
+}
+SD35_TRANSFORMER_LARGE: Config = {  # stabilityai/stable-diffusion-3.5-large and -large-turbo (identical)
+    **SD3_TRANSFORMER_MEDIUM,
+    "num_layers": 38,
+    "num_attention_heads": 38,
+    "caption_projection_dim": 2432,
+    "qk_norm": "rms_norm",
+}
+FLUX_TRANSFORMER_DEV: Config = {  # black-forest-labs/FLUX.1-dev
+    "patch_size": 1,
+    "in_channels": 64,  # 16 latent channels, 2x2 patches packed by the pipeline
+    "num_layers": 19,
+    "num_single_layers": 38,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "pooled_projection_dim": 768,
+    "guidance_embeds": True,
+    "axes_dims_rope": [16, 56, 56],
+}
+FLUX_TRANSFORMER_SCHNELL: Config = {**FLUX_TRANSFORMER_DEV, "guidance_embeds": False}
+
+VAE_SD3: Config = {  # 16 latent channels, no quant convs; SD 3 / 3.5
+    **VAE_SD,
+    "latent_channels": 16,
+    "sample_size": 1024,
+    "scaling_factor": 1.5305,
+    "shift_factor": 0.0609,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+}
+VAE_FLUX: Config = {**VAE_SD3, "scaling_factor": 0.3611, "shift_factor": 0.1159}
+
+T5_XXL: Config = {  # google/t5-v1_1-xxl encoder (text_encoder_3 of SD 3/3.5, text_encoder_2 of FLUX.1)
+    "vocab_size": 32128,
+    "d_model": 4096,
+    "d_kv": 64,
+    "d_ff": 10240,
+    "num_layers": 24,
+    "num_heads": 64,
+    "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128,
+    "dropout_rate": 0.1,
+    "layer_norm_epsilon": 1e-6,
+    "feed_forward_proj": "gated-gelu",
+    "is_encoder_decoder": True,
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+}
+
+SCHEDULER_SD3: Config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
+SCHEDULER_FLUX_DEV: Config = {
+    "_class_name": "FlowMatchEulerDiscreteScheduler",
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+}
+SCHEDULER_FLUX_SCHNELL: Config = {
+    "_class_name": "FlowMatchEulerDiscreteScheduler",
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "use_dynamic_shifting": False,
+}
+
+# Tiny DiT models: same component structure (CLIP-L + CLIP-G + T5 for SD3, CLIP-L + T5 for FLUX, 16-channel VAE).
+TINY_T5: Config = {
+    "vocab_size": 256,  # >= the shipped tiny T5 tokenizer's 230 pieces
+    "d_model": 64,  # >= both tiny CLIP widths concatenated (SD3 pads the CLIP embeddings to the T5 width)
+    "d_kv": 16,
+    "d_ff": 64,
+    "num_layers": 2,
+    "num_heads": 4,
+    "relative_attention_num_buckets": 8,
+    "relative_attention_max_distance": 32,
+    "dropout_rate": 0.0,
+    "layer_norm_epsilon": 1e-6,
+    "feed_forward_proj": "gated-gelu",
+    "is_encoder_decoder": True,
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+}
+TINY_VAE_DIT: Config = {
+    **TINY_VAE,
+    "latent_channels": 16,
+    "scaling_factor": 1.5305,
+    "shift_factor": 0.0609,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+}
+TINY_SD3_TRANSFORMER: Config = {
+    "sample_size": 8,
+    "patch_size": 2,
+    "in_channels": 16,
+    "num_layers": 2,
+    "attention_head_dim": 8,
+    "num_attention_heads": 4,
+    "joint_attention_dim": 64,  # TINY_T5 d_model
+    "caption_projection_dim": 32,
+    "pooled_projection_dim": 64,  # both tiny CLIP projections concatenated
+    "out_channels": 16,
+    "pos_embed_max_size": 128,  # up to 2048 px: the plan's largest side
+    "dual_attention_layers": [0],  # one MMDiT-X block, as SD 3.5 medium has
+    "qk_norm": "rms_norm",
+}
+TINY_FLUX_TRANSFORMER: Config = {
+    "patch_size": 1,
+    "in_channels": 64,
+    "num_layers": 1,
+    "num_single_layers": 2,
+    "attention_head_dim": 16,
+    "num_attention_heads": 2,
+    "joint_attention_dim": 64,  # TINY_T5 d_model
+    "pooled_projection_dim": 32,  # TINY_CLIP hidden size (FLUX pools CLIP-L without projection)
+    "guidance_embeds": True,
+    "axes_dims_rope": [4, 6, 6],  # sums to attention_head_dim
+}

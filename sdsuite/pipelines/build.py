@@ -4,20 +4,18 @@ random weights, or real weights from a local path / the Hugging Face cache (offl
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
-import math
 import os
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sdsuite.core.errors import UsageError, WeightsNotFoundError
+from sdsuite.pipelines.random_init import fill_random_, skip_weight_init
 from sdsuite.pipelines.registry import VariantSpec
+from sdsuite.pipelines.tiny_tokenizers import tiny_tokenizer
 
-TOKENIZER_DIR = "assets/tiny_clip_tokenizer"
 WEIGHTS_AUTO = "auto"
 WEIGHTS_RANDOM = "random"
 
@@ -36,58 +34,11 @@ def validate_weights(weights: str) -> None:
         )
 
 
-def tiny_tokenizer():
-    """The CLIP BPE tokenizer shipped inside the package (works with no network)."""
-    from transformers import CLIPTokenizer
-
-    root = importlib.resources.files("sdsuite") / TOKENIZER_DIR
-    with importlib.resources.as_file(root) as path:
-        return CLIPTokenizer(vocab=str(path / "vocab.json"), merges=str(path / "merges.txt"), model_max_length=77)
-
-
-@contextlib.contextmanager
-def _skip_weight_init() -> Iterator[None]:
-    """Make module constructors allocate without initialising (we fill weights ourselves, faster).
-
-    Building an 860M-parameter UNet with torch's default kaiming init costs ~15 s on 2 CPU cores;
-    allocation alone is near free, and buffers (e.g. CLIP position ids) are still computed normally.
-    """
-    names = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
-    saved = {n: getattr(torch.nn.init, n) for n in names}
-    try:
-        for n in names:
-            setattr(torch.nn.init, n, lambda tensor, *a, **k: tensor)
-        yield
-    finally:
-        for n, fn in saved.items():
-            setattr(torch.nn.init, n, fn)
-
-
-@torch.no_grad()
-def fill_random_(module: torch.nn.Module, seed: int, device: torch.device | str = "cpu") -> None:
-    """Deterministic fan-in-scaled random weights: N(0, 1/fan_in) for matrices, 1 for norm scales, 0 for biases.
-
-    Values are drawn on ``device`` from a generator seeded per tensor, so the result does not depend on
-    the order modules are visited in, only on (seed, parameter name).
-    """
-    gen = torch.Generator(device=device)
-    for i, (name, p) in enumerate(sorted(module.named_parameters(), key=lambda kv: kv[0])):
-        gen.manual_seed(seed * 1_000_003 + i)
-        if p.dim() >= 2:
-            fan_in = math.prod(p.shape[1:])
-            std = 0.02 if "embed" in name else 1.0 / math.sqrt(fan_in)
-            p.copy_(torch.randn(p.shape, generator=gen, device=device, dtype=torch.float32).mul_(std))
-        elif name.endswith("bias"):
-            p.zero_()
-        else:
-            p.fill_(1.0)
-
-
 def _build_components(spec: VariantSpec, seed: int, fast_init: bool, device: str = "cpu") -> dict[str, Any]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    ctx = _skip_weight_init() if fast_init else contextlib.nullcontext()
+    ctx = skip_weight_init() if fast_init else contextlib.nullcontext()
     with ctx:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**spec.unet)
@@ -123,15 +74,23 @@ def _assemble(spec: VariantSpec, comps: dict[str, Any]):
 
     cls = getattr(diffusers, spec.pipeline_class)
     comps = dict(comps, scheduler=_scheduler_from_spec(spec))
-    if not spec.is_xl:
+    if spec.family == "sd":
         comps.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     return cls(**comps)
 
 
-def build_in_code(spec: VariantSpec, seed: int = 0, device: str = "cpu"):
+def build_in_code(
+    spec: VariantSpec, seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float32, with_t5: bool = True
+):
     """Build the variant's pipeline from its configs: tiny ones with torch's own deterministic init,
-    real architectures with the fast random fill (``--weights random``)."""
-    pipe = _assemble(spec, _build_components(spec, seed, fast_init=not spec.embedded, device=device))
+    real architectures with the fast random fill (``--weights random``; DiT ones allocated in ``dtype``)."""
+    if spec.is_dit:
+        from sdsuite.pipelines.dit import build_dit_components
+
+        comps = build_dit_components(spec, seed, not spec.embedded, device=device, dtype=dtype, with_t5=with_t5)
+    else:
+        comps = _build_components(spec, seed, fast_init=not spec.embedded, device=device)
+    pipe = _assemble(spec, comps)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -140,13 +99,15 @@ def _hf_cache_hint() -> str:
     return os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
 
 
-def load_pretrained(spec: VariantSpec, source: str, torch_dtype: torch.dtype):
+def load_pretrained(spec: VariantSpec, source: str, torch_dtype: torch.dtype, with_t5: bool = True):
     """Load real weights with diffusers' ``from_pretrained``, never touching the network."""
     import diffusers
 
     cls = getattr(diffusers, spec.pipeline_class)
     kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "local_files_only": True}
-    if not spec.is_xl:
+    if not with_t5:
+        kwargs.update(text_encoder_3=None, tokenizer_3=None)
+    if spec.family == "sd":
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     candidates = [source] if source != WEIGHTS_AUTO else [h for h in (spec.hub_id, *spec.alt_hub_ids) if h]
     errors = []
@@ -198,13 +159,20 @@ def require_weights(variant_names, weights: str) -> None:
         raise UsageError(missing_weights_message(missing, weights))
 
 
-def load_pipeline(spec: VariantSpec, weights: str, torch_dtype: torch.dtype, device: str = "cpu"):
-    """Dispatch on the weights source; returns the pipeline on ``device`` in ``torch_dtype``."""
+def load_pipeline(spec: VariantSpec, weights: str, torch_dtype: torch.dtype, device: str = "cpu", with_t5: bool = True):
+    """Dispatch on the weights source; returns the pipeline on ``device`` in ``torch_dtype``.
+
+    ``with_t5=False`` (SD 3/3.5) never builds or loads the T5 encoder: the pipeline encodes with CLIP alone.
+    """
+    if not with_t5 and spec.family != "sd3":
+        raise UsageError(f"dropping the T5 encoder applies to the SD 3/3.5 variants, not {spec.name}.")
     kind = weights_kind(weights)
     if kind == "path" or (kind == WEIGHTS_AUTO and not spec.embedded):
-        pipe = load_pretrained(spec, weights, torch_dtype)
+        pipe = load_pretrained(spec, weights, torch_dtype, with_t5=with_t5)
+    elif spec.embedded:
+        pipe = build_in_code(spec, device="cpu", with_t5=with_t5)
     else:
-        pipe = build_in_code(spec, device=device if not spec.embedded else "cpu")
+        pipe = build_in_code(spec, device=device, dtype=torch_dtype, with_t5=with_t5)
     from diffusers.utils import logging as dlogging
 
     # diffusers warns on every .to(dtype) that no module is kept in fp32 (none is, for these models).

@@ -48,8 +48,17 @@ class LoadedPipeline:
         if spec is None:
             self.pipe.scheduler = self.base_scheduler_class.from_config(self.base_scheduler_config)
             return
+        from diffusers.utils import logging as dlogging
+
         cls = getattr(diffusers, spec.class_name)
-        self.pipe.scheduler = cls.from_config(self.base_scheduler_config, **spec.overrides)
+        # A flow-matching config carries keys another solver class does not take (FLUX's dynamic-shift settings for
+        # DPM-Solver): diffusers warns on every swap that it ignores them, which is intended (docs/dit.md).
+        level = dlogging.get_verbosity()
+        dlogging.set_verbosity_error()
+        try:
+            self.pipe.scheduler = cls.from_config(self.base_scheduler_config, **spec.overrides)
+        finally:
+            dlogging.set_verbosity(level)
 
 
 def _param_counts(pipe) -> dict[str, int]:
@@ -90,7 +99,8 @@ class PipelineCache:
         while len(self._entries) >= self.max_entries:
             self.release(next(iter(self._entries)))
         t0 = time.perf_counter()
-        pipe = load_pipeline(spec, weights, dtype, device=str(device))
+        with_t5 = not (weight_part is not None and weight_part.drop_t5)
+        pipe = load_pipeline(spec, weights, dtype, device=str(device), with_t5=with_t5)
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize(device)
         load_s = time.perf_counter() - t0

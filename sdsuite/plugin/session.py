@@ -22,7 +22,7 @@ from sdsuite.pipelines.build import validate_weights
 from sdsuite.pipelines.registry import VARIANTS
 from sdsuite.spec.case import Case
 from sdsuite.spec.flags import pytest_flag_name, pytest_getter
-from sdsuite.spec.grid import QUICK_SCHEDULERS, build_grids, expand_grids
+from sdsuite.spec.grid import QUICK_DIT_SCHEDULERS, QUICK_SCHEDULERS, build_grids, expand_grids
 from sdsuite.store.results import ResultsDir
 
 
@@ -84,9 +84,10 @@ CONFIG_KEY = pytest.StashKey[SdsuiteConfig]()
 def _marks_for(case: Case, cfg_device: torch.device, device_explicit: bool) -> tuple[str, ...]:
     spec = VARIANTS[case.variant]
     if spec.embedded:
+        samplers = QUICK_DIT_SCHEDULERS if spec.is_dit else QUICK_SCHEDULERS
         quick = (
             case.precision == "fp32"
-            and case.scheduler in QUICK_SCHEDULERS
+            and case.scheduler in samplers
             and not case.freq_mhz
             and case.power_limit_w is None
         )

@@ -188,8 +188,9 @@ LOSSY = FidelityTolerance(min_psnr_db=18.0, min_ssim=0.7, max_lpips=0.3)
 
 
 def default_tolerance(opts, precision: str = "fp32") -> FidelityTolerance:
-    """The fidelity tolerance for an OptimizationSet: LOSSY with quantization or VAE tiling, else exact."""
-    if opts.quantization or opts.vae_tiling:
+    """The fidelity tolerance for an OptimizationSet: LOSSY with quantization, VAE tiling or without T5 (SD 3 encodes
+    the prompt with CLIP alone: a different conditioning, not a rounding difference), else exact."""
+    if opts.quantization or opts.vae_tiling or getattr(opts, "drop_t5", False):
         return LOSSY
     return EXACT_FP32 if precision == "fp32" else EXACT_HALF
 

@@ -12,7 +12,7 @@ from sdsuite.core.errors import UsageError
 from sdsuite.core.limits import split_list
 from sdsuite.optimizations.sets import DEFAULT as DEFAULT_OPTIONS
 from sdsuite.optimizations.sets import OptimizationSet, parse_optimization_set
-from sdsuite.pipelines.registry import DEFAULT_SCHEDULER, get_precision, get_scheduler, get_variant
+from sdsuite.pipelines.registry import DEFAULT_SCHEDULER, check_scheduler_for, get_precision, get_variant
 from sdsuite.spec.tasks import DEFAULT_STRENGTH, TEXT_TO_IMAGE, validate_task
 
 # Short task names for case ids (text-to-image, the default, adds nothing).
@@ -27,7 +27,7 @@ class Case:
 
     variant: str = "tiny-sd"
     scheduler: str = DEFAULT_SCHEDULER
-    precision: str = "fp32"
+    precision: str | None = "fp32"  # None: the variant's default (bf16 for the real DiT variants)
     steps: int | None = None
     height: int | None = None
     width: int | None = None
@@ -58,10 +58,12 @@ class Case:
     def resolved(self) -> Case:
         """Fill defaults from the variant and validate every field (raises UsageError)."""
         spec = get_variant(self.variant)
-        get_scheduler(self.scheduler)
-        get_precision(self.precision)
+        check_scheduler_for(spec, self.scheduler)
+        precision = spec.default_precision if self.precision is None else self.precision
+        get_precision(precision)
         case = replace(
             self,
+            precision=precision,
             steps=spec.default_steps if self.steps is None else self.steps,
             height=spec.default_height if self.height is None else self.height,
             width=spec.default_width if self.width is None else self.width,
@@ -103,7 +105,7 @@ class Case:
     def case_id(self) -> str:
         """Stable, readable id, e.g. ``sd-v1.5/dpm++2m-karras/fp16/f1410/512x512/s50/b1`` (``.../b1/pl250w`` under a
         power cap)."""
-        c = self.resolved() if self.steps is None or self.height is None or self.width is None else self
+        c = self if None not in (self.steps, self.height, self.width, self.precision) else self.resolved()
         freq = "fdefault" if c.freq_mhz is None else f"f{c.freq_mhz}"
         parts = [c.variant, c.scheduler, c.precision, freq, f"{c.width}x{c.height}", f"s{c.steps}", f"b{c.batch_size}"]
         if c.seed:
@@ -164,7 +166,7 @@ class GridSpec:
 
     variants: Sequence[str] = ("tiny-sd",)
     schedulers: Sequence[str] = (DEFAULT_SCHEDULER,)
-    precisions: Sequence[str] = ("fp32",)
+    precisions: Sequence[str | None] = ("fp32",)  # None: each variant's default precision
     steps: Sequence[int | None] = (None,)
     resolutions: Sequence[tuple[int, int] | None] = (None,)
     batch_sizes: Sequence[int] = (1,)

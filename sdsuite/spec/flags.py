@@ -198,11 +198,17 @@ def table() -> tuple[Flag, ...]:
         Flag("--vae-slicing", "optimizations", "decode one image at a time", **switch),
         Flag("--vae-tiling", "optimizations", "decode in tiles", **switch),
         Flag(
+            "--drop-t5", "optimizations",
+            "SD 3/3.5: build or load the pipeline without its T5-XXL encoder (CLIP-only prompts; fidelity with "
+            "--compare-options)",
+            **switch,
+        ),
+        Flag(
             "--offload", "optimizations", "CPU offload (needs a GPU): model, sequential, none", metavar="MODE", **grid,
         ),
         Flag(
             "--compile", "optimizations",
-            "torch.compile the UNet: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs, none",
+            "torch.compile the UNet or DiT: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs, none",
             nargs="?", const="default", metavar="MODE", **grid,
         ),
         Flag("--channels-last", "optimizations", "UNet and VAE in channels_last memory format", **switch),

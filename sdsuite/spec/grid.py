@@ -27,6 +27,7 @@ Getter = Callable[[str], Any]
 
 # The plugin's suite: the quick grid (embedded tiny models, fast samplers) and what --full adds.
 QUICK_SCHEDULERS = ("euler", "dpm++2m", "ddim")
+QUICK_DIT_SCHEDULERS = ("default",)  # one flow-matching case per tiny DiT model: the quick selection is near 60 s
 CORE_SCHEDULERS = (
     "ddim",
     "pndm",
@@ -39,6 +40,7 @@ CORE_SCHEDULERS = (
     "dpm++2m-sde-karras",
     "unipc",
 )
+FLOW_SCHEDULERS = ("default", "dpm++2m-flow", "unipc-flow")  # --full on the DiT variants (valid for SD 3 and FLUX)
 TINY = tuple(n for n, v in VARIANTS.items() if v.embedded)
 REAL = tuple(n for n, v in VARIANTS.items() if not v.embedded)
 
@@ -56,6 +58,7 @@ OPTION_FLAGS = (
     "fuse_qkv",
     "quantize",
     "recipe",
+    "drop_t5",
 )
 
 
@@ -77,6 +80,7 @@ def option_sets_from(get: Getter) -> list:
         vae_tiling=bool(get("vae_tiling")),
         channels_last=bool(get("channels_last")),
         fused_qkv=bool(get("fuse_qkv")),
+        drop_t5=bool(get("drop_t5")),
     )
 
 
@@ -155,10 +159,12 @@ def build_grids(get: Getter, *, suite: bool = False) -> tuple[list[GridSpec], bo
         )
     variants = split_list(get("variant")) or (list(TINY) if suite else ["tiny-sd"])
     quick = suite and all(v in TINY for v in variants)
+    schedulers = split_list(get("scheduler"))
     grid = GridSpec(
         variants=variants,
-        schedulers=split_list(get("scheduler")) or (list(QUICK_SCHEDULERS) if quick else [DEFAULT_SCHEDULER]),
-        precisions=split_list(get("precision")) or ["fp32"],
+        schedulers=schedulers or (list(QUICK_SCHEDULERS) if quick else [DEFAULT_SCHEDULER]),
+        # Each variant's default: fp32 for the UNet generation and the tiny models, bf16 for the real DiT variants.
+        precisions=split_list(get("precision")) or [None],
         steps=steps,
         resolutions=resolutions,
         batch_sizes=batch_sizes,
@@ -171,11 +177,35 @@ def build_grids(get: Getter, *, suite: bool = False) -> tuple[list[GridSpec], bo
         options=with_reference(option_sets_from(get), bool(get("compare_options"))),
     )
     grids = [grid]
+    if quick and not schedulers:
+        # The quick samplers are UNet ones: the DiT variants run their flow-matching default instead.
+        dits = [v for v in variants if VARIANTS[v].is_dit]
+        if dits:
+            unets = [v for v in variants if v not in dits]
+            grids = [dataclasses.replace(grid, variants=unets)] if unets else []
+            grids.append(dataclasses.replace(grid, variants=dits, schedulers=list(QUICK_DIT_SCHEDULERS)))
+            grid = grids[0]
     if suite and not explicit and get("full"):
-        grids.append(dataclasses.replace(grid, schedulers=CORE_SCHEDULERS, precisions=["fp32", "bf16"]))
+        tiny_unets = [v for v in TINY if not VARIANTS[v].is_dit]
         grids.append(
-            dataclasses.replace(grid, variants=REAL, schedulers=["default", "dpm++2m-karras"], precisions=["fp16"])
+            dataclasses.replace(grid, variants=tiny_unets, schedulers=CORE_SCHEDULERS, precisions=["fp32", "bf16"])
         )
+        tiny_dits = [v for v in TINY if VARIANTS[v].is_dit]
+        grids.append(
+            dataclasses.replace(grid, variants=tiny_dits, schedulers=FLOW_SCHEDULERS, precisions=["fp32", "bf16"])
+        )
+        real_unets = [v for v in REAL if not VARIANTS[v].is_dit]
+        grids.append(
+            dataclasses.replace(
+                grid, variants=real_unets, schedulers=["default", "dpm++2m-karras"], precisions=["fp16"]
+            )
+        )
+        grids.append(
+            dataclasses.replace(
+                grid, variants=[v for v in REAL if VARIANTS[v].is_dit], schedulers=list(FLOW_SCHEDULERS),
+                precisions=["bf16"],
+            )
+        )  # fmt: skip
     return grids, explicit
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from sdsuite.core.denoiser import denoiser
 from sdsuite.core.errors import UsageError, unknown_choice
 
 if TYPE_CHECKING:
@@ -22,11 +23,16 @@ INPAINTING = "inpainting"
 TASKS: tuple[str, ...] = (TEXT_TO_IMAGE, IMAGE_TO_IMAGE, INPAINTING)
 DEFAULT_STRENGTH = 0.75
 
-_PIPELINE_CLASSES: dict[tuple[bool, str], str] = {
-    (False, IMAGE_TO_IMAGE): "StableDiffusionImg2ImgPipeline",
-    (False, INPAINTING): "StableDiffusionInpaintPipeline",
-    (True, IMAGE_TO_IMAGE): "StableDiffusionXLImg2ImgPipeline",
-    (True, INPAINTING): "StableDiffusionXLInpaintPipeline",
+# (text-to-image pipeline class, task) -> the diffusers pipeline of that task.
+_PIPELINE_CLASSES: dict[tuple[str, str], str] = {
+    ("StableDiffusionPipeline", IMAGE_TO_IMAGE): "StableDiffusionImg2ImgPipeline",
+    ("StableDiffusionPipeline", INPAINTING): "StableDiffusionInpaintPipeline",
+    ("StableDiffusionXLPipeline", IMAGE_TO_IMAGE): "StableDiffusionXLImg2ImgPipeline",
+    ("StableDiffusionXLPipeline", INPAINTING): "StableDiffusionXLInpaintPipeline",
+    ("StableDiffusion3Pipeline", IMAGE_TO_IMAGE): "StableDiffusion3Img2ImgPipeline",
+    ("StableDiffusion3Pipeline", INPAINTING): "StableDiffusion3InpaintPipeline",
+    ("FluxPipeline", IMAGE_TO_IMAGE): "FluxImg2ImgPipeline",
+    ("FluxPipeline", INPAINTING): "FluxInpaintPipeline",
 }
 
 
@@ -37,10 +43,6 @@ def validate_task(task: str) -> str:
     return task
 
 
-def _is_xl(pipe) -> bool:
-    return hasattr(pipe, "text_encoder_2")
-
-
 def task_pipeline(pipe, task: str):
     """The pipeline for ``task`` sharing ``pipe``'s components (``pipe`` itself for text-to-image)."""
     validate_task(task)
@@ -48,9 +50,9 @@ def task_pipeline(pipe, task: str):
         return pipe
     import diffusers
 
-    cls = getattr(diffusers, _PIPELINE_CLASSES[(_is_xl(pipe), task)])
+    cls = getattr(diffusers, _PIPELINE_CLASSES[(type(pipe).__name__, task)])
     kwargs: dict[str, Any] = {}
-    if not _is_xl(pipe):
+    if type(pipe).__name__ == "StableDiffusionPipeline":
         kwargs = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     from diffusers.utils import logging as dlogging
 
@@ -126,8 +128,9 @@ def task_call_kwargs(
         raise UsageError(f"strength must be in (0, 1], got {strength}.")
     prompt = base.get("prompt")
     batch = len(prompt) if isinstance(prompt, list) else 1
-    height = base.get("height") or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    width = base.get("width") or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = denoiser(pipe).config.get("sample_size", 128) * pipe.vae_scale_factor
+    height = base.get("height") or size
+    width = base.get("width") or size
     out = {k: v for k, v in base.items() if k != "latents"}
     out["image"] = input_image(height, width, batch, image_seed)
     out["strength"] = strength

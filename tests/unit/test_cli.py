@@ -38,7 +38,10 @@ def test_run_json_format_is_machine_readable(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--variant", "sd-v9"], "unknown variant 'sd-v9'; valid choices: tiny-sd, tiny-sdxl, sd-v1.4"),
+        (
+            ["--variant", "sd-v9"],
+            "unknown variant 'sd-v9'; valid choices: tiny-sd, tiny-sdxl, tiny-sd3, tiny-flux, sd-v1.4",
+        ),
         (["--scheduler", "eulerr"], "unknown scheduler 'eulerr'; valid choices: default, ddim"),
         (["--resolution", "500x512"], "multiples of 8"),
         (["--steps", "0"], "--steps must be an integer in [1, 1000]"),

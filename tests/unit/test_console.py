@@ -25,7 +25,7 @@ def test_piped_list_has_one_line_per_variant_with_its_hub_id(capsys):
     out = capsys.readouterr().out
     assert "…" not in out
     for v in VARIANTS.values():
-        (row,) = [line for line in out.splitlines() if f"│ {v.name} " in line]
+        (row,) = [line for line in out.splitlines() if line.startswith(f"│ {v.name} ")]  # its own row, first column
         assert (v.hub_id or "(embedded: none)") in row
     for python_value in ("│ None ", "│ True ", "│ False ", "{}", "{'"):
         assert python_value not in out

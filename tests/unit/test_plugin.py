@@ -59,7 +59,9 @@ def test_quick_grid_ids_are_readable_and_marked(pytester):
         [
             "*test_bench[[]tiny-sd-euler-fp32-fdefault-64x64-s4-b1[]]",
             "*test_bench[[]tiny-sdxl-ddim-fp32-fdefault-64x64-s4-b1[]]",
-            "6 tests collected*",
+            "*test_bench[[]tiny-sd3-default-fp32-fdefault-64x64-s4-b1[]]",  # the DiT models: their flow default
+            "*test_bench[[]tiny-flux-default-fp32-fdefault-64x64-s4-b1[]]",
+            "8 tests collected*",
         ]
     )
     # The full selection holds none of the quick cases. Compare collected ids, not the whole output: a warning may

@@ -1,3 +1,5 @@
+import re
+
 import diffusers
 import pytest
 
@@ -15,6 +17,14 @@ REQUIRED_VARIANTS = {
     "sd-turbo",
     "tiny-sd",
     "tiny-sdxl",
+    "tiny-sd3",
+    "tiny-flux",
+    "sd3-medium",
+    "sd3.5-medium",
+    "sd3.5-large",
+    "sd3.5-large-turbo",
+    "flux.1-schnell",
+    "flux.1-dev",
 }
 REQUIRED_SCHEDULERS = {
     "ddim",
@@ -33,11 +43,22 @@ REQUIRED_SCHEDULERS = {
 def test_registry_has_every_required_variant_with_its_facts():
     assert REQUIRED_VARIANTS <= set(VARIANTS)
     for v in VARIANTS.values():
-        assert v.pipeline_class in ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+        assert v.pipeline_class in ("StableDiffusionPipeline", "StableDiffusionXLPipeline") or v.is_dit
         assert v.default_height % 8 == 0 and v.default_steps >= 1
-        assert v.prediction_type in ("epsilon", "v_prediction")
-        assert v.unet and v.vae and v.text_encoders
+        if v.is_dit:  # a transformer, a 16-channel VAE, CLIP and T5, a flow-matching scheduler
+            assert v.transformer and v.t5 and not v.unet and v.vae["latent_channels"] == 16
+            assert v.scheduler["_class_name"].startswith("FlowMatch") and v.prediction_type == "flow"
+            assert hasattr(diffusers, v.pipeline_class) and v.max_sequence_length
+        else:
+            assert v.prediction_type in ("epsilon", "v_prediction")
+            assert v.unet and v.vae and v.text_encoders
         assert v.embedded or (v.hub_id and v.gpu_classes and v.approx_vram_gb > 0)
+    assert [VARIANTS[n].default_precision for n in ("sd3.5-large", "flux.1-dev", "tiny-flux", "sdxl")] == [
+        "bf16", "bf16", "fp32", "fp32",
+    ]  # fmt: skip
+    assert (VARIANTS["sd3.5-large-turbo"].default_steps, VARIANTS["sd3.5-large-turbo"].default_guidance) == (4, 0.0)
+    assert VARIANTS["flux.1-dev"].transformer["guidance_embeds"]
+    assert not VARIANTS["flux.1-schnell"].transformer["guidance_embeds"]
     assert VARIANTS["sdxl"].is_xl and len(VARIANTS["sdxl"].text_encoders) == 2
     assert VARIANTS["tiny-sdxl"].is_xl and VARIANTS["tiny-sdxl"].unet["addition_embed_type"] == "text_time"
     assert VARIANTS["sd-v2.1"].prediction_type == "v_prediction"
@@ -48,6 +69,27 @@ def test_scheduler_registry_covers_the_required_samplers():
     assert REQUIRED_SCHEDULERS <= set(SCHEDULERS)
     for s in SCHEDULERS.values():
         assert hasattr(diffusers, s.class_name), s.class_name
+    flow = {n for n, s in SCHEDULERS.items() if "flux" in s.families or "sd3" in s.families}
+    assert {"flow-euler", "flow-heun", "flow-lcm"} <= flow
+    assert not flow & REQUIRED_SCHEDULERS  # the UNet samplers are not offered to the DiT variants
+
+
+@pytest.mark.parametrize(
+    "variant, scheduler, valid",
+    [
+        ("tiny-flux", "euler", "flow-euler"),
+        ("sd3.5-large", "dpm++2m-karras", "flow-heun"),
+        ("sdxl", "flow-euler", "euler"),
+    ],
+)
+def test_a_scheduler_of_the_other_family_is_refused_naming_the_valid_ones(variant, scheduler, valid):
+    from sdsuite.pipelines.registry import check_scheduler_for, schedulers_for
+
+    with pytest.raises(UsageError, match=re.escape(f"scheduler {scheduler!r} does not fit {variant} (")) as err:
+        check_scheduler_for(get_variant(variant), scheduler)
+    assert valid in str(err.value) and ", ".join(schedulers_for(get_variant(variant))) in str(err.value)
+    check_scheduler_for(get_variant(variant), valid)  # the valid one passes
+    assert "flow-heun" not in schedulers_for(get_variant("flux.1-dev"))  # FluxPipeline passes sigmas Heun lacks
 
 
 @pytest.mark.parametrize(

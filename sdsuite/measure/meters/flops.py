@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
@@ -20,9 +20,36 @@ if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
 
 def count_flops(fn: Callable[[], object]) -> int:
     """Run ``fn`` once under FlopCounterMode and return the total FLOPs counted."""
+    return count_flops_by_module(fn, {})[0]
+
+
+def count_flops_by_module(
+    fn: Callable[[], object], modules: Mapping[str, torch.nn.Module]
+) -> tuple[int, dict[str, int]]:
+    """Run ``fn`` once under FlopCounterMode: the total FLOPs and, per named module, the FLOPs of its forward calls.
+
+    A module's share is the counter's growth between its forward pre-hook and its forward hook, summed over every
+    call (the T5 encoder runs twice per generation with classifier-free guidance, the denoiser once per step).
+    """
+    shares = dict.fromkeys(modules, 0)
+    handles = []
     with FlopCounterMode(display=False, custom_mapping=_CUSTOM) as counter:
-        fn()
-    return int(counter.get_total_flops())
+        for name, module in modules.items():
+            start: list[int] = []
+
+            def pre(_m, _args, start=start):
+                start.append(counter.get_total_flops())
+
+            def post(_m, _args, _out, name=name, start=start):
+                shares[name] += counter.get_total_flops() - start.pop()
+
+            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        try:
+            fn()
+        finally:
+            for h in handles:
+                h.remove()
+    return int(counter.get_total_flops()), {k: int(v) for k, v in shares.items()}
 
 
 def cross_attention_kv_flops(unet: torch.nn.Module, batch: int, text_tokens: int) -> int:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from sdsuite.core.metrics import unavailable_metric, value_metric
-from sdsuite.measure.meters.flops import count_flops
+from sdsuite.measure.meters.flops import count_flops_by_module
 from sdsuite.measure.noise import timing_warning
 from sdsuite.optimizations.apply import options_record
 from sdsuite.quality.sanity import sanity_check
@@ -31,9 +31,18 @@ def count_flops_step(run: StepRun) -> None:
     rec = run.record
     if run.opts.count_flops:
         t0 = time.perf_counter()
-        flops = count_flops(run.measurement.generate)
+        pipe = run.measurement.pipe
+        # The denoiser and the text encoders apart (per image): energy models per component (arXiv 2511.17031)
+        # and the DiT question of what T5 costs against the transformer.
+        parts = {
+            name: getattr(pipe, name)
+            for name in ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
+            if isinstance(getattr(pipe, name, None), torch.nn.Module)
+        }
+        flops, by_module = count_flops_by_module(run.measurement.generate, parts)
         rec["untimed_s"]["flop_count"] = time.perf_counter() - t0
         rec["metrics"]["flops_per_image"] = value_metric(flops / run.case.batch_size, "FLOP")
+        rec["flops_by_component"] = {name: n / run.case.batch_size for name, n in by_module.items()}
     else:
         rec["metrics"]["flops_per_image"] = unavailable_metric("FLOP", "FLOP counting switched off (--no-flops)")
 
