@@ -86,10 +86,7 @@ def _marks_for(case: Case, cfg_device: torch.device, device_explicit: bool) -> t
     if spec.embedded:
         samplers = QUICK_DIT_SCHEDULERS if spec.is_dit else QUICK_SCHEDULERS
         quick = (
-            case.precision == "fp32"
-            and case.scheduler in samplers
-            and not case.freq_mhz
-            and case.power_limit_w is None
+            case.precision == "fp32" and case.scheduler in samplers and not case.freq_mhz and case.power_limit_w is None
         )
         if case.options.compile_mode:  # compiling takes minutes on a CPU
             return ("full", "slow")
