@@ -353,31 +353,23 @@ def _pareto_plot(plt, analysis: DvfsAnalysis, path: Path) -> Path:
         caps = [p for p in pts if p.power_limit_w is not None]
         if caps:  # both knobs: the power-limit points as triangles over the circles, so a cap is never read as a lock
             locks = [p for p in clock_axis(pts) if p.freq_mhz is not None]
-            ax.plot(
-                [p.value("time_s") for p in locks],
-                [p.value("energy_per_image_j") for p in locks],
-                "o",
-                ms=6,
-                color=color,
-                mec="black",
-                mew=0.5,
-                ls="none",
-                zorder=4,
-                label=("clock-lock points (the power limit not binding)" if n == 1 and locks else None),
-            )
             on_axis = [p for p in power_axis(pts) if p.power_limit_w is not None]
-            ax.plot(
-                [p.value("time_s") for p in on_axis],
-                [p.value("energy_per_image_j") for p in on_axis],
-                "v",
-                ms=7,
-                color=color,
-                mec="black",
-                mew=0.5,
-                ls="none",
-                zorder=4,
-                label=("power-cap points (the clock not locked below the top)" if n == 1 and on_axis else None),
-            )
+            for group, marker, ms, label in (
+                (locks, "o", 6, "clock-lock points (the power limit not binding)"),
+                (on_axis, "v", 7, "power-cap points (the clock not locked below the top)"),
+            ):
+                ax.plot(
+                    [p.value("time_s") for p in group],
+                    [p.value("energy_per_image_j") for p in group],
+                    marker,
+                    ms=ms,
+                    color=color,
+                    mec="black",
+                    mew=0.5,
+                    ls="none",
+                    zorder=4,
+                    label=label if n == 1 and group else None,
+                )
         labelled: set = {ref.setting} if ref is not None else set()
         side = 0
         for obj, (marker, _name) in OPTIMUM_MARKERS.items():

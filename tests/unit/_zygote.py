@@ -169,6 +169,17 @@ class SdsuiteProcess:
         self.send_signal(signal.SIGTERM)
 
 
+def wait_until(predicate, child: SdsuiteProcess, what: str, timeout: float = 120.0) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` when the child ends first or the timeout passes."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert child.poll() is None, f"the process ended before {what}: {child.stderr.read() if child.stderr else ''}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
 def server_pid() -> int:
     """The forkserver's pid: the parent of every SdsuiteProcess."""
     from multiprocessing import forkserver

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _zygote import SdsuiteProcess
+from _zygote import SdsuiteProcess, wait_until
 
 from sdsuite.cli.main import main
 from sdsuite.gpu.clocks import ClockSession, restore_failure_message
@@ -55,14 +55,6 @@ def _env(tmp_path: Path, **extra: str) -> dict:
     return env
 
 
-def _wait_until(predicate, child: SdsuiteProcess, what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert child.poll() is None, f"the sweep ended before {what}: {child.stderr.read() if child.stderr else ''}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def _locked(path: Path) -> bool:
     s = _state(path)
     return bool(s and s.get("locked_sm_mhz"))
@@ -76,7 +68,7 @@ def test_hangup_quit_and_terminate_restore_the_clocks_then_end_the_process(tmp_p
     out, state = tmp_path / "s", tmp_path / "gpu.json"
     child = SdsuiteProcess(_sweep_args(out, state), _env(tmp_path))
     try:
-        _wait_until(lambda: _locked(state), child, "the first lock")
+        wait_until(lambda: _locked(state), child, "the first lock")
         child.send_signal(sig)
         child.communicate(timeout=60)
     finally:
@@ -103,7 +95,7 @@ def test_after_a_sigkill_the_next_run_finds_the_stale_lock_restores_it_and_says_
                 bool(journals) and time.time() - journals[0].stat().st_mtime < 0.5 and (out / "results.jsonl").exists()
             )
 
-        _wait_until(settling, child, "a record and a fresh lock")
+        wait_until(settling, child, "a record and a fresh lock")
         child.kill()  # SIGKILL: nothing in the process can restore
         child.wait(timeout=30)
     finally:
@@ -188,7 +180,7 @@ def test_ending_the_parent_of_a_two_gpu_sweep_restores_every_workers_gpu(tmp_pat
     args = _sweep_args(out, state, "--gpus", "0,1", freq="sample:8")
     parent = SdsuiteProcess(args, env)
     try:
-        _wait_until(
+        wait_until(
             lambda: sum(_locked(p) for p in tmp_path.glob("gpu.json.*")) == 2,
             parent,
             "both workers' locks",

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _zygote import SdsuiteProcess
+from _zygote import SdsuiteProcess, wait_until
 
 from sdsuite.cli.main import main
 
@@ -46,14 +46,6 @@ def _env(tmp_path: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "SDSUITE_LOCK_DIR": str(tmp_path / "locks")}
     env.pop("SDSUITE_ALLOW_CLOCK_CONTROL", None)
     return env
-
-
-def _wait(predicate, child: SdsuiteProcess, what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert child.poll() is None, f"the sweep ended before {what}: {child.stderr.read() if child.stderr else ''}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 # -- the sweeps the issue asks for ------------------------------------------------------------------
@@ -126,7 +118,7 @@ def test_a_signal_mid_sweep_restores_the_power_limit(tmp_path, sig):
     out, state = tmp_path / "s", tmp_path / "gpu.json"
     child = SdsuiteProcess(_sim_args(out, state), _env(tmp_path))
     try:
-        _wait(lambda: bool(_state(state).get("power_limit_mw")), child, "the first cap")
+        wait_until(lambda: bool(_state(state).get("power_limit_mw")), child, "the first cap")
         child.send_signal(sig)
         err = child.communicate(timeout=60)[1]
     finally:
@@ -164,7 +156,7 @@ def test_after_a_sigkill_the_resumed_sweep_restores_the_cap_left_behind_and_fini
         def capped_after_a_record() -> bool:
             return bool(_state(state).get("power_limit_mw")) and bool(_records(out / "results.jsonl"))
 
-        _wait(capped_after_a_record, child, "a record and a fresh cap")
+        wait_until(capped_after_a_record, child, "a record and a fresh cap")
         child.kill()  # SIGKILL: nothing in the process can restore
         child.wait(timeout=30)
     finally:
@@ -270,7 +262,7 @@ def test_a_signalled_or_killed_nvml_power_sweep_leaves_the_default_limit_after_t
             fresh = bool(log) and log[-1].args[0] < 220_000 and time.monotonic_ns() - log[-1].t_ns < 5e8
             return fresh and (tmp_path / "s" / "results.jsonl").exists()
 
-        _wait(capped_after_a_record, child, "a record and a fresh cap")
+        wait_until(capped_after_a_record, child, "a record and a fresh cap")
         child.send_signal(sig)
         child.wait(timeout=60)
     finally:
