@@ -57,13 +57,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     device = resolve_device(args.device)
     validate_weights(args.weights)
-    out = check_writable_dir(args.out)
-    ResultsDir(out).prepare()  # validated before anything is measured (a corrupt file: exit 2, untouched)
-    # Opens the telemetry device and resolves --freq against its supported clocks (exit 2 on bad input).
+    # Opens the telemetry device and resolves --freq and --power-limit against it (exit 2 on bad input), before
+    # --out is created: a refused command leaves no empty results directory behind.
     from sdsuite.gpu.telemetry import open_setup
 
     telemetry = open_setup(telemetry_options_from_args(args), device.type, device.index or 0)
     try:
+        out = check_writable_dir(args.out)
+        ResultsDir(out).prepare()  # validated before anything is measured (a corrupt file: exit 2, untouched)
         keys = None
         if args.scaleout:  # planned by a launcher, or a launched worker's share of the cases
             plan = _plan(args, grid, device, out, telemetry)

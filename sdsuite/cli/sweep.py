@@ -139,7 +139,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     validate_weights(args.weights)
     require_weights(grid.variants, args.weights)  # absent weights: refused before measuring, one message, exit 2
-    out = check_writable_dir(args.out)
     sim_clock = _sim_clock(args)
     virtual = sim_clock == "virtual"
     if args.min_energy_window is None:
@@ -148,11 +147,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     topts = telemetry_options_from_args(args)
     if virtual and topts.settle_s is None:
         topts = dataclasses.replace(topts, settle_s=2.0)  # the methodology's ~2 s, at no real cost
+    # Resolves --freq, --power-limit and --mem-freq against the device (exit 2 on bad input) before --out is created:
+    # a refused sweep leaves no empty results directory behind.
     setup = open_setup(topts, device.type, device.index or 0)
-    vclock = None
-    if setup.simulated:
-        setup, vclock = reopen_simulated(setup, clock=sim_clock, state_path=args.sim_state_file)
     try:
+        out = check_writable_dir(args.out)
+        vclock = None
+        if setup.simulated:
+            setup, vclock = reopen_simulated(setup, clock=sim_clock, state_path=args.sim_state_file)
         return _sweep(args, cases, device, out, setup, sim_clock, vclock)
     finally:
         setup.close()

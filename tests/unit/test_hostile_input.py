@@ -142,6 +142,21 @@ def test_empty_out_is_an_error(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([*SIM_SWEEP, "--freq", "9999", *FAST], "nearest supported: 1410 MHz"),
+        ([*SIM_SWEEP, "--power-limit", "300", *FAST], "power-limit range of NVIDIA A100-PCIE-40GB: 150-250 W"),
+        ([*RUN, "--power-limit", "100", "--allow-clock-control"], "150-250 W"),
+        ([*RUN, "--freq", "9999", "--allow-clock-control"], "nearest supported: 1410 MHz"),
+    ],
+    ids=["sweep --freq", "sweep --power-limit", "run --power-limit", "run --freq"],
+)
+def test_a_refused_clock_or_power_limit_leaves_no_results_directory_behind(tmp_path, capsys, argv, message):
+    assert_refused(capsys, [*argv, "--out", str(tmp_path / "new")], tmp_path, message)
+    assert not (tmp_path / "new").exists()
+
+
 def test_allow_large_lifts_the_plan_time_limit(tmp_path, capsys, monkeypatch):
     """Explicitly raised: the plan is made (and only printed here)."""
     assert main([*SWEEP, "--out", str(tmp_path / "s"), "--steps", "5000", "--allow-large", "--plan-only"]) == 0
