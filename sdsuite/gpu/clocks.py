@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sdsuite.core.errors import UsageError
@@ -196,11 +196,7 @@ def original_state(tel: Telemetry) -> ClockState:
             f"sdsuite will re-lock it at {foreign} MHz when it restores, not reset it.",
             file=sys.stderr,
         )
-        state = ClockState(
-            locked_sm_mhz=(foreign, foreign),
-            locked_mem_mhz=state.locked_mem_mhz,
-            applications_mhz=state.applications_mhz,
-        )
+        state = replace(state, locked_sm_mhz=(foreign, foreign))  # the power limit found stays the one to restore
         tel._sdsuite_foreign_lock_mhz = foreign
     tel._sdsuite_original_clocks = state
     return state
@@ -548,7 +544,17 @@ class ClockLock:
         try:
             setter(*args)
         except (PermissionDeniedError, NotSupportedError):
-            raise  # refused: nothing changed, nothing to restore
+            # Refused: nothing changed. The journal goes back to what is changed, so the next command does not find
+            # a change to restore that never happened (a non-root restore of it would fail every later run).
+            try:
+                journal = Journal(self.telemetry)
+                if self._changed:
+                    journal.write(self._saved or ClockState(), sorted(self._changed))
+                else:
+                    journal.clear()
+            except OSError:
+                pass
+            raise
         except BaseException:
             self._changed.add(name)  # outcome unknown: restore to be safe
             raise

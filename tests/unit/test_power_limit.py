@@ -205,12 +205,21 @@ def test_an_out_of_range_cap_is_refused_before_anything_changes():
     assert gpu.clock_state() == ClockState()
 
 
-def test_without_permission_the_error_names_the_remedies_and_nothing_is_left_changed():
-    gpu = SimulatedGpu("a100", faults=SimFaults(permission_denied=True))
+def test_without_permission_the_error_names_the_remedies_and_nothing_is_left_changed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SDSUITE_LOCK_DIR", str(tmp_path / "locks"))
+    state = tmp_path / "gpu.json"
+    gpu = SimulatedGpu("a100", faults=SimFaults(permission_denied=True), state_path=state)
     with pytest.raises(ClockPermissionError, match="power limit of .*run as root.*--power-limit default"):
         ClockLock(gpu, None, power_limit_w=200, allowed=True).__enter__()
+    with pytest.raises(ClockPermissionError):  # the clock path too
+        ClockLock(gpu, 1200, allowed=True).__enter__()
     gpu.faults = SimFaults()
     assert gpu.clock_state() == ClockState()
+    # No journal of a change that never happened: the next command (another process) finds nothing to restore,
+    # instead of a restore that a non-root user cannot make and that would fail every later run.
+    assert list((tmp_path / "locks").glob("*.json")) == []
+    assert recover_stale_lock(SimulatedGpu("a100", state_path=state)) is None
+    assert restore_failure_message() is None and "left with changed clocks" not in capsys.readouterr().err
 
 
 def test_a_failed_power_restore_names_the_gpu_and_the_nvidia_smi_command(capsys):
@@ -283,3 +292,17 @@ def test_a_point_fails_unless_its_cap_is_enforced_and_only_the_cap_holds_its_clo
     }
     got = point_problem(rec, 5.0, telemetry=True)
     assert got is None if problem is None else problem in got
+
+
+def test_a_foreign_clock_lock_found_at_start_keeps_the_power_limit_found_at_start(monkeypatch, capsys):
+    # A real GPU locked by someone else (NVML cannot read locked clocks back) under an administrator's 200 W limit:
+    # the restore re-locks their clock and puts back their limit, not the board default.
+    import sdsuite.gpu.clocks as clocks
+
+    gpu = SimulatedGpu("a100")
+    gpu.set_power_limit_mw(200_000)
+    monkeypatch.setattr(clocks, "detect_foreign_lock", lambda tel, state: 1200)
+    with ClockLock(gpu, None, power_limit_w=180, allowed=True, settle_s=0):
+        assert gpu.enforced_power_limit_mw() == 180_000
+    assert gpu.enforced_power_limit_mw() == 200_000
+    assert "seems locked by someone else" in capsys.readouterr().err
