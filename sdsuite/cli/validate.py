@@ -38,7 +38,11 @@ def register(sub) -> None:
     c = p.add_argument_group("configuration")
     c.add_argument("--variant", default="tiny-sd", help="model variant (default tiny-sd)")
     c.add_argument("--scheduler", default="default", help="sampler (default: the checkpoint's own)")
-    c.add_argument("--precision", default="fp32", help="fp32 (default), fp16, bf16")
+    c.add_argument(
+        "--precision",
+        default=None,
+        help="fp32, fp16, bf16 (default: the variant's: bf16 for the real DiT ones, else fp32)",
+    )
     c.add_argument("--steps", type=int, default=None, help="denoising steps (default: the variant's)")
     c.add_argument("--resolution", default=None, metavar="WxH", help="image size (default: the variant's)")
     c.add_argument(

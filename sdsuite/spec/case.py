@@ -75,6 +75,11 @@ class Case:
             v = getattr(case, dim)
             if v < 8 or v % 8:
                 raise UsageError(f"{dim} must be a positive multiple of 8 (the VAE downsamples by 8), got {v}.")
+            if spec.is_dit and v % 16:  # the pipelines would round it down and measure a smaller image
+                raise UsageError(
+                    f"{dim} must be a multiple of 16 for {spec.name} (a diffusion transformer: the VAE downsamples "
+                    f"by 8, then the latents are cut in 2x2 patches), got {v}; use {v - v % 16} or {v - v % 16 + 16}."
+                )
         if case.batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {case.batch_size}.")
         if case.seed < 0:

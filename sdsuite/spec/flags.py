@@ -140,7 +140,10 @@ def table() -> tuple[Flag, ...]:
                 "= the checkpoint's own)"
             },
         ),
-        Flag("--precision", "case", "fp32 (default), fp16, bf16", metavar="P", **grid),
+        Flag(
+            "--precision", "case", "fp32, fp16, bf16 (default: the variant's: bf16 for the real DiT ones, else fp32)",
+            metavar="P", **grid,
+        ),
         Flag("--steps", "case", "denoising steps (default: the variant's)", metavar="N", **grid),
         Flag("--resolution", "case", "image size, e.g. 512x512 (default: the variant's)", metavar="WxH", **grid),
         Flag("--batch-size", "case", "images per call (default: 1)", metavar="N", **grid, **cli),

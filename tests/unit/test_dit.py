@@ -338,3 +338,13 @@ def test_compile_wraps_the_transformer_and_undo_restores_it(tiny_dit_pipes):
     assert "compile_transformer" in applied.setup_s
     applied.undo()
     assert pipe.transformer is original
+
+
+@pytest.mark.parametrize("variant", ["tiny-sd3", "tiny-flux", "flux.1-dev"])
+def test_a_dit_side_that_is_not_a_multiple_of_16_is_refused_naming_the_nearest(variant):
+    # The pipelines would round it down and measure a smaller image under the asked size's name.
+    from sdsuite.core.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"height must be a multiple of 16 for .* got 72; use 64 or 80"):
+        Case(variant, "default", height=72, width=64).resolved()
+    assert Case(variant, "default", height=80, width=64).resolved().height == 80

@@ -35,13 +35,23 @@ def test_record_has_every_required_field_and_metric(cache, cpu):
 def test_flops_scale_with_batch_and_steps(cache, cpu):
     opts = RunOptions(runs=1, warmup=0)
 
+    def rec(**kw):
+        return run_case(Case("tiny-sd", "euler", **kw), opts, cpu, cache=cache)
+
     def f(**kw):
-        record = run_case(Case("tiny-sd", "euler", **kw), opts, cpu, cache=cache)
-        return record["metrics"]["flops_per_image"]["value"]
+        return rec(**kw)["metrics"]["flops_per_image"]["value"]
 
     one, two = f(steps=2), f(steps=4)
     assert two > one
     assert f(steps=2, batch_size=2) == pytest.approx(one, rel=1e-6)  # per image
+    # Two images per prompt: per image too (it was per prompt, twice the UNet's share); the text encoder runs once
+    # per prompt, so its share is spread over both images.
+    single, double = rec(steps=2), rec(steps=2, images_per_prompt=2)
+    assert double["flops_by_component"]["unet"] == pytest.approx(single["flops_by_component"]["unet"], rel=1e-6)
+    assert double["flops_by_component"]["text_encoder"] == pytest.approx(
+        single["flops_by_component"]["text_encoder"] / 2
+    )
+    assert double["metrics"]["flops_per_image"]["value"] < one
 
 
 @pytest.mark.slow  # end to end on the tiny pipelines (~0.5-5 s): kept out of `pytest -m quick`

@@ -41,8 +41,10 @@ def count_flops_step(run: StepRun) -> None:
         }
         flops, by_module = count_flops_by_module(run.measurement.generate, parts)
         rec["untimed_s"]["flop_count"] = time.perf_counter() - t0
-        rec["metrics"]["flops_per_image"] = value_metric(flops / run.case.batch_size, "FLOP")
-        rec["flops_by_component"] = {name: n / run.case.batch_size for name, n in by_module.items()}
+        # A call makes batch_size x images_per_prompt images (the text encoders run once per prompt, shared).
+        images = run.case.num_images
+        rec["metrics"]["flops_per_image"] = value_metric(flops / images, "FLOP")
+        rec["flops_by_component"] = {name: n / images for name, n in by_module.items()}
     else:
         rec["metrics"]["flops_per_image"] = unavailable_metric("FLOP", "FLOP counting switched off (--no-flops)")
 
