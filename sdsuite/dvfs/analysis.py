@@ -430,7 +430,9 @@ def lock_vs_cap_table(points: Sequence[PointStats], max_slowdown_pct: float) -> 
     points: with one, there is nothing to set beside the other knob)."""
     if not any(p.power_limit_w is not None for p in points):
         return ()
-    locks, caps = clock_axis(points), power_axis(points)
+    # The cap column holds capped points only: an uncapped point at the top clock (the reference of a clock sweep) is
+    # no power cap, and "the best cap" must never name one.
+    locks, caps = clock_axis(points), [p for p in power_axis(points) if p.power_limit_w is not None]
     if min(sum(p.status == "ok" for p in locks), sum(p.status == "ok" for p in caps)) < 2:
         return ()
     bounds = sorted({*LOCK_VS_CAP_BOUNDS_PCT, float(max_slowdown_pct)})

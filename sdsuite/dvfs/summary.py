@@ -245,10 +245,12 @@ def summary_dict(analysis: DvfsAnalysis) -> dict:
                 "gpu": s.key.gpu,
                 "simulated": s.key.simulated,
                 "case": s.key.case,
-                "reference": {"rule": s.reference_rule, "freq_mhz": s.reference.freq_mhz if s.reference else None},
+                # freq_mhz alone cannot tell a capped reference (a power-limit sweep's) from an uncapped default one
+                "reference": {"rule": s.reference_rule, **(_setting(s.reference) or {"freq_mhz": None})},
                 "time_source": s.time_source,
                 "optima": {k: _optimum_dict(o) for k, o in s.optima.items()},
                 "suspicious_points": [p.freq_mhz for p in s.points if p.faster_than_reference],
+                "suspicious_settings": [_setting(p) for p in s.points if p.faster_than_reference],
                 "notes": list(s.notes),
                 "points": [_point_dict(p) for p in s.points],
                 **_knobs_dict(s),

@@ -56,6 +56,8 @@ def test_a_power_only_sweep_takes_its_reference_at_the_highest_cap_and_says_so()
     (s,) = analyze(one_set(recs)).series
     assert s.reference.power_limit_w == 250 and "highest power limit measured, 250 W" in s.reference_rule
     assert s.optima["min_energy"].power_limit_w == 150 and s.lock_vs_cap == ()  # one clock-axis point: no table
+    ref = summary_dict(analyze(one_set(recs)))["series"][0]["reference"]  # the JSON names the cap, not just "null"
+    assert (ref["freq_mhz"], ref["power_limit_w"]) == (None, 250)
 
 
 def test_optima_per_axis_and_over_the_grid():
@@ -76,7 +78,10 @@ def test_lock_vs_cap_picks_each_knobs_best_saving_within_each_bound_and_names_th
     twenty = rows[20.0]
     assert (twenty.lock.freq_mhz, twenty.cap.power_limit_w) == (1005, 150)  # 20% vs 18%
     assert twenty.verdict.startswith("the clock lock saves more by 2.0 pp")
-    assert rows[1.0].verdict == "the same point"  # both knobs' best within 1% is the reference itself
+    # Within 1% only the (uncapped) reference: the lock column may hold it, the cap column never holds an uncapped point
+    assert rows[1.0].lock.is_reference and rows[1.0].cap is None
+    assert rows[1.0].verdict == "n/a: no power cap point within the bound"
+    assert all(r.cap is None or r.cap.power_limit_w is not None for r in rows.values())
 
 
 def test_a_difference_inside_the_combined_uncertainty_is_called_not_significant():
