@@ -319,7 +319,8 @@ def _knobs_md(s: SeriesAnalysis) -> list[str]:
             lines += ["| eta | least-cost point | cost per call (median [IQR]) |", "|---|---|---|"]
             for z in s.zeus:
                 c = z.cost
-                lines.append(f"| {z.eta:g} | {z.freq_label} | {_num(c.median, 'J')} [{_num(c.q1)}, {_num(c.q3)}] |")
+                iqr = f"[{_num(c.q1)}, {_num(c.q3)}]" if c.n > 1 else "(n=1: spread unknown)"
+                lines.append(f"| {z.eta:g} | {z.freq_label} | {_num(c.median, 'J')} {iqr} |")
     front = pareto_front(s.points)
     if front:
         lines += ["", f"Time-energy Pareto front, fastest first: {', '.join(p.freq_label for p in front)}."]

@@ -96,8 +96,11 @@ def test_a_difference_inside_the_combined_uncertainty_is_called_not_significant(
 
 
 def test_one_run_per_point_says_the_spread_is_unknown():
-    (s,) = analyze(one_set(lock_and_cap_records(runs=1))).series
+    analysis = analyze(one_set(lock_and_cap_records(runs=1)))
+    (s,) = analysis.series
     assert "uncertainty unknown: one run per point" in next(r for r in s.lock_vs_cap if r.bound_pct == 5.0).verdict
+    zeus_rows = [line for line in markdown(analysis).splitlines() if line.startswith("| 0.5 |")]  # Zeus's cost at eta 0.5
+    assert zeus_rows and all("(n=1: spread unknown)" in line for line in zeus_rows)
 
 
 def test_zeus_cost_follows_eta_from_the_fastest_point_to_the_least_energy():
