@@ -99,7 +99,7 @@ def test_one_run_per_point_says_the_spread_is_unknown():
     analysis = analyze(one_set(lock_and_cap_records(runs=1)))
     (s,) = analysis.series
     assert "uncertainty unknown: one run per point" in next(r for r in s.lock_vs_cap if r.bound_pct == 5.0).verdict
-    zeus_rows = [line for line in markdown(analysis).splitlines() if line.startswith("| 0.5 |")]  # Zeus's cost at eta 0.5
+    zeus_rows = [line for line in markdown(analysis).splitlines() if line.startswith("| 0.5 |")]  # Zeus, eta 0.5
     assert zeus_rows and all("(n=1: spread unknown)" in line for line in zeus_rows)
 
 
