@@ -70,7 +70,9 @@ def parse_freq_spec(text: str | None, *, axis: _Axis = _Axis()) -> FreqSpec:
     forms (``--power-limit``) in its errors."""
     raw = "default" if text is None else str(text)
     t = raw.strip().lower()
-    if t in ("", "default"):
+    if not t:  # given, but empty: more likely a script's unset variable than a wish for the default
+        raise UsageError(f"{axis.flag} is empty; valid forms: {axis.forms} (e.g. {axis.flag} default).")
+    if t == "default":
         return FreqSpec("default")
     if t == "all":
         return FreqSpec("all")

@@ -157,6 +157,14 @@ def test_a_refused_clock_or_power_limit_leaves_no_results_directory_behind(tmp_p
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize("flag", ["--freq", "--power-limit", "--mem-freq"])
+def test_an_empty_axis_value_is_refused_not_taken_for_the_default(tmp_path, capsys, flag):
+    # `--power-limit "$PL"` with PL unset: measuring the default axis instead would be a silent surprise
+    argv = [*SIM_SWEEP, "--gpu-model", "h100", *FAST, flag, "", "--out", str(tmp_path / "new")]
+    assert_refused(capsys, argv, tmp_path, f"{flag} is empty; valid forms: ")
+    assert not (tmp_path / "new").exists()
+
+
 def test_allow_large_lifts_the_plan_time_limit(tmp_path, capsys, monkeypatch):
     """Explicitly raised: the plan is made (and only printed here)."""
     assert main([*SWEEP, "--out", str(tmp_path / "s"), "--steps", "5000", "--allow-large", "--plan-only"]) == 0
