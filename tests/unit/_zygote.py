@@ -180,6 +180,18 @@ def wait_until(predicate, child: SdsuiteProcess, what: str, timeout: float = 120
         time.sleep(0.02)
 
 
+def signal_when(predicate, child: SdsuiteProcess, what: str, sig: int, timeout: float = 120.0) -> str:
+    """Wait until ``predicate`` holds, send ``sig``, wait for the child to end; its stderr. The child is killed in any
+    case (a failed wait included), so no test leaves a sweep running behind it."""
+    try:
+        wait_until(predicate, child, what, timeout)
+        child.send_signal(sig)
+        return child.communicate(timeout=60)[1]
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
 def server_pid() -> int:
     """The forkserver's pid: the parent of every SdsuiteProcess."""
     from multiprocessing import forkserver

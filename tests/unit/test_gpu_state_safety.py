@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _zygote import SdsuiteProcess, wait_until
+from _zygote import SdsuiteProcess, signal_when, wait_until
 
 from sdsuite.cli.main import main
 from sdsuite.gpu.clocks import ClockSession, restore_failure_message
@@ -67,13 +67,7 @@ def _locked(path: Path) -> bool:
 def test_hangup_quit_and_terminate_restore_the_clocks_then_end_the_process(tmp_path, sig):
     out, state = tmp_path / "s", tmp_path / "gpu.json"
     child = SdsuiteProcess(_sweep_args(out, state), _env(tmp_path))
-    try:
-        wait_until(lambda: _locked(state), child, "the first lock")
-        child.send_signal(sig)
-        child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    signal_when(lambda: _locked(state), child, "the first lock", sig)
     assert child.returncode == -sig  # died of the signal, as if never caught, after restoring
     assert _state(state) == UNLOCKED
     assert not list((tmp_path / "locks").glob("*.json"))  # a clean restore clears the journal
@@ -85,22 +79,13 @@ def test_after_a_sigkill_the_next_run_finds_the_stale_lock_restores_it_and_says_
     env = _env(tmp_path)
     args = _sweep_args(out, state, "--settle", "1.5", freq="1410,1200,1005")
     child = SdsuiteProcess(args, env)
-    try:
 
-        def settling() -> (
-            bool
-        ):  # a point is recorded and the journal was written (a lock set) under 0.5 s ago: inside the settle
-            journals = list((tmp_path / "locks").glob("*.json"))
-            return (
-                bool(journals) and time.time() - journals[0].stat().st_mtime < 0.5 and (out / "results.jsonl").exists()
-            )
+    def settling() -> bool:
+        """A point is recorded and the journal was written (a lock set) under 0.5 s ago: inside the settle."""
+        journals = list((tmp_path / "locks").glob("*.json"))
+        return bool(journals) and time.time() - journals[0].stat().st_mtime < 0.5 and (out / "results.jsonl").exists()
 
-        wait_until(settling, child, "a record and a fresh lock")
-        child.kill()  # SIGKILL: nothing in the process can restore
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    signal_when(settling, child, "a record and a fresh lock", signal.SIGKILL)  # nothing in the process can restore
     assert _locked(state), "the kill must land while a clock is locked"
     journals = list((tmp_path / "locks").glob("*.json"))
     assert len(journals) == 1 and json.loads(journals[0].read_text())["pid"] == child.pid

@@ -7,12 +7,13 @@ Each defect the review of issue 11 found has a test here that failed before its 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from _zygote import SdsuiteProcess
+from _zygote import SdsuiteProcess, signal_when
 
 from sdsuite.core.errors import InputFileError, UsageError
 from sdsuite.gpu.clocks import ClockLock, ClockPermissionError, ClockSession
@@ -413,17 +414,7 @@ def test_a_sweep_killed_with_sigkill_and_resumed_leaves_the_gpu_unlocked(fake_nv
         )
         return fresh and (tmp_path / "s" / "results.jsonl").exists()
 
-    try:
-        deadline = time.monotonic() + 180
-        while not settling():
-            assert child.poll() is None, child.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        child.kill()
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    signal_when(settling, child, "a record and a fresh lock", signal.SIGKILL, timeout=180)
     assert fake_nvml.state()[0].locked_sm is not None  # the GPU was left locked
     code, _, err = in_process_cli(*args)  # the resume (in this process; the killed sweep was a process of its own)
     assert code == 0, err

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _zygote import SdsuiteProcess, wait_until
+from _zygote import SdsuiteProcess, signal_when
 
 from sdsuite.cli.main import main
 
@@ -117,13 +117,7 @@ def test_bad_power_limits_exit_2_naming_the_range_and_nothing_changes_without_th
 def test_a_signal_mid_sweep_restores_the_power_limit(tmp_path, sig):
     out, state = tmp_path / "s", tmp_path / "gpu.json"
     child = SdsuiteProcess(_sim_args(out, state), _env(tmp_path))
-    try:
-        wait_until(lambda: bool(_state(state).get("power_limit_mw")), child, "the first cap")
-        child.send_signal(sig)
-        err = child.communicate(timeout=60)[1]
-    finally:
-        if child.poll() is None:
-            child.kill()
+    err = signal_when(lambda: bool(_state(state).get("power_limit_mw")), child, "the first cap", sig)
     assert child.returncode == (130 if sig == signal.SIGINT else -sig), err
     assert "power_limit_mw" not in _state(state)  # back to the default limit
     assert not list((tmp_path / "locks").glob("*.json"))  # a clean restore clears the journal
@@ -151,17 +145,11 @@ def test_after_a_sigkill_the_resumed_sweep_restores_the_cap_left_behind_and_fini
     out, state = tmp_path / "s", tmp_path / "gpu.json"
     args = _sim_args(out, state, power="220,190,160", settle="1.5")
     child = SdsuiteProcess(args, _env(tmp_path))
-    try:
 
-        def capped_after_a_record() -> bool:
-            return bool(_state(state).get("power_limit_mw")) and bool(_records(out / "results.jsonl"))
+    def capped_after_a_record() -> bool:
+        return bool(_state(state).get("power_limit_mw")) and bool(_records(out / "results.jsonl"))
 
-        wait_until(capped_after_a_record, child, "a record and a fresh cap")
-        child.kill()  # SIGKILL: nothing in the process can restore
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    signal_when(capped_after_a_record, child, "a record and a fresh cap", signal.SIGKILL)  # nothing can restore
     assert _state(state).get("power_limit_mw") in (190_000, 160_000), "the kill must land while a cap is set"
     monkeypatch.setenv("SDSUITE_LOCK_DIR", str(tmp_path / "locks"))
     assert main(args) == 0  # the same command resumes
@@ -255,19 +243,13 @@ def test_a_signalled_or_killed_nvml_power_sweep_leaves_the_default_limit_after_t
         {"lib_path": str(fake_nvml.lib_path), "config_path": str(fake_nvml.config_path), "copy_dir": str(tmp_path)},
     )
     child = SdsuiteProcess(args, env, tmp_path, prepare=prepare)
-    try:
 
-        def capped_after_a_record() -> bool:
-            log = fake_nvml.setter_log()
-            fresh = bool(log) and log[-1].args[0] < 220_000 and time.monotonic_ns() - log[-1].t_ns < 5e8
-            return fresh and (tmp_path / "s" / "results.jsonl").exists()
+    def capped_after_a_record() -> bool:
+        log = fake_nvml.setter_log()
+        fresh = bool(log) and log[-1].args[0] < 220_000 and time.monotonic_ns() - log[-1].t_ns < 5e8
+        return fresh and (tmp_path / "s" / "results.jsonl").exists()
 
-        wait_until(capped_after_a_record, child, "a record and a fresh cap")
-        child.send_signal(sig)
-        child.wait(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    signal_when(capped_after_a_record, child, "a record and a fresh cap", sig)
     assert child.returncode == -sig
     left = fake_nvml.state()[0].power_limit_mw
     if sig == signal.SIGTERM:
